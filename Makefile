@@ -1,0 +1,36 @@
+# The two commands a new user needs: `make quickstart` and `make test`.
+# Both run `make setup` first, which is idempotent.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Tiny-model work on 2 CPU cores collapses when threads oversubscribe: pin them.
+export OMP_NUM_THREADS ?= 2
+export MKL_NUM_THREADS ?= 2
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+
+.PHONY: setup quickstart test test-all bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: an unpinned torch pulls gigabytes of CUDA packages.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+quickstart: setup
+	$(BIN)/python scripts/quickstart.py
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-all: setup
+	$(BIN)/python -m pytest -q tests --runslow
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,94 @@
+"""Config sections shared by every training stage: model, data, train.
+
+Each stage's schema (``alignkit.config.sft.SFTConfig`` ...) composes these; only a stage's entry point
+reads a config, library functions take explicit arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from alignkit.config.base import Closed
+
+DataFormat = Literal[
+    "auto", "text", "prompt_completion", "messages", "sharegpt", "preference", "hh_rlhf", "rm_static"
+]
+
+
+class LoraConfig(Closed):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt; 'all-linear' = every linear layer but the LM head."
+    )
+
+
+class ModelConfig(Closed):
+    name_or_path: str = Field(..., description="Hub id or local directory of a causal LM (save_pretrained layout).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype when loading (float32 on CPU)."
+    )
+    finetune: Literal["full", "lora", "qlora"] = Field(
+        "full", description="Train all weights, LoRA adapters, or LoRA on a 4-bit NF4 base (CUDA + bitsandbytes)."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (lora / qlora).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel; sdpa and eager support padding-free packing."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the model directory/hub.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+
+
+class DataConfig(Closed):
+    train: str = Field(..., description="Training data: file (.jsonl/.jsonl.gz/.json/.parquet/.csv), datasets dir, or hub name.")
+    eval: str | None = Field(None, description="Evaluation data, same kinds as train.")
+    format: DataFormat = Field("auto", description="Row format; 'auto' detects it from the first row's keys.")
+    split: str = Field("train", description="Split to read from a hub dataset or datasets DatasetDict.")
+    eval_split: str = Field("test", description="Split for eval when eval is a hub name/DatasetDict.")
+    max_length: int = Field(1024, ge=8, description="Longest tokenised example (prompt + completion).")
+    overlong: Literal["truncate", "drop"] = Field(
+        "truncate", description="Over-long examples: truncate from the right, or drop (both are counted)."
+    )
+    train_on_prompt: bool = Field(False, description="Also put loss on the prompt tokens (default: completion only).")
+    packing: bool = Field(False, description="Padding-free packing: a micro-batch is one row, positions restart per example.")
+    on_error: Literal["raise", "skip"] = Field("raise", description="Bad rows: stop with an error, or skip, count and report.")
+    max_rows: int | None = Field(None, ge=1, description="Read at most this many training rows.")
+    eval_rows: int | None = Field(None, ge=1, description="Read at most this many eval rows.")
+
+
+class TrainConfig(Closed):
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Examples per micro-batch (per process).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field("cosine", description="Decay after warm-up.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps (takes precedence over warmup_ratio).")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Warm-up as a fraction of total steps.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm (null: no clipping).")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision (accelerate).")
+    log_every: int = Field(1, ge=1, description="Log metrics every N steps.")
+    eval_every: int | None = Field(None, ge=1, description="Evaluate every N steps (and at the end) when data.eval is set.")
+    save_every: int | None = Field(None, ge=1, description="Checkpoint every N steps (null: only the final model).")
+    save_total_limit: int = Field(2, ge=1, description="Keep the newest K checkpoints.")
+    eval_batch_size: int | None = Field(None, ge=1, description="Eval micro-batch size (default: batch_size).")
+
+
+class RunConfig(Closed):
+    """Keys every training stage has."""
+
+    output_dir: str = Field(..., description="Where config.yaml, metrics.jsonl, checkpoints/ and final/ go.")
+    resume: Literal["auto", "never"] = Field("auto", description="auto: continue from the newest complete checkpoint.")
+    report_to: list[Literal["jsonl", "tensorboard"]] = Field(
+        default_factory=lambda: ["jsonl", "tensorboard"],
+        description="Metric sinks; tensorboard is used only when installed.",
+    )

@@ -1,0 +1,39 @@
+"""The one internal representation every data format is converted to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alignkit.data.errors import RowRef
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """A conversation plus the completion to learn.
+
+    - chat rows: ``prompt`` is every turn before the last assistant turn, ``completion`` that turn;
+    - preference rows: ``completion`` is the chosen reply and ``rejected`` the rejected one;
+    - plain text rows: ``prompt`` is empty, ``completion`` is the text and ``templated`` is False
+      (rendered raw, no chat template; the whole text is learned).
+    """
+
+    prompt: tuple[Message, ...]
+    completion: str
+    ref: RowRef
+    rejected: str | None = None
+    templated: bool = True
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def chosen(self) -> str:
+        return self.completion
+
+    @property
+    def is_preference(self) -> bool:
+        return self.rejected is not None
