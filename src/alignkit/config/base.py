@@ -38,6 +38,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" as a string; users mean a number
+            value = float(value) if any(c in value for c in ".eE") and value.strip().lower() not in {"inf", "nan"} else value
+        except ValueError:
+            pass
     return key.split("."), value
 
 

@@ -26,6 +26,16 @@ class LoraConfig(Closed):
     )
 
 
+class InitModelConfig(Closed):
+    """Build a fresh model with ``alignkit init-model`` when ``name_or_path`` does not exist yet."""
+
+    arch: Literal["llama", "qwen2", "gemma2"] = Field("llama", description="Architecture family.")
+    size: Literal["tiny", "small"] = Field("tiny", description="tiny: fast tests on CPU; small: a few M parameters.")
+    tokenizer_from: list[str] = Field(..., min_length=1, description="Text or data files the tokenizer is trained on.")
+    vocab_size: int | None = Field(None, ge=300, description="Tokenizer vocabulary (default: by size).")
+    seed: int = Field(0, description="Seed of the random initialisation.")
+
+
 class ModelConfig(Closed):
     name_or_path: str = Field(..., description="Hub id or local directory of a causal LM (save_pretrained layout).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -41,6 +51,9 @@ class ModelConfig(Closed):
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the model directory/hub.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    init: InitModelConfig | None = Field(
+        None, description="If set and name_or_path does not exist, create it first (random init, offline)."
+    )
 
 
 class DataConfig(Closed):
@@ -49,6 +62,9 @@ class DataConfig(Closed):
     format: DataFormat = Field("auto", description="Row format; 'auto' detects it from the first row's keys.")
     split: str = Field("train", description="Split to read from a hub dataset or datasets DatasetDict.")
     eval_split: str = Field("test", description="Split for eval when eval is a hub name/DatasetDict.")
+    val_size: float = Field(
+        0, ge=0, description="Hold out this many training examples (or this fraction, if < 1) for eval when eval is unset."
+    )
     max_length: int = Field(1024, ge=8, description="Longest tokenised example (prompt + completion).")
     overlong: Literal["truncate", "drop"] = Field(
         "truncate", description="Over-long examples: truncate from the right, or drop (both are counted)."
@@ -88,7 +104,4 @@ class RunConfig(Closed):
 
     output_dir: str = Field(..., description="Where config.yaml, metrics.jsonl, checkpoints/ and final/ go.")
     resume: Literal["auto", "never"] = Field("auto", description="auto: continue from the newest complete checkpoint.")
-    report_to: list[Literal["jsonl", "tensorboard"]] = Field(
-        default_factory=lambda: ["jsonl", "tensorboard"],
-        description="Metric sinks; tensorboard is used only when installed.",
-    )
+    tensorboard: bool = Field(True, description="Also log metrics to output_dir/tensorboard (when tensorboard is installed).")

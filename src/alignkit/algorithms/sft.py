@@ -1,0 +1,281 @@
+"""Supervised fine-tuning (``alignkit sft``): next-token loss on completion tokens.
+
+The loop, top to bottom: load data and model -> plan micro-batches -> for each optimizer step:
+forward on completion positions, token NLL, global-token-mean reduction, backward, clip, step ->
+log / evaluate / checkpoint. Distributed and mixed precision come from accelerate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import nullcontext
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alignkit.config.base import write_config
+from alignkit.config.sft import SFTConfig
+from alignkit.losses.reductions import global_token_mean
+from alignkit.losses.sft import sft_token_nll
+from alignkit.training import batching
+from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+from alignkit.training.metrics import MetricsLogger
+from alignkit.training.optim import build_optimizer, build_scheduler, warmup_steps_for
+from alignkit.training.progress import training_progress
+
+
+@dataclass
+class SFTResult:
+    output_dir: Path
+    final_dir: Path
+    steps: int
+    train_loss: float  # token-mean loss of the last logged step
+    eval_loss: float | None
+
+
+def load_sft_data(source: str, tokenizer, *, fmt, split, max_length, overlong, train_on_prompt, on_error, max_rows, log):
+    """Read, convert and tokenise one SFT data source; reports every skipped, truncated or dropped row."""
+    from alignkit.data.formats import load_examples
+    from alignkit.data.tokenize import tokenize_examples
+
+    loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    tok = tokenize_examples(
+        loaded.examples, tokenizer, max_length=max_length, train_on_prompt=train_on_prompt, overlong=overlong
+    )
+    log(
+        f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(loaded.skipped)} skipped, "
+        f"{tok.truncated} truncated, {tok.dropped} dropped (over {max_length} tokens) -> {len(tok.examples)} examples"
+    )
+    for err in loaded.skipped[:5]:
+        log(f"  skipped: {err}")
+    if len(loaded.skipped) > 5:
+        log(f"  ... and {len(loaded.skipped) - 5} more skipped rows")
+    if not tok.examples:
+        from alignkit.data.errors import DataError
+
+        raise DataError(source, "no usable examples after skipping, truncation and dropping")
+    stats = {
+        "rows_read": loaded.rows_read,
+        "skipped": len(loaded.skipped),
+        "truncated": tok.truncated,
+        "dropped": tok.dropped,
+        "examples": len(tok.examples),
+        "format": loaded.format,
+    }
+    return tok.examples, stats
+
+
+def holdout_split(examples: list, val_size: float, *, seed: int) -> tuple[list, list]:
+    """Split off ``val_size`` examples (a count, or a fraction when < 1) by a seeded shuffle."""
+    n_val = int(round(val_size * len(examples))) if val_size < 1 else int(val_size)
+    n_val = min(max(n_val, 1), len(examples) - 1)
+    order = batching.epoch_order(len(examples), seed, epoch=-1)
+    held = set(order[:n_val])
+    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+def ensure_init_model(path: str, spec, accelerator) -> None:
+    """Create the model directory ``path`` from ``spec`` (an InitModelConfig) on the main process."""
+    from alignkit.models.init_model import init_model
+
+    if accelerator.is_main_process and not Path(path).exists():
+        accelerator.print(f"{path} does not exist: creating a {spec.arch}/{spec.size} model (model.init)")
+        init_model(spec.arch, spec.size, spec.tokenizer_from, path, vocab_size=spec.vocab_size, seed=spec.seed)
+    accelerator.wait_for_everyone()
+
+
+def make_batch(examples, *, packing: bool, pad_token_id: int):
+    from alignkit.data.collate import collate_packed, collate_padded
+
+    return collate_packed(examples) if packing else collate_padded(examples, pad_token_id)
+
+
+def micro_batch_loss(model, batch, num_tokens_global):
+    """Sum of this micro-batch's token NLLs over the step's global token count, and the raw sum."""
+    from alignkit.models.logprobs import completion_logits
+
+    logits, targets = completion_logits(model, batch)
+    tok = sft_token_nll(logits, targets)
+    return global_token_mean(tok.nll, num_tokens_global), tok.nll.detach().sum()
+
+
+@torch.no_grad()
+def evaluate(model, accelerator, examples, *, batch_size: int, packing: bool, pad_token_id: int) -> dict:
+    """Token-mean loss and perplexity over ``examples`` (sharded across processes)."""
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # [nll sum, tokens]
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for start in range(rank * batch_size, len(examples), batch_size * world):
+        batch = make_batch(examples[start : start + batch_size], packing=packing, pad_token_id=pad_token_id)
+        batch = batch.to(accelerator.device)
+        with accelerator.autocast():
+            _, nll_sum = micro_batch_loss(model, batch, 1)
+        total += torch.tensor([nll_sum.item(), batch.num_loss_tokens], dtype=torch.float64, device=total.device)
+    total = accelerator.reduce(total, "sum")
+    model.train()
+    loss = (total[0] / total[1].clamp(min=1)).item()
+    return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_tokens": int(total[1].item())}
+
+
+def run(cfg: SFTConfig) -> SFTResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from alignkit.data.tokenize import ensure_chat_template
+    from alignkit.models.loading import load_causal_lm, load_tokenizer, save_model, trainable_parameters
+
+    t = cfg.train
+    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    log = accelerator.print
+    out = Path(cfg.output_dir)
+    ckpt_root = out / "checkpoints"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(cfg, out / "config.yaml")
+        remove_partial(ckpt_root)
+    set_seed(t.seed)
+    if cfg.model.init is not None and not Path(cfg.model.name_or_path).exists():
+        ensure_init_model(cfg.model.name_or_path, cfg.model.init, accelerator)
+
+    # --- data -------------------------------------------------------------------------------------
+    tokenizer = load_tokenizer(cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    ensure_chat_template(tokenizer)
+    d = cfg.data
+    data_kw = dict(max_length=d.max_length, overlong=d.overlong, train_on_prompt=d.train_on_prompt, on_error=d.on_error, log=log)
+    train_examples, train_stats = load_sft_data(d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
+    eval_examples = None
+    if d.eval:
+        eval_examples, _ = load_sft_data(d.eval, tokenizer, fmt=d.format, split=d.eval_split, max_rows=d.eval_rows, **data_kw)
+    elif d.val_size > 0:
+        train_examples, eval_examples = holdout_split(train_examples, d.val_size, seed=t.seed)
+        log(f"held out {len(eval_examples)} training examples for eval (data.val_size={d.val_size})")
+    pad_id = tokenizer.pad_token_id
+
+    # --- model and optimisation -------------------------------------------------------------------
+    m = cfg.model
+    model = load_causal_lm(
+        m.name_or_path, dtype=m.dtype, finetune=m.finetune, lora_r=m.lora.r, lora_alpha=m.lora.alpha,
+        lora_dropout=m.lora.dropout, lora_target_modules=m.lora.target_modules,
+        gradient_checkpointing=m.gradient_checkpointing, attn_implementation=m.attn_implementation,
+        trust_remote_code=m.trust_remote_code, revision=m.revision,
+    )  # fmt: skip
+    n_train, n_total = trainable_parameters(model)
+    log(f"model {m.name_or_path}: {n_train:,} trainable of {n_total:,} parameters ({m.finetune})")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps = batching.total_steps(len(train_examples), t.batch_size, t.grad_accum, world, t.epochs, t.max_steps)
+    optimizer = build_optimizer(
+        model, learning_rate=t.learning_rate, weight_decay=t.weight_decay, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps
+    )
+    scheduler = build_scheduler(
+        optimizer, name=t.lr_scheduler, warmup=warmup_steps_for(steps, t.warmup_steps, t.warmup_ratio), total=steps
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    # --- resume -----------------------------------------------------------------------------------
+    start_step, tokens_seen = 0, 0
+    ckpt = latest_checkpoint(ckpt_root) if cfg.resume == "auto" else None
+    if ckpt is not None:
+        state = load_checkpoint(accelerator, ckpt)
+        start_step, tokens_seen = state["step"], state["tokens_seen"]
+        log(f"resumed from {ckpt} (step {start_step} of {steps})")
+    metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
+
+    def save(step: int) -> None:
+        state = {"step": step, "tokens_seen": tokens_seen, "total_steps": steps}
+
+        def write_model(path: Path) -> None:
+            save_model(accelerator.unwrap_model(model), tokenizer, str(path / "model"))
+
+        save_checkpoint(accelerator, ckpt_root, step, state, keep=t.save_total_limit, extra=write_model)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    model.train()
+    plan_kw = dict(num_examples=len(train_examples), batch_size=t.batch_size, grad_accum=t.grad_accum, world_size=world)
+    last: dict = {}
+    eval_result = None
+    with training_progress(enabled=main) as progress:
+        task = progress.add_task("sft", total=steps, completed=start_step, stats="")
+        for step in range(start_step, steps):
+            t0 = time.perf_counter()
+            groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, **plan_kw)
+            micro = [
+                make_batch([train_examples[i] for i in idx], packing=d.packing, pad_token_id=pad_id).to(accelerator.device)
+                for idx in groups
+            ]
+            # Global normaliser: loss tokens of the whole step, all micro-batches and processes.
+            counts = torch.tensor([sum(b.num_loss_tokens for b in micro), sum(b.num_tokens for b in micro)], device=accelerator.device)
+            counts = accelerator.reduce(counts, "sum")
+            n_loss, n_tokens = int(counts[0]), int(counts[1])
+            nll_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+            for i, batch in enumerate(micro):
+                sync = i == len(micro) - 1
+                ctx = accelerator.no_sync(model) if not sync and world > 1 else nullcontext()
+                with ctx, accelerator.autocast():
+                    loss, raw = micro_batch_loss(model, batch, max(n_loss, 1))
+                    # DDP averages gradients over processes; the global normaliser already divides by all.
+                    accelerator.backward(loss * world)
+                nll_sum += raw.double()
+            grad_norm = None
+            if t.max_grad_norm is not None:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            nll_sum = accelerator.reduce(nll_sum, "sum")
+            tokens_seen += n_tokens
+            dt = time.perf_counter() - t0
+            done = step + 1
+            train_loss = nll_sum.item() / max(n_loss, 1)
+            last = {
+                "step": done,
+                "loss": train_loss,
+                "learning_rate": lr,
+                "tokens_per_second": n_tokens / dt,
+                "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "epoch": batching.epoch_of_step(done, **plan_kw),
+                "loss_tokens": n_loss,
+                "tokens": n_tokens,
+                "tokens_seen": tokens_seen,
+            }
+            if done % t.log_every == 0 or done == steps:
+                metrics.log(last)
+            progress.update(
+                task, advance=1, stats=f"loss {train_loss:.4f} lr {lr:.2e} {n_tokens / dt:,.0f} tok/s"
+            )
+            if eval_examples and t.eval_every and done % t.eval_every == 0 and done != steps:
+                eval_result = evaluate(model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, packing=d.packing, pad_token_id=pad_id)
+                metrics.log({"step": done, **eval_result})
+            if t.save_every and done % t.save_every == 0 and done != steps:
+                save(done)
+
+    if eval_examples:
+        eval_result = evaluate(model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, packing=d.packing, pad_token_id=pad_id)
+        metrics.log({"step": steps, **eval_result})
+        log(f"eval loss {eval_result['eval_loss']:.4f}, perplexity {eval_result['eval_perplexity']:.2f}")
+
+    final = out / "final"
+    accelerator.wait_for_everyone()
+    if main:
+        save_model(accelerator.unwrap_model(model), tokenizer, str(final))
+        summary = {
+            "stage": "sft",
+            "steps": steps,
+            "resumed_from_step": start_step,
+            "final_loss": last.get("loss"),
+            "eval": eval_result,
+            "tokens_seen": tokens_seen,
+            "trainable_parameters": n_train,
+            "total_parameters": n_total,
+            "data": train_stats,
+            "final_dir": str(final),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        log(f"final model saved to {final}")
+    metrics.close()
+    accelerator.end_training()
+    return SFTResult(out, final, steps, last.get("loss", float("nan")), eval_result["eval_loss"] if eval_result else None)

@@ -1,0 +1,169 @@
+"""The alignkit command line: parse, load config, call the stage. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+# stage name -> (config schema, entry point), as "module:attr" so nothing heavy is imported for --help.
+STAGES: dict[str, tuple[str, str]] = {
+    "sft": ("alignkit.config.sft:SFTConfig", "alignkit.algorithms.sft:run"),
+}
+
+
+def _load(ref: str):
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _stage_config(stage: str, path: str, overrides: list[str]):
+    from alignkit.config.base import load_config
+
+    return load_config(_load(STAGES[stage][0]), path, overrides)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    cfg = _stage_config(args.command, args.config, args.overrides)
+    _load(STAGES[args.command][1])(cfg)
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from alignkit.config.base import ConfigError, dump_config
+
+    stage = args.stage or Path(args.config).parent.name
+    if stage not in STAGES:
+        raise ConfigError(f"{args.config}: cannot tell the stage from its folder; pass --stage ({' | '.join(STAGES)})")
+    print(dump_config(_stage_config(stage, args.config, args.overrides)), end="")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from alignkit.data.inspect import inspect_data, print_report
+
+    tokenizer = None
+    if args.tokenizer:
+        from alignkit.models.loading import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    report = inspect_data(args.path, tokenizer=tokenizer, fmt=args.format, split=args.split, max_length=args.max_length)
+    print_report(report)
+    return 0
+
+
+def cmd_init_model(args: argparse.Namespace) -> int:
+    from alignkit.models.init_model import init_model
+
+    out = init_model(
+        args.arch, args.size, args.tokenizer_from, args.out, vocab_size=args.vocab_size, seed=args.seed, overwrite=args.overwrite
+    )
+    print(f"wrote {args.arch}/{args.size} model and tokenizer to {out}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from alignkit.models.merge import merge_adapter
+
+    out = merge_adapter(args.adapter, args.out, dtype=args.dtype)
+    print(f"merged {args.adapter} into its base: {out}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from alignkit.models.generation import generate
+    from alignkit.models.loading import load_for_inference
+
+    model, tokenizer = load_for_inference(args.model)
+    texts = generate(
+        model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_p=args.top_p, seed=args.seed,
+    )  # fmt: skip
+    for prompt, text in zip(args.prompt, texts):
+        print(f"### {prompt}\n{text}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alignkit", description="The human-feedback pipeline for language models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for stage in STAGES:
+        s = sub.add_parser(stage, help=f"run the {stage} stage: alignkit {stage} CONFIG.yaml [key.sub=value ...]")
+        s.add_argument("config", help="YAML config (see configs/)")
+        s.add_argument("overrides", nargs="*", help="key.sub=value overrides, values parsed as YAML")
+        s.set_defaults(func=cmd_stage)
+
+    c = sub.add_parser("config", help="config tools").add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
+    show = c.add_parser("show", help="print the resolved config")
+    show.add_argument("config")
+    show.add_argument("overrides", nargs="*")
+    show.add_argument("--stage", choices=list(STAGES), help="stage schema (default: the config's folder name)")
+    show.set_defaults(func=cmd_config_show)
+
+    d = sub.add_parser("data", help="data tools").add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    insp = d.add_parser("inspect", help="format, row count, token lengths and the first example, masks marked")
+    insp.add_argument("path", help="data file, datasets directory or hub dataset name")
+    insp.add_argument("--format", default="auto", help="row format (default: detect)")
+    insp.add_argument("--tokenizer", help="model/tokenizer dir (default: a small tokenizer trained on the data)")
+    insp.add_argument("--split", default="train")
+    insp.add_argument("--max-length", type=int, default=1024)
+    insp.set_defaults(func=cmd_data_inspect)
+
+    im = sub.add_parser("init-model", help="create a randomly initialised model + trained tokenizer, offline")
+    im.add_argument("--arch", choices=["llama", "qwen2", "gemma2"], default="llama")
+    im.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    im.add_argument("--tokenizer-from", nargs="+", required=True, metavar="FILE", help="text or data files to train the tokenizer on")
+    im.add_argument("--out", required=True, help="output directory")
+    im.add_argument("--vocab-size", type=int, default=None)
+    im.add_argument("--seed", type=int, default=0)
+    im.add_argument("--overwrite", action="store_true")
+    im.set_defaults(func=cmd_init_model)
+
+    mg = sub.add_parser("merge", help="merge a LoRA adapter into its base model")
+    mg.add_argument("--adapter", required=True)
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--dtype", default="float32")
+    mg.set_defaults(func=cmd_merge)
+
+    g = sub.add_parser("generate", help="generate replies with a model or adapter directory")
+    g.add_argument("--model", required=True)
+    g.add_argument("--prompt", action="append", required=True, help="a user message (repeatable)")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_generate)
+    return p
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix: printed as one line, exit code 2."""
+    from alignkit.config.base import ConfigError
+    from alignkit.data.errors import DataError
+
+    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
+    try:
+        from alignkit.models.errors import ModelError
+
+        errors.append(ModelError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except user_errors() as err:
+        print(f"alignkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alignkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Batched chat generation: render with the chat template, left-pad, generate, decode the new text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from alignkit.data.examples import Message
+from alignkit.models.errors import ModelError
+
+Prompt = str | Sequence[Message] | Sequence[dict]
+
+
+def _as_messages(prompt: Prompt) -> list[dict]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    out = []
+    for m in prompt:
+        if isinstance(m, Message):
+            out.append({"role": m.role, "content": m.content})
+        elif isinstance(m, dict) and "role" in m and "content" in m:
+            out.append({"role": m["role"], "content": m["content"]})
+        else:
+            raise ModelError(f"a prompt must be a str or a list of Message, got an item {m!r}")
+    return out
+
+
+def render_prompt(tokenizer, prompt: Prompt) -> str:
+    """The prompt as text, through the tokenizer's chat template, ending with the assistant header."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError("the tokenizer has no chat template, so chat prompts cannot be rendered")
+    return tokenizer.apply_chat_template(_as_messages(prompt), add_generation_prompt=True, tokenize=False)
+
+
+def _model_device(model) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for x in [tokenizer.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])]:
+        if x is not None and x not in ids:
+            ids.append(int(x))
+    return ids
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str] | list[list[Message]],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    seed: int | None = 0,
+    batch_size: int = 8,
+) -> list[str]:
+    """One completion per prompt: only the new text, decoded without special tokens.
+
+    Each prompt (a str becomes one user message) is rendered with the chat template and
+    ``add_generation_prompt=True``, then generated in left-padded batches of ``batch_size``
+    (prompts of similar length batched together; results come back in input order).
+    ``temperature == 0`` is greedy; otherwise sampling with ``temperature`` and ``top_p`` only —
+    sampling defaults in the model's generation config (top_k, repetition_penalty) are switched off
+    so results do not depend on them. ``seed`` seeds sampling inside a forked RNG (the global torch
+    RNG is left as it was); ``None`` uses the global RNG. Generation stops at the tokenizer's eos
+    and any eos in the model's generation config. The model is put in eval mode for the call and
+    its train/eval mode restored afterwards.
+    """
+    if max_new_tokens < 1:
+        raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ModelError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ModelError(f"top_p must be in (0, 1], got {top_p}")
+    if batch_size < 1:
+        raise ModelError(f"batch_size must be >= 1, got {batch_size}")
+    if not prompts:
+        return []
+
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+
+    eos = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    gen_kwargs: dict = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos, use_cache=True)
+    if temperature == 0:
+        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0)
+
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    results: list[str] = [""] * len(texts)
+    rng_devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=rng_devices, enabled=seed is not None), torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = tokenizer.pad(
+                    {"input_ids": [encoded[i] for i in idx]},
+                    padding=True,
+                    padding_side="left",
+                    return_tensors="pt",
+                )
+                input_ids = batch["input_ids"].to(device)
+                attention_mask = batch["attention_mask"].to(device)
+                out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
+                new = out[:, input_ids.shape[1] :]  # (B, <= max_new_tokens)
+                decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+                for i, text in zip(idx, decoded):
+                    results[i] = text
+    finally:
+        model.train(was_training)
+    return results

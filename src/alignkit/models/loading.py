@@ -1,0 +1,315 @@
+"""Load and save causal LMs and tokenizers: full fine-tuning, LoRA and QLoRA.
+
+Everything here takes explicit arguments; the algorithms read their config and call these.
+``name_or_path`` is a local directory or a Hugging Face Hub id (downloaded only if the Hub is
+reachable and not disabled by ``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from alignkit.models._fs import atomic_dir
+from alignkit.models.errors import ModelError
+
+FINETUNE_MODES = ("full", "lora", "qlora", "none")
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+# A Hub id is "name" or "owner/name" made of letters, digits, "-", "_" and ".".
+_HUB_ID = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
+
+QLORA_HINT = "QLoRA needs a CUDA GPU and bitsandbytes: pip install 'alignkit[qlora]'"
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    """``"float32" | "bfloat16" | "float16"`` (or fp32/bf16/fp16, or ``"auto"``) to a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return "auto"
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ModelError(
+            f"unknown dtype {dtype!r}; expected one of float32, bfloat16, float16, auto"
+        ) from None
+
+
+def resolve_source(name_or_path: str) -> str:
+    """An absolute path for an existing local dir, the id itself for a Hub id.
+
+    A string that can only be a local path (absolute, ``./``, ``~``, backslashes, several ``/``)
+    and does not exist is a one-line :class:`ModelError`, never a Hub 404.
+    """
+    name_or_path = str(name_or_path)
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{name_or_path}: not a directory (expected a model directory or a Hub id)")
+        return str(p.resolve())
+    looks_local = (
+        name_or_path.startswith((".", "/", "~"))
+        or "\\" in name_or_path
+        or not _HUB_ID.fullmatch(name_or_path)
+    )
+    if looks_local:
+        raise ModelError(f"model path {name_or_path!r} does not exist")
+    return name_or_path
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    """True for a local directory holding a PEFT adapter (``adapter_config.json``)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def _adapter_base(adapter_dir: str) -> str:
+    cfg_path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"{cfg_path}: cannot read adapter config: {err}") from None
+    base = cfg.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{cfg_path}: no base_model_name_or_path, so the base model is unknown")
+    # A relative base path is tried as given, then relative to the adapter dir.
+    if not Path(base).expanduser().exists() and (Path(adapter_dir) / base).exists():
+        base = str((Path(adapter_dir) / base).resolve())
+    return resolve_source(base)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _from_pretrained(loader, source: str, what: str, **kwargs):
+    """Call ``loader.from_pretrained`` turning "not found" errors into one-line ModelErrors."""
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        if isinstance(err, ModelError):
+            raise
+        if Path(source).is_dir():
+            raise ModelError(f"{source}: cannot load {what}: {_first_line(err)}") from err
+        raise ModelError(
+            f"cannot load {what} {source!r}: not a local directory, and the Hub lookup failed "
+            f"({_first_line(err)})"
+        ) from err
+
+
+def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer at ``name_or_path``, with a pad token (eos if it had none) and right padding."""
+    from transformers import AutoTokenizer
+
+    source = resolve_source(name_or_path)
+    tok = _from_pretrained(
+        AutoTokenizer, source, "tokenizer", revision=revision, trust_remote_code=trust_remote_code
+    )
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ModelError(f"tokenizer {name_or_path!r} has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def _check_qlora_available() -> None:
+    if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+        raise ModelError(QLORA_HINT)
+
+
+def _enable_checkpointing(model) -> None:
+    kwargs = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:  # transformers >= 5.x name
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    dtype: str = "float32",
+    finetune: str = "full",
+    lora_r: int = 16,
+    lora_alpha: float = 32,
+    lora_dropout: float = 0.05,
+    lora_target_modules: list[str] | str = "all-linear",
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
+    """A causal LM ready to train (or to use frozen), on CPU unless ``finetune="qlora"``.
+
+    ``finetune``:
+      - ``"full"``: every parameter trainable; returned in train mode.
+      - ``"lora"``: a ``peft.PeftModel`` whose only trainable parameters are the LoRA adapters
+        (``lora_target_modules="all-linear"`` targets every linear layer except the output head).
+      - ``"qlora"``: as lora, on a base loaded in 4-bit NF4 (double quantisation, bf16 compute) and
+        prepared with ``peft.prepare_model_for_kbit_training``; needs CUDA and bitsandbytes. Placed
+        on the current CUDA device.
+      - ``"none"``: every parameter frozen, eval mode (reference / reward-scoring models).
+
+    If ``name_or_path`` is a local PEFT adapter dir, its base is loaded and then: for lora/qlora
+    the adapter itself is trained further (the ``lora_*`` arguments are ignored); for full/none the
+    adapter is merged into the base, giving a plain model.
+
+    Returns a ``transformers.PreTrainedModel`` or a ``peft.PeftModel``.
+    """
+    if finetune not in FINETUNE_MODES:
+        raise ModelError(f"unknown finetune {finetune!r}; expected one of {', '.join(FINETUNE_MODES)}")
+    torch_dtype = resolve_dtype(dtype)
+    if finetune == "qlora":
+        _check_qlora_available()  # before any download or load
+    source = resolve_source(name_or_path)
+    adapter_dir = source if is_adapter_dir(source) else None
+    base_source = _adapter_base(adapter_dir) if adapter_dir else source
+
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {
+        "dtype": torch_dtype,
+        "attn_implementation": attn_implementation,
+        "trust_remote_code": trust_remote_code,
+    }
+    if revision is not None and adapter_dir is None:
+        kwargs["revision"] = revision
+    if finetune == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    model = _from_pretrained(AutoModelForCausalLM, base_source, "model", **kwargs)
+
+    if finetune in ("full", "none"):
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        if finetune == "none":
+            model.requires_grad_(False)
+            model.eval()
+            return model
+        model.requires_grad_(True)
+        if gradient_checkpointing:
+            _enable_checkpointing(model)
+        model.train()
+        return model
+
+    # lora / qlora
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if finetune == "qlora":
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        if gradient_checkpointing:
+            model.config.use_cache = False
+    elif gradient_checkpointing:
+        _enable_checkpointing(model)
+
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+    else:
+        config = LoraConfig(
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=lora_target_modules,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as err:
+            raise ModelError(f"cannot add LoRA adapters to {name_or_path!r}: {_first_line(err)}") from err
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+    model.train()
+    return model
+
+
+def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts; 4-bit packed weights count as their unpacked size."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if param.__class__.__name__ == "Params4bit":
+            itemsize = getattr(getattr(param, "quant_storage", None), "itemsize", 1)
+            n = n * 2 * itemsize
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def _is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def save_model(model, tokenizer, out_dir: str) -> Path:
+    """Save ``model`` (and ``tokenizer`` when given) to ``out_dir`` atomically, replacing it if present.
+
+    A full model is saved whole (safetensors, with its generation config); a ``PeftModel`` saves
+    only its adapter (``adapter_config.json`` names the base model) — load either back with
+    :func:`load_for_inference`. Returns the absolute output path.
+    """
+    model = getattr(model, "module", model)  # unwrap DDP-style wrappers
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        model.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+    return Path(out_dir).expanduser().absolute()
+
+
+def load_for_inference(path: str, *, dtype: str = "float32", device: str | torch.device = "cpu"):
+    """``(model, tokenizer)`` from a full model dir / Hub id or a PEFT adapter dir, frozen, eval mode.
+
+    For an adapter dir the base named in ``adapter_config.json`` is loaded, then the adapter (left
+    unmerged). The tokenizer comes from the adapter dir if it has one, else from the base.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    source = resolve_source(path)
+    from transformers import AutoModelForCausalLM
+
+    if is_adapter_dir(source):
+        from peft import PeftModel
+
+        base_source = _adapter_base(source)
+        base = _from_pretrained(AutoModelForCausalLM, base_source, "model", dtype=torch_dtype)
+        model = PeftModel.from_pretrained(base, source)
+        tok_source = source if (Path(source) / "tokenizer_config.json").is_file() else base_source
+    else:
+        model = _from_pretrained(AutoModelForCausalLM, source, "model", dtype=torch_dtype)
+        tok_source = source
+    tokenizer = load_tokenizer(tok_source)
+    model.requires_grad_(False)
+    model.to(device)
+    model.eval()
+    return model, tokenizer

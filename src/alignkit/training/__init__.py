@@ -1,0 +1,1 @@
+"""Pieces every training loop shares: batching plan, optimizer, checkpoints, metrics, progress."""

@@ -1,0 +1,73 @@
+"""Configs: closed schemas, overrides, readable errors, and every shipped YAML validates."""
+
+from pathlib import Path
+
+import pytest
+
+from alignkit.cli import STAGES, _load
+from alignkit.config.base import ConfigError, apply_overrides, load_config, parse_override
+from alignkit.config.sft import SFTConfig
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = {"output_dir": "o", "model": {"name_or_path": "m"}, "data": {"train": "t.jsonl"}}
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_overrides_parse_yaml_scalars():
+    assert parse_override("train.max_steps=5") == (["train", "max_steps"], 5)
+    assert parse_override("train.learning_rate=1e-4") == (["train", "learning_rate"], 1e-4)
+    assert parse_override("data.packing=true") == (["data", "packing"], True)
+    assert parse_override("data.eval=null") == (["data", "eval"], None)
+    assert parse_override("model.name_or_path=a/b") == (["model", "name_or_path"], "a/b")
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=2", "d.e=x"]) == {"a": {"b": 1, "c": 2}, "d": {"e": "x"}}
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path):
+    p = _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m}\ndata: {train: t}\ntrain: {max_stpes: 3}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(SFTConfig, p)
+    msg = str(e.value)
+    assert str(p) in msg and "train.max_stpes" in msg and "did you mean 'max_steps'" in msg
+
+
+def test_bad_values_are_named(tmp_path):
+    p = _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m, finetune: lorra}\ndata: {train: t}\n")
+    with pytest.raises(ConfigError, match="model.finetune"):
+        load_config(SFTConfig, p)
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        load_config(SFTConfig, _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m}\ndata: {train: t}\n"), ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match="missing required key 'data'"):
+        load_config(SFTConfig, _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m}\n"))
+
+
+def test_override_typo_and_bad_yaml(tmp_path):
+    p = _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m}\ndata: {train: t}\n")
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_config(SFTConfig, p, ["trian.max_steps=3"])
+    cfg = load_config(SFTConfig, p, ["train.max_steps=3", "resume=never"])
+    assert cfg.train.max_steps == 3 and cfg.resume == "never"
+    with pytest.raises(ConfigError, match=r"c.yaml:2: not valid YAML"):
+        load_config(SFTConfig, _write(tmp_path, "output_dir: o\nmodel: {a: [1}\ndata: 1\n"))
+
+
+def test_common_keys_every_stage_accepts():
+    for stage, (schema_ref, _) in STAGES.items():
+        schema = _load(schema_ref)
+        cfg = schema.model_validate(
+            {**BASE, "resume": "never", "train": {"max_steps": 2, "seed": 1, "save_every": 1}, "data": {"train": "a", "eval": "b"}}
+        )
+        assert cfg.train.max_steps == 2 and cfg.data.eval == "b" and cfg.resume == "never", stage
+
+
+def test_every_shipped_yaml_validates():
+    files = sorted((REPO / "configs").glob("*/*.yaml"))
+    assert files, "no shipped configs found"
+    for f in files:
+        stage = f.parent.name
+        assert stage in STAGES, f"{f}: folder {stage!r} is not a stage"
+        load_config(_load(STAGES[stage][0]), f)

@@ -1,0 +1,16 @@
+"""Layered imports: losses, RL maths and configs must not pull in transformers; the CLI starts light."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["alignkit.losses.sft", "alignkit.losses.reductions", "alignkit.config.sft", "alignkit.training.batching", "alignkit.cli"],
+)
+def test_light_modules_do_not_import_transformers(module):
+    code = f"import sys, {module}; heavy = [m for m in ('transformers', 'peft', 'accelerate', 'datasets') if m in sys.modules]; print(heavy)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"{module} imports {out}"
