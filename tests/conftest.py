@@ -38,3 +38,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="slow: opt in with --runslow"))
         if "gpu" in item.keywords and not config.getoption("--rungpu"):
             item.add_marker(pytest.mark.skip(reason="gpu: opt in with --rungpu"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama + tokenizer trained on the shipped hh-rlhf text, built once per session."""
+    from alignkit.models.init_model import init_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-llama"
+    return init_model("llama", "tiny", [str(HH_RLHF)], str(out), seed=0)
+
+
+def write_sft_config(path: Path, model_dir: Path, output_dir: Path, **sections) -> Path:
+    """A small SFT config on 64 real hh-rlhf rows; ``sections`` update the train/data/model dicts."""
+    import yaml
+
+    cfg = {
+        "output_dir": str(output_dir),
+        "resume": "auto",
+        "model": {"name_or_path": str(model_dir), "finetune": "full"},
+        "data": {"train": str(HH_RLHF), "format": "hh_rlhf", "max_length": 128, "max_rows": 64, "on_error": "skip"},
+        "train": {"seed": 0, "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1},
+    }
+    for key, extra in sections.items():
+        cfg[key].update(extra)
+    path.write_text(yaml.safe_dump(cfg))
+    return path

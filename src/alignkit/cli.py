@@ -24,6 +24,12 @@ def _stage_config(stage: str, path: str, overrides: list[str]):
     return load_config(_load(STAGES[stage][0]), path, overrides)
 
 
+def _quiet() -> None:
+    from alignkit.models.hf_logging import quiet_libraries
+
+    quiet_libraries()
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     cfg = _stage_config(args.command, args.config, args.overrides)
     _load(STAGES[args.command][1])(cfg)
@@ -54,6 +60,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_init_model(args: argparse.Namespace) -> int:
+    _quiet()
     from alignkit.models.init_model import init_model
 
     out = init_model(
@@ -64,6 +71,7 @@ def cmd_init_model(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    _quiet()
     from alignkit.models.merge import merge_adapter
 
     out = merge_adapter(args.adapter, args.out, dtype=args.dtype)
@@ -72,6 +80,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    _quiet()
     from alignkit.models.generation import generate
     from alignkit.models.loading import load_for_inference
 

@@ -125,8 +125,10 @@ def run(cfg: SFTConfig) -> SFTResult:
     from accelerate.utils import set_seed
 
     from alignkit.data.tokenize import ensure_chat_template
+    from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import load_causal_lm, load_tokenizer, save_model, trainable_parameters
 
+    quiet_libraries()
     t = cfg.train
     accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process

@@ -160,6 +160,8 @@ def _prompt(value: object, ref: RowRef, name: str = "prompt") -> tuple[Message, 
     """A prompt given as a string (one user turn) or a message list (must not end with the assistant)."""
     if isinstance(value, str):
         return (Message("user", _str_value(value, ref, name)),)
+    if not isinstance(value, list):
+        raise DataError(ref, f"expected a string or a list of messages, got {type(value).__name__}", field=name)
     turns = _messages(value, ref, name)
     if turns[-1].role == "assistant":
         raise DataError(ref, "the prompt must not end with an assistant turn", field=name)
@@ -170,6 +172,8 @@ def _reply(value: object, ref: RowRef, name: str) -> str:
     """A reply given as a string or a list of exactly one assistant message."""
     if isinstance(value, str):
         return _str_value(value, ref, name)
+    if not isinstance(value, list):
+        raise DataError(ref, f"expected a string or a list of messages, got {type(value).__name__}", field=name)
     turns = _messages(value, ref, name)
     if len(turns) != 1 or turns[0].role != "assistant":
         raise DataError(ref, "expected exactly one assistant message", field=name)

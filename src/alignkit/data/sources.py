@@ -92,7 +92,7 @@ def _looks_local(source: str) -> bool:
         or source.startswith(("/", ".", "~"))
         or "\\" in source
         or source.count("/") > 1
-        or os.sep in source and os.sep != "/"
+        or (os.sep != "/" and os.sep in source)
     )
 
 

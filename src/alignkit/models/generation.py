@@ -99,7 +99,9 @@ def generate(
     was_training = model.training
     model.eval()
     results: list[str] = [""] * len(texts)
-    rng_devices = [device] if device.type == "cuda" else []
+    rng_devices = []
+    if device.type == "cuda":
+        rng_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     try:
         with torch.random.fork_rng(devices=rng_devices, enabled=seed is not None), torch.no_grad():
             if seed is not None:

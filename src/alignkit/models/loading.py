@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from alignkit.models._fs import atomic_dir
 from alignkit.models.errors import ModelError
+
+logger = logging.getLogger(__name__)
 
 FINETUNE_MODES = ("full", "lora", "qlora", "none")
 
@@ -76,7 +82,8 @@ def is_adapter_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
-def _adapter_base(adapter_dir: str) -> str:
+def _adapter_base(adapter_dir: str) -> tuple[str, str | None]:
+    """``(base model source, base revision)`` named in an adapter dir's ``adapter_config.json``."""
     cfg_path = Path(adapter_dir) / "adapter_config.json"
     try:
         cfg = json.loads(cfg_path.read_text())
@@ -88,7 +95,7 @@ def _adapter_base(adapter_dir: str) -> str:
     # A relative base path is tried as given, then relative to the adapter dir.
     if not Path(base).expanduser().exists() and (Path(adapter_dir) / base).exists():
         base = str((Path(adapter_dir) / base).resolve())
-    return resolve_source(base)
+    return resolve_source(base), cfg.get("revision")
 
 
 def _first_line(err: BaseException) -> str:
@@ -98,6 +105,8 @@ def _first_line(err: BaseException) -> str:
 
 def _from_pretrained(loader, source: str, what: str, **kwargs):
     """Call ``loader.from_pretrained`` turning "not found" errors into one-line ModelErrors."""
+    if what == "model" and Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        raise ModelError(f"{source}: not a model directory (no config.json or adapter_config.json)")
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
@@ -116,6 +125,10 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remo
     from transformers import AutoTokenizer
 
     source = resolve_source(name_or_path)
+    if Path(source).is_dir() and not any(
+        (Path(source) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
+    ):
+        raise ModelError(f"{source}: no tokenizer files (tokenizer.json / tokenizer_config.json) in this directory")
     tok = _from_pretrained(
         AutoTokenizer, source, "tokenizer", revision=revision, trust_remote_code=trust_remote_code
     )
@@ -125,6 +138,14 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remo
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """Hide a deprecation warning peft triggers inside transformers on every wrap (not ours to fix)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _check_qlora_available() -> None:
@@ -171,7 +192,8 @@ def load_causal_lm(
     the adapter itself is trained further (the ``lora_*`` arguments are ignored); for full/none the
     adapter is merged into the base, giving a plain model.
 
-    Returns a ``transformers.PreTrainedModel`` or a ``peft.PeftModel``.
+    ``attn_implementation="sdpa"`` falls back to ``"eager"`` for architectures without an SDPA path
+    (Gemma2). Returns a ``transformers.PreTrainedModel`` or a ``peft.PeftModel``.
     """
     if finetune not in FINETUNE_MODES:
         raise ModelError(f"unknown finetune {finetune!r}; expected one of {', '.join(FINETUNE_MODES)}")
@@ -180,7 +202,7 @@ def load_causal_lm(
         _check_qlora_available()  # before any download or load
     source = resolve_source(name_or_path)
     adapter_dir = source if is_adapter_dir(source) else None
-    base_source = _adapter_base(adapter_dir) if adapter_dir else source
+    base_source, base_revision = _adapter_base(adapter_dir) if adapter_dir else (source, revision)
 
     from transformers import AutoModelForCausalLM
 
@@ -189,8 +211,8 @@ def load_causal_lm(
         "attn_implementation": attn_implementation,
         "trust_remote_code": trust_remote_code,
     }
-    if revision is not None and adapter_dir is None:
-        kwargs["revision"] = revision
+    if base_revision is not None:
+        kwargs["revision"] = base_revision
     if finetune == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -201,13 +223,22 @@ def load_causal_lm(
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    model = _from_pretrained(AutoModelForCausalLM, base_source, "model", **kwargs)
+    try:
+        model = _from_pretrained(AutoModelForCausalLM, base_source, "model", **kwargs)
+    except ModelError as err:
+        # Some architectures (Gemma2: logit soft-capping) have no SDPA path; use eager, as transformers would.
+        if attn_implementation != "sdpa" or "does not support an attention implementation" not in str(err):
+            raise
+        logger.info("%s has no SDPA attention; using eager attention", base_source)
+        kwargs["attn_implementation"] = "eager"
+        model = _from_pretrained(AutoModelForCausalLM, base_source, "model", **kwargs)
 
     if finetune in ("full", "none"):
         if adapter_dir is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+            with _quiet_peft():
+                model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
         if finetune == "none":
             model.requires_grad_(False)
             model.eval()
@@ -233,7 +264,8 @@ def load_causal_lm(
         _enable_checkpointing(model)
 
     if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+        with _quiet_peft():
+            model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
     else:
         config = LoraConfig(
             r=lora_r,
@@ -242,9 +274,11 @@ def load_causal_lm(
             target_modules=lora_target_modules,
             bias="none",
             task_type="CAUSAL_LM",
+            revision=revision,  # recorded in adapter_config.json, used when the base is reloaded
         )
         try:
-            model = get_peft_model(model, config)
+            with _quiet_peft():
+                model = get_peft_model(model, config)
         except ValueError as err:
             raise ModelError(f"cannot add LoRA adapters to {name_or_path!r}: {_first_line(err)}") from err
     if gradient_checkpointing:
@@ -265,12 +299,6 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
         if param.requires_grad:
             trainable += n
     return trainable, total
-
-
-def _is_peft(model) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
 
 
 def save_model(model, tokenizer, out_dir: str) -> Path:
@@ -301,9 +329,12 @@ def load_for_inference(path: str, *, dtype: str = "float32", device: str | torch
     if is_adapter_dir(source):
         from peft import PeftModel
 
-        base_source = _adapter_base(source)
-        base = _from_pretrained(AutoModelForCausalLM, base_source, "model", dtype=torch_dtype)
-        model = PeftModel.from_pretrained(base, source)
+        base_source, base_revision = _adapter_base(source)
+        base = _from_pretrained(
+            AutoModelForCausalLM, base_source, "model", dtype=torch_dtype, revision=base_revision
+        )
+        with _quiet_peft():
+            model = PeftModel.from_pretrained(base, source)
         tok_source = source if (Path(source) / "tokenizer_config.json").is_file() else base_source
     else:
         model = _from_pretrained(AutoModelForCausalLM, source, "model", dtype=torch_dtype)

@@ -14,11 +14,5 @@ def completion_logits(model: torch.nn.Module, batch) -> tuple[torch.Tensor, torc
     projecting prompt and padding positions onto the vocabulary.
     """
     keep = batch.labels != -100  # (B, T) bool
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        logits_to_keep=keep,
-        use_cache=False,
-    )
+    out = model(**batch.model_inputs(), logits_to_keep=keep)
     return out.logits, batch.labels[keep]

@@ -1,0 +1,120 @@
+"""Collate tokenized examples into model batches: right-padded, or packed without padding.
+
+Labels are **pre-shifted**: ``labels[b, t]`` is the token that position ``t`` must predict, i.e.
+``input_ids[b, t + 1]`` when that token is learned (``loss_mask == 1``), else -100. So the loss is
+``cross_entropy(logits.view(-1, V), labels.view(-1), ignore_index=-100)`` with no further shift —
+do NOT pass these labels to a transformers model's ``labels=`` argument (it shifts again). The last
+position of every example is -100, so nothing is ever predicted across an example boundary.
+
+Packed batches rely on transformers >= 5 building a block-diagonal causal mask from
+``position_ids`` when ``attention_mask`` is None (``masking_utils.find_packed_sequence_indices``).
+That detection is skipped when the model is given a KV cache, and decoder models create one when
+``use_cache`` is on (the default in their config), so call the model with ``use_cache=False`` —
+``Batch.model_inputs()`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from alignkit.data.tokenize import TokenizedExample
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T) long; pad_token_id after each row's end when padded
+    labels: torch.Tensor  # (B, T) long; labels[b, t] = input_ids[b, t+1] if learned else -100 (pre-shifted)
+    attention_mask: torch.Tensor | None  # (B, T) long, 1 on real tokens, 0 on padding; None when packed
+    position_ids: torch.Tensor  # (B, T) long; 0.. per row when padded, restarting at 0 per example when packed
+
+    @property
+    def num_loss_tokens(self) -> int:
+        """How many positions carry a loss (``labels != -100``)."""
+        return int((self.labels != IGNORE_INDEX).sum())
+
+    @property
+    def num_tokens(self) -> int:
+        """How many real (non-padding) tokens the batch holds."""
+        if self.attention_mask is None:
+            return self.input_ids.numel()
+        return int(self.attention_mask.sum())
+
+    def to(self, device: torch.device | str) -> Batch:
+        """A copy of the batch on ``device``."""
+        return Batch(
+            input_ids=self.input_ids.to(device),
+            labels=self.labels.to(device),
+            attention_mask=None if self.attention_mask is None else self.attention_mask.to(device),
+            position_ids=self.position_ids.to(device),
+        )
+
+    def model_inputs(self) -> dict:
+        """Keyword arguments for a causal LM's forward (``model(**batch.model_inputs())``).
+
+        Labels are left out (they are pre-shifted); ``use_cache=False`` so that packed rows get
+        their block-diagonal mask.
+        """
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+            "use_cache": False,
+        }
+
+
+def _shifted_labels(ex: TokenizedExample) -> list[int]:
+    """``(T,)``: label t = input_ids[t+1] if loss_mask[t+1] else -100; the last is -100."""
+    ids, mask = ex.input_ids, ex.loss_mask
+    if len(ids) != len(mask):
+        raise ValueError(f"{ex.ref}: input_ids and loss_mask differ in length ({len(ids)} vs {len(mask)})")
+    return [nxt if m else IGNORE_INDEX for nxt, m in zip(ids[1:], mask[1:])] + [IGNORE_INDEX]
+
+
+def collate_padded(examples: Sequence[TokenizedExample], pad_token_id: int) -> Batch:
+    """Right-pad ``examples`` to the longest one: B = len(examples), T = longest length.
+
+    Padding gets ``pad_token_id``, attention_mask 0 and label -100; position_ids are 0..T-1 on every
+    row (padding sits after the real tokens, so with a causal mask it never affects them).
+    """
+    if not examples:
+        raise ValueError("cannot collate an empty list of examples")
+    B, T = len(examples), max(len(ex.input_ids) for ex in examples)
+    input_ids = torch.full((B, T), pad_token_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((B, T), dtype=torch.long)  # (B, T)
+    for b, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        input_ids[b, :n] = torch.tensor(ex.input_ids, dtype=torch.long)
+        labels[b, :n] = torch.tensor(_shifted_labels(ex), dtype=torch.long)
+        attention_mask[b, :n] = 1
+    position_ids = torch.arange(T, dtype=torch.long).unsqueeze(0).expand(B, T).contiguous()  # (B, T)
+    return Batch(input_ids=input_ids, labels=labels, attention_mask=attention_mask, position_ids=position_ids)
+
+
+def collate_packed(examples: Sequence[TokenizedExample]) -> Batch:
+    """Concatenate ``examples`` into one row, no padding: B = 1, T = total length.
+
+    position_ids restart at 0 for each example, which is how the model tells examples apart;
+    attention_mask is None. Labels are shifted within each example, so an example's last token
+    predicts nothing (-100) rather than the next example's first token.
+    """
+    if not examples:
+        raise ValueError("cannot collate an empty list of examples")
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for ex in examples:
+        ids += ex.input_ids
+        labels += _shifted_labels(ex)
+        positions += range(len(ex.input_ids))
+    return Batch(
+        input_ids=torch.tensor([ids], dtype=torch.long),  # (1, T)
+        labels=torch.tensor([labels], dtype=torch.long),  # (1, T)
+        attention_mask=None,
+        position_ids=torch.tensor([positions], dtype=torch.long),  # (1, T)
+    )
