@@ -74,7 +74,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     _quiet()
     from alignkit.models.merge import merge_adapter
 
-    out = merge_adapter(args.adapter, args.out, dtype=args.dtype)
+    out = merge_adapter(args.adapter, args.out, dtype=args.dtype, overwrite=args.overwrite)
     print(f"merged {args.adapter} into its base: {out}")
     return 0
 
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--adapter", required=True)
     mg.add_argument("--out", required=True)
     mg.add_argument("--dtype", default="float32")
+    mg.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     mg.set_defaults(func=cmd_merge)
 
     g = sub.add_parser("generate", help="generate replies with a model or adapter directory")

@@ -122,6 +122,19 @@ def test_hub_name_goes_to_load_dataset(monkeypatch):
     assert got[0] == (ROWS[0], RowRef("someone/some-data[test]", 1))
 
 
+def test_hub_failure_is_one_line(monkeypatch):
+    import datasets
+
+    def offline(name, split):
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as err:
+        list(read_rows("someone/unreachable"))
+    msg = _one_line(err.value)
+    assert msg.startswith("someone/unreachable: ") and "ConnectionError" in msg
+
+
 def test_unsupported_file_kind(tmp_path):
     path = tmp_path / "d.txt"
     path.write_text("hello\n")

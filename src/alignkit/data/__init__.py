@@ -4,7 +4,7 @@
     load_examples(source, fmt=...) -> LoadedData  formats.py   format detection and conversion
     tokenize_examples(examples, tokenizer, ...)   tokenize.py  chat template + loss mask
     collate_padded / collate_packed -> Batch      collate.py   pre-shifted labels, packing
-    inspect_data / print_report                   inspect.py   ``alignkit inspect-data``
+    inspect_data / print_report                   inspect.py   ``alignkit data inspect``
 
 The names below are importable from ``alignkit.data`` directly; submodules are imported on first
 use, so ``import alignkit.data.errors`` stays light (no torch, no transformers).

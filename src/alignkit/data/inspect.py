@@ -1,4 +1,4 @@
-"""``alignkit inspect-data``: what a data source looks like after alignkit has read and tokenized it.
+"""``alignkit data inspect``: what a data source looks like after alignkit has read and tokenized it.
 
 ``inspect_data`` reads every row (bad rows are counted and the first error kept, never fatal),
 tokenizes the examples and measures their lengths; ``print_report`` shows the detected format, the

@@ -184,7 +184,11 @@ def _read_datasets_dir(path: str, split: str) -> Iterator[tuple[dict, RowRef]]:
 def _read_hub(name: str, split: str) -> Iterator[tuple[dict, RowRef]]:
     import datasets
 
-    ds = datasets.load_dataset(name, split=split)
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as err:  # network, auth, missing dataset or split: one line for the user
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(name, f"not a local file or directory, and loading it from the hub failed: {type(err).__name__}: {msg}") from None
     source = f"{name}[{split}]"
     for i, row in enumerate(ds, start=1):
         yield row, RowRef(source, i)

@@ -17,7 +17,7 @@ def _check_target(out: Path, overwrite: bool) -> None:
         if not out.is_dir():
             raise ModelError(f"{out} exists and is not a directory")
         if not overwrite and any(out.iterdir()):
-            raise ModelError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
+            raise ModelError(f"{out} exists and is not empty (pass --overwrite, or overwrite=True, to replace it)")
 
 
 @contextmanager
