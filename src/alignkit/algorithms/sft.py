@@ -130,7 +130,11 @@ def run(cfg: SFTConfig) -> SFTResult:
 
     quiet_libraries()
     t = cfg.train
-    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
+    # step_scheduler_with_optimizer=False: our schedule counts optimizer steps already; accelerate would
+    # otherwise advance it num_processes times per step.
+    accelerator = Accelerator(
+        mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False
+    )
     main = accelerator.is_main_process
     log = accelerator.print
     out = Path(cfg.output_dir)
