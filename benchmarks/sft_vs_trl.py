@@ -58,6 +58,7 @@ class RunResult:
     losses: list[float]  # (steps,) per-step training loss
     step_tokens: list[int]  # (steps,) non-padding input tokens per step
     step_loss_tokens: list[int] | None  # (steps,) tokens carrying a loss per step, when known
+    step_tokens_per_second: list[float]  # (timed_steps,) each timed step's own tokens/s: the spread shows noise
     process_seconds: float  # wall time of the whole subprocess (start-up included)
     end_to_end_tokens_per_second: float | None = None  # TRL: step end -> step end, collation and logging in
     threads: int | None = None  # torch.get_num_threads() in the child, when it reports it
@@ -221,6 +222,7 @@ def run_alignkit(a, name: str, cfg_path: Path, work: Path, *, packing: bool) -> 
         losses=[by_step[s]["loss"] for s in range(1, a.steps + 1)],
         step_tokens=[by_step[s]["tokens"] for s in range(1, a.steps + 1)],
         step_loss_tokens=[by_step[s]["loss_tokens"] for s in range(1, a.steps + 1)],
+        step_tokens_per_second=[r["tokens_per_second"] for r in timed],
         process_seconds=wall,
     )
 
@@ -342,7 +344,7 @@ def trl_child(spec_path: str) -> None:
         "loss_tokens": loss_tokens,
         "train_seconds": train_seconds,
         "threads": torch.get_num_threads(),
-        "optim": str(config.optim),
+        "optim": str(getattr(config.optim, "value", config.optim)),
         "self_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
     Path(spec["result"]).write_text(json.dumps(result))
@@ -397,6 +399,7 @@ def run_trl(a, name: str, work: Path, model_dir: Path, data: BenchData, *, mode:
         losses=[loss[s] for s in steps],
         step_tokens=[tokens[s] for s in steps],
         step_loss_tokens=step_loss_tokens,
+        step_tokens_per_second=[tokens[s] / (end[s] - begin[s]) for s in window],
         process_seconds=wall,
         end_to_end_tokens_per_second=n_tokens / e2e_seconds,
         threads=res["threads"],
@@ -439,7 +442,7 @@ def import_floor_mib(a, work: Path, name: str) -> float:
 
 
 def median_run(runs: list[RunResult]) -> RunResult:
-    """The repeat with the median tokens/s, with the peak RSS of the worst repeat."""
+    """The repeat with the (lower) median tokens/s, with the highest peak RSS of the repeats."""
     ordered = sorted(runs, key=lambda r: r.tokens_per_second)
     pick = ordered[(len(ordered) - 1) // 2]
     if len(runs) > 1:
@@ -492,7 +495,15 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
             "mixed precision (alignkit mixed_precision=no; TRL bf16=False, its default would be True)",
             "gradient checkpointing (alignkit default false; TRL default True, set False)",
         ],
+        "same_batches": "TRL reads the rows in alignkit's epoch-0 order in sequence (train_sampling_strategy="
+        "'sequential'), so both train on the same examples in the same batches",
+        "left_at_defaults": [
+            "optimizer: TRL's adamw_torch_fused, alignkit's torch.optim.AdamW",
+            "TRL's fused LM head also computes entropy and token accuracy every step (not optional in TRL)",
+            "TRL learns the '\\n' after <|im_end|> (one more loss token per example); alignkit does not",
+        ],
         "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
+        "versions": versions(),
     }
     doc = {
         "benchmark": "benchmarks/sft_vs_trl.py",
@@ -506,20 +517,21 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
 
     # --- print ------------------------------------------------------------------------------------
     print()
-    print(f"SFT throughput, alignkit vs TRL {trl_version()}: llama/{a.size}, batch {a.batch_size}, max_length "
+    print(f"SFT throughput, alignkit vs TRL {versions()['trl']}: llama/{a.size}, batch {a.batch_size}, max_length "
           f"{a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
           f"torch threads = {a.threads} in every run (OMP_NUM_THREADS and torch.set_num_threads)")
     print(f"disabled in both: {'; '.join(setup['disabled_in_both'])}")
     print()
-    head = f"{'framework / mode':<22}{'tokens/s':>11}{'e2e tok/s':>11}{'peak RSS MiB':>14}{'import MiB':>12}" \
-           f"{'first loss':>12}{'last loss':>11}{'loss tok/step':>15}"
+    head = f"{'framework / mode':<22}{'tokens/s':>11}{'step min-max':>16}{'e2e tok/s':>11}{'peak RSS MiB':>14}" \
+           f"{'import MiB':>12}{'first loss':>12}{'last loss':>11}{'loss tok/step':>15}"
     print(head)
     print("-" * len(head))
     for name, r in results.items():
         floor = floors.get(name.split("-")[0])
         e2e = f"{r.end_to_end_tokens_per_second:,.0f}" if r.end_to_end_tokens_per_second else "-"
         lt = f"{statistics.mean(r.step_loss_tokens):,.0f}" if r.step_loss_tokens else "-"
-        print(f"{name:<22}{r.tokens_per_second:>11,.0f}{e2e:>11}{r.peak_rss_mib:>14,.0f}"
+        spread = f"{min(r.step_tokens_per_second):,.0f}-{max(r.step_tokens_per_second):,.0f}"
+        print(f"{name:<22}{r.tokens_per_second:>11,.0f}{spread:>16}{e2e:>11}{r.peak_rss_mib:>14,.0f}"
               f"{(f'{floor:,.0f}' if floor else '-'):>12}{r.losses[0]:>12.4f}{r.losses[-1]:>11.4f}{lt:>15}")
     print()
     for key, value in ratios.items():
@@ -536,23 +548,31 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
         for note in r.notes:
             print(f"  note {name}: {note}")
     print()
-    print("tokens/s: alignkit's per-step time covers collation to optimizer step; TRL's covers on_step_begin to "
-          "on_step_end (batch already collated: TRL's best case); e2e = TRL step end to step end (collation "
-          "and logging in). Peak RSS includes the libraries each imports ('import MiB' = RSS after imports only).")
+    print("tokens/s = non-pad input tokens of the timed steps / their time. alignkit's step time runs from collation to "
+          "the optimizer step (metrics.jsonl); TRL's from on_step_begin to on_step_end (batch already collated: "
+          "TRL's best case); e2e = TRL step end to step end (collation and logging in). step min-max = the spread "
+          "of single timed steps (noise).")
+    print("peak RSS = the run's own process (os.wait4), libraries included; import MiB = RSS after importing the "
+          "framework alone.")
+    print(f"same data: {setup['same_batches']}.")
+    print(f"left at each framework's default: {'; '.join(setup['left_at_defaults'])}.")
     return doc
 
 
-def trl_version() -> str:
+def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    return version("trl")
+    return {name: version(name) for name in ("alignkit", "torch", "transformers", "trl", "accelerate", "datasets")}
 
 
 # ------------------------------------------------------------------------------------------ main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Formatter)
     p.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
     p.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
     p.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step")
@@ -561,8 +581,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay, no warm-up)")
     p.add_argument("--seed", type=int, default=42, help="training seed (alignkit's data order comes from it)")
     default_threads = int(os.environ.get("OMP_NUM_THREADS", "2") or 2)
-    p.add_argument("--threads", type=int, default=default_threads, help="torch threads in every run (default $OMP_NUM_THREADS or 2)")
-    p.add_argument("--repeats", type=int, default=1, help="run every framework/mode this many times, interleaved; report the median")
+    p.add_argument(
+        "--threads", type=int, default=default_threads, help="torch threads in every run (default $OMP_NUM_THREADS or 2)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=3, help="runs of each framework/mode, interleaved; the (lower) median is reported"
+    )
     p.add_argument("--no-trl-padding-free", action="store_true", help="skip the TRL padding-free run")
     p.add_argument("--work-dir", default=str(REPO / "runs" / "bench" / "sft_vs_trl"), help="model, data, run dirs, logs")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "sft_vs_trl.json"), help="JSON report")

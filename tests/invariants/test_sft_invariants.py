@@ -66,6 +66,11 @@ def test_padded_equals_packed(setup):
     padded = _loss_and_grads(model, [collate_padded(ex, tok.pad_token_id)])
     packed = _loss_and_grads(model, [collate_packed(ex)])
     _assert_same(padded, packed)
+    # packed into several capped rows, with tail padding on the shorter ones
+    cap = max(lengths) + min(lengths)
+    rows = collate_packed(ex, max_row_tokens=cap, pad_token_id=tok.pad_token_id)
+    assert rows.input_ids.shape[0] > 1 and rows.num_tokens == sum(len(e.input_ids) for e in ex)
+    _assert_same(padded, _loss_and_grads(model, [rows]))
 
 
 def test_batch_of_4_equals_2x2_accumulated(setup):

@@ -123,3 +123,27 @@ def test_packed_and_padded_give_the_same_completion_logprobs(attn, tok_and_examp
     # and both equal each example scored alone (no padding, no neighbours)
     lp_alone = torch.cat([_completion_logprobs(model, collate_padded([t], tok.pad_token_id)) for t in examples])
     torch.testing.assert_close(lp_packed, lp_alone, rtol=0, atol=1e-5)
+
+
+def test_pack_rows_first_fit_decreasing():
+    from alignkit.data.collate import pack_rows
+
+    assert pack_rows([5, 3, 4, 2], None) == [[0, 1, 2, 3]]
+    # decreasing: 5 -> row0 (room 3), 4 -> row1 (room 4), 3 -> row0 (room 0), 2 -> row1 (room 2)
+    assert pack_rows([5, 3, 4, 2], 8) == [[0, 1], [2, 3]]
+    assert pack_rows([9, 1], 8) == [[0], [1]]  # over-long example gets its own row
+
+
+def test_packed_rows_tail_padding_is_its_own_block():
+    from alignkit.data.collate import collate_packed
+    from alignkit.data.errors import RowRef
+    from alignkit.data.tokenize import TokenizedExample
+
+    r = RowRef("f", 1)
+    exs = [TokenizedExample([1, 2, 3], [0, 1, 1], r), TokenizedExample([4, 5], [0, 1], r), TokenizedExample([6, 7, 8, 9], [0, 0, 1, 1], r)]
+    b = collate_packed(exs, max_row_tokens=5, pad_token_id=0)
+    # rows (FFD): [ex2 (4)] and [ex0 (3) + ex1 (2)] -> sorted by index: [[0, 1], [2]]
+    assert b.input_ids.tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]]
+    assert b.position_ids.tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
+    assert b.labels.tolist() == [[2, 3, -100, 5, -100], [-100, 8, 9, -100, -100]]
+    assert b.num_tokens == 9 and b.num_loss_tokens == 5 and b.attention_mask is None

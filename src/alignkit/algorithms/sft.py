@@ -87,10 +87,12 @@ def ensure_init_model(path: str, spec, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
-def make_batch(examples, *, packing: bool, pad_token_id: int):
+def make_batch(examples, *, packing: bool, pad_token_id: int, max_row_tokens: int | None = None):
     from alignkit.data.collate import collate_packed, collate_padded
 
-    return collate_packed(examples) if packing else collate_padded(examples, pad_token_id)
+    if packing:
+        return collate_packed(examples, max_row_tokens=max_row_tokens, pad_token_id=pad_token_id)
+    return collate_padded(examples, pad_token_id)
 
 
 def micro_batch_loss(model, batch, num_tokens_global):
@@ -103,13 +105,13 @@ def micro_batch_loss(model, batch, num_tokens_global):
 
 
 @torch.no_grad()
-def evaluate(model, accelerator, examples, *, batch_size: int, packing: bool, pad_token_id: int) -> dict:
+def evaluate(model, accelerator, examples, *, batch_size: int, packing: bool, pad_token_id: int, max_row_tokens: int | None = None) -> dict:
     """Token-mean loss and perplexity over ``examples`` (sharded across processes)."""
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # [nll sum, tokens]
     rank, world = accelerator.process_index, accelerator.num_processes
     for start in range(rank * batch_size, len(examples), batch_size * world):
-        batch = make_batch(examples[start : start + batch_size], packing=packing, pad_token_id=pad_token_id)
+        batch = make_batch(examples[start : start + batch_size], packing=packing, pad_token_id=pad_token_id, max_row_tokens=max_row_tokens)
         batch = batch.to(accelerator.device)
         with accelerator.autocast():
             _, nll_sum = micro_batch_loss(model, batch, 1)
@@ -209,7 +211,7 @@ def run(cfg: SFTConfig) -> SFTResult:
             t0 = time.perf_counter()
             groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, **plan_kw)
             micro = [
-                make_batch([train_examples[i] for i in idx], packing=d.packing, pad_token_id=pad_id).to(accelerator.device)
+                make_batch([train_examples[i] for i in idx], packing=d.packing, pad_token_id=pad_id, max_row_tokens=d.max_length).to(accelerator.device)
                 for idx in groups
             ]
             # Global normaliser: loss tokens of the whole step, all micro-batches and processes.
@@ -254,13 +256,13 @@ def run(cfg: SFTConfig) -> SFTResult:
                 task, advance=1, stats=f"loss {train_loss:.4f} lr {lr:.2e} {n_tokens / dt:,.0f} tok/s"
             )
             if eval_examples and t.eval_every and done % t.eval_every == 0 and done != steps:
-                eval_result = evaluate(model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, packing=d.packing, pad_token_id=pad_id)
+                eval_result = evaluate(model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, packing=d.packing, pad_token_id=pad_id, max_row_tokens=d.max_length)
                 metrics.log({"step": done, **eval_result})
             if t.save_every and done % t.save_every == 0 and done != steps:
                 save(done)
 
     if eval_examples:
-        eval_result = evaluate(model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, packing=d.packing, pad_token_id=pad_id)
+        eval_result = evaluate(model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, packing=d.packing, pad_token_id=pad_id, max_row_tokens=d.max_length)
         metrics.log({"step": steps, **eval_result})
         log(f"eval loss {eval_result['eval_loss']:.4f}, perplexity {eval_result['eval_perplexity']:.2f}")
 

@@ -31,6 +31,7 @@ class Batch:
     labels: torch.Tensor  # (B, T) long; labels[b, t] = input_ids[b, t+1] if learned else -100 (pre-shifted)
     attention_mask: torch.Tensor | None  # (B, T) long, 1 on real tokens, 0 on padding; None when packed
     position_ids: torch.Tensor  # (B, T) long; 0.. per row when padded, restarting at 0 per example when packed
+    real_tokens: int | None = None  # packed rows: how many tokens are not tail padding (None: all, or see mask)
 
     @property
     def num_loss_tokens(self) -> int:
@@ -40,6 +41,8 @@ class Batch:
     @property
     def num_tokens(self) -> int:
         """How many real (non-padding) tokens the batch holds."""
+        if self.real_tokens is not None:
+            return self.real_tokens
         if self.attention_mask is None:
             return self.input_ids.numel()
         return int(self.attention_mask.sum())
@@ -51,6 +54,7 @@ class Batch:
             labels=self.labels.to(device),
             attention_mask=None if self.attention_mask is None else self.attention_mask.to(device),
             position_ids=self.position_ids.to(device),
+            real_tokens=self.real_tokens,
         )
 
     def model_inputs(self) -> dict:
@@ -96,8 +100,38 @@ def collate_padded(examples: Sequence[TokenizedExample], pad_token_id: int) -> B
     return Batch(input_ids=input_ids, labels=labels, attention_mask=attention_mask, position_ids=position_ids)
 
 
-def collate_packed(examples: Sequence[TokenizedExample]) -> Batch:
-    """Concatenate ``examples`` into one row, no padding: B = 1, T = total length.
+def pack_rows(lengths: Sequence[int], max_row_tokens: int | None) -> list[list[int]]:
+    """Group example indices into rows of at most ``max_row_tokens`` tokens (first-fit decreasing).
+
+    ``None`` puts everything in one row. An example longer than the cap gets a row of its own.
+    Deterministic: ties keep the input order.
+    """
+    if max_row_tokens is None:
+        return [list(range(len(lengths)))]
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(max_row_tokens - lengths[i])
+    return sorted((sorted(r) for r in rows), key=lambda r: r[0])
+
+
+def collate_packed(
+    examples: Sequence[TokenizedExample], *, max_row_tokens: int | None = None, pad_token_id: int = 0
+) -> Batch:
+    """Pack ``examples`` without padding between them: B rows of concatenated examples.
+
+    With ``max_row_tokens=None`` everything goes in one row (B = 1, T = total length). With a cap, the
+    examples are grouped into as few rows of at most that many tokens as first-fit decreasing finds,
+    and the shorter rows get tail padding that forms a block of its own (positions restarting at 0,
+    labels -100), so it never mixes with real tokens. Keeping rows short matters where attention
+    is computed densely (CPU sdpa/eager): its cost grows with the square of the row length.
 
     position_ids restart at 0 for each example, which is how the model tells examples apart;
     attention_mask is None. Labels are shifted within each example, so an example's last token
@@ -105,16 +139,29 @@ def collate_packed(examples: Sequence[TokenizedExample]) -> Batch:
     """
     if not examples:
         raise ValueError("cannot collate an empty list of examples")
-    ids: list[int] = []
-    labels: list[int] = []
-    positions: list[int] = []
-    for ex in examples:
-        ids += ex.input_ids
-        labels += _shifted_labels(ex)
-        positions += range(len(ex.input_ids))
+    groups = pack_rows([len(ex.input_ids) for ex in examples], max_row_tokens)
+    rows = []
+    for group in groups:
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for i in group:
+            ex = examples[i]
+            ids += ex.input_ids
+            labels += _shifted_labels(ex)
+            positions += range(len(ex.input_ids))
+        rows.append((ids, labels, positions))
+    T = max(len(r[0]) for r in rows)
+    real = sum(len(r[0]) for r in rows)
+    for ids, labels, positions in rows:
+        k = T - len(ids)
+        ids += [pad_token_id] * k
+        labels += [IGNORE_INDEX] * k
+        positions += range(k)
     return Batch(
-        input_ids=torch.tensor([ids], dtype=torch.long),  # (1, T)
-        labels=torch.tensor([labels], dtype=torch.long),  # (1, T)
+        input_ids=torch.tensor([r[0] for r in rows], dtype=torch.long),  # (B, T)
+        labels=torch.tensor([r[1] for r in rows], dtype=torch.long),  # (B, T)
         attention_mask=None,
-        position_ids=torch.tensor([positions], dtype=torch.long),  # (1, T)
+        position_ids=torch.tensor([r[2] for r in rows], dtype=torch.long),  # (B, T)
+        real_tokens=real if len(rows) > 1 else None,
     )
