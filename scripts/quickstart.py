@@ -55,7 +55,7 @@ def main() -> None:
     step(
         "3. SFT on the chosen replies of the hh-rlhf harmless pairs",
         ["sft", "configs/sft/tiny.yaml", f"output_dir={RUN}/sft", f"model.name_or_path={base}", "model.init=null",
-         "train.max_steps=1500", "train.save_every=500", "train.eval_every=250", "train.log_every=50", "resume=never"],
+         "train.max_steps=900", "train.save_every=300", "train.eval_every=300", "train.log_every=50", "resume=never"],
     )  # fmt: skip
     show(f"{RUN}/sft/final", "4. replies AFTER SFT")
     print(f"\nquickstart done in {time.time() - t0:.0f} s; metrics in {RUN}/sft/metrics.jsonl, model in {RUN}/sft/final")
