@@ -47,7 +47,7 @@ class LoadedData:
     """The result of ``load_examples``: ``rows_read == len(examples) + len(skipped)``."""
 
     examples: list[Example]
-    format: str  # the format used for every row (detected from the first row when fmt="auto")
+    format: str | None  # the format used for every row (detected from the first row when fmt="auto")
     rows_read: int
     skipped: list[DataError] = field(default_factory=list)  # with on_error="skip"
 
@@ -320,6 +320,19 @@ def load_examples(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     _check_format_name(fmt, source, allow_auto=True)
+    loaded = convert_rows(source, fmt=fmt, split=split, max_rows=max_rows, stop_on_error=on_error == "raise")
+    if loaded.format is None:  # every row was skipped before a format could be detected
+        raise loaded.skipped[0]
+    return loaded
+
+
+def convert_rows(
+    source: str, *, fmt: str, split: str, max_rows: int | None, stop_on_error: bool
+) -> LoadedData:
+    """The row loop of ``load_examples``: bad rows are raised (``stop_on_error``) or collected.
+
+    ``format`` is None in the result when no row's format could be detected (callers decide).
+    """
     examples: list[Example] = []
     skipped: list[DataError] = []
     rows_read = 0
@@ -335,11 +348,10 @@ def load_examples(
                 used = detect_format(row, ref)  # the first readable row decides for every row
             examples.append(_CONVERTERS[used](row, ref))
         except DataError as err:
-            if on_error == "raise":
+            if stop_on_error:
                 raise
             skipped.append(err)
     if rows_read == 0:
         raise DataError(source, "no rows found (empty file?)")
-    if used is None:  # every row was skipped before a format could be detected
-        raise skipped[0]
+    return LoadedData(examples=examples, format=used, rows_read=rows_read, skipped=skipped)
     return LoadedData(examples=examples, format=used, rows_read=rows_read, skipped=skipped)

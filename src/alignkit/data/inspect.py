@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 from alignkit.data.errors import DataError
 from alignkit.data.examples import Example
-from alignkit.data.formats import FORMATS, detect_format, to_example
-from alignkit.data.sources import read_rows_or_errors
+from alignkit.data.formats import FORMATS, convert_rows
 from alignkit.data.tokenize import _render
 
 NO_LOSS_MARK = "[no loss]"
@@ -85,24 +84,8 @@ def inspect_data(
     """
     if fmt != "auto" and fmt not in FORMATS:
         raise DataError(source, f"unknown format {fmt!r}; expected one of auto, {', '.join(FORMATS)}", field="format")
-    used = None if fmt == "auto" else fmt
-    examples: list[Example] = []
-    errors: list[DataError] = []
-    rows = 0
-    for row, ref in read_rows_or_errors(source, split=split):
-        if max_rows is not None and rows >= max_rows:
-            break
-        rows += 1
-        try:
-            if isinstance(row, DataError):
-                raise row
-            if used is None:
-                used = detect_format(row, ref)
-            examples.append(to_example(row, used, ref))
-        except DataError as err:
-            errors.append(err)
-    if rows == 0:
-        raise DataError(source, "no rows found (empty file?)")
+    loaded = convert_rows(source, fmt=fmt, split=split, max_rows=max_rows, stop_on_error=False)
+    used, examples, errors, rows = loaded.format, loaded.examples, list(loaded.skipped), loaded.rows_read
 
     trained = tokenizer is None and bool(examples)
     if trained:
