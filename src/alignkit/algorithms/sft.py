@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -105,14 +106,16 @@ def micro_batch_loss(model, batch, num_tokens_global):
 
 
 @torch.no_grad()
-def evaluate(model, accelerator, examples, *, batch_size: int, packing: bool, pad_token_id: int, max_row_tokens: int | None = None) -> dict:
-    """Token-mean loss and perplexity over ``examples`` (sharded across processes)."""
+def evaluate(model, accelerator, examples, *, batch_size: int, collate) -> dict:
+    """Token-mean loss and perplexity over ``examples`` (sharded across processes).
+
+    ``collate(examples) -> Batch`` is the same collation as training (``make_batch`` with its options).
+    """
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # [nll sum, tokens]
     rank, world = accelerator.process_index, accelerator.num_processes
     for start in range(rank * batch_size, len(examples), batch_size * world):
-        batch = make_batch(examples[start : start + batch_size], packing=packing, pad_token_id=pad_token_id, max_row_tokens=max_row_tokens)
-        batch = batch.to(accelerator.device)
+        batch = collate(examples[start : start + batch_size]).to(accelerator.device)
         with accelerator.autocast():
             _, nll_sum = micro_batch_loss(model, batch, 1)
         total += torch.tensor([nll_sum.item(), batch.num_loss_tokens], dtype=torch.float64, device=total.device)
@@ -161,7 +164,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     elif d.val_size > 0:
         train_examples, eval_examples = holdout_split(train_examples, d.val_size, seed=t.seed)
         log(f"held out {len(eval_examples)} training examples for eval (data.val_size={d.val_size})")
-    pad_id = tokenizer.pad_token_id
+    collate = partial(make_batch, packing=d.packing, pad_token_id=tokenizer.pad_token_id, max_row_tokens=d.max_length)
 
     # --- model and optimisation -------------------------------------------------------------------
     m = cfg.model
@@ -205,15 +208,13 @@ def run(cfg: SFTConfig) -> SFTResult:
     plan_kw = dict(num_examples=len(train_examples), batch_size=t.batch_size, grad_accum=t.grad_accum, world_size=world)
     last: dict = {}
     eval_result = None
+    run_eval = partial(evaluate, model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, collate=collate)
     with training_progress(enabled=main) as progress:
         task = progress.add_task("sft", total=steps, completed=start_step, stats="")
         for step in range(start_step, steps):
             t0 = time.perf_counter()
             groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, **plan_kw)
-            micro = [
-                make_batch([train_examples[i] for i in idx], packing=d.packing, pad_token_id=pad_id, max_row_tokens=d.max_length).to(accelerator.device)
-                for idx in groups
-            ]
+            micro = [collate([train_examples[i] for i in idx]).to(accelerator.device) for idx in groups]
             # Global normaliser: loss tokens of the whole step, all micro-batches and processes.
             counts = torch.tensor([sum(b.num_loss_tokens for b in micro), sum(b.num_tokens for b in micro)], device=accelerator.device)
             counts = accelerator.reduce(counts, "sum")
@@ -256,13 +257,13 @@ def run(cfg: SFTConfig) -> SFTResult:
                 task, advance=1, stats=f"loss {train_loss:.4f} lr {lr:.2e} {n_tokens / dt:,.0f} tok/s"
             )
             if eval_examples and t.eval_every and done % t.eval_every == 0 and done != steps:
-                eval_result = evaluate(model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, packing=d.packing, pad_token_id=pad_id, max_row_tokens=d.max_length)
+                eval_result = run_eval()
                 metrics.log({"step": done, **eval_result})
             if t.save_every and done % t.save_every == 0 and done != steps:
                 save(done)
 
     if eval_examples:
-        eval_result = evaluate(model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, packing=d.packing, pad_token_id=pad_id, max_row_tokens=d.max_length)
+        eval_result = run_eval()
         metrics.log({"step": steps, **eval_result})
         log(f"eval loss {eval_result['eval_loss']:.4f}, perplexity {eval_result['eval_perplexity']:.2f}")
 
