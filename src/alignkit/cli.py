@@ -10,6 +10,7 @@ from pathlib import Path
 # stage name -> (config schema, entry point), as "module:attr" so nothing heavy is imported for --help.
 STAGES: dict[str, tuple[str, str]] = {
     "sft": ("alignkit.config.sft:SFTConfig", "alignkit.algorithms.sft:run"),
+    "rm": ("alignkit.config.reward:RewardConfig", "alignkit.algorithms.reward:run"),
 }
 
 
@@ -94,6 +95,48 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rm_eval(args: argparse.Namespace) -> int:
+    _quiet()
+    import json
+
+    from alignkit.eval.reward_eval import evaluate_reward_model
+
+    result = evaluate_reward_model(
+        args.model, args.data, fmt=args.format, split=args.split, on_error=args.on_error, max_rows=args.max_rows,
+        batch_size=args.batch_size, out=args.out,
+    )  # fmt: skip
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    _quiet()
+    import json
+
+    from alignkit.config.base import ConfigError
+
+    if bool(args.data) == (args.prompt is not None or args.response is not None):
+        raise ConfigError("score: give either --data FILE or both --prompt and --response")
+    if args.data:
+        from alignkit.eval.reward_eval import score_rows
+
+        rows = score_rows(args.model, args.data, batch_size=args.batch_size)
+        lines = [json.dumps(r) for r in rows]
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text("".join(line + "\n" for line in lines))
+            print(f"scored {len(rows)} rows -> {args.out}")
+        else:
+            print("\n".join(lines))
+        return 0
+    if args.prompt is None or args.response is None:
+        raise ConfigError("score: --prompt and --response go together")
+    from alignkit.models.reward import RewardModel
+
+    print(RewardModel.load(args.model).score([args.prompt], [args.response])[0])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit", description="The human-feedback pipeline for language models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -145,6 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
+    re_ = sub.add_parser("rm-eval", help="pairwise accuracy, margin and calibration (ECE) of a reward model; JSON to stdout")
+    re_.add_argument("--model", required=True, help="reward model directory (alignkit rm's final/)")
+    re_.add_argument("--data", required=True, help="preference pairs (any preference format; optional 'subset' column)")
+    re_.add_argument("--out", help="write each pair's two scores as JSONL here")
+    re_.add_argument("--format", default="auto")
+    re_.add_argument("--split", default="train")
+    re_.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    re_.add_argument("--max-rows", type=int)
+    re_.add_argument("--batch-size", type=int, default=16)
+    re_.set_defaults(func=cmd_rm_eval)
+
+    sc = sub.add_parser("score", help="reward-model scores of prompt/response rows, or of one --prompt/--response")
+    sc.add_argument("--model", required=True, help="reward model directory")
+    sc.add_argument("--data", help="prompt/response rows (jsonl, json, parquet, csv)")
+    sc.add_argument("--out", help="with --data: write the scored rows as JSONL here (default: stdout)")
+    sc.add_argument("--prompt", help="one user message")
+    sc.add_argument("--response", help="the reply to score")
+    sc.add_argument("--batch-size", type=int, default=16)
+    sc.set_defaults(func=cmd_score)
     return p
 
 
@@ -154,6 +216,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignkit.data.errors import DataError
 
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
+    try:
+        from alignkit.algorithms.reward import TrainingError
+
+        errors.append(TrainingError)
+    except ImportError:
+        pass
     try:
         from alignkit.models.errors import ModelError
 

@@ -22,6 +22,7 @@ from alignkit.config.sft import SFTConfig
 from alignkit.losses.reductions import global_token_mean
 from alignkit.losses.sft import sft_token_nll
 from alignkit.training import batching
+from alignkit.training.setup import ensure_init_model, holdout_split
 from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from alignkit.training.metrics import MetricsLogger
 from alignkit.training.optim import build_optimizer, build_scheduler, warmup_steps_for
@@ -67,25 +68,6 @@ def load_sft_data(source: str, tokenizer, *, fmt, split, max_length, overlong, t
         "format": loaded.format,
     }
     return tok.examples, stats
-
-
-def holdout_split(examples: list, val_size: float, *, seed: int) -> tuple[list, list]:
-    """Split off ``val_size`` examples (a count, or a fraction when < 1) by a seeded shuffle."""
-    n_val = int(round(val_size * len(examples))) if val_size < 1 else int(val_size)
-    n_val = min(max(n_val, 1), len(examples) - 1)
-    order = batching.epoch_order(len(examples), seed, epoch=-1)
-    held = set(order[:n_val])
-    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
-
-
-def ensure_init_model(path: str, spec, accelerator) -> None:
-    """Create the model directory ``path`` from ``spec`` (an InitModelConfig) on the main process."""
-    from alignkit.models.init_model import init_model
-
-    if accelerator.is_main_process and not Path(path).exists():
-        accelerator.print(f"{path} does not exist: creating a {spec.arch}/{spec.size} model (model.init)")
-        init_model(spec.arch, spec.size, spec.tokenizer_from, path, vocab_size=spec.vocab_size, seed=spec.seed)
-    accelerator.wait_for_everyone()
 
 
 def make_batch(examples, *, packing: bool, pad_token_id: int, max_row_tokens: int | None = None):

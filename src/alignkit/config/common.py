@@ -56,24 +56,31 @@ class ModelConfig(Closed):
     )
 
 
-class DataConfig(Closed):
+class SourceConfig(Closed):
+    """Where the rows come from and how bad rows are handled (every stage's data section has these)."""
+
     train: str = Field(..., description="Training data: file (.jsonl/.jsonl.gz/.json/.parquet/.csv), datasets dir, or hub name.")
     eval: str | None = Field(None, description="Evaluation data, same kinds as train.")
     format: DataFormat = Field("auto", description="Row format; 'auto' detects it from the first row's keys.")
     split: str = Field("train", description="Split to read from a hub dataset or datasets DatasetDict.")
     eval_split: str = Field("test", description="Split for eval when eval is a hub name/DatasetDict.")
+    max_length: int = Field(1024, ge=8, description="Longest tokenised example (prompt + completion).")
+    on_error: Literal["raise", "skip"] = Field("raise", description="Bad rows: stop with an error, or skip, count and report.")
+    max_rows: int | None = Field(None, ge=1, description="Read at most this many training rows.")
+    eval_rows: int | None = Field(None, ge=1, description="Read at most this many eval rows.")
+
+
+class DataConfig(SourceConfig):
+    """SFT data: sources plus how examples are cut, masked and packed."""
+
     val_size: float = Field(
         0, ge=0, description="Hold out this many training examples (or this fraction, if < 1) for eval when eval is unset."
     )
-    max_length: int = Field(1024, ge=8, description="Longest tokenised example (prompt + completion).")
     overlong: Literal["truncate", "drop"] = Field(
         "truncate", description="Over-long examples: truncate from the right, or drop (both are counted)."
     )
     train_on_prompt: bool = Field(False, description="Also put loss on the prompt tokens (default: completion only).")
     packing: bool = Field(False, description="Padding-free packing: a micro-batch is one row, positions restart per example.")
-    on_error: Literal["raise", "skip"] = Field("raise", description="Bad rows: stop with an error, or skip, count and report.")
-    max_rows: int | None = Field(None, ge=1, description="Read at most this many training rows.")
-    eval_rows: int | None = Field(None, ge=1, description="Read at most this many eval rows.")
 
 
 class TrainConfig(Closed):

@@ -25,6 +25,7 @@ is the completion. Every problem is a ``DataError`` naming the file, the line an
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -156,6 +157,20 @@ def _check_distinct(chosen: str, rejected: str, ref: RowRef) -> None:
         raise DataError(ref, "chosen equals rejected", field="rejected")
 
 
+def _pair_meta(row: dict, ref: RowRef) -> dict:
+    """Optional per-pair columns: ``margin`` (a number: the reward gap required) and ``subset`` (a label)."""
+    meta: dict = {}
+    margin = row.get("margin")
+    if margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+            raise DataError(ref, f"expected a finite number, got {margin!r}", field="margin")
+        meta["margin"] = float(margin)
+    subset = row.get("subset")
+    if subset is not None:
+        meta["subset"] = str(subset)
+    return meta
+
+
 def _prompt(value: object, ref: RowRef, name: str = "prompt") -> tuple[Message, ...]:
     """A prompt given as a string (one user turn) or a message list (must not end with the assistant)."""
     if isinstance(value, str):
@@ -218,7 +233,7 @@ def _from_preference(row: dict, ref: RowRef) -> Example:
         if prompt != rejected_prompt:
             raise DataError(ref, "chosen and rejected must share every turn but the last", field="rejected")
     _check_distinct(chosen, rejected, ref)
-    return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref)
+    return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref, meta=_pair_meta(row, ref))
 
 
 def _parse_hh_turns(text: str, ref: RowRef, name: str) -> tuple[Message, ...]:
@@ -259,7 +274,7 @@ def _from_hh_rlhf(row: dict, ref: RowRef) -> Example:
     if not rejected:
         raise DataError(ref, "empty reply after the last shared '\\n\\nAssistant:'", field="rejected")
     _check_distinct(chosen, rejected, ref)
-    return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref)
+    return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref, meta=_pair_meta(row, ref))
 
 
 def _from_rm_static(row: dict, ref: RowRef) -> Example:
@@ -270,7 +285,7 @@ def _from_rm_static(row: dict, ref: RowRef) -> Example:
     chosen = _get_str(row, "chosen", ref).strip()
     rejected = _get_str(row, "rejected", ref).strip()
     _check_distinct(chosen, rejected, ref)
-    return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref)
+    return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref, meta=_pair_meta(row, ref))
 
 
 _CONVERTERS: dict[str, Callable[[dict, RowRef], Example]] = {

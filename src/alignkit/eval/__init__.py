@@ -1,0 +1,1 @@
+"""Evaluation: reward-model metrics, side-by-side comparison and reports."""

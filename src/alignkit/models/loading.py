@@ -58,6 +58,8 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
 def resolve_source(name_or_path: str) -> str:
     """An absolute path for an existing local dir, the id itself for a Hub id.
 
+    A Hub id whose files ship in an installed package (``models.bundled``) resolves to that copy.
+
     A string that can only be a local path (absolute, ``./``, ``~``, backslashes, several ``/``)
     and does not exist is a one-line :class:`ModelError`, never a Hub 404.
     """
@@ -74,7 +76,9 @@ def resolve_source(name_or_path: str) -> str:
     )
     if looks_local:
         raise ModelError(f"model path {name_or_path!r} does not exist")
-    return name_or_path
+    from alignkit.models.bundled import bundled_path
+
+    return bundled_path(name_or_path) or name_or_path
 
 
 def is_adapter_dir(path: str | os.PathLike) -> bool:

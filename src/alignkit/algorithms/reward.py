@@ -1,0 +1,349 @@
+"""Reward model training (``alignkit rm``): Bradley–Terry loss on preference pairs.
+
+The loop, top to bottom: load pairs and the backbone + scalar head -> plan micro-batches -> for each
+optimizer step: score chosen and rejected in one forward pass, pairwise loss, global pair-mean
+reduction, backward, check the loss is finite, clip, step -> log / evaluate / checkpoint. After the
+last step: held-out metrics, reward statistics over the training pairs, ``final/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from alignkit.config.base import write_config
+from alignkit.config.reward import RewardConfig
+from alignkit.losses.reward import bradley_terry_loss
+from alignkit.training import batching
+from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+from alignkit.training.metrics import MetricsLogger
+from alignkit.training.optim import build_scheduler, warmup_steps_for
+from alignkit.training.progress import training_progress
+from alignkit.training.setup import ensure_init_model, holdout_split
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says what was saved."""
+
+
+@dataclass
+class RewardResult:
+    output_dir: Path
+    final_dir: Path
+    steps: int
+    train_loss: float  # pair-mean loss of the last step
+    eval: dict | None  # held-out metrics (accuracy, n, ties, mean_margin, ece, eval_loss)
+    reward_mean: float
+    reward_std: float
+
+
+def load_pairs(source: str, tokenizer, *, fmt, split, template, max_length, on_error, max_rows, log):
+    """Read, convert and tokenise one preference source; reports skipped and truncated pairs."""
+    from alignkit.data.errors import DataError
+    from alignkit.data.formats import load_examples
+    from alignkit.data.pairs import tokenize_pairs
+
+    loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    tok = tokenize_pairs(loaded.examples, tokenizer, template=template, max_length=max_length, on_error=on_error)
+    skipped = loaded.skipped + tok.skipped
+    log(
+        f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(skipped)} skipped, "
+        f"{tok.truncated} truncated from the left (over {max_length} tokens) -> {len(tok.pairs)} pairs"
+    )
+    for err in skipped[:5]:
+        log(f"  skipped: {err}")
+    if len(skipped) > 5:
+        log(f"  ... and {len(skipped) - 5} more skipped rows")
+    if not tok.pairs:
+        raise DataError(source, "no usable preference pairs after skipping")
+    stats = {
+        "rows_read": loaded.rows_read,
+        "skipped": len(skipped),
+        "truncated": tok.truncated,
+        "pairs": len(tok.pairs),
+        "format": loaded.format,
+    }
+    return tok.pairs, stats
+
+
+def pair_rewards(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(r_chosen (B,), r_rejected (B,))`` from one forward pass over the batch's 2B sequences."""
+    rewards = model(batch.input_ids, batch.attention_mask)  # (2B,)
+    return rewards[: batch.num_pairs], rewards[batch.num_pairs :]
+
+
+@torch.no_grad()
+def score_pairs(model, accelerator, pairs, *, batch_size: int, collate) -> tuple[list[float], list[float]]:
+    """Chosen and rejected rewards of every pair (sharded across processes, gathered in order)."""
+    from accelerate.utils import gather_object
+
+    was_training = model.training
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine: list[tuple[int, float, float]] = []
+    for start in range(rank * batch_size, len(pairs), batch_size * world):
+        batch = collate(pairs[start : start + batch_size]).to(accelerator.device)
+        with accelerator.autocast():
+            rc, rr = pair_rewards(model, batch)
+        mine += [(start + i, c, r) for i, (c, r) in enumerate(zip(rc.tolist(), rr.tolist()))]
+    rows = sorted(gather_object(mine) if world > 1 else mine)
+    model.train(was_training)
+    return [c for _, c, _ in rows], [r for _, _, r in rows]
+
+
+def evaluate(model, accelerator, pairs, *, batch_size: int, collate, loss_kw: dict) -> dict:
+    """Held-out pairwise metrics plus the mean loss (same loss options as training)."""
+    from alignkit.eval.reward_metrics import pairwise_metrics
+
+    chosen, rejected = score_pairs(model, accelerator, pairs, batch_size=batch_size, collate=collate)
+    margin = torch.tensor([p.margin for p in pairs]) if loss_kw.get("use_margin") else None
+    out = bradley_terry_loss(
+        torch.tensor(chosen), torch.tensor(rejected), margin=margin,
+        label_smoothing=loss_kw["label_smoothing"], center_coef=loss_kw["center_coef"],
+    )  # fmt: skip
+    metrics = pairwise_metrics(chosen, rejected, subsets=[p.subset for p in pairs])
+    return {"eval_loss": out.loss.mean().item(), **{f"eval_{k}": v for k, v in metrics.items()}}
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))
+
+
+def run(cfg: RewardConfig) -> RewardResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from alignkit.data.pairs import collate_pairs
+    from alignkit.data.tokenize import ensure_chat_template
+    from alignkit.models.hf_logging import quiet_libraries
+    from alignkit.models.loading import load_tokenizer, trainable_parameters
+    from alignkit.models.reward import RewardSpec, build_reward_scorer, save_reward_model
+
+    quiet_libraries()
+    t, m, d = cfg.train, cfg.model, cfg.data
+    accelerator = Accelerator(
+        mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False
+    )
+    main = accelerator.is_main_process
+    log = accelerator.print
+    out = Path(cfg.output_dir)
+    ckpt_root = out / "checkpoints"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(cfg, out / "config.yaml")
+        remove_partial(ckpt_root)
+    set_seed(t.seed)
+    if m.init is not None and not Path(m.name_or_path).exists():
+        ensure_init_model(m.name_or_path, m.init, accelerator)
+
+    # --- model (its kind decides the pooling and the text template) -------------------------------
+    tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
+    model = build_reward_scorer(
+        m.name_or_path, pad_token_id=tokenizer.pad_token_id, pooling=m.pooling, finetune=m.finetune,
+        lora_r=m.lora.r, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
+        lora_target_modules=m.lora.target_modules, dtype=m.dtype, gradient_checkpointing=m.gradient_checkpointing,
+        disable_dropout=m.disable_dropout, trust_remote_code=m.trust_remote_code, revision=m.revision, seed=t.seed,
+    )  # fmt: skip
+    template = m.template if m.template != "auto" else ("chat" if model.kind == "decoder" else "plain")
+    if template == "chat":
+        ensure_chat_template(tokenizer)
+    n_train, n_total = trainable_parameters(model)
+    log(
+        f"reward model on {m.name_or_path} ({model.kind}, pooling {model.pooling}, template {template}): "
+        f"{n_train:,} trainable of {n_total:,} parameters ({m.finetune})"
+    )
+
+    # --- data ---------------------------------------------------------------------------------------
+    data_kw = dict(template=template, max_length=d.max_length, on_error=d.on_error, log=log)
+    train_pairs, train_stats = load_pairs(d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
+    eval_pairs = None
+    if d.eval:
+        eval_pairs, _ = load_pairs(d.eval, tokenizer, fmt=d.format, split=d.eval_split, max_rows=d.eval_rows, **data_kw)
+    elif d.eval_fraction > 0:
+        train_pairs, eval_pairs = holdout_split(train_pairs, d.eval_fraction, seed=t.seed)
+        log(f"held out {len(eval_pairs)} training pairs for eval (data.eval_fraction={d.eval_fraction})")
+    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
+    loss_kw = {"use_margin": cfg.loss.margin, "label_smoothing": cfg.loss.label_smoothing, "center_coef": cfg.loss.center_coef}
+
+    # --- optimisation -------------------------------------------------------------------------------
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps = batching.total_steps(len(train_pairs), t.batch_size, t.grad_accum, world, t.epochs, t.max_steps)
+    optimizer = build_reward_optimizer(
+        model, learning_rate=t.learning_rate, head_learning_rate=cfg.head_learning_rate or t.learning_rate,
+        weight_decay=t.weight_decay, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
+    )  # fmt: skip
+    scheduler = build_scheduler(
+        optimizer, name=t.lr_scheduler, warmup=warmup_steps_for(steps, t.warmup_steps, t.warmup_ratio), total=steps
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    # --- resume -------------------------------------------------------------------------------------
+    start_step, pairs_seen = 0, 0
+    ckpt = latest_checkpoint(ckpt_root) if cfg.resume == "auto" else None
+    if ckpt is not None:
+        state = load_checkpoint(accelerator, ckpt)
+        start_step, pairs_seen = state["step"], state["pairs_seen"]
+        log(f"resumed from {ckpt} (step {start_step} of {steps})")
+    metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
+
+    def spec(mean: float | None = None, std: float | None = None) -> RewardSpec:
+        return RewardSpec(
+            kind=model_kind, pooling=model_pooling, template=template, max_length=d.max_length,
+            reward_mean=mean, reward_std=std, base_model=m.name_or_path,
+        )  # fmt: skip
+
+    model_kind, model_pooling = accelerator.unwrap_model(model).kind, accelerator.unwrap_model(model).pooling
+
+    def save(step: int) -> Path:
+        state = {"step": step, "pairs_seen": pairs_seen, "total_steps": steps}
+
+        def write_model(path: Path) -> None:
+            save_reward_model(accelerator.unwrap_model(model), tokenizer, spec(), path / "model")
+
+        return save_checkpoint(accelerator, ckpt_root, step, state, keep=t.save_total_limit, extra=write_model)
+
+    # --- the loop -----------------------------------------------------------------------------------
+    model.train()
+    plan_kw = dict(num_examples=len(train_pairs), batch_size=t.batch_size, grad_accum=t.grad_accum, world_size=world)
+    last: dict = {}
+    eval_result = None
+    run_eval = partial(
+        evaluate, model, accelerator, eval_pairs, batch_size=t.eval_batch_size or t.batch_size, collate=collate, loss_kw=loss_kw
+    )
+    with training_progress(enabled=main) as progress:
+        task = progress.add_task("rm", total=steps, completed=start_step, stats="")
+        for step in range(start_step, steps):
+            t0 = time.perf_counter()
+            groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, **plan_kw)
+            micro = [collate([train_pairs[i] for i in idx]).to(accelerator.device) for idx in groups]
+            # Global normaliser: pairs in the whole step, all micro-batches and processes.
+            n_pairs = int(accelerator.reduce(torch.tensor(sum(b.num_pairs for b in micro), device=accelerator.device), "sum"))
+            # [loss sum, accuracy sum, margin sum, reward sum, reward² sum, tokens]
+            sums = torch.zeros(6, dtype=torch.float64, device=accelerator.device)
+            for i, batch in enumerate(micro):
+                sync = i == len(micro) - 1
+                ctx = accelerator.no_sync(model) if not sync and world > 1 else nullcontext()
+                with ctx, accelerator.autocast():
+                    rc, rr = pair_rewards(model, batch)
+                    out_loss = bradley_terry_loss(
+                        rc, rr, margin=batch.margin if cfg.loss.margin else None,
+                        label_smoothing=cfg.loss.label_smoothing, center_coef=cfg.loss.center_coef,
+                    )  # fmt: skip
+                    # DDP averages gradients over processes; the global normaliser already divides by all.
+                    accelerator.backward(out_loss.loss.sum() / n_pairs * world)
+                r = torch.cat([rc, rr]).detach().double()
+                sums += torch.stack([
+                    out_loss.loss.detach().double().sum(), out_loss.accuracy.double().sum(),
+                    out_loss.margin.double().sum(), r.sum(), (r * r).sum(),
+                    torch.tensor(batch.num_tokens, dtype=torch.float64, device=r.device),
+                ])  # fmt: skip
+            sums = accelerator.reduce(sums, "sum")
+            train_loss = sums[0].item() / n_pairs
+            if not math.isfinite(train_loss):
+                where = save(step)
+                raise TrainingError(
+                    f"step {step + 1}: the loss is {train_loss} (not finite); the last good state (after step {step}) "
+                    f"is saved in {where}. Lower train.learning_rate or check the data, then run again to resume."
+                )
+            grad_norm = None
+            if t.max_grad_norm is not None:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            pairs_seen += n_pairs
+            dt = time.perf_counter() - t0
+            done = step + 1
+            mean_r = sums[3].item() / (2 * n_pairs)
+            var_r = max(sums[4].item() / (2 * n_pairs) - mean_r**2, 0.0)
+            last = {
+                "step": done,
+                "loss": train_loss,
+                "accuracy": sums[1].item() / n_pairs,
+                "margin": sums[2].item() / n_pairs,
+                "reward_mean": mean_r,
+                "reward_std": math.sqrt(var_r),
+                "learning_rate": lr,
+                "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "pairs_per_second": n_pairs / dt,
+                "tokens_per_second": sums[5].item() / dt,
+                "epoch": batching.epoch_of_step(done, **plan_kw),
+                "pairs_seen": pairs_seen,
+            }
+            if done % t.log_every == 0 or done == steps:
+                metrics.log(last)
+            progress.update(
+                task, advance=1, stats=f"loss {train_loss:.4f} acc {last['accuracy']:.2f} {n_pairs / dt:,.1f} pairs/s"
+            )
+            if eval_pairs and t.eval_every and done % t.eval_every == 0 and done != steps:
+                eval_result = run_eval()
+                metrics.log({"step": done, **eval_result})
+            if t.save_every and done % t.save_every == 0 and done != steps:
+                save(done)
+
+    if eval_pairs:
+        eval_result = run_eval()
+        metrics.log({"step": steps, **eval_result})
+        log(
+            f"eval: accuracy {eval_result['eval_accuracy']:.4f} on {eval_result['eval_n']} held-out pairs, "
+            f"loss {eval_result['eval_loss']:.4f}, ECE {eval_result['eval_ece']:.4f}"
+        )
+
+    # --- reward statistics over the training pairs, for RL normalisation ----------------------------
+    stats_pairs = train_pairs[: cfg.stats_rows] if cfg.stats_rows else train_pairs
+    chosen, rejected = score_pairs(model, accelerator, stats_pairs, batch_size=t.eval_batch_size or t.batch_size, collate=collate)
+    rewards = chosen + rejected
+    reward_mean, reward_std = sum(rewards) / len(rewards), _std(rewards)
+    log(f"rewards over {len(stats_pairs)} training pairs: mean {reward_mean:.4f}, std {reward_std:.4f}")
+
+    final = out / "final"
+    accelerator.wait_for_everyone()
+    if main:
+        save_reward_model(accelerator.unwrap_model(model), tokenizer, spec(reward_mean, reward_std), final)
+        summary = {
+            "stage": "rm",
+            "steps": steps,
+            "resumed_from_step": start_step,
+            "final_loss": last.get("loss"),
+            "eval": eval_result,
+            "reward_mean": reward_mean,
+            "reward_std": reward_std,
+            "pairs_seen": pairs_seen,
+            "trainable_parameters": n_train,
+            "total_parameters": n_total,
+            "data": train_stats,
+            "final_dir": str(final),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        log(f"final reward model saved to {final}")
+    metrics.close()
+    accelerator.end_training()
+    return RewardResult(out, final, steps, last.get("loss", float("nan")), eval_result, reward_mean, reward_std)
+
+
+def build_reward_optimizer(model, *, learning_rate, head_learning_rate, weight_decay, betas, eps):
+    """AdamW over the trainable parameters; the scalar head (new weights) may get its own learning rate."""
+    from alignkit.training.optim import build_optimizer
+
+    if head_learning_rate == learning_rate:
+        return build_optimizer(model, learning_rate=learning_rate, weight_decay=weight_decay, betas=betas, eps=eps)
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = name.startswith("head.") or ".score." in f".{name}" or ".classifier." in f".{name}"
+        groups.setdefault((is_head, p.ndim >= 2), []).append(p)
+    param_groups = [
+        {"params": ps, "lr": head_learning_rate if is_head else learning_rate, "weight_decay": weight_decay if decay else 0.0}
+        for (is_head, decay), ps in groups.items()
+    ]
+    return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps)

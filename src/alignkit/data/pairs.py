@@ -1,0 +1,166 @@
+"""Preference pairs for reward models: render prompt + response as text, tokenize, collate.
+
+A reward model scores a whole conversation that ends with the response. The text is rendered
+
+- ``template="chat"``: with the tokenizer's chat template (prompt turns + one assistant turn), or
+- ``template="plain"``: as ``"User: …\\n\\nAssistant: …"`` text (encoders such as BERT have no chat
+  template), tokenized with the tokenizer's own special tokens ([CLS] … [SEP]).
+
+Conversations longer than ``max_length`` tokens are truncated **from the left**: the earliest turns
+go first and the end of the response, the thing being judged, is always kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from alignkit.data.errors import DataError, RowRef
+from alignkit.data.examples import Example, Message
+
+TEMPLATES = ("chat", "plain")
+if TYPE_CHECKING:
+    import torch
+
+_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def as_messages(prompt: str | Sequence) -> list[dict]:
+    """A prompt given as a string, ``Message``s or ``{"role", "content"}`` dicts -> a list of dicts."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    out = []
+    for m in prompt:
+        if isinstance(m, Message):
+            out.append({"role": m.role, "content": m.content})
+        elif isinstance(m, dict) and "role" in m and "content" in m:
+            out.append({"role": m["role"], "content": m["content"]})
+        else:
+            raise ValueError(f"a prompt turn must be a Message or a {{'role', 'content'}} dict, got {m!r}")
+    return out
+
+
+def render_text(prompt: str | Sequence, response: str, tokenizer, template: str) -> str:
+    """The text a reward model scores: the prompt's turns followed by ``response`` as the assistant's."""
+    messages = as_messages(prompt) + [{"role": "assistant", "content": response}]
+    if template == "chat":
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    if template == "plain":
+        return "\n\n".join(f"{_ROLE_NAMES.get(m['role'], m['role'].title())}: {m['content']}" for m in messages)
+    raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+
+
+def encode_texts(texts: Sequence[str], tokenizer, *, template: str, max_length: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of each text, left-truncated to ``max_length``; returns ``(ids, was it truncated)``.
+
+    The chat template writes its own special tokens into the text, so only ``plain`` adds the
+    tokenizer's ([CLS]/[SEP], BOS ...). Truncation keeps the special tokens the tokenizer adds.
+    """
+    texts = list(texts)
+    add_special = template == "plain"
+    full = [list(ids) for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]]
+    over = [i for i, ids in enumerate(full) if len(ids) > max_length]
+    if over:
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = "left"
+        try:
+            cut = tokenizer(
+                [texts[i] for i in over], add_special_tokens=add_special, truncation=True, max_length=max_length
+            )["input_ids"]
+        finally:
+            tokenizer.truncation_side = side
+        for i, ids in zip(over, cut):
+            full[i] = list(ids)
+    flags = [False] * len(texts)
+    for i in over:
+        flags[i] = True
+    return full, flags
+
+
+@dataclass
+class TokenizedPair:
+    chosen_ids: list[int]  # (Tc,) prompt + chosen response, left-truncated
+    rejected_ids: list[int]  # (Tr,) prompt + rejected response, left-truncated
+    margin: float  # required reward gap (0 when the row has none)
+    ref: RowRef
+    subset: str | None = None
+
+
+@dataclass
+class TokenizedPairs:
+    pairs: list[TokenizedPair]
+    truncated: int  # pairs with at least one side cut from the left
+    skipped: list[DataError]  # pairs whose two sides are the same tokens (with on_error="skip")
+
+
+def pair_margin(ex: Example) -> float:
+    return float(ex.meta.get("margin", 0.0))
+
+
+def tokenize_pairs(
+    examples: Sequence[Example], tokenizer, *, template: str, max_length: int, on_error: str = "raise"
+) -> TokenizedPairs:
+    """Tokenize preference examples (``Example.rejected`` set) for reward modelling.
+
+    A pair whose chosen and rejected sides give the same ids (e.g. they differ only in the part cut
+    by truncation) cannot be ranked: a ``DataError``, or with ``on_error="skip"`` counted in ``skipped``.
+    """
+    for ex in examples:
+        if not ex.is_preference:
+            raise DataError(ex.ref, "not a preference pair (no rejected response)", field="rejected")
+    chosen = [render_text(ex.prompt, ex.chosen, tokenizer, template) for ex in examples]
+    rejected = [render_text(ex.prompt, ex.rejected, tokenizer, template) for ex in examples]
+    c_ids, c_cut = encode_texts(chosen, tokenizer, template=template, max_length=max_length)
+    r_ids, r_cut = encode_texts(rejected, tokenizer, template=template, max_length=max_length)
+    pairs: list[TokenizedPair] = []
+    skipped: list[DataError] = []
+    truncated = 0
+    for ex, c, r, cc, rc in zip(examples, c_ids, r_ids, c_cut, r_cut):
+        if c == r:
+            err = DataError(ex.ref, f"chosen and rejected are the same {len(c)} tokens after tokenization/truncation", field="rejected")
+            if on_error == "raise":
+                raise err
+            skipped.append(err)
+            continue
+        truncated += cc or rc
+        pairs.append(TokenizedPair(c, r, pair_margin(ex), ex.ref, ex.meta.get("subset")))
+    return TokenizedPairs(pairs=pairs, truncated=truncated, skipped=skipped)
+
+
+@dataclass
+class PairBatch:
+    """B pairs scored in one forward pass: rows [0, B) are the chosen sides, [B, 2B) the rejected."""
+
+    input_ids: "torch.Tensor"  # (2B, T) right-padded with the pad id
+    attention_mask: "torch.Tensor"  # (2B, T) 1 on real tokens
+    margin: "torch.Tensor"  # (B,) float32 required reward gaps
+    num_pairs: int  # B
+
+    def to(self, device) -> "PairBatch":
+        return PairBatch(self.input_ids.to(device), self.attention_mask.to(device), self.margin.to(device), self.num_pairs)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_token_id: int):
+    """``(input_ids, attention_mask)``, both (N, T_max), right-padded."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def collate_pairs(pairs: Sequence[TokenizedPair], pad_token_id: int) -> PairBatch:
+    import torch
+
+    ids, mask = pad_sequences([p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs], pad_token_id)
+    margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
+    return PairBatch(ids, mask, margin, len(pairs))

@@ -1,0 +1,316 @@
+"""Reward models: a backbone plus a scalar head, trained, saved and loaded for scoring.
+
+Two layouts, both ``save_pretrained`` directories with the tokenizer and ``alignkit_reward.json``
+(what is needed to score text again: template, pooling, max length, truncation side, reward stats):
+
+- ``pooling="last"`` (decoder LMs) and ``"cls"`` (encoders): a ``*ForSequenceClassification`` with
+  ``num_labels=1``. The directory loads with plain ``AutoModelForSequenceClassification``; the
+  decoder's reward is read at the last non-padding token (transformers finds it from
+  ``config.pad_token_id``), BERT-like encoders use their [CLS] pooler.
+- ``pooling="mean"``: an ``AutoModel`` backbone saved as usual plus ``reward_head.safetensors``
+  (a ``Linear(hidden, 1)`` on the attention-masked mean of the last hidden states). transformers
+  has no mean-pooling classification class, so this layout needs alignkit (``RewardModel.load``).
+
+LoRA reward models train adapters (and the head); what is saved is always merged, a plain model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from alignkit.models._fs import atomic_dir
+from alignkit.models.errors import ModelError
+
+SPEC_FILE = "alignkit_reward.json"
+HEAD_FILE = "reward_head.safetensors"
+POOLINGS = ("last", "cls", "mean")
+
+
+@dataclass
+class RewardSpec:
+    """How a saved reward model turns (prompt, response) into a score; stored as ``alignkit_reward.json``."""
+
+    kind: str  # "decoder" | "encoder"
+    pooling: str  # "last" | "cls" | "mean"
+    template: str  # "chat" | "plain" (see alignkit.data.pairs.render_text)
+    max_length: int  # longest scored sequence; longer ones are cut from the left
+    truncation_side: str = "left"
+    reward_mean: float | None = None  # over the training pairs (both sides), for RL reward normalisation
+    reward_std: float | None = None
+    base_model: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / SPEC_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, directory: str | Path) -> RewardSpec | None:
+        path = Path(directory) / SPEC_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ModelError(f"{path}: not a valid reward-model spec: {err}") from None
+
+
+def backbone_kind(config) -> str:
+    """"encoder" for masked-LM families (BERT, RoBERTa, DeBERTa ...), else "decoder"."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return "encoder" if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "decoder"
+
+
+def resolve_pooling(pooling: str, kind: str) -> str:
+    if pooling == "auto":
+        return "last" if kind == "decoder" else "mean"
+    if pooling not in POOLINGS:
+        raise ModelError(f"unknown pooling {pooling!r}; expected auto or one of {', '.join(POOLINGS)}")
+    if pooling == "last" and kind == "encoder":
+        raise ModelError("pooling 'last' is for decoder LMs; use 'cls' or 'mean' with an encoder")
+    if pooling == "cls" and kind == "decoder":
+        raise ModelError("pooling 'cls' is for encoders; use 'last' or 'mean' with a decoder LM")
+    return pooling
+
+
+class RewardScorer(torch.nn.Module):
+    """``forward(input_ids, attention_mask) -> (N,)`` rewards.
+
+    ``model`` is a ``*ForSequenceClassification`` (num_labels=1; pooling last/cls) or, for
+    ``pooling="mean"``, a bare ``AutoModel`` backbone with ``head`` a ``Linear(hidden, 1)``.
+    Either may be wrapped by peft (LoRA).
+    """
+
+    def __init__(self, model, pooling: str, kind: str, head: torch.nn.Linear | None = None):
+        super().__init__()
+        if (pooling == "mean") != (head is not None):
+            raise ValueError("a head is needed exactly when pooling is 'mean'")
+        self.model = model
+        self.head = head
+        self.pooling = pooling
+        self.kind = kind
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # input_ids, attention_mask: (N, T), right-padded
+        kwargs = {"use_cache": False} if self.kind == "decoder" else {}
+        if self.head is None:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            return out.logits[:, 0].float()  # (N,)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state  # (N, T, H)
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (N, H)
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()  # (N,)
+
+
+def _disable_dropout(module: torch.nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+
+
+def build_reward_scorer(
+    name_or_path: str,
+    *,
+    pad_token_id: int,
+    pooling: str = "auto",
+    finetune: str = "full",
+    lora_r: int = 16,
+    lora_alpha: float = 32,
+    lora_dropout: float = 0.05,
+    lora_target_modules: list[str] | str = "all-linear",
+    dtype: str = "float32",
+    gradient_checkpointing: bool = False,
+    disable_dropout: bool = True,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    seed: int = 0,
+) -> RewardScorer:
+    """A trainable reward model on the backbone at ``name_or_path`` (a new scalar head, seeded)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    from alignkit.models.loading import _enable_checkpointing, _from_pretrained, _quiet_peft, resolve_dtype, resolve_source
+
+    if finetune not in ("full", "lora"):
+        raise ModelError(f"reward models train with finetune 'full' or 'lora', got {finetune!r}")
+    source = resolve_source(name_or_path)
+    config = _from_pretrained(AutoConfig, source, "config", revision=revision, trust_remote_code=trust_remote_code)
+    kind = backbone_kind(config)
+    pooling = resolve_pooling(pooling, kind)
+    kw = dict(dtype=resolve_dtype(dtype), revision=revision, trust_remote_code=trust_remote_code)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # the new head's initialisation
+        if pooling == "mean":
+            model = _from_pretrained(AutoModel, source, "model", **kw)
+            head = torch.nn.Linear(model.config.hidden_size, 1)
+            torch.nn.init.normal_(head.weight, std=getattr(model.config, "initializer_range", 0.02))
+            torch.nn.init.zeros_(head.bias)
+        else:
+            model = _from_pretrained(AutoModelForSequenceClassification, source, "model", num_labels=1, **kw)
+            head = None
+    model.config.pad_token_id = pad_token_id
+    if disable_dropout:
+        _disable_dropout(model)
+    if gradient_checkpointing:
+        _enable_checkpointing(model)
+    if finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        task = "FEATURE_EXTRACTION" if pooling == "mean" else "SEQ_CLS"
+        lcfg = LoraConfig(
+            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=lora_target_modules,
+            bias="none", task_type=task,
+        )  # fmt: skip
+        try:
+            with _quiet_peft():
+                model = get_peft_model(model, lcfg)
+        except ValueError as err:
+            raise ModelError(f"cannot add LoRA adapters to {name_or_path!r}: {str(err).splitlines()[0]}") from err
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+    else:
+        model.requires_grad_(True)
+    if head is not None:
+        head.requires_grad_(True)
+    scorer = RewardScorer(model, pooling, kind, head)
+    scorer.train()
+    return scorer
+
+
+def _plain(model):
+    """A model without LoRA wrappers: adapters merged into a copy (the training model is untouched)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
+def save_reward_model(scorer: RewardScorer, tokenizer, spec: RewardSpec, out_dir: str | Path) -> Path:
+    """Write a loadable reward model to ``out_dir`` atomically (LoRA merged), with its tokenizer and spec."""
+    scorer = getattr(scorer, "module", scorer)
+    model = _plain(scorer.model)
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        model.save_pretrained(str(tmp))
+        if scorer.head is not None:
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().contiguous().cpu() for k, v in scorer.head.state_dict().items()}
+            save_file(state, str(tmp / HEAD_FILE), metadata={"pooling": scorer.pooling})
+        tokenizer.save_pretrained(str(tmp))
+        spec.save(tmp)
+    return Path(out_dir).expanduser().absolute()
+
+
+def load_reward_scorer(path: str, *, dtype: str = "float32", device: str | torch.device = "cpu"):
+    """``(scorer, tokenizer, spec)`` from a saved reward model, frozen, in eval mode.
+
+    A directory without ``alignkit_reward.json`` is read as a plain transformers sequence
+    classifier with one label (e.g. a reward model from the Hub): decoder models are scored with
+    their chat template, encoders with plain text, up to the tokenizer's ``model_max_length`` (2048 at most).
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    from alignkit.models.loading import _from_pretrained, load_tokenizer, resolve_dtype, resolve_source
+
+    source = resolve_source(path)
+    spec = RewardSpec.read(source) if Path(source).is_dir() else None
+    config = _from_pretrained(AutoConfig, source, "config")
+    tokenizer = load_tokenizer(source)
+    kind = backbone_kind(config)
+    if spec is None:
+        if getattr(config, "num_labels", None) != 1:
+            raise ModelError(
+                f"{path}: not a reward model (no {SPEC_FILE}, and its config has {getattr(config, 'num_labels', '?')} labels, not 1)"
+            )
+        max_len = min(int(getattr(tokenizer, "model_max_length", 2048) or 2048), 2048)
+        template = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+        spec = RewardSpec(kind=kind, pooling="last" if kind == "decoder" else "cls", template=template, max_length=max_len)
+    torch_dtype = resolve_dtype(dtype)
+    head = None
+    if spec.pooling == "mean":
+        model = _from_pretrained(AutoModel, source, "model", dtype=torch_dtype)
+        head_path = Path(source) / HEAD_FILE
+        if not head_path.is_file():
+            raise ModelError(f"{source}: mean-pooling reward model without {HEAD_FILE}")
+        from safetensors.torch import load_file
+
+        state = load_file(str(head_path))
+        head = torch.nn.Linear(state["weight"].shape[1], 1)
+        head.load_state_dict(state)
+    else:
+        model = _from_pretrained(AutoModelForSequenceClassification, source, "model", dtype=torch_dtype)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    scorer = RewardScorer(model, spec.pooling, kind, head)
+    scorer.requires_grad_(False)
+    scorer.to(device)
+    scorer.eval()
+    return scorer, tokenizer, spec
+
+
+class RewardModel:
+    """Text in, scores out: the interface every RL stage and evaluation uses.
+
+    >>> rm = RewardModel.load("runs/rm-minilm/final")
+    >>> rm.score(["How do I bake bread?"], ["Mix flour, water, yeast and salt ..."])
+    [1.234]
+
+    Prompts are strings (one user turn) or message lists; texts are rendered with the reward
+    model's own tokenizer and template, so it may use a different tokenizer from the policy.
+    """
+
+    def __init__(self, scorer: RewardScorer, tokenizer, spec: RewardSpec, device: str | torch.device = "cpu"):
+        self.scorer = scorer
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = torch.device(device)
+
+    @classmethod
+    def load(cls, path: str, *, device: str | torch.device = "cpu", dtype: str = "float32") -> RewardModel:
+        scorer, tokenizer, spec = load_reward_scorer(path, dtype=dtype, device=device)
+        return cls(scorer, tokenizer, spec, device)
+
+    def encode(self, prompts, responses) -> tuple[list[list[int]], list[bool]]:
+        """Token ids of each (prompt, response) as the model scores them, and whether each was cut."""
+        from alignkit.data.pairs import encode_texts, render_text
+
+        texts = [render_text(p, r, self.tokenizer, self.spec.template) for p, r in zip(prompts, responses)]
+        return encode_texts(texts, self.tokenizer, template=self.spec.template, max_length=self.spec.max_length)
+
+    @torch.no_grad()
+    def score_ids(self, ids: list[list[int]], *, batch_size: int = 16) -> list[float]:
+        """Rewards of already-encoded sequences (batched by similar length, returned in input order)."""
+        from alignkit.data.pairs import pad_sequences
+
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [0.0] * len(ids)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            input_ids, mask = pad_sequences([ids[i] for i in chunk], self.tokenizer.pad_token_id)
+            rewards = self.scorer(input_ids.to(self.device), mask.to(self.device)).tolist()
+            for i, r in zip(chunk, rewards):
+                out[i] = r
+        return out
+
+    def score(self, prompts, responses, *, batch_size: int = 16, normalize: bool = False) -> list[float]:
+        """One reward per (prompt, response); ``normalize`` maps it to (r - mean) / std of the training rewards."""
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if not prompts:
+            return []
+        ids, _ = self.encode(prompts, responses)
+        rewards = self.score_ids(ids, batch_size=batch_size)
+        if normalize:
+            if self.spec.reward_mean is None or not self.spec.reward_std:
+                raise ModelError("this reward model stores no reward statistics to normalise with")
+            rewards = [(r - self.spec.reward_mean) / self.spec.reward_std for r in rewards]
+        return rewards
+
+    __call__ = score
