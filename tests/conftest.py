@@ -64,3 +64,44 @@ def write_sft_config(path: Path, model_dir: Path, output_dir: Path, **sections) 
         cfg[key].update(extra)
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def write_rm_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
+    """A small reward-model config on 32 real hh-rlhf pairs; ``sections`` update the dicts (or set top-level keys)."""
+    import yaml
+
+    cfg = {
+        "output_dir": str(output_dir),
+        "resume": "auto",
+        "tensorboard": False,
+        "model": {"name_or_path": str(model_dir), "finetune": "full"},
+        "data": {"train": str(HH_RLHF), "format": "hh_rlhf", "max_length": 96, "max_rows": 32, "on_error": "skip"},
+        "train": {"seed": 0, "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1},
+    }
+    for key, extra in sections.items():
+        if isinstance(extra, dict):
+            cfg.setdefault(key, {}).update(extra)
+        else:
+            cfg[key] = extra
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT encoder with the bundled all-MiniLM-L6-v2 tokenizer (offline), built once."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from alignkit.models.loading import load_tokenizer
+
+    out = tmp_path_factory.mktemp("models") / "tiny-bert"
+    tok = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )  # fmt: skip
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -70,7 +70,7 @@ def load_pairs(source: str, tokenizer, *, fmt, split, template, max_length, on_e
         "pairs": len(tok.pairs),
         "format": loaded.format,
     }
-    return tok.pairs, stats
+    return tok.pairs, stats, {ex.ref: ex for ex in loaded.examples}
 
 
 def pair_rewards(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,12 +87,15 @@ def score_pairs(model, accelerator, pairs, *, batch_size: int, collate) -> tuple
     was_training = model.training
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
+    # similar lengths together (less padding); results are put back in the pairs' order
+    order = sorted(range(len(pairs)), key=lambda i: max(len(pairs[i].chosen_ids), len(pairs[i].rejected_ids)))
     mine: list[tuple[int, float, float]] = []
-    for start in range(rank * batch_size, len(pairs), batch_size * world):
-        batch = collate(pairs[start : start + batch_size]).to(accelerator.device)
+    for start in range(rank * batch_size, len(order), batch_size * world):
+        idx = order[start : start + batch_size]
+        batch = collate([pairs[i] for i in idx]).to(accelerator.device)
         with accelerator.autocast():
             rc, rr = pair_rewards(model, batch)
-        mine += [(start + i, c, r) for i, (c, r) in enumerate(zip(rc.tolist(), rr.tolist()))]
+        mine += [(i, c, r) for i, c, r in zip(idx, rc.tolist(), rr.tolist())]
     rows = sorted(gather_object(mine) if world > 1 else mine)
     model.train(was_training)
     return [c for _, c, _ in rows], [r for _, _, r in rows]
@@ -163,13 +166,18 @@ def run(cfg: RewardConfig) -> RewardResult:
 
     # --- data ---------------------------------------------------------------------------------------
     data_kw = dict(template=template, max_length=d.max_length, on_error=d.on_error, log=log)
-    train_pairs, train_stats = load_pairs(d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
+    train_pairs, train_stats, train_rows = load_pairs(d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
     eval_pairs = None
     if d.eval:
-        eval_pairs, _ = load_pairs(d.eval, tokenizer, fmt=d.format, split=d.eval_split, max_rows=d.eval_rows, **data_kw)
+        eval_pairs, _, _ = load_pairs(d.eval, tokenizer, fmt=d.format, split=d.eval_split, max_rows=d.eval_rows, **data_kw)
     elif d.eval_fraction > 0:
         train_pairs, eval_pairs = holdout_split(train_pairs, d.eval_fraction, seed=t.seed)
-        log(f"held out {len(eval_pairs)} training pairs for eval (data.eval_fraction={d.eval_fraction})")
+        heldout = out / "heldout.jsonl"
+        if main:
+            from alignkit.data.pairs import write_preference_jsonl
+
+            write_preference_jsonl([train_rows[p.ref] for p in eval_pairs], heldout)
+        log(f"held out {len(eval_pairs)} training pairs for eval (data.eval_fraction={d.eval_fraction}): {heldout}")
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
     loss_kw = {"use_margin": cfg.loss.margin, "label_smoothing": cfg.loss.label_smoothing, "center_coef": cfg.loss.center_coef}
 
@@ -213,6 +221,7 @@ def run(cfg: RewardConfig) -> RewardResult:
     # --- the loop -----------------------------------------------------------------------------------
     model.train()
     plan_kw = dict(num_examples=len(train_pairs), batch_size=t.batch_size, grad_accum=t.grad_accum, world_size=world)
+    lengths = [max(len(p.chosen_ids), len(p.rejected_ids)) for p in train_pairs] if t.group_by_length else None
     last: dict = {}
     eval_result = None
     run_eval = partial(
@@ -222,7 +231,7 @@ def run(cfg: RewardConfig) -> RewardResult:
         task = progress.add_task("rm", total=steps, completed=start_step, stats="")
         for step in range(start_step, steps):
             t0 = time.perf_counter()
-            groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, **plan_kw)
+            groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, lengths=lengths, **plan_kw)
             micro = [collate([train_pairs[i] for i in idx]).to(accelerator.device) for idx in groups]
             # Global normaliser: pairs in the whole step, all micro-batches and processes.
             n_pairs = int(accelerator.reduce(torch.tensor(sum(b.num_pairs for b in micro), device=accelerator.device), "sum"))

@@ -188,6 +188,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     # --- the loop ---------------------------------------------------------------------------------
     model.train()
     plan_kw = dict(num_examples=len(train_examples), batch_size=t.batch_size, grad_accum=t.grad_accum, world_size=world)
+    lengths = [len(e.input_ids) for e in train_examples] if t.group_by_length else None
     last: dict = {}
     eval_result = None
     run_eval = partial(evaluate, model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, collate=collate)
@@ -195,7 +196,7 @@ def run(cfg: SFTConfig) -> SFTResult:
         task = progress.add_task("sft", total=steps, completed=start_step, stats="")
         for step in range(start_step, steps):
             t0 = time.perf_counter()
-            groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, **plan_kw)
+            groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, lengths=lengths, **plan_kw)
             micro = [collate([train_examples[i] for i in idx]).to(accelerator.device) for idx in groups]
             # Global normaliser: loss tokens of the whole step, all micro-batches and processes.
             counts = torch.tensor([sum(b.num_loss_tokens for b in micro), sum(b.num_tokens for b in micro)], device=accelerator.device)

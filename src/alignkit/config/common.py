@@ -104,6 +104,9 @@ class TrainConfig(Closed):
     save_every: int | None = Field(None, ge=1, description="Checkpoint every N steps (null: only the final model).")
     save_total_limit: int = Field(2, ge=1, description="Keep the newest K checkpoints.")
     eval_batch_size: int | None = Field(None, ge=1, description="Eval micro-batch size (default: batch_size).")
+    group_by_length: bool = Field(
+        False, description="Batch examples of similar length (sorted within shuffled runs of 50 batches): less padding."
+    )
 
 
 class RunConfig(Closed):

@@ -164,3 +164,17 @@ def collate_pairs(pairs: Sequence[TokenizedPair], pad_token_id: int) -> PairBatc
     ids, mask = pad_sequences([p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs], pad_token_id)
     margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
     return PairBatch(ids, mask, margin, len(pairs))
+
+
+def write_preference_jsonl(examples: Sequence[Example], path) -> None:
+    """Write pairs as ``{prompt: [messages], chosen, rejected, source[, margin, subset]}`` JSON lines
+    (the ``preference`` format, readable by every alignkit command)."""
+    import json
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for ex in examples:
+            row = {"prompt": as_messages(ex.prompt), "chosen": ex.chosen, "rejected": ex.rejected, "source": str(ex.ref)}
+            row.update({k: ex.meta[k] for k in ("margin", "subset") if k in ex.meta})
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,119 @@
+"""Tier (c) for reward models: equivalent settings give equal losses, gradients and scores.
+
+- one batch of 4 pairs = two accumulated micro-batches of 2 (global pair normaliser);
+- a sequence's reward does not depend on the padding around it (decoder and encoder);
+- the same end to end through ``alignkit rm`` (batch 4 = 2 x 2 accumulated);
+- an interrupted run resumed from its checkpoint = the uninterrupted run, step by step.
+"""
+
+import json
+
+import pytest
+import torch
+
+from alignkit.algorithms.reward import pair_rewards
+from alignkit.cli import main
+from alignkit.data.formats import load_examples
+from alignkit.data.pairs import collate_pairs, pad_sequences, tokenize_pairs
+from alignkit.data.tokenize import ensure_chat_template
+from alignkit.losses.reward import bradley_terry_loss
+from tests.conftest import HH_RLHF, write_rm_config
+
+
+def _scorer(model_dir, pooling="auto"):
+    from alignkit.models.loading import load_tokenizer
+    from alignkit.models.reward import build_reward_scorer
+
+    tok = load_tokenizer(str(model_dir))
+    return build_reward_scorer(str(model_dir), pad_token_id=tok.pad_token_id, pooling=pooling, seed=0), tok
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir):
+    model, tok = _scorer(tiny_model_dir)
+    ensure_chat_template(tok)
+    examples = load_examples(str(HH_RLHF), fmt="hh_rlhf", max_rows=12, on_error="skip").examples
+    pairs = tokenize_pairs(examples, tok, template="chat", max_length=96).pairs[:4]
+    return model, tok, pairs
+
+
+def _loss_and_grads(model, batches, n_pairs):
+    model.zero_grad(set_to_none=True)
+    total = 0.0
+    for b in batches:
+        rc, rr = pair_rewards(model, b)
+        loss = bradley_terry_loss(rc, rr, margin=b.margin, center_coef=0.01).loss.sum() / n_pairs
+        loss.backward()
+        total += loss.item()
+    return total, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def test_batch_of_4_equals_2x2_accumulated(setup):
+    model, tok, pairs = setup
+    pad = tok.pad_token_id
+    one = _loss_and_grads(model, [collate_pairs(pairs, pad)], 4)
+    two = _loss_and_grads(model, [collate_pairs(pairs[:2], pad), collate_pairs(pairs[2:], pad)], 4)
+    assert one[0] == pytest.approx(two[0], abs=1e-6)
+    assert one[1].keys() == two[1].keys() and len(one[1]) > 0
+    for k in one[1]:
+        torch.testing.assert_close(one[1][k], two[1][k], atol=1e-6, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("backbone", ["decoder", "encoder-mean", "encoder-cls"])
+def test_reward_does_not_depend_on_padding(tiny_model_dir, tiny_bert_dir, backbone):
+    model_dir = tiny_model_dir if backbone == "decoder" else tiny_bert_dir
+    model, tok = _scorer(model_dir, "auto" if backbone == "decoder" else backbone.split("-")[1])
+    model.eval()
+    seqs = [tok("a short one")["input_ids"], tok("a much longer sequence of words than the first one")["input_ids"]]
+    with torch.no_grad():
+        alone = [model(*pad_sequences([s], tok.pad_token_id)).item() for s in seqs]
+        batched = model(*pad_sequences(seqs, tok.pad_token_id)).tolist()
+    assert batched == pytest.approx(alone, abs=1e-5)
+
+
+def _losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["accuracy"]) for r in rows if "loss" in r]
+
+
+def test_end_to_end_accumulation(tiny_model_dir, tmp_path):
+    runs = {}
+    for name, train in {"bs4": {"batch_size": 4}, "bs2x2": {"batch_size": 2, "grad_accum": 2}}.items():
+        out = tmp_path / name
+        cfg = write_rm_config(tmp_path / f"{name}.yaml", tiny_model_dir, out, train={"max_steps": 3, **train})
+        assert main(["rm", str(cfg)]) == 0
+        runs[name] = _losses(out)
+    assert len(runs["bs4"]) == 3
+    for (sa, la, aa), (sb, lb, ab) in zip(runs["bs4"], runs["bs2x2"]):
+        assert sa == sb and la == pytest.approx(lb, abs=1e-6) and aa == ab
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, monkeypatch):
+    import alignkit.algorithms.reward as reward
+
+    train = {"max_steps": 6, "save_every": 2, "batch_size": 4}
+    model = {"finetune": "lora", "lora": {"r": 4, "dropout": 0.2}}  # dropout: the RNG state must be restored too
+    ref = tmp_path / "ref"
+    assert main(["rm", str(write_rm_config(tmp_path / "ref.yaml", tiny_model_dir, ref, train=train, model=model))]) == 0
+
+    out = tmp_path / "interrupted"
+    cfg = write_rm_config(tmp_path / "int.yaml", tiny_model_dir, out, train=train, model=model)
+    calls = {"n": 0}
+    real = reward.bradley_terry_loss
+
+    def interrupt_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reward, "bradley_terry_loss", interrupt_at_step_5)
+    assert main(["rm", str(cfg)]) == 130
+    assert (out / "checkpoints" / "step-4").exists() and not (out / "final").exists()
+    monkeypatch.setattr(reward, "bradley_terry_loss", real)
+    assert main(["rm", str(cfg)]) == 0
+    assert _losses(out) == _losses(ref)
+    assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 4
+    a = json.loads((ref / "final" / "alignkit_reward.json").read_text())
+    b = json.loads((out / "final" / "alignkit_reward.json").read_text())
+    assert a["reward_mean"] == pytest.approx(b["reward_mean"], abs=1e-6)
