@@ -1,8 +1,9 @@
 """Tier (c) for reward models: equivalent settings give equal losses, gradients and scores.
 
 - one batch of 4 pairs = two accumulated micro-batches of 2 (global pair normaliser);
+- padded = packed (padding-free, one row, positions restarting per sequence), full and LoRA;
 - a sequence's reward does not depend on the padding around it (decoder and encoder);
-- the same end to end through ``alignkit rm`` (batch 4 = 2 x 2 accumulated);
+- the same end to end through ``alignkit rm`` (batch 4 = 2 x 2 accumulated = packed);
 - an interrupted run resumed from its checkpoint = the uninterrupted run, step by step.
 """
 
@@ -32,8 +33,9 @@ def _scorer(model_dir, pooling="auto"):
 def setup(tiny_model_dir):
     model, tok = _scorer(tiny_model_dir)
     ensure_chat_template(tok)
-    examples = load_examples(str(HH_RLHF), fmt="hh_rlhf", max_rows=12, on_error="skip").examples
-    pairs = tokenize_pairs(examples, tok, template="chat", max_length=96).pairs[:4]
+    examples = load_examples(str(HH_RLHF), fmt="hh_rlhf", max_rows=40, on_error="skip").examples
+    pairs = tokenize_pairs(examples, tok, template="chat", max_length=1024).pairs
+    pairs = sorted(pairs, key=lambda p: len(p.chosen_ids) + len(p.rejected_ids))[:4]  # short: fast, unequal lengths
     return model, tok, pairs
 
 
@@ -51,12 +53,48 @@ def _loss_and_grads(model, batches, n_pairs):
 def test_batch_of_4_equals_2x2_accumulated(setup):
     model, tok, pairs = setup
     pad = tok.pad_token_id
+    assert len({len(p.chosen_ids) for p in pairs} | {len(p.rejected_ids) for p in pairs}) > 2
     one = _loss_and_grads(model, [collate_pairs(pairs, pad)], 4)
     two = _loss_and_grads(model, [collate_pairs(pairs[:2], pad), collate_pairs(pairs[2:], pad)], 4)
     assert one[0] == pytest.approx(two[0], abs=1e-6)
     assert one[1].keys() == two[1].keys() and len(one[1]) > 0
     for k in one[1]:
         torch.testing.assert_close(one[1][k], two[1][k], atol=1e-6, rtol=1e-4, msg=k)
+
+
+def test_padded_equals_packed(setup):
+    model, tok, pairs = setup
+    lengths = {len(p.chosen_ids) for p in pairs} | {len(p.rejected_ids) for p in pairs}
+    assert len(lengths) > 2, "sequences of different lengths, so padding is really exercised"
+    padded = _loss_and_grads(model, [collate_pairs(pairs, tok.pad_token_id)], 4)
+    packed_batch = collate_pairs(pairs, tok.pad_token_id, packed=True)
+    assert packed_batch.input_ids.shape == (1, sum(lengths_ for p in pairs for lengths_ in (len(p.chosen_ids), len(p.rejected_ids))))
+    packed = _loss_and_grads(model, [packed_batch], 4)
+    assert padded[0] == pytest.approx(packed[0], abs=1e-5)
+    for k in padded[1]:
+        torch.testing.assert_close(padded[1][k], packed[1][k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_packed_lora_scores_equal_padded(tiny_model_dir):
+    from alignkit.models.loading import load_tokenizer
+    from alignkit.models.reward import build_reward_scorer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = build_reward_scorer(str(tiny_model_dir), pad_token_id=tok.pad_token_id, finetune="lora", lora_r=4, seed=0)
+    # make the adapters non-trivial (B starts at zero)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)
+    model.eval()
+    seqs = [tok("one two")["input_ids"], tok("three four five six seven")["input_ids"], tok("eight")["input_ids"]]
+    with torch.no_grad():
+        padded = model(*pad_sequences(seqs, tok.pad_token_id)).tolist()
+        flat = torch.tensor([[t for s in seqs for t in s]])
+        pos = torch.tensor([[i for s in seqs for i in range(len(s))]])
+        ends = torch.tensor([len(s) for s in seqs]).cumsum(0) - 1
+        packed = model(flat, None, pos, ends).tolist()
+    assert packed == pytest.approx(padded, abs=1e-5)
 
 
 @pytest.mark.parametrize("backbone", ["decoder", "encoder-mean", "encoder-cls"])
@@ -78,14 +116,20 @@ def _losses(out):
 
 def test_end_to_end_accumulation(tiny_model_dir, tmp_path):
     runs = {}
-    for name, train in {"bs4": {"batch_size": 4}, "bs2x2": {"batch_size": 2, "grad_accum": 2}}.items():
+    variants = {
+        "bs4": ({"batch_size": 4}, {"packing": False}),
+        "bs2x2": ({"batch_size": 2, "grad_accum": 2}, {"packing": False}),
+        "packed": ({"batch_size": 4}, {"packing": True}),
+    }
+    for name, (train, data) in variants.items():
         out = tmp_path / name
-        cfg = write_rm_config(tmp_path / f"{name}.yaml", tiny_model_dir, out, train={"max_steps": 3, **train})
+        cfg = write_rm_config(tmp_path / f"{name}.yaml", tiny_model_dir, out, train={"max_steps": 3, **train}, data=data)
         assert main(["rm", str(cfg)]) == 0
         runs[name] = _losses(out)
     assert len(runs["bs4"]) == 3
-    for (sa, la, aa), (sb, lb, ab) in zip(runs["bs4"], runs["bs2x2"]):
-        assert sa == sb and la == pytest.approx(lb, abs=1e-6) and aa == ab
+    for other in ("bs2x2", "packed"):
+        for (sa, la, aa), (sb, lb, ab) in zip(runs["bs4"], runs[other]):
+            assert sa == sb and la == pytest.approx(lb, abs=1e-5) and aa == ab
 
 
 def test_interrupted_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, monkeypatch):

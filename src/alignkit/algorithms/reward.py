@@ -75,7 +75,7 @@ def load_pairs(source: str, tokenizer, *, fmt, split, template, max_length, on_e
 
 def pair_rewards(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """``(r_chosen (B,), r_rejected (B,))`` from one forward pass over the batch's 2B sequences."""
-    rewards = model(batch.input_ids, batch.attention_mask)  # (2B,)
+    rewards = model(**batch.model_inputs())  # (2B,)
     return rewards[: batch.num_pairs], rewards[batch.num_pairs :]
 
 
@@ -178,7 +178,13 @@ def run(cfg: RewardConfig) -> RewardResult:
 
             write_preference_jsonl([train_rows[p.ref] for p in eval_pairs], heldout)
         log(f"held out {len(eval_pairs)} training pairs for eval (data.eval_fraction={d.eval_fraction}): {heldout}")
-    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
+    packed = d.packing if d.packing != "auto" else (model.kind == "decoder" and model.pooling == "last")
+    if packed and (model.kind != "decoder" or model.pooling != "last"):
+        from alignkit.config.base import ConfigError
+
+        raise ConfigError(f"data.packing needs a decoder backbone with pooling 'last' (this is a {model.kind}, pooling {model.pooling})")
+    log(f"batches: {'packed (padding-free)' if packed else 'padded'}")
+    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id, packed=packed)
     loss_kw = {"use_margin": cfg.loss.margin, "label_smoothing": cfg.loss.label_smoothing, "center_coef": cfg.loss.center_coef}
 
     # --- optimisation -------------------------------------------------------------------------------

@@ -45,6 +45,11 @@ class RewardDataConfig(SourceConfig):
     max_length: int = Field(
         512, ge=8, description="Longest tokenised prompt + response; longer ones lose tokens from the left."
     )
+    packing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Padding-free batches (all sequences of a micro-batch in one row); auto: on for decoders "
+        "with pooling 'last', which are the only backbones it works with.",
+    )
 
 
 class RewardLossConfig(Closed):

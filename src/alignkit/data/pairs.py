@@ -130,19 +130,35 @@ def tokenize_pairs(
 
 @dataclass
 class PairBatch:
-    """B pairs scored in one forward pass: rows [0, B) are the chosen sides, [B, 2B) the rejected."""
+    """B pairs scored in one forward pass: sequences [0, B) are the chosen sides, [B, 2B) the rejected.
 
-    input_ids: "torch.Tensor"  # (2B, T) right-padded with the pad id
-    attention_mask: "torch.Tensor"  # (2B, T) 1 on real tokens
+    Padded: one row per sequence. Packed (padding-free, decoders): all 2B sequences in one row,
+    positions restarting at 0 for each, and ``ends`` the index of each sequence's last token.
+    """
+
+    input_ids: "torch.Tensor"  # padded (2B, T) right-padded with the pad id | packed (1, N), N = total tokens
+    attention_mask: "torch.Tensor | None"  # padded (2B, T) 1 on real tokens | packed None
     margin: "torch.Tensor"  # (B,) float32 required reward gaps
     num_pairs: int  # B
+    position_ids: "torch.Tensor | None" = None  # packed (1, N) position within each sequence
+    ends: "torch.Tensor | None" = None  # packed (2B,) index in the row of each sequence's last token
 
     def to(self, device) -> "PairBatch":
-        return PairBatch(self.input_ids.to(device), self.attention_mask.to(device), self.margin.to(device), self.num_pairs)
+        def move(t):
+            return None if t is None else t.to(device)
+
+        return PairBatch(
+            self.input_ids.to(device), move(self.attention_mask), self.margin.to(device), self.num_pairs,
+            move(self.position_ids), move(self.ends),
+        )  # fmt: skip
 
     @property
     def num_tokens(self) -> int:
-        return int(self.attention_mask.sum())
+        return int(self.attention_mask.sum()) if self.attention_mask is not None else self.input_ids.numel()
+
+    def model_inputs(self) -> dict:
+        """Keyword arguments of ``RewardScorer.forward``."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids, "ends": self.ends}
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_token_id: int):
@@ -158,12 +174,21 @@ def pad_sequences(seqs: Sequence[Sequence[int]], pad_token_id: int):
     return ids, mask
 
 
-def collate_pairs(pairs: Sequence[TokenizedPair], pad_token_id: int) -> PairBatch:
+def collate_pairs(pairs: Sequence[TokenizedPair], pad_token_id: int, packed: bool = False) -> PairBatch:
     import torch
 
-    ids, mask = pad_sequences([p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs], pad_token_id)
+    seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
     margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
-    return PairBatch(ids, mask, margin, len(pairs))
+    if not packed:
+        ids, mask = pad_sequences(seqs, pad_token_id)
+        return PairBatch(ids, mask, margin, len(pairs))
+    flat = [t for s in seqs for t in s]
+    positions = [i for s in seqs for i in range(len(s))]
+    ends = torch.tensor([len(s) for s in seqs]).cumsum(0) - 1
+    return PairBatch(
+        torch.tensor([flat], dtype=torch.long), None, margin, len(pairs),
+        position_ids=torch.tensor([positions], dtype=torch.long), ends=ends,
+    )  # fmt: skip
 
 
 def write_preference_jsonl(examples: Sequence[Example], path) -> None:

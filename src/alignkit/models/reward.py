@@ -96,9 +96,26 @@ class RewardScorer(torch.nn.Module):
         self.pooling = pooling
         self.kind = kind
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # input_ids, attention_mask: (N, T), right-padded
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        ends: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Padded: input_ids, attention_mask (N, T) right-padded -> (N,) rewards.
+
+        Packed (padding-free, decoders with pooling "last"): input_ids, position_ids (1, L) holding
+        several sequences, positions restarting at 0 for each (transformers then masks attention
+        block-diagonally); ends (N,) the index of each sequence's last token -> (N,) rewards.
+        """
         kwargs = {"use_cache": False} if self.kind == "decoder" else {}
+        if ends is not None:
+            if self.kind != "decoder" or self.pooling != "last":
+                raise ValueError("packed scoring needs a decoder with pooling 'last'")
+            backbone, head = self._backbone_and_head()
+            hidden = backbone(input_ids=input_ids, position_ids=position_ids, **kwargs).last_hidden_state  # (1, L, H)
+            return head(hidden[0, ends]).squeeze(-1).float()  # (N,)
         if self.head is None:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return out.logits[:, 0].float()  # (N,)
@@ -106,6 +123,11 @@ class RewardScorer(torch.nn.Module):
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (N, H)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()  # (N,)
+
+    def _backbone_and_head(self):
+        """The decoder stack and the ``score`` head inside a ``*ForSequenceClassification`` (LoRA layers included)."""
+        hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return getattr(hf, hf.base_model_prefix), hf.score
 
 
 def _disable_dropout(module: torch.nn.Module) -> None:
