@@ -172,7 +172,8 @@ def run_alignkit(a, work: Path, data: BenchData) -> RunResult:
         "model": {"name_or_path": data.model_dir, "finetune": "full", "dtype": "float32",
                   "gradient_checkpointing": False, "disable_dropout": True},
         "data": {"train": str(data.hh_path), "format": "hh_rlhf", "max_length": a.max_length, "eval_fraction": 0.0,
-                 "on_error": "skip", "max_rows": a.steps * a.batch_size},
+                 "on_error": "skip", "max_rows": a.steps * a.batch_size,
+                 "packing": {"auto": "auto", "true": True, "false": False}[a.alignkit_packing]},
         "loss": {"margin": True, "label_smoothing": 0.0, "center_coef": 0.0},  # hh-rlhf has no margins
         "train": {"seed": a.seed, "max_steps": a.steps, "batch_size": a.batch_size, "grad_accum": 1,
                   "learning_rate": a.lr, "weight_decay": 0.0, "lr_scheduler": "linear", "warmup_steps": 0,
@@ -350,7 +351,10 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
         "disabled_in_both": ["eval and checkpoints during training", "tensorboard / report_to", "mixed precision "
                              "(TRL's default bf16=True set False)", "gradient checkpointing (TRL's default True set "
                              "False)", "dropout (both default to disabling it)"],
+        "alignkit_packing": a.alignkit_packing,
         "differences": [
+            f"batches: alignkit data.packing={a.alignkit_packing} (auto = padding-free rows for decoders, its default), "
+            "TRL pads every micro-batch to its longest sequence",
             "truncation: alignkit cuts over-long pairs from the left, TRL drops them; only fitting pairs are used",
             "optimizer left at defaults: TRL's adamw_torch_fused, alignkit's torch.optim.AdamW (foreach)",
             "alignkit's step time includes collating the batch; TRL's headline (begin->end) does not",
@@ -421,6 +425,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="training seed: alignkit's batch plan and the head's init")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2),
                    help="torch threads in every run (default $OMP_NUM_THREADS or 2)")  # fmt: skip
+    p.add_argument("--alignkit-packing", choices=["auto", "true", "false"], default="auto",
+                   help="alignkit's data.packing (auto = padding-free for decoders, its default)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved; the (lower) median is reported")
     p.add_argument("--work-dir", default=str(REPO / "runs" / "bench" / "rm_vs_trl"), help="model, data, runs, logs")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "rm_vs_trl.json"), help="JSON report")

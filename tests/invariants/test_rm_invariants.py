@@ -69,10 +69,16 @@ def test_padded_equals_packed(setup):
     padded = _loss_and_grads(model, [collate_pairs(pairs, tok.pad_token_id)], 4)
     packed_batch = collate_pairs(pairs, tok.pad_token_id, packed=True)
     assert packed_batch.input_ids.shape == (1, sum(lengths_ for p in pairs for lengths_ in (len(p.chosen_ids), len(p.rejected_ids))))
-    packed = _loss_and_grads(model, [packed_batch], 4)
-    assert padded[0] == pytest.approx(packed[0], abs=1e-5)
-    for k in padded[1]:
-        torch.testing.assert_close(padded[1][k], packed[1][k], atol=1e-5, rtol=1e-4, msg=k)
+    # one row, and rows capped at the longest sequence + the shortest (several rows, with tail padding)
+    cap = max(lengths) + min(lengths)
+    rows_batch = collate_pairs(pairs, tok.pad_token_id, packed=True, max_row_tokens=cap)
+    assert rows_batch.input_ids.shape[0] > 1 and rows_batch.num_tokens == packed_batch.num_tokens
+    assert rows_batch.input_ids.numel() > rows_batch.num_tokens, "some tail padding is exercised"
+    for batch in (packed_batch, rows_batch):
+        packed = _loss_and_grads(model, [batch], 4)
+        assert padded[0] == pytest.approx(packed[0], abs=1e-5)
+        for k in padded[1]:
+            torch.testing.assert_close(padded[1][k], packed[1][k], atol=1e-5, rtol=1e-4, msg=k)
 
 
 def test_packed_lora_scores_equal_padded(tiny_model_dir):

@@ -184,7 +184,8 @@ def run(cfg: RewardConfig) -> RewardResult:
 
         raise ConfigError(f"data.packing needs a decoder backbone with pooling 'last' (this is a {model.kind}, pooling {model.pooling})")
     log(f"batches: {'packed (padding-free)' if packed else 'padded'}")
-    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id, packed=packed)
+    # packed rows are capped at max_length: on CPU attention is dense, its cost grows with the row length squared
+    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id, packed=packed, max_row_tokens=d.max_length)
     loss_kw = {"use_margin": cfg.loss.margin, "label_smoothing": cfg.loss.label_smoothing, "center_coef": cfg.loss.center_coef}
 
     # --- optimisation -------------------------------------------------------------------------------

@@ -132,16 +132,19 @@ def tokenize_pairs(
 class PairBatch:
     """B pairs scored in one forward pass: sequences [0, B) are the chosen sides, [B, 2B) the rejected.
 
-    Padded: one row per sequence. Packed (padding-free, decoders): all 2B sequences in one row,
-    positions restarting at 0 for each, and ``ends`` the index of each sequence's last token.
+    Padded: one row per sequence. Packed (padding-free, decoders): the 2B sequences concatenated into
+    R rows of at most ``max_row_tokens`` (first-fit decreasing; tail padding of a short row is a block
+    of its own), positions restarting at 0 for each sequence, and ``ends`` the flat index (row * T +
+    column) of each sequence's last token.
     """
 
-    input_ids: "torch.Tensor"  # padded (2B, T) right-padded with the pad id | packed (1, N), N = total tokens
+    input_ids: "torch.Tensor"  # padded (2B, T) right-padded with the pad id | packed (R, T)
     attention_mask: "torch.Tensor | None"  # padded (2B, T) 1 on real tokens | packed None
     margin: "torch.Tensor"  # (B,) float32 required reward gaps
     num_pairs: int  # B
-    position_ids: "torch.Tensor | None" = None  # packed (1, N) position within each sequence
-    ends: "torch.Tensor | None" = None  # packed (2B,) index in the row of each sequence's last token
+    position_ids: "torch.Tensor | None" = None  # packed (R, T) position within each sequence
+    ends: "torch.Tensor | None" = None  # packed (2B,) flat index of each sequence's last token
+    real_tokens: int | None = None  # packed: tokens that are not row-tail padding
 
     def to(self, device) -> "PairBatch":
         def move(t):
@@ -149,12 +152,14 @@ class PairBatch:
 
         return PairBatch(
             self.input_ids.to(device), move(self.attention_mask), self.margin.to(device), self.num_pairs,
-            move(self.position_ids), move(self.ends),
+            move(self.position_ids), move(self.ends), self.real_tokens,
         )  # fmt: skip
 
     @property
     def num_tokens(self) -> int:
-        return int(self.attention_mask.sum()) if self.attention_mask is not None else self.input_ids.numel()
+        if self.attention_mask is not None:
+            return int(self.attention_mask.sum())
+        return self.real_tokens if self.real_tokens is not None else self.input_ids.numel()
 
     def model_inputs(self) -> dict:
         """Keyword arguments of ``RewardScorer.forward``."""
@@ -174,20 +179,36 @@ def pad_sequences(seqs: Sequence[Sequence[int]], pad_token_id: int):
     return ids, mask
 
 
-def collate_pairs(pairs: Sequence[TokenizedPair], pad_token_id: int, packed: bool = False) -> PairBatch:
+def collate_pairs(
+    pairs: Sequence[TokenizedPair], pad_token_id: int, packed: bool = False, max_row_tokens: int | None = None
+) -> PairBatch:
+    """Padded (2B, T) rows, or with ``packed`` padding-free rows of at most ``max_row_tokens`` (None: one row)."""
     import torch
+
+    from alignkit.data.collate import pack_rows
 
     seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
     margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
     if not packed:
         ids, mask = pad_sequences(seqs, pad_token_id)
         return PairBatch(ids, mask, margin, len(pairs))
-    flat = [t for s in seqs for t in s]
-    positions = [i for s in seqs for i in range(len(s))]
-    ends = torch.tensor([len(s) for s in seqs]).cumsum(0) - 1
+    groups = pack_rows([len(s) for s in seqs], max_row_tokens)
+    width = max(sum(len(seqs[i]) for i in g) for g in groups)
+    ids, positions, ends = [], [], [0] * len(seqs)
+    for r, group in enumerate(groups):
+        row_ids: list[int] = []
+        row_pos: list[int] = []
+        for i in group:
+            row_ids += seqs[i]
+            row_pos += range(len(seqs[i]))
+            ends[i] = r * width + len(row_ids) - 1
+        k = width - len(row_ids)
+        ids.append(row_ids + [pad_token_id] * k)
+        positions.append(row_pos + list(range(k)))  # the tail padding is a sequence of its own
     return PairBatch(
-        torch.tensor([flat], dtype=torch.long), None, margin, len(pairs),
-        position_ids=torch.tensor([positions], dtype=torch.long), ends=ends,
+        torch.tensor(ids, dtype=torch.long), None, margin, len(pairs),
+        position_ids=torch.tensor(positions, dtype=torch.long), ends=torch.tensor(ends, dtype=torch.long),
+        real_tokens=sum(len(s) for s in seqs),
     )  # fmt: skip
 
 

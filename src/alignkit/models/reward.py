@@ -105,17 +105,18 @@ class RewardScorer(torch.nn.Module):
     ) -> torch.Tensor:
         """Padded: input_ids, attention_mask (N, T) right-padded -> (N,) rewards.
 
-        Packed (padding-free, decoders with pooling "last"): input_ids, position_ids (1, L) holding
-        several sequences, positions restarting at 0 for each (transformers then masks attention
-        block-diagonally); ends (N,) the index of each sequence's last token -> (N,) rewards.
+        Packed (padding-free, decoders with pooling "last"): input_ids, position_ids (R, L), each row
+        holding several sequences, positions restarting at 0 for each (transformers then masks
+        attention block-diagonally); ends (N,) the flat index (row * L + column) of each sequence's
+        last token -> (N,) rewards.
         """
         kwargs = {"use_cache": False} if self.kind == "decoder" else {}
         if ends is not None:
             if self.kind != "decoder" or self.pooling != "last":
                 raise ValueError("packed scoring needs a decoder with pooling 'last'")
             backbone, head = self._backbone_and_head()
-            hidden = backbone(input_ids=input_ids, position_ids=position_ids, **kwargs).last_hidden_state  # (1, L, H)
-            return head(hidden[0, ends]).squeeze(-1).float()  # (N,)
+            hidden = backbone(input_ids=input_ids, position_ids=position_ids, **kwargs).last_hidden_state  # (R, L, H)
+            return head(hidden.flatten(0, 1)[ends]).squeeze(-1).float()  # (N,)
         if self.head is None:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return out.logits[:, 0].float()  # (N,)
