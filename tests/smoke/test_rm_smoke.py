@@ -130,3 +130,25 @@ def test_non_finite_loss_stops_with_a_checkpoint_of_the_last_good_state(tiny_mod
     good = load_file(str(ckpt / "model" / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in good.values())
     assert not (out / "final").exists()
+
+
+def test_plain_transformers_reward_model_plugs_in(tiny_model_dir, tiny_bert_dir, tmp_path):
+    """A one-label sequence classifier saved by plain transformers (no alignkit_reward.json) scores too."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from alignkit import RewardModel
+    from alignkit.models.errors import ModelError
+
+    for name, src in (("dec", tiny_model_dir), ("enc", tiny_bert_dir)):
+        tok = AutoTokenizer.from_pretrained(src)
+        model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1)
+        model.config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+        rm = RewardModel.load(str(tmp_path / name))
+        assert rm.spec.template == ("chat" if name == "dec" else "plain")
+        assert len(rm.score(["a", "b"], ["c", "d"])) == 2
+    AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3).save_pretrained(tmp_path / "three")
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(tmp_path / "three")
+    with pytest.raises(ModelError, match="not a reward model"):
+        RewardModel.load(str(tmp_path / "three"))
