@@ -103,15 +103,23 @@ def test_packed_lora_scores_equal_padded(tiny_model_dir):
     assert packed == pytest.approx(padded, abs=1e-5)
 
 
-@pytest.mark.parametrize("backbone", ["decoder", "encoder-mean", "encoder-cls"])
+@pytest.mark.parametrize("backbone", ["decoder", "encoder-mean", "encoder-response_mean", "encoder-cls"])
 def test_reward_does_not_depend_on_padding(tiny_model_dir, tiny_bert_dir, backbone):
+    from alignkit.data.pairs import response_mask
+
     model_dir = tiny_model_dir if backbone == "decoder" else tiny_bert_dir
     model, tok = _scorer(model_dir, "auto" if backbone == "decoder" else backbone.split("-")[1])
     model.eval()
     seqs = [tok("a short one")["input_ids"], tok("a much longer sequence of words than the first one")["input_ids"]]
+    starts = [2, 4]
+
+    def score(batch, batch_starts):
+        ids, mask = pad_sequences(batch, tok.pad_token_id)
+        return model(ids, mask, pool_mask=response_mask([len(s) for s in batch], batch_starts, ids.shape[1]))
+
     with torch.no_grad():
-        alone = [model(*pad_sequences([s], tok.pad_token_id)).item() for s in seqs]
-        batched = model(*pad_sequences(seqs, tok.pad_token_id)).tolist()
+        alone = [score([s], [st]).item() for s, st in zip(seqs, starts)]
+        batched = score(seqs, starts).tolist()
     assert batched == pytest.approx(alone, abs=1e-5)
 
 

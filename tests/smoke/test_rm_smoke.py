@@ -84,7 +84,7 @@ def test_lora_rm_trains_adapters_and_head_and_saves_merged(tiny_model_dir, tmp_p
     )
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "response_mean", "cls"])
 def test_encoder_rm(tiny_bert_dir, tmp_path, pooling):
     from alignkit import RewardModel
 
@@ -94,7 +94,7 @@ def test_encoder_rm(tiny_bert_dir, tmp_path, pooling):
     final = out / "final"
     spec = json.loads((final / "alignkit_reward.json").read_text())
     assert spec["kind"] == "encoder" and spec["pooling"] == pooling and spec["template"] == "plain"
-    assert (final / "reward_head.safetensors").exists() == (pooling == "mean")
+    assert (final / "reward_head.safetensors").exists() == (pooling != "cls")
     rm = RewardModel.load(str(final))
     a, b = rm.score(["Is this safe?", "Is this safe?"], ["Yes.", "No, never do that."])
     assert a != b

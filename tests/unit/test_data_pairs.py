@@ -8,7 +8,7 @@ import torch
 from alignkit.data.errors import DataError
 from alignkit.data.examples import Example, Message
 from alignkit.data.formats import load_examples
-from alignkit.data.pairs import collate_pairs, encode_texts, render_text, tokenize_pairs
+from alignkit.data.pairs import collate_pairs, encode_conversations, render_text, tokenize_pairs
 from alignkit.data.tokenize import ensure_chat_template
 from tests.conftest import HH_RLHF
 
@@ -46,14 +46,19 @@ def test_chat_template_text(chat_tok):
 
 def test_left_truncation_keeps_the_answer_and_the_special_tokens(bert_tok):
     long_prompt = " ".join(f"word{i}" for i in range(400))
-    text = render_text(long_prompt, "the final answer is forty two", None, "plain")
-    (ids,), (cut,) = encode_texts([text], bert_tok, template="plain", max_length=32)
+    enc = encode_conversations([long_prompt], ["the final answer is forty two"], bert_tok, template="plain", max_length=32)
+    (ids,), (cut,), (start,) = enc.ids, enc.truncated, enc.starts
     assert cut and len(ids) == 32
+    assert bert_tok.decode(ids[start:], skip_special_tokens=True) == "the final answer is forty two"
     assert ids[0] == bert_tok.cls_token_id and ids[-1] == bert_tok.sep_token_id
     assert bert_tok.decode(ids, skip_special_tokens=True).endswith("the final answer is forty two")
     assert "word0 " not in bert_tok.decode(ids)
-    (short,), (not_cut,) = encode_texts(["User: hi\n\nAssistant: yo"], bert_tok, template="plain", max_length=32)
-    assert not not_cut and short[0] == bert_tok.cls_token_id
+    enc = encode_conversations(["hi"], ["yo"], bert_tok, template="plain", max_length=32)
+    assert not enc.truncated[0] and enc.ids[0][0] == bert_tok.cls_token_id
+    assert bert_tok.convert_ids_to_tokens(enc.ids[0][enc.starts[0]]) == "yo"
+    # truncation that cuts into the response itself: it starts at the first kept token
+    enc = encode_conversations(["hi"], [" ".join(["long"] * 50)], bert_tok, template="plain", max_length=16)
+    assert enc.starts[0] == 1  # right after [CLS]
     assert bert_tok.truncation_side == "right"  # restored
 
 
@@ -63,6 +68,8 @@ def test_left_truncation_with_a_chat_template(chat_tok):
     assert pairs.truncated == 1
     p = pairs.pairs[0]
     assert len(p.chosen_ids) == 24 and chat_tok.decode(p.chosen_ids).endswith("THE END<|im_end|>\n")
+    assert chat_tok.decode(p.chosen_ids[p.chosen_start :]) == "THE END<|im_end|>\n"
+    assert chat_tok.decode(p.rejected_ids[p.rejected_start :]) == "no<|im_end|>\n"
 
 
 def test_margin_and_subset_are_read_from_rows(tmp_path, chat_tok):
@@ -110,6 +117,12 @@ def test_collate_puts_chosen_then_rejected(chat_tok):
     assert lengths == [len(pairs[0].chosen_ids), len(pairs[1].chosen_ids), len(pairs[0].rejected_ids), len(pairs[1].rejected_ids)]
     assert (b.input_ids[b.attention_mask == 0] == chat_tok.pad_token_id).all()
     torch.testing.assert_close(b.margin, torch.tensor([0.0, 0.5]))
+    # the pooling mask marks exactly each sequence's response tokens
+    seqs = [pairs[0].chosen_ids, pairs[1].chosen_ids, pairs[0].rejected_ids, pairs[1].rejected_ids]
+    starts = [pairs[0].chosen_start, pairs[1].chosen_start, pairs[0].rejected_start, pairs[1].rejected_start]
+    for row, (seq, start) in enumerate(zip(seqs, starts)):
+        marked = b.input_ids[row][b.pool_mask[row].bool()].tolist()
+        assert marked == seq[start:] and chat_tok.decode(marked).endswith("<|im_end|>\n")
 
 
 def test_real_hh_rlhf_pairs_tokenize(chat_tok):

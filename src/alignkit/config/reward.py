@@ -14,10 +14,10 @@ class RewardModelConfig(Closed):
     name_or_path: str = Field(
         ..., description="Hub id or local directory of the backbone: a decoder LM or an encoder (BERT-like)."
     )
-    pooling: Literal["auto", "last", "cls", "mean"] = Field(
+    pooling: Literal["auto", "last", "cls", "mean", "response_mean"] = Field(
         "auto",
-        description="Sequence -> vector: last non-padding token (decoders), CLS token or mean of tokens (encoders); "
-        "auto: last for decoders, mean for encoders.",
+        description="Sequence -> vector: last non-padding token (decoders), CLS token (encoders), mean of all "
+        "tokens, or mean of the response's tokens; auto: last for decoders, mean for encoders.",
     )
     template: Literal["auto", "chat", "plain"] = Field(
         "auto",

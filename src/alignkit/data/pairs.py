@@ -51,31 +51,51 @@ def render_text(prompt: str | Sequence, response: str, tokenizer, template: str)
     raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
 
 
-def encode_texts(texts: Sequence[str], tokenizer, *, template: str, max_length: int) -> tuple[list[list[int]], list[bool]]:
-    """Token ids of each text, left-truncated to ``max_length``; returns ``(ids, was it truncated)``.
+@dataclass
+class Encoded:
+    """Conversations as a reward model reads them."""
+
+    ids: list[list[int]]  # (N, T_i) token ids, left-truncated to max_length
+    starts: list[int]  # (N,) index of each sequence's first response token (0 if truncation cut into it)
+    truncated: list[bool]  # (N,) whether the sequence was cut
+
+
+def _response_start(offsets, char_start: int) -> int:
+    """The first token whose characters begin at or after ``char_start`` (special tokens have empty spans)."""
+    for i, (a, b) in enumerate(offsets):
+        if b > a and a >= char_start:
+            return i
+    return max(len(offsets) - 1, 0)  # an empty response: the end-of-sequence token stands for it
+
+
+def encode_conversations(prompts, responses, tokenizer, *, template: str, max_length: int) -> Encoded:
+    """Render (``render_text``) and tokenize each (prompt, response), left-truncated to ``max_length``.
 
     The chat template writes its own special tokens into the text, so only ``plain`` adds the
     tokenizer's ([CLS]/[SEP], BOS ...). Truncation keeps the special tokens the tokenizer adds.
     """
-    texts = list(texts)
+    texts = [render_text(p, r, tokenizer, template) for p, r in zip(prompts, responses)]
+    char_starts = [t.rfind(r) if r else len(t) for t, r in zip(texts, responses)]
     add_special = template == "plain"
-    full = [list(ids) for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]]
-    over = [i for i, ids in enumerate(full) if len(ids) > max_length]
+    kw = {"add_special_tokens": add_special, "return_offsets_mapping": True}
+    enc = tokenizer(texts, **kw)
+    ids = [list(x) for x in enc["input_ids"]]
+    offsets = list(enc["offset_mapping"])
+    over = [i for i, x in enumerate(ids) if len(x) > max_length]
     if over:
         side = tokenizer.truncation_side
         tokenizer.truncation_side = "left"
         try:
-            cut = tokenizer(
-                [texts[i] for i in over], add_special_tokens=add_special, truncation=True, max_length=max_length
-            )["input_ids"]
+            cut = tokenizer([texts[i] for i in over], truncation=True, max_length=max_length, **kw)
         finally:
             tokenizer.truncation_side = side
-        for i, ids in zip(over, cut):
-            full[i] = list(ids)
+        for j, i in enumerate(over):
+            ids[i], offsets[i] = list(cut["input_ids"][j]), cut["offset_mapping"][j]
     flags = [False] * len(texts)
     for i in over:
         flags[i] = True
-    return full, flags
+    starts = [_response_start(o, c) for o, c in zip(offsets, char_starts)]
+    return Encoded(ids=ids, starts=starts, truncated=flags)
 
 
 @dataclass
@@ -85,6 +105,8 @@ class TokenizedPair:
     margin: float  # required reward gap (0 when the row has none)
     ref: RowRef
     subset: str | None = None
+    chosen_start: int = 0  # index of the chosen response's first token in chosen_ids
+    rejected_start: int = 0  # index of the rejected response's first token in rejected_ids
 
 
 @dataclass
@@ -109,14 +131,14 @@ def tokenize_pairs(
     for ex in examples:
         if not ex.is_preference:
             raise DataError(ex.ref, "not a preference pair (no rejected response)", field="rejected")
-    chosen = [render_text(ex.prompt, ex.chosen, tokenizer, template) for ex in examples]
-    rejected = [render_text(ex.prompt, ex.rejected, tokenizer, template) for ex in examples]
-    c_ids, c_cut = encode_texts(chosen, tokenizer, template=template, max_length=max_length)
-    r_ids, r_cut = encode_texts(rejected, tokenizer, template=template, max_length=max_length)
+    prompts = [ex.prompt for ex in examples]
+    kw = {"template": template, "max_length": max_length}
+    chosen = encode_conversations(prompts, [ex.chosen for ex in examples], tokenizer, **kw)
+    rejected = encode_conversations(prompts, [ex.rejected for ex in examples], tokenizer, **kw)
     pairs: list[TokenizedPair] = []
     skipped: list[DataError] = []
     truncated = 0
-    for ex, c, r, cc, rc in zip(examples, c_ids, r_ids, c_cut, r_cut):
+    for k, (ex, c, r, cc, rc) in enumerate(zip(examples, chosen.ids, rejected.ids, chosen.truncated, rejected.truncated)):
         if c == r:
             err = DataError(ex.ref, f"chosen and rejected are the same {len(c)} tokens after tokenization/truncation", field="rejected")
             if on_error == "raise":
@@ -124,7 +146,9 @@ def tokenize_pairs(
             skipped.append(err)
             continue
         truncated += cc or rc
-        pairs.append(TokenizedPair(c, r, pair_margin(ex), ex.ref, ex.meta.get("subset")))
+        pairs.append(
+            TokenizedPair(c, r, pair_margin(ex), ex.ref, ex.meta.get("subset"), chosen.starts[k], rejected.starts[k])
+        )
     return TokenizedPairs(pairs=pairs, truncated=truncated, skipped=skipped)
 
 
@@ -145,6 +169,7 @@ class PairBatch:
     position_ids: "torch.Tensor | None" = None  # packed (R, T) position within each sequence
     ends: "torch.Tensor | None" = None  # packed (2B,) flat index of each sequence's last token
     real_tokens: int | None = None  # packed: tokens that are not row-tail padding
+    pool_mask: "torch.Tensor | None" = None  # padded (2B, T) 1 on response tokens (pooling "response_mean")
 
     def to(self, device) -> "PairBatch":
         def move(t):
@@ -152,7 +177,7 @@ class PairBatch:
 
         return PairBatch(
             self.input_ids.to(device), move(self.attention_mask), self.margin.to(device), self.num_pairs,
-            move(self.position_ids), move(self.ends), self.real_tokens,
+            move(self.position_ids), move(self.ends), self.real_tokens, move(self.pool_mask),
         )  # fmt: skip
 
     @property
@@ -163,7 +188,18 @@ class PairBatch:
 
     def model_inputs(self) -> dict:
         """Keyword arguments of ``RewardScorer.forward``."""
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids, "ends": self.ends}
+        return {
+            "input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids,
+            "ends": self.ends, "pool_mask": self.pool_mask,
+        }  # fmt: skip
+
+
+def response_mask(lengths: Sequence[int], starts: Sequence[int], width: int):
+    """(N, width) 1 on positions [start, length) of each sequence: its response tokens."""
+    import torch
+
+    pos = torch.arange(width)
+    return ((pos >= torch.tensor(starts)[:, None]) & (pos < torch.tensor(lengths)[:, None])).long()
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_token_id: int):
@@ -191,7 +227,9 @@ def collate_pairs(
     margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
     if not packed:
         ids, mask = pad_sequences(seqs, pad_token_id)
-        return PairBatch(ids, mask, margin, len(pairs))
+        starts = [p.chosen_start for p in pairs] + [p.rejected_start for p in pairs]
+        pool = response_mask([len(x) for x in seqs], starts, ids.shape[1])
+        return PairBatch(ids, mask, margin, len(pairs), pool_mask=pool)
     groups = pack_rows([len(s) for s in seqs], max_row_tokens)
     width = max(sum(len(seqs[i]) for i in g) for g in groups)
     ids, positions, ends = [], [], [0] * len(seqs)

@@ -38,10 +38,11 @@ def evaluate_reward_model(
         raise DataError(bad.ref, "not a preference pair (no rejected response)", field="rejected")
     if not pairs:
         raise DataError(data, "no usable preference pairs")
-    c_ids, c_cut = rm.encode([ex.prompt for ex in pairs], [ex.chosen for ex in pairs])
-    r_ids, r_cut = rm.encode([ex.prompt for ex in pairs], [ex.rejected for ex in pairs])
-    scores = rm.score_ids(c_ids + r_ids, batch_size=batch_size)
+    prompts = [ex.prompt for ex in pairs]
+    enc = rm.encode(prompts + prompts, [ex.chosen for ex in pairs] + [ex.rejected for ex in pairs])
+    scores = rm.score_encoded(enc, batch_size=batch_size)
     chosen, rejected = scores[: len(pairs)], scores[len(pairs) :]
+    c_cut, r_cut = enc.truncated[: len(pairs)], enc.truncated[len(pairs) :]
     result = pairwise_metrics(chosen, rejected, subsets=[ex.meta.get("subset") for ex in pairs])
     result["skipped"] = len(loaded.skipped)
     result["truncated"] = sum(a or b for a, b in zip(c_cut, r_cut))

@@ -7,9 +7,10 @@ Two layouts, both ``save_pretrained`` directories with the tokenizer and ``align
   ``num_labels=1``. The directory loads with plain ``AutoModelForSequenceClassification``; the
   decoder's reward is read at the last non-padding token (transformers finds it from
   ``config.pad_token_id``), BERT-like encoders use their [CLS] pooler.
-- ``pooling="mean"``: an ``AutoModel`` backbone saved as usual plus ``reward_head.safetensors``
-  (a ``Linear(hidden, 1)`` on the attention-masked mean of the last hidden states). transformers
-  has no mean-pooling classification class, so this layout needs alignkit (``RewardModel.load``).
+- ``pooling="mean"`` / ``"response_mean"``: an ``AutoModel`` backbone saved as usual plus
+  ``reward_head.safetensors`` (a ``Linear(hidden, 1)`` on the mean of the last hidden states over all
+  tokens, or over the response's tokens only — the prompt is still attended to). transformers has no
+  mean-pooling classification class, so this layout needs alignkit (``RewardModel.load``).
 
 LoRA reward models train adapters (and the head); what is saved is always merged, a plain model.
 """
@@ -28,7 +29,8 @@ from alignkit.models.errors import ModelError
 
 SPEC_FILE = "alignkit_reward.json"
 HEAD_FILE = "reward_head.safetensors"
-POOLINGS = ("last", "cls", "mean")
+POOLINGS = ("last", "cls", "mean", "response_mean")
+HEAD_POOLINGS = ("mean", "response_mean")  # pooled by alignkit, scored by a saved Linear head
 
 
 @dataclass
@@ -36,7 +38,7 @@ class RewardSpec:
     """How a saved reward model turns (prompt, response) into a score; stored as ``alignkit_reward.json``."""
 
     kind: str  # "decoder" | "encoder"
-    pooling: str  # "last" | "cls" | "mean"
+    pooling: str  # "last" | "cls" | "mean" | "response_mean"
     template: str  # "chat" | "plain" (see alignkit.data.pairs.render_text)
     max_length: int  # longest scored sequence; longer ones are cut from the left
     truncation_side: str = "left"
@@ -89,8 +91,8 @@ class RewardScorer(torch.nn.Module):
 
     def __init__(self, model, pooling: str, kind: str, head: torch.nn.Linear | None = None):
         super().__init__()
-        if (pooling == "mean") != (head is not None):
-            raise ValueError("a head is needed exactly when pooling is 'mean'")
+        if (pooling in HEAD_POOLINGS) != (head is not None):
+            raise ValueError(f"a head is needed exactly when pooling is one of {HEAD_POOLINGS}")
         self.model = model
         self.head = head
         self.pooling = pooling
@@ -102,6 +104,7 @@ class RewardScorer(torch.nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         ends: torch.Tensor | None = None,
+        pool_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Padded: input_ids, attention_mask (N, T) right-padded -> (N,) rewards.
 
@@ -109,6 +112,8 @@ class RewardScorer(torch.nn.Module):
         holding several sequences, positions restarting at 0 for each (transformers then masks
         attention block-diagonally); ends (N,) the flat index (row * L + column) of each sequence's
         last token -> (N,) rewards.
+
+        ``pool_mask`` (N, T): the response tokens, which pooling "response_mean" averages.
         """
         kwargs = {"use_cache": False} if self.kind == "decoder" else {}
         if ends is not None:
@@ -121,7 +126,12 @@ class RewardScorer(torch.nn.Module):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return out.logits[:, 0].float()  # (N,)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state  # (N, T, H)
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+        if self.pooling == "response_mean":
+            if pool_mask is None:
+                raise ValueError("pooling 'response_mean' needs pool_mask (the response tokens)")
+            m = (pool_mask * attention_mask).unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+        else:
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (N, H)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()  # (N,)
 
@@ -168,7 +178,7 @@ def build_reward_scorer(
     kw = dict(dtype=resolve_dtype(dtype), revision=revision, trust_remote_code=trust_remote_code)
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the new head's initialisation
-        if pooling == "mean":
+        if pooling in HEAD_POOLINGS:
             model = _from_pretrained(AutoModel, source, "model", **kw)
             head = torch.nn.Linear(model.config.hidden_size, 1)
             torch.nn.init.normal_(head.weight, std=getattr(model.config, "initializer_range", 0.02))
@@ -184,7 +194,7 @@ def build_reward_scorer(
     if finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
-        task = "FEATURE_EXTRACTION" if pooling == "mean" else "SEQ_CLS"
+        task = "FEATURE_EXTRACTION" if pooling in HEAD_POOLINGS else "SEQ_CLS"
         lcfg = LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=lora_target_modules,
             bias="none", task_type=task,
@@ -256,7 +266,7 @@ def load_reward_scorer(path: str, *, dtype: str = "float32", device: str | torch
         spec = RewardSpec(kind=kind, pooling="last" if kind == "decoder" else "cls", template=template, max_length=max_len)
     torch_dtype = resolve_dtype(dtype)
     head = None
-    if spec.pooling == "mean":
+    if spec.pooling in HEAD_POOLINGS:
         model = _from_pretrained(AutoModel, source, "model", dtype=torch_dtype)
         head_path = Path(source) / HEAD_FILE
         if not head_path.is_file():
@@ -299,25 +309,28 @@ class RewardModel:
         scorer, tokenizer, spec = load_reward_scorer(path, dtype=dtype, device=device)
         return cls(scorer, tokenizer, spec, device)
 
-    def encode(self, prompts, responses) -> tuple[list[list[int]], list[bool]]:
-        """Token ids of each (prompt, response) as the model scores them, and whether each was cut."""
-        from alignkit.data.pairs import encode_texts, render_text
+    def encode(self, prompts, responses):
+        """``Encoded(ids, starts, truncated)``: each (prompt, response) as the model reads it."""
+        from alignkit.data.pairs import encode_conversations
 
-        texts = [render_text(p, r, self.tokenizer, self.spec.template) for p, r in zip(prompts, responses)]
-        return encode_texts(texts, self.tokenizer, template=self.spec.template, max_length=self.spec.max_length)
+        return encode_conversations(
+            list(prompts), list(responses), self.tokenizer, template=self.spec.template, max_length=self.spec.max_length
+        )
 
     @torch.no_grad()
-    def score_ids(self, ids: list[list[int]], *, batch_size: int = 16) -> list[float]:
-        """Rewards of already-encoded sequences (batched by similar length, returned in input order)."""
-        from alignkit.data.pairs import pad_sequences
+    def score_encoded(self, encoded, *, batch_size: int = 16) -> list[float]:
+        """Rewards of ``encode``'s output (batched by similar length, returned in input order)."""
+        from alignkit.data.pairs import pad_sequences, response_mask
 
+        ids, starts = encoded.ids, encoded.starts
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = [0.0] * len(ids)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for begin in range(0, len(order), batch_size):
+            chunk = order[begin : begin + batch_size]
             input_ids, mask = pad_sequences([ids[i] for i in chunk], self.tokenizer.pad_token_id)
-            rewards = self.scorer(input_ids.to(self.device), mask.to(self.device)).tolist()
-            for i, r in zip(chunk, rewards):
+            pool = response_mask([len(ids[i]) for i in chunk], [starts[i] for i in chunk], input_ids.shape[1])
+            rewards = self.scorer(input_ids.to(self.device), mask.to(self.device), pool_mask=pool.to(self.device))
+            for i, r in zip(chunk, rewards.tolist()):
                 out[i] = r
         return out
 
@@ -328,8 +341,7 @@ class RewardModel:
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         if not prompts:
             return []
-        ids, _ = self.encode(prompts, responses)
-        rewards = self.score_ids(ids, batch_size=batch_size)
+        rewards = self.score_encoded(self.encode(prompts, responses), batch_size=batch_size)
         if normalize:
             if self.spec.reward_mean is None or not self.spec.reward_std:
                 raise ModelError("this reward model stores no reward statistics to normalise with")
