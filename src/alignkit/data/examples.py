@@ -37,3 +37,19 @@ class Example:
     @property
     def is_preference(self) -> bool:
         return self.rejected is not None
+
+
+def as_messages(prompt) -> list[dict]:
+    """A prompt given as a string (one user turn), ``Message``s or ``{"role", "content"}`` dicts -> a list
+    of ``{"role", "content"}`` dicts, as chat templates take them. ``ValueError`` for anything else."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    out = []
+    for m in prompt:
+        if isinstance(m, Message):
+            out.append({"role": m.role, "content": m.content})
+        elif isinstance(m, dict) and "role" in m and "content" in m:
+            out.append({"role": m["role"], "content": m["content"]})
+        else:
+            raise ValueError(f"a prompt must be a string or a list of messages, got an item {m!r}")
+    return out

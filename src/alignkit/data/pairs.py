@@ -17,28 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from alignkit.data.errors import DataError, RowRef
-from alignkit.data.examples import Example, Message
+from alignkit.data.examples import Example, as_messages
 
 TEMPLATES = ("chat", "plain")
 if TYPE_CHECKING:
     import torch
 
 _ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
-
-
-def as_messages(prompt: str | Sequence) -> list[dict]:
-    """A prompt given as a string, ``Message``s or ``{"role", "content"}`` dicts -> a list of dicts."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    out = []
-    for m in prompt:
-        if isinstance(m, Message):
-            out.append({"role": m.role, "content": m.content})
-        elif isinstance(m, dict) and "role" in m and "content" in m:
-            out.append({"role": m["role"], "content": m["content"]})
-        else:
-            raise ValueError(f"a prompt turn must be a Message or a {{'role', 'content'}} dict, got {m!r}")
-    return out
 
 
 def render_text(prompt: str | Sequence, response: str, tokenizer, template: str) -> str:

@@ -6,24 +6,17 @@ from collections.abc import Sequence
 
 import torch
 
-from alignkit.data.examples import Message
+from alignkit.data.examples import Message, as_messages
 from alignkit.models.errors import ModelError
 
 Prompt = str | Sequence[Message] | Sequence[dict]
 
 
 def _as_messages(prompt: Prompt) -> list[dict]:
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    out = []
-    for m in prompt:
-        if isinstance(m, Message):
-            out.append({"role": m.role, "content": m.content})
-        elif isinstance(m, dict) and "role" in m and "content" in m:
-            out.append({"role": m["role"], "content": m["content"]})
-        else:
-            raise ModelError(f"a prompt must be a str or a list of Message, got an item {m!r}")
-    return out
+    try:
+        return as_messages(prompt)
+    except ValueError as err:
+        raise ModelError(str(err)) from None
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> str:
