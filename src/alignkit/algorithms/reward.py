@@ -18,15 +18,14 @@ from pathlib import Path
 
 import torch
 
-from alignkit.config.base import write_config
 from alignkit.config.reward import RewardConfig
 from alignkit.losses.reward import bradley_terry_loss
 from alignkit.training import batching
-from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.metrics import MetricsLogger
 from alignkit.training.optim import build_scheduler, warmup_steps_for
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import ensure_init_model, holdout_split
+from alignkit.training.setup import holdout_split, resume_state, start_run
 
 
 class TrainingError(RuntimeError):
@@ -121,9 +120,6 @@ def _std(values: list[float]) -> float:
 
 
 def run(cfg: RewardConfig) -> RewardResult:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     from alignkit.data.pairs import collate_pairs
     from alignkit.data.tokenize import ensure_chat_template
     from alignkit.models.hf_logging import quiet_libraries
@@ -132,20 +128,12 @@ def run(cfg: RewardConfig) -> RewardResult:
 
     quiet_libraries()
     t, m, d = cfg.train, cfg.model, cfg.data
-    accelerator = Accelerator(
-        mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False
-    )
+    accelerator, out, ckpt_root = start_run(
+        cfg, output_dir=cfg.output_dir, mixed_precision=t.mixed_precision, seed=t.seed,
+        model_path=m.name_or_path, init_spec=m.init,
+    )  # fmt: skip
     main = accelerator.is_main_process
     log = accelerator.print
-    out = Path(cfg.output_dir)
-    ckpt_root = out / "checkpoints"
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(cfg, out / "config.yaml")
-        remove_partial(ckpt_root)
-    set_seed(t.seed)
-    if m.init is not None and not Path(m.name_or_path).exists():
-        ensure_init_model(m.name_or_path, m.init, accelerator)
 
     # --- model (its kind decides the pooling and the text template) -------------------------------
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
@@ -201,12 +189,8 @@ def run(cfg: RewardConfig) -> RewardResult:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- resume -------------------------------------------------------------------------------------
-    start_step, pairs_seen = 0, 0
-    ckpt = latest_checkpoint(ckpt_root) if cfg.resume == "auto" else None
-    if ckpt is not None:
-        state = load_checkpoint(accelerator, ckpt)
-        start_step, pairs_seen = state["step"], state["pairs_seen"]
-        log(f"resumed from {ckpt} (step {start_step} of {steps})")
+    state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
+    start_step, pairs_seen = state.get("step", 0), state.get("pairs_seen", 0)
     metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
 
     def spec(mean: float | None = None, std: float | None = None) -> RewardSpec:

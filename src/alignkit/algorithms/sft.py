@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from alignkit.config.base import write_config
 from alignkit.config.sft import SFTConfig
 from alignkit.losses.reductions import global_token_mean
 from alignkit.losses.sft import sft_token_nll
 from alignkit.training import batching
-from alignkit.training.setup import ensure_init_model, holdout_split
-from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+from alignkit.training.setup import holdout_split, resume_state, start_run
+from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.metrics import MetricsLogger
 from alignkit.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from alignkit.training.progress import training_progress
@@ -108,31 +107,18 @@ def evaluate(model, accelerator, examples, *, batch_size: int, collate) -> dict:
 
 
 def run(cfg: SFTConfig) -> SFTResult:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     from alignkit.data.tokenize import ensure_chat_template
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import load_causal_lm, load_tokenizer, save_model, trainable_parameters
 
     quiet_libraries()
     t = cfg.train
-    # step_scheduler_with_optimizer=False: our schedule counts optimizer steps already; accelerate would
-    # otherwise advance it num_processes times per step.
-    accelerator = Accelerator(
-        mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False
-    )
+    accelerator, out, ckpt_root = start_run(
+        cfg, output_dir=cfg.output_dir, mixed_precision=t.mixed_precision, seed=t.seed,
+        model_path=cfg.model.name_or_path, init_spec=cfg.model.init,
+    )  # fmt: skip
     main = accelerator.is_main_process
     log = accelerator.print
-    out = Path(cfg.output_dir)
-    ckpt_root = out / "checkpoints"
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(cfg, out / "config.yaml")
-        remove_partial(ckpt_root)
-    set_seed(t.seed)
-    if cfg.model.init is not None and not Path(cfg.model.name_or_path).exists():
-        ensure_init_model(cfg.model.name_or_path, cfg.model.init, accelerator)
 
     # --- data -------------------------------------------------------------------------------------
     tokenizer = load_tokenizer(cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
@@ -169,12 +155,8 @@ def run(cfg: SFTConfig) -> SFTResult:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- resume -----------------------------------------------------------------------------------
-    start_step, tokens_seen = 0, 0
-    ckpt = latest_checkpoint(ckpt_root) if cfg.resume == "auto" else None
-    if ckpt is not None:
-        state = load_checkpoint(accelerator, ckpt)
-        start_step, tokens_seen = state["step"], state["tokens_seen"]
-        log(f"resumed from {ckpt} (step {start_step} of {steps})")
+    state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
+    start_step, tokens_seen = state.get("step", 0), state.get("tokens_seen", 0)
     metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
 
     def save(step: int) -> None:
