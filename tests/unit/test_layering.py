@@ -9,7 +9,8 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
-        "alignkit.losses.sft", "alignkit.losses.reductions", "alignkit.losses.reward", "alignkit.config.sft",
+        "alignkit.losses.sft", "alignkit.losses.reductions", "alignkit.losses.reward", "alignkit.losses.preference",
+        "alignkit.config.sft",
         "alignkit.config.reward", "alignkit.training.batching", "alignkit.eval.reward_metrics", "alignkit.cli",
         "alignkit",
     ],  # fmt: skip
