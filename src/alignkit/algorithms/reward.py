@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from alignkit.losses.reward import bradley_terry_loss
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.metrics import MetricsLogger
-from alignkit.training.optim import build_scheduler, warmup_steps_for
+from alignkit.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_state, start_run
 
@@ -114,9 +115,9 @@ def evaluate(model, accelerator, pairs, *, batch_size: int, collate, loss_kw: di
     return {"eval_loss": out.loss.mean().item(), **{f"eval_{k}": v for k, v in metrics.items()}}
 
 
-def _std(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))
+def is_head_parameter(name: str) -> bool:
+    """The new scalar head: ``head.*`` (mean poolings), ``score.*`` (decoders), ``classifier.*`` (encoders), under any wrapper."""
+    return name.startswith("head.") or ".score." in f".{name}" or ".classifier." in f".{name}"
 
 
 def run(cfg: RewardConfig) -> RewardResult:
@@ -129,7 +130,7 @@ def run(cfg: RewardConfig) -> RewardResult:
     quiet_libraries()
     t, m, d = cfg.train, cfg.model, cfg.data
     accelerator, out, ckpt_root = start_run(
-        cfg, output_dir=cfg.output_dir, mixed_precision=t.mixed_precision, seed=t.seed,
+        cfg, mixed_precision=t.mixed_precision, seed=t.seed,
         model_path=m.name_or_path, init_spec=m.init,
     )  # fmt: skip
     main = accelerator.is_main_process
@@ -143,12 +144,13 @@ def run(cfg: RewardConfig) -> RewardResult:
         lora_target_modules=m.lora.target_modules, dtype=m.dtype, gradient_checkpointing=m.gradient_checkpointing,
         disable_dropout=m.disable_dropout, trust_remote_code=m.trust_remote_code, revision=m.revision, seed=t.seed,
     )  # fmt: skip
-    template = m.template if m.template != "auto" else ("chat" if model.kind == "decoder" else "plain")
+    kind, pooling = model.kind, model.pooling  # resolved from the backbone ("auto" pooling decided here)
+    template = m.template if m.template != "auto" else ("chat" if kind == "decoder" else "plain")
     if template == "chat":
         ensure_chat_template(tokenizer)
     n_train, n_total = trainable_parameters(model)
     log(
-        f"reward model on {m.name_or_path} ({model.kind}, pooling {model.pooling}, template {template}): "
+        f"reward model on {m.name_or_path} ({kind}, pooling {pooling}, template {template}): "
         f"{n_train:,} trainable of {n_total:,} parameters ({m.finetune})"
     )
 
@@ -166,11 +168,11 @@ def run(cfg: RewardConfig) -> RewardResult:
 
             write_preference_jsonl([train_rows[p.ref] for p in eval_pairs], heldout)
         log(f"held out {len(eval_pairs)} training pairs for eval (data.eval_fraction={d.eval_fraction}): {heldout}")
-    packed = d.packing if d.packing != "auto" else (model.kind == "decoder" and model.pooling == "last")
-    if packed and (model.kind != "decoder" or model.pooling != "last"):
+    packed = d.packing if d.packing != "auto" else (kind == "decoder" and pooling == "last")
+    if packed and (kind != "decoder" or pooling != "last"):
         from alignkit.config.base import ConfigError
 
-        raise ConfigError(f"data.packing needs a decoder backbone with pooling 'last' (this is a {model.kind}, pooling {model.pooling})")
+        raise ConfigError(f"data.packing needs a decoder backbone with pooling 'last' (this is a {kind}, pooling {pooling})")
     log(f"batches: {'packed (padding-free)' if packed else 'padded'}")
     # packed rows are capped at max_length: on CPU attention is dense, its cost grows with the row length squared
     collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id, packed=packed, max_row_tokens=d.max_length)
@@ -179,9 +181,9 @@ def run(cfg: RewardConfig) -> RewardResult:
     # --- optimisation -------------------------------------------------------------------------------
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = batching.total_steps(len(train_pairs), t.batch_size, t.grad_accum, world, t.epochs, t.max_steps)
-    optimizer = build_reward_optimizer(
-        model, learning_rate=t.learning_rate, head_learning_rate=cfg.head_learning_rate or t.learning_rate,
-        weight_decay=t.weight_decay, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
+    optimizer = build_optimizer(
+        model, learning_rate=t.learning_rate, weight_decay=t.weight_decay, betas=(t.adam_beta1, t.adam_beta2),
+        eps=t.adam_eps, lr_for=lambda name: cfg.head_learning_rate if is_head_parameter(name) else None,
     )  # fmt: skip
     scheduler = build_scheduler(
         optimizer, name=t.lr_scheduler, warmup=warmup_steps_for(steps, t.warmup_steps, t.warmup_ratio), total=steps
@@ -195,11 +197,10 @@ def run(cfg: RewardConfig) -> RewardResult:
 
     def spec(mean: float | None = None, std: float | None = None) -> RewardSpec:
         return RewardSpec(
-            kind=model_kind, pooling=model_pooling, template=template, max_length=d.max_length,
+            kind=kind, pooling=pooling, template=template, max_length=d.max_length,
             reward_mean=mean, reward_std=std, base_model=m.name_or_path,
         )  # fmt: skip
 
-    model_kind, model_pooling = accelerator.unwrap_model(model).kind, accelerator.unwrap_model(model).pooling
 
     def save(step: int) -> Path:
         state = {"step": step, "pairs_seen": pairs_seen, "total_steps": steps}
@@ -302,7 +303,7 @@ def run(cfg: RewardConfig) -> RewardResult:
     stats_pairs = train_pairs[: cfg.stats_rows] if cfg.stats_rows else train_pairs
     chosen, rejected = score_pairs(model, accelerator, stats_pairs, batch_size=t.eval_batch_size or t.batch_size, collate=collate)
     rewards = chosen + rejected
-    reward_mean, reward_std = sum(rewards) / len(rewards), _std(rewards)
+    reward_mean, reward_std = statistics.fmean(rewards), statistics.stdev(rewards)
     log(f"rewards over {len(stats_pairs)} training pairs: mean {reward_mean:.4f}, std {reward_std:.4f}")
 
     final = out / "final"
@@ -328,22 +329,3 @@ def run(cfg: RewardConfig) -> RewardResult:
     metrics.close()
     accelerator.end_training()
     return RewardResult(out, final, steps, last.get("loss", float("nan")), eval_result, reward_mean, reward_std)
-
-
-def build_reward_optimizer(model, *, learning_rate, head_learning_rate, weight_decay, betas, eps):
-    """AdamW over the trainable parameters; the scalar head (new weights) may get its own learning rate."""
-    from alignkit.training.optim import build_optimizer
-
-    if head_learning_rate == learning_rate:
-        return build_optimizer(model, learning_rate=learning_rate, weight_decay=weight_decay, betas=betas, eps=eps)
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_head = name.startswith("head.") or ".score." in f".{name}" or ".classifier." in f".{name}"
-        groups.setdefault((is_head, p.ndim >= 2), []).append(p)
-    param_groups = [
-        {"params": ps, "lr": head_learning_rate if is_head else learning_rate, "weight_decay": weight_decay if decay else 0.0}
-        for (is_head, decay), ps in groups.items()
-    ]
-    return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps)

@@ -114,7 +114,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     quiet_libraries()
     t = cfg.train
     accelerator, out, ckpt_root = start_run(
-        cfg, output_dir=cfg.output_dir, mixed_precision=t.mixed_precision, seed=t.seed,
+        cfg, mixed_precision=t.mixed_precision, seed=t.seed,
         model_path=cfg.model.name_or_path, init_spec=cfg.model.init,
     )  # fmt: skip
     main = accelerator.is_main_process

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -12,17 +14,23 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    lr_for: Callable[[str], float | None] | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; biases and norm weights (1-D tensors) get no weight decay."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+    """AdamW over trainable parameters; biases and norm weights (1-D tensors) get no weight decay.
+
+    ``lr_for(name)`` may give a parameter its own learning rate (None: ``learning_rate``), e.g. a new head.
+    """
+    groups: dict[tuple[float, bool], list] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+            lr = (lr_for(name) if lr_for is not None else None) or learning_rate
+            groups.setdefault((lr, p.ndim >= 2), []).append(p)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
+    param_groups = [
+        {"params": ps, "lr": lr, "weight_decay": weight_decay if decay else 0.0} for (lr, decay), ps in groups.items()
+    ]
+    return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps)
 
 
 def warmup_steps_for(total: int, warmup_steps: int, warmup_ratio: float) -> int:

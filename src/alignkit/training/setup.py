@@ -28,10 +28,10 @@ def ensure_init_model(path: str, spec, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
-def start_run(cfg, *, output_dir: str, mixed_precision: str, seed: int, model_path: str, init_spec=None):
+def start_run(cfg, *, mixed_precision: str, seed: int, model_path: str, init_spec=None):
     """``(accelerator, output dir, checkpoint root)`` for a training stage.
 
-    Creates the accelerator (CPU when no CUDA), the output dir with the resolved ``cfg`` written to
+    Creates the accelerator (CPU when no CUDA), ``cfg.output_dir`` with the resolved ``cfg`` written to
     ``config.yaml`` and leftovers of an interrupted checkpoint save removed; seeds everything; builds
     the model at ``model_path`` from ``init_spec`` (an InitModelConfig) when it does not exist yet.
     """
@@ -46,7 +46,7 @@ def start_run(cfg, *, output_dir: str, mixed_precision: str, seed: int, model_pa
     accelerator = Accelerator(
         mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False
     )
-    out = Path(output_dir)
+    out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
