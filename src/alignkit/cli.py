@@ -11,7 +11,13 @@ from pathlib import Path
 STAGES: dict[str, tuple[str, str]] = {
     "sft": ("alignkit.config.sft:SFTConfig", "alignkit.algorithms.sft:run"),
     "rm": ("alignkit.config.reward:RewardConfig", "alignkit.algorithms.reward:run"),
+    "dpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
+    "orpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
+    "simpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
+    "kto": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
 }
+# Aliases of ``dpo`` that preset ``loss.type`` (a config naming another loss type is an error).
+LOSS_ALIASES = ("orpo", "simpo", "kto")
 
 
 def _load(ref: str):
@@ -20,8 +26,15 @@ def _load(ref: str):
 
 
 def _stage_config(stage: str, path: str, overrides: list[str]):
-    from alignkit.config.base import load_config
+    from alignkit.config.base import ConfigError, load_config, read_yaml
 
+    if stage in LOSS_ALIASES:
+        loss = read_yaml(path).get("loss")
+        given = loss if isinstance(loss, str) else (loss or {}).get("type") if isinstance(loss, dict) else None
+        if given not in (None, stage):
+            raise ConfigError(f"{path}: 'alignkit {stage}' trains with loss {stage}, but the config sets loss type {given!r} (run it with 'alignkit dpo')")
+        if not isinstance(loss, str):
+            overrides = [f"loss.type={stage}", *overrides]
     return load_config(_load(STAGES[stage][0]), path, overrides)
 
 
@@ -142,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for stage in STAGES:
-        s = sub.add_parser(stage, help=f"run the {stage} stage: alignkit {stage} CONFIG.yaml [key.sub=value ...]")
+        what = f"dpo with loss {stage}" if stage in LOSS_ALIASES else f"the {stage} stage"
+        s = sub.add_parser(stage, help=f"run {what}: alignkit {stage} CONFIG.yaml [key.sub=value ...]")
         s.add_argument("config", help="YAML config (see configs/)")
         s.add_argument("overrides", nargs="*", help="key.sub=value overrides, values parsed as YAML")
         s.set_defaults(func=cmd_stage)
@@ -216,12 +230,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignkit.data.errors import DataError
 
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
-    try:
-        from alignkit.algorithms.reward import TrainingError
+    from alignkit.training.errors import TrainingError
 
-        errors.append(TrainingError)
-    except ImportError:
-        pass
+    errors.append(TrainingError)
     try:
         from alignkit.models.errors import ModelError
 

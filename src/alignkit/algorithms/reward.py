@@ -23,14 +23,12 @@ from alignkit.config.reward import RewardConfig
 from alignkit.losses.reward import bradley_terry_loss
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
+from alignkit.training.errors import TrainingError
 from alignkit.training.metrics import MetricsLogger
 from alignkit.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_state, start_run
 
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message says what was saved."""
 
 
 @dataclass

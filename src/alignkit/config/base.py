@@ -65,19 +65,39 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def _fields_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The valid field names of the section that ``loc`` points into."""
+def _union_member(annotation: Any, tag: Any) -> Any:
+    """The member of a tagged union of models (``Annotated[A | B, Field(discriminator="type")]``) whose
+    ``type`` literal is ``tag``, else None."""
+    for arg in getattr(annotation, "__args__", ()) or ():
+        inner = _union_member(arg, tag) if getattr(arg, "__args__", None) else None
+        if inner is not None:
+            return inner
+        if isinstance(arg, type) and issubclass(arg, BaseModel) and "type" in arg.model_fields:
+            if tag in (getattr(arg.model_fields["type"].annotation, "__args__", ()) or ()):
+                return arg
+    return None
+
+
+def _resolve(schema: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[str]]:
+    """``(loc without tagged-union tags, the valid field names of the section it points into)``."""
     model: Any = schema
-    for part in loc[:-1]:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return []
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        model = _model_of(field.annotation)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
+    shown: list[Any] = []
+    parts = list(loc)
+    i = 0
+    while i < len(parts) - 1:
+        part = parts[i]
+        shown.append(part)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return tuple(shown) + tuple(parts[i + 1 :]), []
+        annotation = model.model_fields[part].annotation
+        member = _union_member(annotation, parts[i + 1]) if i + 1 < len(parts) - 1 else None
+        if member is not None:  # pydantic puts the tag in the location: skip it
+            model, i = member, i + 2
+            continue
+        model, i = _model_of(annotation), i + 1
+    shown.append(parts[-1]) if parts else None
+    fields = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    return tuple(shown), fields
 
 
 def _model_of(annotation: Any) -> Any:
@@ -94,10 +114,9 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], sourc
     """One line per problem: ``source: key 'train.max_stpes' is not allowed (did you mean 'max_steps'?)``."""
     lines = []
     for e in err.errors():
-        loc = tuple(e["loc"])
+        loc, valid = _resolve(schema, tuple(e["loc"]))
         key = ".".join(str(p) for p in loc) or "<root>"
         if e["type"] == "extra_forbidden":
-            valid = _fields_at(schema, loc)
             near = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
             hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(valid)})"
             lines.append(f"{source}: unknown key {key!r}{hint}")
@@ -144,7 +163,7 @@ def load_config(schema: type[C], path: str | Path | None, overrides: list[str] |
 
 def dump_config(cfg: BaseModel) -> str:
     """The resolved config as YAML, in field order."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
 def write_config(cfg: BaseModel, path: str | Path) -> None:

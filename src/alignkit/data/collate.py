@@ -32,6 +32,7 @@ class Batch:
     attention_mask: torch.Tensor | None  # (B, T) long, 1 on real tokens, 0 on padding; None when packed
     position_ids: torch.Tensor  # (B, T) long; 0.. per row when padded, restarting at 0 per example when packed
     real_tokens: int | None = None  # packed rows: how many tokens are not tail padding (None: all, or see mask)
+    example_index: torch.Tensor | None = None  # (B, T) long: which example (0..n-1, collate order) a position belongs to; -1 on padding
 
     @property
     def num_loss_tokens(self) -> int:
@@ -55,6 +56,7 @@ class Batch:
             attention_mask=None if self.attention_mask is None else self.attention_mask.to(device),
             position_ids=self.position_ids.to(device),
             real_tokens=self.real_tokens,
+            example_index=None if self.example_index is None else self.example_index.to(device),
         )
 
     def model_inputs(self) -> dict:
@@ -91,13 +93,18 @@ def collate_padded(examples: Sequence[TokenizedExample], pad_token_id: int) -> B
     input_ids = torch.full((B, T), pad_token_id, dtype=torch.long)  # (B, T)
     labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)  # (B, T)
     attention_mask = torch.zeros((B, T), dtype=torch.long)  # (B, T)
+    example_index = torch.full((B, T), -1, dtype=torch.long)  # (B, T)
     for b, ex in enumerate(examples):
         n = len(ex.input_ids)
         input_ids[b, :n] = torch.tensor(ex.input_ids, dtype=torch.long)
         labels[b, :n] = torch.tensor(_shifted_labels(ex), dtype=torch.long)
         attention_mask[b, :n] = 1
+        example_index[b, :n] = b
     position_ids = torch.arange(T, dtype=torch.long).unsqueeze(0).expand(B, T).contiguous()  # (B, T)
-    return Batch(input_ids=input_ids, labels=labels, attention_mask=attention_mask, position_ids=position_ids)
+    return Batch(
+        input_ids=input_ids, labels=labels, attention_mask=attention_mask, position_ids=position_ids,
+        example_index=example_index,
+    )  # fmt: skip
 
 
 def pack_rows(lengths: Sequence[int], max_row_tokens: int | None) -> list[list[int]]:
@@ -145,23 +152,27 @@ def collate_packed(
         ids: list[int] = []
         labels: list[int] = []
         positions: list[int] = []
+        owner: list[int] = []
         for i in group:
             ex = examples[i]
             ids += ex.input_ids
             labels += _shifted_labels(ex)
             positions += range(len(ex.input_ids))
-        rows.append((ids, labels, positions))
+            owner += [i] * len(ex.input_ids)
+        rows.append((ids, labels, positions, owner))
     T = max(len(r[0]) for r in rows)
     real = sum(len(r[0]) for r in rows)
-    for ids, labels, positions in rows:
+    for ids, labels, positions, owner in rows:
         k = T - len(ids)
         ids += [pad_token_id] * k
         labels += [IGNORE_INDEX] * k
         positions += range(k)
+        owner += [-1] * k
     return Batch(
         input_ids=torch.tensor([r[0] for r in rows], dtype=torch.long),  # (B, T)
         labels=torch.tensor([r[1] for r in rows], dtype=torch.long),  # (B, T)
         attention_mask=None,
         position_ids=torch.tensor([r[2] for r in rows], dtype=torch.long),  # (B, T)
         real_tokens=real if len(rows) > 1 else None,
+        example_index=torch.tensor([r[3] for r in rows], dtype=torch.long),  # (B, T)
     )

@@ -7,6 +7,8 @@ Formats (the names are the values of the config key ``data.format``):
   prompt-completion") a list of ``{role, content}`` messages. A string prompt becomes one user turn;
   a completion list must be exactly one assistant message. Unlike TRL, string rows are *templated*
   (rendered with the chat template as user → assistant), not concatenated as raw text.
+- ``unpaired``: ``{"prompt", "completion", "label": bool}`` (TRL's unpaired preference / KTO rows):
+  one completion marked desirable (true) or undesirable (false), kept in ``Example.meta["label"]``.
 - ``messages``: ``{"messages": [{role, content}, ...]}`` with roles system/user/assistant.
 - ``sharegpt``: ``{"conversations": [{"from": human|gpt|system (also user/assistant), "value"}]}``.
 - ``preference``: TRL style ``{prompt, chosen, rejected}`` (strings or message lists), or the
@@ -35,7 +37,7 @@ from alignkit.data.errors import DataError, RowRef
 from alignkit.data.examples import Example, Message
 from alignkit.data.sources import read_rows_or_errors
 
-FORMATS = ("text", "prompt_completion", "messages", "sharegpt", "preference", "hh_rlhf", "rm_static")
+FORMATS = ("text", "prompt_completion", "unpaired", "messages", "sharegpt", "preference", "hh_rlhf", "rm_static")
 
 _ROLES = ("system", "user", "assistant")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -78,6 +80,8 @@ def detect_format(row: dict, ref: RowRef) -> str:
             "cannot detect the format: 'chosen'/'rejected' without 'prompt' must be message lists "
             "(implicit-prompt preference) or Human/Assistant transcripts (hh_rlhf)",
         )
+    if {"prompt", "completion", "label"} <= keys:
+        return "unpaired"
     if {"prompt", "completion"} <= keys:
         return "prompt_completion"
     if "text" in keys:
@@ -208,6 +212,14 @@ def _from_prompt_completion(row: dict, ref: RowRef) -> Example:
     return Example(prompt=prompt, completion=completion, ref=ref)
 
 
+def _from_unpaired(row: dict, ref: RowRef) -> Example:
+    ex = _from_prompt_completion(row, ref)
+    label = _get(row, "label", ref)
+    if not isinstance(label, bool):
+        raise DataError(ref, f"expected true or false, got {label!r}", field="label")
+    return Example(prompt=ex.prompt, completion=ex.completion, ref=ref, meta={"label": label})
+
+
 def _from_messages(row: dict, ref: RowRef) -> Example:
     turns = _messages(_get(row, "messages", ref), ref, "messages")
     prompt, completion = _split_last_assistant(turns, ref, "messages")
@@ -291,6 +303,7 @@ def _from_rm_static(row: dict, ref: RowRef) -> Example:
 _CONVERTERS: dict[str, Callable[[dict, RowRef], Example]] = {
     "text": _from_text,
     "prompt_completion": _from_prompt_completion,
+    "unpaired": _from_unpaired,
     "messages": _from_messages,
     "sharegpt": _from_sharegpt,
     "preference": _from_preference,
@@ -368,5 +381,4 @@ def convert_rows(
             skipped.append(err)
     if rows_read == 0:
         raise DataError(source, "no rows found (empty file?)")
-    return LoadedData(examples=examples, format=used, rows_read=rows_read, skipped=skipped)
     return LoadedData(examples=examples, format=used, rows_read=rows_read, skipped=skipped)

@@ -134,6 +134,11 @@ def tokenize_example(
     return _tokenize(ex, tokenizer, max_length, train_on_prompt, overlong)[0]
 
 
+def tokenize_with_flag(ex: Example, tokenizer, *, max_length: int) -> tuple[TokenizedExample | None, bool]:
+    """``tokenize_example`` (truncating) plus whether the example was over ``max_length``."""
+    return _tokenize(ex, tokenizer, max_length, False, "truncate")
+
+
 def tokenize_examples(
     examples: Sequence[Example],
     tokenizer,

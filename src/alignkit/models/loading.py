@@ -291,6 +291,19 @@ def load_causal_lm(
     return model
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability in ``model`` to 0: ``nn.Dropout`` modules and the functional attention
+    dropout that configs carry (``attention_dropout``), as TRL's ``disable_dropout`` does."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        config = getattr(m, "config", None)
+        if config is not None and isinstance(getattr(config, "attention_dropout", None), float):
+            config.attention_dropout = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+
+
 def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """``(trainable, total)`` parameter counts; 4-bit packed weights count as their unpacked size."""
     trainable = total = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -16,3 +18,37 @@ def completion_logits(model: torch.nn.Module, batch) -> tuple[torch.Tensor, torc
     keep = batch.labels != -100  # (B, T) bool
     out = model(**batch.model_inputs(), logits_to_keep=keep)
     return out.logits, batch.labels[keep]
+
+
+class SequenceLogps(NamedTuple):
+    """Log-probabilities of each sequence's learned (completion) tokens under a model."""
+
+    sum: torch.Tensor  # (N,) Σ_t log p(y_t | y_<t, x) over the completion's tokens
+    tokens: torch.Tensor  # (N,) how many tokens that sum covers
+
+    @property
+    def mean(self) -> torch.Tensor:  # (N,) per-token mean (length-normalised), as SimPO and ORPO use
+        return self.sum / self.tokens.clamp(min=1)
+
+
+def sequence_logps(model: torch.nn.Module, batch, num_sequences: int) -> SequenceLogps:
+    """Per-sequence completion log-probs of a padded or packed batch, in one forward pass.
+
+    batch: an ``alignkit.data.collate.Batch`` whose ``example_index`` (B, T) says which of the
+    ``num_sequences`` sequences each position belongs to. Only the completion positions are projected
+    onto the vocabulary (``logits_to_keep``); each token's log-prob is ``-cross_entropy`` of its logits
+    in float32, and the tokens of a sequence are summed with ``index_add`` — so a sequence's value does
+    not depend on how the batch was padded or packed.
+    """
+    import torch.nn.functional as F
+
+    keep = batch.labels != -100  # (B, T) bool
+    out = model(**batch.model_inputs(), logits_to_keep=keep)
+    targets = batch.labels[keep]  # (K,)
+    token_logps = -F.cross_entropy(out.logits.float(), targets, reduction="none")  # (K,)
+    owner = batch.example_index[keep]  # (K,)
+    sums = torch.zeros(num_sequences, dtype=torch.float32, device=token_logps.device).index_add(0, owner, token_logps)
+    counts = torch.zeros(num_sequences, dtype=torch.float32, device=token_logps.device).index_add(
+        0, owner, torch.ones_like(token_logps)
+    )
+    return SequenceLogps(sums, counts)

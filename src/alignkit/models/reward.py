@@ -141,12 +141,6 @@ class RewardScorer(torch.nn.Module):
         return getattr(hf, hf.base_model_prefix), hf.score
 
 
-def _disable_dropout(module: torch.nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-
-
 def build_reward_scorer(
     name_or_path: str,
     *,
@@ -167,7 +161,9 @@ def build_reward_scorer(
     """A trainable reward model on the backbone at ``name_or_path`` (a new scalar head, seeded)."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-    from alignkit.models.loading import _enable_checkpointing, _from_pretrained, _quiet_peft, resolve_dtype, resolve_source
+    from alignkit.models.loading import (
+        _enable_checkpointing, _from_pretrained, _quiet_peft, disable_dropout, resolve_dtype, resolve_source,
+    )  # fmt: skip
 
     if finetune not in ("full", "lora"):
         raise ModelError(f"reward models train with finetune 'full' or 'lora', got {finetune!r}")
@@ -188,7 +184,7 @@ def build_reward_scorer(
             head = None
     model.config.pad_token_id = pad_token_id
     if disable_dropout:
-        _disable_dropout(model)
+        disable_dropout(model)
     if gradient_checkpointing:
         _enable_checkpointing(model)
     if finetune == "lora":
