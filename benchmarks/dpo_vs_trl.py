@@ -495,12 +495,13 @@ def loss_checks(mode: str, res: dict[str, PrefRunResult], a) -> dict:
                 c["step1_loss (TRL with alignkit's NLL)"] = (ak.losses[0], trl_as_ak, rel(ak.losses[0], trl_as_ak))
                 c["step1_loss (raw TRL: NLL over prompt + completion, not a check)"] = (
                     ak.losses[0], trl.losses[0], rel(ak.losses[0], trl.losses[0]))
-                for ak_key, trl_key in (("rewards/chosen", "rewards/chosen"), ("rewards/rejected", "rewards/rejected"),
-                                        ("log_odds_ratio", "log_odds_chosen")):  # fmt: skip
-                    x, y = metric(ak, 1, ak_key), metric(trl, 1, trl_key)
-                    c[f"step1_{ak_key}"] = (x, y, rel(x, y))
+                for key in ("rewards/chosen", "rewards/rejected"):  # lambda x per-token mean log-prob, in both
+                    x, y = metric(ak, 1, key), metric(trl, 1, key)
+                    c[f"step1_{key}"] = (x, y, rel(x, y))
                 x = metric(ak, 1, "nll")
                 c["step1_nll (completion tokens)"] = (x, comp, rel(x, comp))
+                x, y = metric(ak, 1, "log_odds_ratio"), metric(trl, 1, "log_odds_chosen")  # mean log odds, in both
+                c["step1_log_odds (not a check: a difference of near-equal numbers)"] = (x, y, rel(x, y))
                 agree = [v[2] for k, v in c.items() if "not a check" not in k]
             c["max_abs_loss_difference_per_step"] = max(abs(x - y) for x, y in zip(ak.losses, trl.losses))
             c["agree"] = all(v is not None and v <= LOSS_RTOL for v in agree)

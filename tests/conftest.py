@@ -105,3 +105,24 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def write_dpo_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
+    """A small DPO-stage config on 16 real hh-rlhf pairs; ``sections`` update the dicts (or set top-level keys)."""
+    import yaml
+
+    cfg = {
+        "output_dir": str(output_dir),
+        "resume": "auto",
+        "tensorboard": False,
+        "model": {"name_or_path": str(model_dir), "finetune": "full"},
+        "data": {"train": str(HH_RLHF), "format": "hh_rlhf", "max_length": 96, "max_rows": 16, "on_error": "skip"},
+        "train": {"seed": 0, "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1},
+    }
+    for key, extra in sections.items():
+        if isinstance(extra, dict):
+            cfg.setdefault(key, {}).update(extra)
+        else:
+            cfg[key] = extra
+    path.write_text(yaml.safe_dump(cfg))
+    return path

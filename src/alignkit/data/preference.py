@@ -57,8 +57,10 @@ class SequenceSet:
                 seqs.append(self.sequences[i])
             return new_id[i]
 
-        first = [take(self.first[u]) for u in units]
-        second = [take(self.second[u]) for u in units]
+        first, second = [], []
+        for u in units:  # unit by unit, so the full range gives back the same sequence order
+            first.append(take(self.first[u]))
+            second.append(take(self.second[u]))
         desirable = None if self.desirable is None else [self.desirable[u] for u in units]
         return SequenceSet(seqs, first, second, [self.refs[u] for u in units], desirable)
 
