@@ -172,8 +172,8 @@ def alignkit_config(a, out: Path, data: PrefBenchData, variant: str) -> dict:
         "resume": "never",
         "tensorboard": False,
         "disable_dropout": True,
-        "model": {"name_or_path": data.model_dir, "finetune": "full", "dtype": "float32", "gradient_checkpointing": False,
-                  "attn_implementation": "sdpa"},
+        "model": {"name_or_path": data.model_dir, "finetune": "full", "dtype": "float32",
+                  "gradient_checkpointing": False, "attn_implementation": "sdpa"},
         "data": {"train": str(data.hh_path), "format": "hh_rlhf", "max_length": a.max_length, "eval_fraction": 0.0,
                  "on_error": "skip", "max_rows": a.steps * a.batch_size, "packing": a.alignkit_packing == "true"},
         "loss": loss,
@@ -248,7 +248,7 @@ def trl_child(spec_path: str) -> None:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    tokenizer = AutoTokenizer.from_pretrained(spec["model"])  # <|pad|>, eos <|im_end|>, the ChatML template alignkit uses
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"])  # <|pad|>, eos <|im_end|>, alignkit's ChatML template
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32, attn_implementation="sdpa")
     aligned = spec["tokens"] == "alignkit"
     eos = tokenizer.eos_token_id
@@ -275,7 +275,7 @@ def trl_child(spec_path: str) -> None:
         weight_decay=0.0, max_grad_norm=1.0, seed=spec["seed"],
         max_length=spec["max_length"],  # every pair fits: nothing is truncated or dropped (checked)
         disable_dropout=True,
-        # float32, no activation recomputation, as alignkit runs (TRL's defaults: bf16=True, gradient_checkpointing=True)
+        # float32, no activation recomputation, as alignkit runs (TRL defaults: bf16=True, gradient_checkpointing=True)
         bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
         train_sampling_strategy="sequential",  # rows come in alignkit's batch order; no reshuffle
         dataloader_num_workers=0, logging_steps=1, report_to="none", save_strategy="no", eval_strategy="no",
@@ -295,7 +295,8 @@ def trl_child(spec_path: str) -> None:
 
             def torch_call(self, examples):
                 out = super().torch_call(examples)
-                out["completion_mask"] = trim_after_last_eos(out["input_ids"], out["completion_mask"], self.eos_token_id)
+                mask = trim_after_last_eos(out["input_ids"], out["completion_mask"], self.eos_token_id)
+                out["completion_mask"] = mask
                 return out
 
         collator = None
@@ -341,7 +342,8 @@ def trl_child(spec_path: str) -> None:
                         lab = lab[: last + 1] + [-100] * (len(lab) - last - 1)
                     b[f"{side}_input_ids"], b[f"{side}_attention_mask"], b[f"{side}_labels"] = ids, att, lab
                 if added_bos and b["prompt_input_ids"][:1] == [tok.bos_token_id]:
-                    b["prompt_input_ids"], b["prompt_attention_mask"] = b["prompt_input_ids"][1:], b["prompt_attention_mask"][1:]
+                    for k in ("prompt_input_ids", "prompt_attention_mask"):
+                        b[k] = b[k][1:]
                 return b
 
         config = ORPOConfig(**common, beta=spec["orpo_lambda"], remove_unused_columns=False)
@@ -367,7 +369,8 @@ def trl_child(spec_path: str) -> None:
                     tok_nll = F.cross_entropy(logits[keep].float(), labels[keep], reduction="none")  # (K,)
                     rows_ = keep.nonzero()[:, 0]
                     per_seq = torch.zeros(keep.shape[0]).index_add(0, rows_, tok_nll) / keep.sum(1).clamp(min=1)
-                    checks["step1_nll"] = {"trl_full_sequence": float(out[4]), "completion_token_mean": float(tok_nll.mean()),
+                    checks["step1_nll"] = {"trl_full_sequence": float(out[4]),
+                                           "completion_token_mean": float(tok_nll.mean()),
                                            "completion_sequence_mean": float(per_seq.mean())}  # fmt: skip
             return out
 
@@ -417,6 +420,8 @@ def run_trl(a, work: Path, data: PrefBenchData, name: str, variant: str) -> Pref
     notes = [f"optim={res['optim']}", f"torch threads {res['threads']}", f"--trl-tokens {a.trl_tokens}",
              f"trainer construction {res['setup_seconds']:.1f}s (tokenisation" +
              (", reference pass)" if variant == "precompute" else ")")]  # fmt: skip
+    if chk.get("ref_model_loaded") is not (variant == "copy") and variant != "orpo":
+        notes.append(f"unexpected: TRL {'kept' if chk.get('ref_model_loaded') else 'did not load'} a reference model")
     if chk["rows"] != len(data.trl_rows):
         notes.append(f"TRL kept {chk['rows']} of {len(data.trl_rows)} pairs (max_length filter)")
     if chk["ids_sha256"] != data.ids_sha256:
@@ -439,8 +444,10 @@ PROBES = {  # what each run imports before it loads anything: the memory floor o
     "alignkit": ["alignkit.cli", "alignkit.config.dpo", "alignkit.algorithms.dpo", "accelerate",
                  "alignkit.models.loading", "alignkit.models.logprobs", "alignkit.data.formats",
                  "alignkit.data.preference", "alignkit.data.collate", "transformers.models.llama.modeling_llama"],
-    "trl-dpo": ["datasets", "transformers", "trl", "trl.trainer.dpo_trainer", "transformers.models.llama.modeling_llama"],
-    "trl-orpo": ["datasets", "transformers", "trl", "trl.experimental.orpo", "transformers.models.llama.modeling_llama"],
+    "trl-dpo": ["datasets", "transformers", "trl", "trl.trainer.dpo_trainer",
+                "transformers.models.llama.modeling_llama"],
+    "trl-orpo": ["datasets", "transformers", "trl", "trl.experimental.orpo",
+                 "transformers.models.llama.modeling_llama"],
 }  # fmt: skip
 
 
@@ -553,8 +560,9 @@ def mode_report(mode: str, a, res: dict[str, PrefRunResult], floors: dict[str, f
               f"{r.peak_rss_mib:>13,.0f}{floors[probe_of(n)]:>11,.0f}{setup:>9}{r.process_seconds:>10.1f}"
               f"{r.losses[0]:>9.4f}{loss2:>9}{r.losses[-1]:>10.4f}")  # fmt: skip
     print()
+    width = max(len(k) for k in ratios) + 2
     for k, x in ratios.items():
-        print(f"ratio {k:<66}{x:.2f}x")
+        print(f"ratio {k:<{width}}{x:.2f}x")
     for goal, ok in goals.items():
         print(f"goal: {goal:<86} {'MET' if ok else 'NOT MET'}")
     for pair, c in checks.items():
@@ -575,7 +583,8 @@ def mode_report(mode: str, a, res: dict[str, PrefRunResult], floors: dict[str, f
     return {"results": {n: asdict(r) for n, r in res.items()}, "ratios": ratios, "goals": goals,
             "loss_checks": {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in c.items()}
                             for k, c in checks.items()},
-            "same_batches": same, "token_checks": token_checks, "fastest_trl": fastest, "leanest_trl": leanest}  # fmt: skip
+            "same_batches": same, "token_checks": token_checks, "fastest_trl": fastest,
+            "leanest_trl": leanest}  # fmt: skip
 
 
 def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchData, launcher_mib: float) -> dict:
@@ -599,8 +608,9 @@ def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchD
                           "its added BOS/EOS and without learning the '\\n')" if a.trl_tokens == "alignkit" else
                           "TRL stock: DPO also learns the '\\n' after <|im_end|>; ORPO adds a BOS and an EOS per "
                           "sequence and learns '\\n' + EOS"),
-            "ORPO SFT term: TRL = token mean over prompt + completion of the chosen sequences; alignkit nll: token = "
-            "token mean over the chosen completion tokens",
+            "ORPO SFT term: TRL = token mean over prompt + completion of the chosen sequences; alignkit nll: "
+            + ("token = token mean over the chosen completion tokens" if a.orpo_nll == "token" else
+               "sequence = per-pair mean over the chosen completion tokens, then the mean over pairs"),
             "TRL DPO computes log-probs with its fused LM head (projects only completion positions) and also entropy, "
             "mean logits and top-1 accuracy every step; TRL ORPO materialises the full (2B, T, V) logits",
             "optimizer left at defaults: TRL's adamw_torch_fused, alignkit's torch.optim.AdamW (foreach)",
@@ -625,7 +635,8 @@ def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchD
     print(f"data: {setup['data']}.\ndifferences: {'; '.join(setup['differences'])}.")
     md = [f"Preference optimisation on llama/tiny, {a.batch_size} pairs/step, max_length {a.max_length}, "
           f"{a.steps - a.warmup} timed steps, float32 CPU, {a.threads} threads, TRL {v['trl']}, median of {a.repeats}:",
-          "", "| run | pairs/s | peak RSS (MiB) | setup (s) | first -> last loss |", "|---|---:|---:|---:|---|"]  # fmt: skip
+          "", "| run | pairs/s | peak RSS (MiB) | setup (s) | first -> last loss |",
+          "|---|---:|---:|---:|---|"]  # fmt: skip
     for m, r in res.items():
         for n, x in r.items():
             setup_s = f"{x.setup_seconds:.1f}" if x.setup_seconds is not None else ""
