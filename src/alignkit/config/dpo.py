@@ -52,8 +52,9 @@ class ORPOLoss(Closed):
     lam: float = Field(0.1, ge=0, alias="lambda", description="Weight λ of the odds-ratio term.")
     nll: Literal["sequence", "token"] = Field(
         "sequence",
-        description="SFT term: per-pair mean NLL of the chosen tokens, averaged over pairs (the paper), or the "
-        "mean over every chosen token of the step (TRL's ORPOTrainer).",
+        description="SFT term: per-pair mean NLL of the chosen completion's tokens, averaged over pairs (the "
+        "paper), or the mean over every chosen completion token of the step (TRL's reduction; TRL also counts "
+        "the prompt's tokens).",
     )
 
     model_config = {**Closed.model_config, "populate_by_name": True}
