@@ -346,7 +346,10 @@ def trl_child(spec_path: str) -> None:
                         b[k] = b[k][1:]
                 return b
 
-        config = ORPOConfig(**common, beta=spec["orpo_lambda"], remove_unused_columns=False)
+        # TRL's ORPO checks max_length with the BOS and EOS it adds counted (2 more tokens than alignkit's
+        # sequences): give it that room, or the longest pairs get cut (the override then takes the two off).
+        orpo_common = {**common, "max_length": spec["max_length"] + 2}
+        config = ORPOConfig(**orpo_common, beta=spec["orpo_lambda"], remove_unused_columns=False)
         cls = ORPOOnAlignkitTokens if aligned else ORPOTrainer
         trainer = cls(model=model, args=config, train_dataset=rows, processing_class=tokenizer, callbacks=[clock])
         setup = time.perf_counter() - t0

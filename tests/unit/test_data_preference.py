@@ -142,3 +142,14 @@ def test_collate_records_which_example_each_position_belongs_to(packed):
         assert ids[idx == k].tolist() == ex.input_ids
     assert (ids[idx == -1] == 0).all()
     assert ((batch.labels != -100) <= (idx >= 0)).all()  # every learned position belongs to an example
+
+
+def test_sft_learns_only_the_desirable_unpaired_rows_and_reports_the_rest(tmp_path, tok):
+    from alignkit.algorithms.sft import load_sft_data
+
+    src = _write(tmp_path / "u.jsonl", [{"prompt": f"Q{i}", "completion": f"A{i}", "label": i < 2} for i in range(5)])
+    said = []
+    examples, stats = load_sft_data(src, tok, fmt="auto", split="train", max_length=64, overlong="truncate",
+                                    train_on_prompt=False, on_error="raise", max_rows=None, log=said.append)  # fmt: skip
+    assert len(examples) == 2 and stats["undesirable"] == 3 and stats["rows_read"] == 5
+    assert any("3 rows labelled undesirable" in line for line in said)

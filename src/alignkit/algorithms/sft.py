@@ -43,9 +43,11 @@ def load_sft_data(source: str, tokenizer, *, fmt, split, max_length, overlong, t
     from alignkit.data.tokenize import tokenize_examples
 
     loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
-    tok = tokenize_examples(
-        loaded.examples, tokenizer, max_length=max_length, train_on_prompt=train_on_prompt, overlong=overlong
-    )
+    examples = [ex for ex in loaded.examples if ex.meta.get("label", True)]  # unpaired rows: learn the desirable only
+    undesirable = len(loaded.examples) - len(examples)
+    if undesirable:
+        log(f"{source}: {undesirable} rows labelled undesirable (label: false) are not trained on")
+    tok = tokenize_examples(examples, tokenizer, max_length=max_length, train_on_prompt=train_on_prompt, overlong=overlong)
     log(
         f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(loaded.skipped)} skipped, "
         f"{tok.truncated} truncated, {tok.dropped} dropped (over {max_length} tokens) -> {len(tok.examples)} examples"
@@ -63,6 +65,7 @@ def load_sft_data(source: str, tokenizer, *, fmt, split, max_length, overlong, t
         "skipped": len(loaded.skipped),
         "truncated": tok.truncated,
         "dropped": tok.dropped,
+        "undesirable": undesirable,
         "examples": len(tok.examples),
         "format": loaded.format,
     }
