@@ -66,8 +66,8 @@ def write_sft_config(path: Path, model_dir: Path, output_dir: Path, **sections) 
     return path
 
 
-def write_rm_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
-    """A small reward-model config on 32 real hh-rlhf pairs; ``sections`` update the dicts (or set top-level keys)."""
+def _write_config(path: Path, model_dir: Path | str, output_dir: Path, data: dict, sections: dict) -> Path:
+    """A small stage config on real hh-rlhf rows; ``sections`` update its dicts (or set top-level keys)."""
     import yaml
 
     cfg = {
@@ -75,7 +75,7 @@ def write_rm_config(path: Path, model_dir: Path | str, output_dir: Path, **secti
         "resume": "auto",
         "tensorboard": False,
         "model": {"name_or_path": str(model_dir), "finetune": "full"},
-        "data": {"train": str(HH_RLHF), "format": "hh_rlhf", "max_length": 96, "max_rows": 32, "on_error": "skip"},
+        "data": {"train": str(HH_RLHF), "format": "hh_rlhf", "on_error": "skip", **data},
         "train": {"seed": 0, "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1},
     }
     for key, extra in sections.items():
@@ -85,6 +85,16 @@ def write_rm_config(path: Path, model_dir: Path | str, output_dir: Path, **secti
             cfg[key] = extra
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def write_rm_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
+    """A small reward-model config on 32 real hh-rlhf pairs."""
+    return _write_config(path, model_dir, output_dir, {"max_length": 96, "max_rows": 32}, sections)
+
+
+def write_dpo_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
+    """A small DPO-stage config on 16 real hh-rlhf pairs."""
+    return _write_config(path, model_dir, output_dir, {"max_length": 96, "max_rows": 16}, sections)
 
 
 @pytest.fixture(scope="session")
@@ -106,23 +116,3 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     tok.save_pretrained(out)
     return out
 
-
-def write_dpo_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
-    """A small DPO-stage config on 16 real hh-rlhf pairs; ``sections`` update the dicts (or set top-level keys)."""
-    import yaml
-
-    cfg = {
-        "output_dir": str(output_dir),
-        "resume": "auto",
-        "tensorboard": False,
-        "model": {"name_or_path": str(model_dir), "finetune": "full"},
-        "data": {"train": str(HH_RLHF), "format": "hh_rlhf", "max_length": 96, "max_rows": 16, "on_error": "skip"},
-        "train": {"seed": 0, "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1},
-    }
-    for key, extra in sections.items():
-        if isinstance(extra, dict):
-            cfg.setdefault(key, {}).update(extra)
-        else:
-            cfg[key] = extra
-    path.write_text(yaml.safe_dump(cfg))
-    return path

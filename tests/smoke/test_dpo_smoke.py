@@ -159,3 +159,4 @@ def test_shipped_configs_validate(path, capsys):
     assert main(["config", "show", str(REPO / path), "--stage", stage]) == 0
     shown = capsys.readouterr().out
     assert "loss:" in shown
+

@@ -93,3 +93,22 @@ def test_shipped_tiny_config_runs(tmp_path, monkeypatch):
     rc = main(["sft", "configs/sft/tiny.yaml", f"output_dir={out}", f"model.name_or_path={model}", "train.max_steps=2", "data.max_rows=40", "data.val_size=4"])
     assert rc == 0 and (model / "config.json").exists() and (out / "final" / "model.safetensors").exists()
     assert str(HH_RLHF.name) in (out / "config.yaml").read_text()
+
+
+def test_non_finite_loss_stops_with_a_checkpoint_of_the_last_good_state(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import alignkit.algorithms.sft as sft
+
+    real = sft.micro_batch_loss
+    calls = {"n": 0}
+
+    def nan_in_step_2(*args, **kwargs):
+        calls["n"] += 1
+        loss, raw = real(*args, **kwargs)
+        return (loss, raw * float("nan")) if calls["n"] == 2 else (loss, raw)
+
+    monkeypatch.setattr(sft, "micro_batch_loss", nan_in_step_2)
+    out = tmp_path / "sft"
+    assert main(["sft", str(write_sft_config(tmp_path / "s.yaml", tiny_model_dir, out, train={"max_steps": 3}))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "step 2: the loss is nan" in err[0] and "step-1" in err[0]
+    assert (out / "checkpoints" / "step-1").is_dir() and not (out / "final").exists()

@@ -15,7 +15,6 @@ completion's tokens for DPO/IPO/hinge/robust and KTO, per-token means for SimPO 
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,11 +26,11 @@ import torch
 from alignkit.config.dpo import DPOConfig
 from alignkit.losses.preference import DPO_LOSS_TYPES, dpo_loss, kto_loss, orpo_loss, simpo_loss
 from alignkit.models.logprobs import SequenceLogps, sequence_logps
+from alignkit.algorithms.common import optimizer_and_schedule
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
-from alignkit.training.errors import TrainingError
+from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger
-from alignkit.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_state, start_run
 
@@ -390,12 +389,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     # --- optimisation -------------------------------------------------------------------------------
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = batching.total_steps(len(train), t.batch_size, t.grad_accum, world, t.epochs, t.max_steps)
-    optimizer = build_optimizer(
-        model, learning_rate=t.learning_rate, weight_decay=t.weight_decay, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps
-    )
-    scheduler = build_scheduler(
-        optimizer, name=t.lr_scheduler, warmup=warmup_steps_for(steps, t.warmup_steps, t.warmup_ratio), total=steps
-    )
+    optimizer, scheduler = optimizer_and_schedule(model, t, steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
     start_step, units_seen = state.get("step", 0), state.get("units_seen", 0)
@@ -497,12 +491,7 @@ def run(cfg: DPOConfig) -> DPOResult:
                     sums.add(k, v)
             step_sums = sums.reduce(accelerator)
             train_loss = step_sums["loss"] / n_units
-            if not math.isfinite(train_loss):
-                where = save(step)
-                raise TrainingError(
-                    f"step {step + 1}: the loss is {train_loss} (not finite); the last good state (after step {step}) "
-                    f"is saved in {where}. Lower train.learning_rate or check the data, then run again to resume."
-                )
+            stop_if_not_finite(train_loss, step, save)
             grad_norm = None
             if t.max_grad_norm is not None:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)

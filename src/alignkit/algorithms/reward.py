@@ -21,11 +21,11 @@ import torch
 
 from alignkit.config.reward import RewardConfig
 from alignkit.losses.reward import bradley_terry_loss
+from alignkit.algorithms.common import optimizer_and_schedule
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
-from alignkit.training.errors import TrainingError
+from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger
-from alignkit.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_state, start_run
 
@@ -179,12 +179,8 @@ def run(cfg: RewardConfig) -> RewardResult:
     # --- optimisation -------------------------------------------------------------------------------
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = batching.total_steps(len(train_pairs), t.batch_size, t.grad_accum, world, t.epochs, t.max_steps)
-    optimizer = build_optimizer(
-        model, learning_rate=t.learning_rate, weight_decay=t.weight_decay, betas=(t.adam_beta1, t.adam_beta2),
-        eps=t.adam_eps, lr_for=lambda name: cfg.head_learning_rate if is_head_parameter(name) else None,
-    )  # fmt: skip
-    scheduler = build_scheduler(
-        optimizer, name=t.lr_scheduler, warmup=warmup_steps_for(steps, t.warmup_steps, t.warmup_ratio), total=steps
+    optimizer, scheduler = optimizer_and_schedule(
+        model, t, steps, lr_for=lambda name: cfg.head_learning_rate if is_head_parameter(name) else None
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
@@ -246,12 +242,7 @@ def run(cfg: RewardConfig) -> RewardResult:
                 ])  # fmt: skip
             sums = accelerator.reduce(sums, "sum")
             train_loss = sums[0].item() / n_pairs
-            if not math.isfinite(train_loss):
-                where = save(step)
-                raise TrainingError(
-                    f"step {step + 1}: the loss is {train_loss} (not finite); the last good state (after step {step}) "
-                    f"is saved in {where}. Lower train.learning_rate or check the data, then run again to resume."
-                )
+            stop_if_not_finite(train_loss, step, save)
             grad_norm = None
             if t.max_grad_norm is not None:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)

@@ -20,11 +20,12 @@ import torch
 from alignkit.config.sft import SFTConfig
 from alignkit.losses.reductions import global_token_mean
 from alignkit.losses.sft import sft_token_nll
+from alignkit.algorithms.common import optimizer_and_schedule
 from alignkit.training import batching
 from alignkit.training.setup import holdout_split, resume_state, start_run
 from alignkit.training.checkpoint import save_checkpoint
+from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger
-from alignkit.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from alignkit.training.progress import training_progress
 
 
@@ -149,12 +150,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     log(f"model {m.name_or_path}: {n_train:,} trainable of {n_total:,} parameters ({m.finetune})")
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = batching.total_steps(len(train_examples), t.batch_size, t.grad_accum, world, t.epochs, t.max_steps)
-    optimizer = build_optimizer(
-        model, learning_rate=t.learning_rate, weight_decay=t.weight_decay, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps
-    )
-    scheduler = build_scheduler(
-        optimizer, name=t.lr_scheduler, warmup=warmup_steps_for(steps, t.warmup_steps, t.warmup_ratio), total=steps
-    )
+    optimizer, scheduler = optimizer_and_schedule(model, t, steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- resume -----------------------------------------------------------------------------------
@@ -162,13 +158,13 @@ def run(cfg: SFTConfig) -> SFTResult:
     start_step, tokens_seen = state.get("step", 0), state.get("tokens_seen", 0)
     metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
 
-    def save(step: int) -> None:
+    def save(step: int) -> Path:
         state = {"step": step, "tokens_seen": tokens_seen, "total_steps": steps}
 
         def write_model(path: Path) -> None:
             save_model(accelerator.unwrap_model(model), tokenizer, str(path / "model"))
 
-        save_checkpoint(accelerator, ckpt_root, step, state, keep=t.save_total_limit, extra=write_model)
+        return save_checkpoint(accelerator, ckpt_root, step, state, keep=t.save_total_limit, extra=write_model)
 
     # --- the loop ---------------------------------------------------------------------------------
     model.train()
@@ -196,6 +192,9 @@ def run(cfg: SFTConfig) -> SFTResult:
                     # DDP averages gradients over processes; the global normaliser already divides by all.
                     accelerator.backward(loss * world)
                 nll_sum += raw.double()
+            nll_sum = accelerator.reduce(nll_sum, "sum")
+            train_loss = nll_sum.item() / max(n_loss, 1)
+            stop_if_not_finite(train_loss, step, save)
             grad_norm = None
             if t.max_grad_norm is not None:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -203,11 +202,9 @@ def run(cfg: SFTConfig) -> SFTResult:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            nll_sum = accelerator.reduce(nll_sum, "sum")
             tokens_seen += n_tokens
             dt = time.perf_counter() - t0
             done = step + 1
-            train_loss = nll_sum.item() / max(n_loss, 1)
             last = {
                 "step": done,
                 "loss": train_loss,
