@@ -51,7 +51,7 @@ class DPOResult:
 def load_units(source: str, tokenizer, *, kto: bool, seed: int, fmt, split, max_length, on_error, max_rows, log):
     """Read and tokenize one source: pairs, or for KTO unpaired rows (pairs are unpaired: chosen -> desirable,
     rejected -> undesirable). Returns ``(SequenceSet, stats, {row ref: Example})``."""
-    from alignkit.data.errors import DataError
+    from alignkit.data.errors import DataError, report_skipped
     from alignkit.data.formats import load_examples
     from alignkit.data.preference import tokenize_pairs_for_policy, tokenize_unpaired, unpair
 
@@ -76,10 +76,7 @@ def load_units(source: str, tokenizer, *, kto: bool, seed: int, fmt, split, max_
         f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(skipped)} skipped, "
         f"{data.truncated} {unit} cut at max_length={max_length} -> {len(data)} {unit}"
     )
-    for err in skipped[:5]:
-        log(f"  skipped: {err}")
-    if len(skipped) > 5:
-        log(f"  ... and {len(skipped) - 5} more skipped rows")
+    report_skipped(skipped, log)
     if len(data) < (2 if kto else 1):
         raise DataError(source, f"not enough usable {unit} after skipping ({len(data)})")
     stats = {

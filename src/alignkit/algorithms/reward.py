@@ -44,7 +44,7 @@ class RewardResult:
 
 def load_pairs(source: str, tokenizer, *, fmt, split, template, max_length, on_error, max_rows, log):
     """Read, convert and tokenise one preference source; reports skipped and truncated pairs."""
-    from alignkit.data.errors import DataError
+    from alignkit.data.errors import DataError, report_skipped
     from alignkit.data.formats import load_examples
     from alignkit.data.pairs import tokenize_pairs
 
@@ -55,10 +55,7 @@ def load_pairs(source: str, tokenizer, *, fmt, split, template, max_length, on_e
         f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(skipped)} skipped, "
         f"{tok.truncated} truncated from the left (over {max_length} tokens) -> {len(tok.pairs)} pairs"
     )
-    for err in skipped[:5]:
-        log(f"  skipped: {err}")
-    if len(skipped) > 5:
-        log(f"  ... and {len(skipped) - 5} more skipped rows")
+    report_skipped(skipped, log)
     if not tok.pairs:
         raise DataError(source, "no usable preference pairs after skipping")
     stats = {

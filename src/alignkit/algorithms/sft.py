@@ -40,6 +40,7 @@ class SFTResult:
 
 def load_sft_data(source: str, tokenizer, *, fmt, split, max_length, overlong, train_on_prompt, on_error, max_rows, log):
     """Read, convert and tokenise one SFT data source; reports every skipped, truncated or dropped row."""
+    from alignkit.data.errors import report_skipped
     from alignkit.data.formats import load_examples
     from alignkit.data.tokenize import tokenize_examples
 
@@ -53,10 +54,7 @@ def load_sft_data(source: str, tokenizer, *, fmt, split, max_length, overlong, t
         f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(loaded.skipped)} skipped, "
         f"{tok.truncated} truncated, {tok.dropped} dropped (over {max_length} tokens) -> {len(tok.examples)} examples"
     )
-    for err in loaded.skipped[:5]:
-        log(f"  skipped: {err}")
-    if len(loaded.skipped) > 5:
-        log(f"  ... and {len(loaded.skipped) - 5} more skipped rows")
+    report_skipped(loaded.skipped, log)
     if not tok.examples:
         from alignkit.data.errors import DataError
 

@@ -26,3 +26,11 @@ class DataError(ValueError):
         where = str(ref)
         what = f"field {field!r}: " if field else ""
         super().__init__(f"{where}: {what}{message}")
+
+
+def report_skipped(skipped: list, log, *, show: int = 5) -> None:
+    """``log`` the first ``show`` skipped-row errors, then how many more there were."""
+    for err in skipped[:show]:
+        log(f"  skipped: {err}")
+    if len(skipped) > show:
+        log(f"  ... and {len(skipped) - show} more skipped rows")
