@@ -502,7 +502,7 @@ def run(cfg: DPOConfig) -> DPOResult:
             done = step + 1
             last = {
                 "step": done, **summarise(step_sums, n_units),
-                **({"kl": float(kl)} if kl is not None else {}),
+                **({"kl": max(float(kl), 0.0)} if kl is not None else {}),  # z0 as the loss uses it (clamped at 0)
                 "learning_rate": lr, "grad_norm": float(grad_norm) if grad_norm is not None else None,
                 f"{unit_name}_per_second": n_units / dt, "tokens_per_second": n_tokens / dt,
                 "epoch": batching.epoch_of_step(done, **plan_kw), f"{unit_name}_seen": units_seen,
