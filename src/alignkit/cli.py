@@ -15,6 +15,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "orpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
     "simpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
     "kto": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
+    "ppo": ("alignkit.config.ppo:PPOConfig", "alignkit.algorithms.ppo:run"),
 }
 # Aliases of ``dpo`` that preset ``loss.type`` (a config naming another loss type is an error).
 LOSS_ALIASES = ("orpo", "simpo", "kto")
@@ -150,6 +151,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    _quiet()
+    from alignkit.eval.compare import (
+        compare_models, find_runs, load_prompts, parse_model_specs, print_side_by_side, write_outputs,
+    )  # fmt: skip
+
+    models = parse_model_specs(args.model)
+    prompts = load_prompts(args.prompts, max_prompts=args.max_prompts)
+    result = compare_models(
+        models, prompts, reward_model=args.reward_model, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
+    )  # fmt: skip
+    print_side_by_side(result)
+    if args.out:
+        out = write_outputs(result, args.out, runs=find_runs(models, extra=args.runs or []))
+        print(f"wrote {out}/compare.jsonl, summary.json, report.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit", description="The human-feedback pipeline for language models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -221,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--response", help="the reply to score")
     sc.add_argument("--batch-size", type=int, default=16)
     sc.set_defaults(func=cmd_score)
+
+    cp = sub.add_parser("compare", help="answers of several models side by side, scored by a reward model; report.html")
+    cp.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a model to compare (repeat; the first is the reference)")
+    cp.add_argument("--prompts", required=True, help="prompts: .txt (one per line) or any data format (the prompt part)")
+    cp.add_argument("--reward-model", help="reward model directory scoring every answer")
+    cp.add_argument("--out", help="write compare.jsonl, summary.json and report.html here")
+    cp.add_argument("--max-prompts", type=int)
+    cp.add_argument("--max-new-tokens", type=int, default=64)
+    cp.add_argument("--temperature", type=float, default=0.7)
+    cp.add_argument("--top-p", type=float, default=1.0)
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--batch-size", type=int, default=8)
+    cp.add_argument("--runs", nargs="+", metavar="DIR", help="more run directories (with metrics.jsonl) to plot")
+    cp.set_defaults(func=cmd_compare)
     return p
 
 

@@ -33,6 +33,7 @@ FIXTURES = [
         "prompt_completion",
         ((_m(S, "Be brief."), _m(U, "What is 2+2?")), "4", None, True),
     ),
+    ("prompt_only.jsonl", "prompt_only", ((_m(U, "What is 2+2?"),), "", None, True)),
     ("unpaired.jsonl", "unpaired", ((_m(U, "What is 2+2?"),), "4", None, True)),
     ("messages.jsonl", "messages", ((_m(U, "Hello"),), "Hi there!", None, True)),
     ("sharegpt.json", "sharegpt", ((_m(U, "Hello"),), "Hi there!", None, True)),

@@ -10,6 +10,7 @@ import pytest
     "module",
     [
         "alignkit.losses.sft", "alignkit.losses.reductions", "alignkit.losses.reward", "alignkit.losses.preference",
+        "alignkit.losses.ppo",
         "alignkit.config.sft",
         "alignkit.config.reward", "alignkit.training.batching", "alignkit.eval.reward_metrics", "alignkit.cli",
         "alignkit",

@@ -45,6 +45,10 @@ def load_sft_data(source: str, tokenizer, *, fmt, split, max_length, overlong, t
     from alignkit.data.tokenize import tokenize_examples
 
     loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    if loaded.format == "prompt_only":
+        from alignkit.data.errors import DataError
+
+        raise DataError(source, "prompt-only rows have no completion to learn (they are prompts for ppo or compare)")
     examples = [ex for ex in loaded.examples if ex.meta.get("label", True)]  # unpaired rows: learn the desirable only
     undesirable = len(loaded.examples) - len(examples)
     if undesirable:

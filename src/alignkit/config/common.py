@@ -13,7 +13,7 @@ from pydantic import Field
 from alignkit.config.base import Closed
 
 DataFormat = Literal[
-    "auto", "text", "prompt_completion", "unpaired", "messages", "sharegpt", "preference", "hh_rlhf", "rm_static"
+    "auto", "text", "prompt_only", "prompt_completion", "unpaired", "messages", "sharegpt", "preference", "hh_rlhf", "rm_static"
 ]
 
 

@@ -7,6 +7,8 @@ Formats (the names are the values of the config key ``data.format``):
   prompt-completion") a list of ``{role, content}`` messages. A string prompt becomes one user turn;
   a completion list must be exactly one assistant message. Unlike TRL, string rows are *templated*
   (rendered with the chat template as user → assistant), not concatenated as raw text.
+- ``prompt_only``: ``{"prompt": str | [messages]}`` (TRL's prompt-only rows): prompts for RL and
+  evaluation; the ``Example`` has an empty completion (nothing to learn: SFT refuses such data).
 - ``unpaired``: ``{"prompt", "completion", "label": bool}`` (TRL's unpaired preference / KTO rows):
   one completion marked desirable (true) or undesirable (false), kept in ``Example.meta["label"]``.
 - ``messages``: ``{"messages": [{role, content}, ...]}`` with roles system/user/assistant.
@@ -37,7 +39,7 @@ from alignkit.data.errors import DataError, RowRef
 from alignkit.data.examples import Example, Message
 from alignkit.data.sources import read_rows_or_errors
 
-FORMATS = ("text", "prompt_completion", "unpaired", "messages", "sharegpt", "preference", "hh_rlhf", "rm_static")
+FORMATS = ("text", "prompt_only", "prompt_completion", "unpaired", "messages", "sharegpt", "preference", "hh_rlhf", "rm_static")
 
 _ROLES = ("system", "user", "assistant")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -80,6 +82,8 @@ def detect_format(row: dict, ref: RowRef) -> str:
             "cannot detect the format: 'chosen'/'rejected' without 'prompt' must be message lists "
             "(implicit-prompt preference) or Human/Assistant transcripts (hh_rlhf)",
         )
+    if "prompt" in keys and not keys & {"completion", "chosen", "rejected", "response", "label"}:
+        return "prompt_only"
     if {"prompt", "completion", "label"} <= keys:
         return "unpaired"
     if {"prompt", "completion"} <= keys:
@@ -212,6 +216,10 @@ def _from_prompt_completion(row: dict, ref: RowRef) -> Example:
     return Example(prompt=prompt, completion=completion, ref=ref)
 
 
+def _from_prompt_only(row: dict, ref: RowRef) -> Example:
+    return Example(prompt=_prompt(_get(row, "prompt", ref), ref), completion="", ref=ref)
+
+
 def _from_unpaired(row: dict, ref: RowRef) -> Example:
     ex = _from_prompt_completion(row, ref)
     label = _get(row, "label", ref)
@@ -302,6 +310,7 @@ def _from_rm_static(row: dict, ref: RowRef) -> Example:
 
 _CONVERTERS: dict[str, Callable[[dict, RowRef], Example]] = {
     "text": _from_text,
+    "prompt_only": _from_prompt_only,
     "prompt_completion": _from_prompt_completion,
     "unpaired": _from_unpaired,
     "messages": _from_messages,

@@ -78,8 +78,28 @@ def generate(
 
     texts = [render_prompt(tokenizer, p) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    new = generate_ids(
+        model, tokenizer, encoded, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+        batch_size=batch_size,
+    )  # fmt: skip
+    return tokenizer.batch_decode([ids for ids, _ in new], skip_special_tokens=True)
 
+
+def generate_ids(
+    model,
+    tokenizer,
+    encoded: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    seed: int | None = 0,
+    batch_size: int = 8,
+) -> list[tuple[list[int], bool]]:
+    """Sample a continuation of each token-id prompt: ``[(new ids up to and including the first EOS, ended with
+    EOS?)]`` in input order. Left-padded batches of similar length, the KV cache, ``temperature == 0`` greedy;
+    ``seed`` as in :func:`generate`. Tokens after the first EOS (another row of the batch still running) are dropped."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     eos = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     gen_kwargs: dict = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos, use_cache=True)
@@ -91,7 +111,7 @@ def generate(
     device = _model_device(model)
     was_training = model.training
     model.eval()
-    results: list[str] = [""] * len(texts)
+    results: list[tuple[list[int], bool]] = [([], False)] * len(encoded)
     rng_devices = []
     if device.type == "cuda":
         rng_devices = [device.index if device.index is not None else torch.cuda.current_device()]
@@ -102,7 +122,7 @@ def generate(
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 batch = tokenizer.pad(
-                    {"input_ids": [encoded[i] for i in idx]},
+                    {"input_ids": [list(encoded[i]) for i in idx]},
                     padding=True,
                     padding_side="left",
                     return_tensors="pt",
@@ -110,10 +130,10 @@ def generate(
                 input_ids = batch["input_ids"].to(device)
                 attention_mask = batch["attention_mask"].to(device)
                 out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
-                new = out[:, input_ids.shape[1] :]  # (B, <= max_new_tokens)
-                decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-                for i, text in zip(idx, decoded):
-                    results[i] = text
+                new = out[:, input_ids.shape[1] :].tolist()  # (B, <= max_new_tokens)
+                for i, ids in zip(idx, new):
+                    cut = next((k for k, t in enumerate(ids) if t in eos), None)
+                    results[i] = (ids[: cut + 1], True) if cut is not None else (ids, False)
     finally:
         model.train(was_training)
     return results

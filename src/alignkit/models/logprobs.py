@@ -52,3 +52,44 @@ def sequence_logps(model: torch.nn.Module, batch, num_sequences: int) -> Sequenc
         0, owner, torch.ones_like(token_logps)
     )
     return SequenceLogps(sums, counts)
+
+
+def position_in_example(owner: torch.Tensor, num_sequences: int) -> torch.Tensor:
+    """(K,) rank of each kept position within its example, for ``owner`` (K,) in row-major order (an example's
+    kept positions are contiguous and left to right in a padded or packed batch)."""
+    k = torch.arange(owner.numel(), device=owner.device)
+    first = torch.full((num_sequences,), owner.numel(), dtype=torch.long, device=owner.device)
+    first = first.scatter_reduce(0, owner, k, reduce="amin")
+    return k - first[owner]
+
+
+class TokenLogps(NamedTuple):
+    logps: torch.Tensor  # (N, W) log p of each completion token, 0 past the sequence's end
+    entropy: torch.Tensor | None  # (N, W) entropy of the predictive distribution at that token (None unless asked)
+    mask: torch.Tensor  # (N, W) 1.0 on real completion tokens
+
+
+def completion_token_logps(model, batch, num_sequences: int, width: int, *, with_entropy: bool = False) -> TokenLogps:
+    """Per-token completion log-probs, laid out (N, W): row i holds sequence i's completion tokens from column 0.
+
+    Like :func:`sequence_logps`, only the completion positions are projected onto the vocabulary; ``width``
+    is at least the longest completion.
+    """
+    import torch.nn.functional as F
+
+    keep = batch.labels != -100  # (B, T)
+    out = model(**batch.model_inputs(), logits_to_keep=keep)
+    logits = out.logits.float()  # (K, V)
+    targets = batch.labels[keep]  # (K,)
+    token_logps = -F.cross_entropy(logits, targets, reduction="none")  # (K,)
+    owner = batch.example_index[keep]
+    col = position_in_example(owner, num_sequences)
+    shape = (num_sequences, width)
+    logps = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), token_logps)
+    mask = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), torch.ones_like(token_logps))
+    entropy = None
+    if with_entropy:
+        logp_all = torch.log_softmax(logits, dim=-1)
+        ent = -(logp_all.exp() * logp_all).sum(-1)  # (K,)
+        entropy = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), ent)
+    return TokenLogps(logps, entropy, mask)

@@ -1,0 +1,404 @@
+"""``alignkit compare``: several models answer the same prompts; a reward model scores every answer.
+
+Each model is loaded in turn (a full model dir, a Hub id or a PEFT adapter dir), answers every prompt
+with the same generation settings and the same seed, and is freed before the next one is loaded.
+Then the reward model scores all the answers. The statistics (``eval.stats``) are paired over prompts:
+mean reward with its standard error and bootstrap CI, and each model's win rate against the first
+model with a percentile bootstrap CI. ``write_outputs`` writes compare.jsonl, summary.json and a
+self-contained report.html (``eval.report``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alignkit.eval import stats
+
+Prompt = str | list[dict]  # one user turn, or {"role", "content"} messages ending with a user/system turn
+
+COMPARE_FILE = "compare.jsonl"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class CompareResult:
+    """What ``compare_models`` found; ``write_outputs`` saves it."""
+
+    models: dict[str, str]  # name -> model dir / Hub id, in the given order; the first is the reference
+    prompts: list[Prompt]
+    # One row per (prompt, model), prompt-major in model order:
+    # {prompt_index, prompt, model, response, reward (float | None), length_tokens}; length_tokens is the
+    # answer re-encoded by the model's own tokenizer (can differ slightly from the tokens generated)
+    rows: list[dict]
+    # Per model (see ``summarise``): n, mean_reward, reward_se, reward_ci_low/high, win_rate_vs_first,
+    # win_rate_ci_low/high, ties_vs_first, mean_length_tokens, mean_length_chars, rm_truncated.
+    summary: dict[str, dict]
+    settings: dict = field(default_factory=dict)  # generation settings, reward model, bootstrap
+    out_dir: Path | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def reference(self) -> str:
+        return self.names[0]
+
+    @property
+    def has_rewards(self) -> bool:
+        return any(r["reward"] is not None for r in self.rows)
+
+    def by_prompt(self) -> list[dict[str, dict]]:
+        """For each prompt, ``{model name: its row}``."""
+        out: list[dict[str, dict]] = [{} for _ in self.prompts]
+        for r in self.rows:
+            out[r["prompt_index"]][r["model"]] = r
+        return out
+
+    def column(self, model: str, key: str) -> list:
+        """``key`` of every row of ``model``, in prompt order."""
+        return [r[key] for r in self.rows if r["model"] == model]
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
+    """``["base=DIR", "sft=DIR"]`` -> ``{"base": "DIR", "sft": "DIR"}`` (order kept); ``ConfigError`` if malformed."""
+    from alignkit.config.base import ConfigError
+
+    models: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise ConfigError(f"--model {spec!r}: expected NAME=DIR (e.g. sft=runs/sft/final)")
+        if name in models:
+            raise ConfigError(f"--model {spec!r}: the name {name!r} is given twice")
+        models[name] = path
+    if not models:
+        raise ConfigError("compare: give at least one --model NAME=DIR")
+    return models
+
+
+def _prompt_value(turns) -> Prompt:
+    """``Message`` turns -> a string for a single user turn, else a list of ``{role, content}`` dicts."""
+    from alignkit.data.examples import as_messages
+
+    messages = as_messages(turns)
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return messages
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """A prompt for display: the string itself, or one ``role: content`` line per message."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+def load_prompts(path: str, max_prompts: int | None = None, *, fmt: str = "auto", split: str = "train") -> list[Prompt]:
+    """The prompts of ``path``, in file order (duplicates kept), at most ``max_prompts`` of them.
+
+    - ``.txt``: one prompt per line (blank lines skipped).
+    - anything ``alignkit.data.formats.load_examples`` reads (prompt-completion, messages, ShareGPT,
+      preference, hh-rlhf, prompt-only ``{"prompt": ...}`` rows ...): the prompt part of each row, i.e. every turn before the answer.
+
+    A prompt that is one user turn comes back as a string, others as ``{role, content}`` message lists.
+    """
+    from alignkit.data.errors import DataError
+    from alignkit.data.formats import load_examples
+
+    if max_prompts is not None and max_prompts < 1:
+        raise DataError(path, f"max_prompts must be >= 1, got {max_prompts}")
+    p = Path(path).expanduser()
+    prompts: list[Prompt] = []
+    if p.suffix.lower() == ".txt":
+        if not p.is_file():
+            raise DataError(path, "not found")
+        prompts = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:  # every format the data layer reads, prompt-only rows included
+        loaded = load_examples(path, fmt=fmt, split=split, max_rows=max_prompts)
+        for ex in loaded.examples:
+            if not ex.prompt:
+                raise DataError(ex.ref, f"a {loaded.format!r} row has no prompt (give prompts, chats or pairs)")
+            prompts.append(_prompt_value(ex.prompt))
+    if not prompts:
+        raise DataError(path, "no prompts found (empty file?)")
+    return prompts[:max_prompts] if max_prompts is not None else prompts
+
+
+def find_runs(models: dict[str, str], extra: Sequence[str] = ()) -> dict[str, Path]:
+    """Training runs whose curves the report can plot: ``name -> RUN`` (the run's ``output_dir``).
+
+    A model at ``RUN/final`` or ``RUN/checkpoints/step-N[/model]`` whose ``RUN`` holds ``metrics.jsonl``
+    maps its name to ``RUN``; models elsewhere (a Hub id, an init-model dir) have no run. ``extra``
+    are run directories given explicitly (``--runs``), named by their folder; each must hold
+    ``metrics.jsonl`` (else a ``DataError``).
+    """
+    from alignkit.data.errors import DataError
+
+    runs: dict[str, Path] = {}
+    for name, path in models.items():
+        p = Path(path).expanduser()
+        if not p.is_dir():
+            continue
+        p = p.resolve()
+        candidates = []
+        if p.name == "final":
+            candidates.append(p.parent)
+        if p.name == "model":
+            p = p.parent
+        if p.name.startswith("step-") and p.parent.name == "checkpoints":
+            candidates.append(p.parent.parent)
+        for run in candidates:
+            if (run / METRICS_FILE).is_file():
+                runs[name] = run
+                break
+    for d in extra:
+        run = Path(d).expanduser()
+        if not (run / METRICS_FILE).is_file():
+            raise DataError(str(d), f"no {METRICS_FILE} here (expected a training run's output_dir)")
+        name = run.resolve().name
+        while name in runs:
+            name += "'"
+        runs[name] = run.resolve()
+    return runs
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def _free_memory(device) -> None:
+    import torch
+
+    gc.collect()
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def compare_models(
+    models: dict[str, str],
+    prompts: Sequence[Prompt],
+    *,
+    reward_model: str | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str = "cpu",
+    dtype: str = "float32",
+    n_boot: int = 2000,
+    log: Callable[[str], None] = print,
+) -> CompareResult:
+    """Every model answers every prompt (same settings, same ``seed``); ``reward_model`` scores the answers.
+
+    Models are loaded one at a time with ``load_for_inference`` (full or adapter dirs) and freed after
+    generating. Sampling is seeded identically for each model, so two identical models give identical
+    answers. ``seed`` also seeds the bootstrap (``n_boot`` replicates) behind the confidence intervals.
+    Without a reward model the rewards are None and only lengths are summarised.
+    """
+    from alignkit.models.generation import generate
+    from alignkit.models.loading import load_for_inference
+
+    if not models:
+        raise ValueError("compare_models needs at least one model")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("compare_models needs at least one prompt")
+    gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
+    responses: dict[str, list[str]] = {}
+    lengths: dict[str, list[int]] = {}
+    for name, path in models.items():
+        t0 = time.perf_counter()
+        model, tokenizer = load_for_inference(path, dtype=dtype, device=device)
+        try:
+            answers = generate(model, tokenizer, prompts, **gen)
+            lengths[name] = [len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]]
+        finally:
+            del model, tokenizer
+            _free_memory(device)
+        responses[name] = answers
+        log(f"{name}: {len(answers)} answers from {path} in {time.perf_counter() - t0:.1f}s")
+
+    rewards: dict[str, list[float | None]] = {name: [None] * len(prompts) for name in models}
+    truncated: dict[str, int | None] = {name: None for name in models}
+    if reward_model:
+        from alignkit.models.reward import RewardModel
+
+        t0 = time.perf_counter()
+        rm = RewardModel.load(reward_model, device=device, dtype=dtype)
+        # Each distinct (prompt, answer) is scored once, so equal answers get exactly equal rewards
+        # (a tie), whatever else shares their padded batch.
+        pairs = list(dict.fromkeys((i, r) for name in models for i, r in enumerate(responses[name])))
+        encoded = rm.encode([prompts[i] for i, _ in pairs], [r for _, r in pairs])
+        scores = dict(zip(pairs, rm.score_encoded(encoded, batch_size=batch_size)))
+        cut = dict(zip(pairs, encoded.truncated))
+        for name in models:
+            keys = list(enumerate(responses[name]))
+            rewards[name] = [scores[k] for k in keys]
+            truncated[name] = sum(cut[k] for k in keys)
+        del rm
+        _free_memory(device)
+        log(f"reward model {reward_model}: {len(pairs)} distinct answers scored in {time.perf_counter() - t0:.1f}s")
+
+    rows = [
+        {
+            "prompt_index": i,
+            "prompt": prompt,
+            "model": name,
+            "response": responses[name][i],
+            "reward": rewards[name][i],
+            "length_tokens": lengths[name][i],
+        }
+        for i, prompt in enumerate(prompts)
+        for name in models
+    ]
+    settings = {
+        "models": dict(models),
+        "reward_model": reward_model,
+        "n_prompts": len(prompts),
+        **gen,
+        "dtype": dtype,
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.95, "resampled": "prompts"},
+        "length_unit": "length_tokens: the answer re-encoded by the model's own tokenizer; length_chars: characters",
+    }
+    summary = summarise(rows, list(models), n_boot=n_boot, seed=seed)
+    for name in models:
+        summary[name]["rm_truncated"] = truncated[name]
+    return CompareResult(models=dict(models), prompts=prompts, rows=rows, summary=summary, settings=settings)
+
+
+def summarise(
+    rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, dict]:
+    """Per-model statistics over prompts, paired with the first model (the reference).
+
+    - ``mean_reward``, ``reward_se`` (s / sqrt(n)), ``reward_ci_low/high`` (bootstrap CI of the mean);
+    - ``win_rate_vs_first`` (ties count 1/2), ``win_rate_ci_low/high`` (bootstrap CI), ``ties_vs_first``:
+      None for the first model itself;
+    - ``mean_length_tokens`` (each model's own tokenizer) and ``mean_length_chars``;
+    - ``rm_truncated``: left None here; ``compare_models`` fills in how many answers the reward model cut.
+    Reward fields are None when the rows have no rewards.
+    """
+    by_model = {name: [r for r in rows if r["model"] == name] for name in names}
+    ref = [r["reward"] for r in by_model[names[0]]]
+    scored = all(r["reward"] is not None for r in rows)
+    out: dict[str, dict] = {}
+    for name in names:
+        own = by_model[name]
+        s: dict = {
+            "n": len(own),
+            "mean_reward": None, "reward_se": None, "reward_ci_low": None, "reward_ci_high": None,
+            "win_rate_vs_first": None, "win_rate_ci_low": None, "win_rate_ci_high": None, "ties_vs_first": None,
+            "mean_length_tokens": stats.mean([r["length_tokens"] for r in own]),
+            "mean_length_chars": stats.mean([len(r["response"]) for r in own]),
+            "rm_truncated": None,
+        }  # fmt: skip
+        if scored:
+            rewards = [r["reward"] for r in own]
+            s["mean_reward"], s["reward_se"] = stats.mean_se(rewards)
+            s["reward_ci_low"], s["reward_ci_high"] = stats.bootstrap_ci(
+                stats.mean, rewards, n_boot=n_boot, seed=seed, level=level
+            )
+            if name != names[0]:
+                s["win_rate_vs_first"] = stats.win_rate(rewards, ref)
+                s["win_rate_ci_low"], s["win_rate_ci_high"] = stats.bootstrap_ci(
+                    stats.win_rate, rewards, ref, n_boot=n_boot, seed=seed, level=level
+                )
+                s["ties_vs_first"] = sum(a == b for a, b in zip(rewards, ref))
+        out[name] = s
+    return out
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def write_outputs(result: CompareResult, out_dir: str | Path, *, runs: dict[str, Path] | None = None) -> Path:
+    """``out_dir``/compare.jsonl (one row per prompt and model), summary.json and report.html.
+
+    ``runs`` (``find_runs``) adds the training curves of those runs to the report. Sets
+    ``result.out_dir`` and returns it.
+    """
+    from alignkit.eval.report import write_report_html
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / COMPARE_FILE).open("w", encoding="utf-8") as f:
+        for row in result.rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = {
+        "reference": result.reference,
+        "models": result.summary,
+        "settings": result.settings,
+        "runs": {name: str(path) for name, path in (runs or {}).items()},
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_report_html(out / REPORT_FILE, result, runs or {})
+    result.out_dir = out
+    return out
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summary_table_rows(result: CompareResult) -> list[tuple[str, str, str, str, str]]:
+    """``(model, mean reward ± se, win rate vs first [95% CI], mean length, n)`` as display strings."""
+    out = []
+    for name in result.names:
+        s = result.summary[name]
+        reward = _fmt(s["mean_reward"]) + (f" ± {_fmt(s['reward_se'])}" if s["reward_se"] is not None else "")
+        if name == result.reference:
+            win = "reference" if result.has_rewards else "-"
+        elif s["win_rate_vs_first"] is None:
+            win = "-"
+        else:
+            win = f"{s['win_rate_vs_first']:.3f} [{s['win_rate_ci_low']:.3f}, {s['win_rate_ci_high']:.3f}]"
+        length = f"{s['mean_length_tokens']:.1f} tok / {s['mean_length_chars']:.0f} ch"
+        out.append((name, reward, win, length, str(s["n"])))
+    return out
+
+
+SUMMARY_HEADERS = ("model", "mean reward ± se", "win rate vs first [95% CI]", "mean length", "n")
+
+
+def print_side_by_side(result: CompareResult, console=None, *, max_prompts: int | None = None) -> None:
+    """Rich console output: each prompt, then every model's answer with its reward; then the summary table."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console()
+    console.rule("[bold]Comparing Model Outputs")
+    n = len(result.prompts) if max_prompts is None else min(max_prompts, len(result.prompts))
+    for i, cells in enumerate(result.by_prompt()[:n]):
+        console.print(Panel(Text(prompt_text(result.prompts[i])), title=f"prompt {i + 1}", title_align="left", style="cyan"))
+        for row in cells.values():
+            head = Text(f"{row['model']}", style="bold")
+            if row["reward"] is not None:
+                head.append(f"  reward {row['reward']:+.3f}", style="green" if row["reward"] >= 0 else "red")
+            console.print(head)
+            answer = row["response"]
+            console.print(Text(answer) if answer.strip() else Text("(empty answer)", style="dim"))
+        console.print()
+    if n < len(result.prompts):
+        console.print(Text(f"... {len(result.prompts) - n} more prompts (see compare.jsonl / report.html)", style="dim"))
+    table = Table(title=f"Summary over {len(result.prompts)} prompts (reference: {result.reference})")
+    for h in SUMMARY_HEADERS:
+        table.add_column(h, justify="left" if h == "model" else "right")
+    for cells in summary_table_rows(result):
+        table.add_row(*cells)
+    console.print(table)
+    if not result.has_rewards:
+        console.print(Text("no reward model given (--reward-model): rewards and win rates are not computed", style="yellow"))
