@@ -66,11 +66,8 @@ def write_sft_config(path: Path, model_dir: Path, output_dir: Path, **sections) 
     return path
 
 
-def _write_config(path: Path, model_dir: Path | str, output_dir: Path, data: dict, sections: dict) -> Path:
-    """A small stage config on real hh-rlhf rows; ``sections`` update its dicts (or set top-level keys)."""
-    import yaml
-
-    cfg = {
+def _base(model_dir: Path | str, output_dir: Path, data: dict) -> dict:
+    return {
         "output_dir": str(output_dir),
         "resume": "auto",
         "tensorboard": False,
@@ -78,6 +75,12 @@ def _write_config(path: Path, model_dir: Path | str, output_dir: Path, data: dic
         "data": {"train": str(HH_RLHF), "format": "hh_rlhf", "on_error": "skip", **data},
         "train": {"seed": 0, "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1},
     }
+
+
+def _write_config(path: Path, cfg: dict, sections: dict) -> Path:
+    """Write ``cfg`` as YAML after ``sections`` update its dicts (or set top-level keys)."""
+    import yaml
+
     for key, extra in sections.items():
         if isinstance(extra, dict):
             cfg.setdefault(key, {}).update(extra)
@@ -89,12 +92,23 @@ def _write_config(path: Path, model_dir: Path | str, output_dir: Path, data: dic
 
 def write_rm_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
     """A small reward-model config on 32 real hh-rlhf pairs."""
-    return _write_config(path, model_dir, output_dir, {"max_length": 96, "max_rows": 32}, sections)
+    return _write_config(path, _base(model_dir, output_dir, {"max_length": 96, "max_rows": 32}), sections)
 
 
 def write_dpo_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
     """A small DPO-stage config on 16 real hh-rlhf pairs."""
-    return _write_config(path, model_dir, output_dir, {"max_length": 96, "max_rows": 16}, sections)
+    return _write_config(path, _base(model_dir, output_dir, {"max_length": 96, "max_rows": 16}), sections)
+
+
+def write_ppo_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
+    """A small PPO config: 64 hh-rlhf prompts, a rule-based reward (the word "you"), 2 steps of 8 rollouts."""
+    cfg = _base(model_dir, output_dir, {"max_length": 96, "max_rows": 64})
+    cfg["memory"] = "separate"
+    cfg["reward"] = {"function": "alignkit.rl.rule_rewards:keyword", "kwargs": {"word": "you"}, "normalize": True}
+    cfg["generation"] = {"max_new_tokens": 16}
+    cfg["ppo"] = {"rollout_size": 8, "mini_batch_size": 4, "ppo_epochs": 2}
+    cfg["train"].update({"lr_scheduler": "constant"})
+    return _write_config(path, cfg, sections)
 
 
 @pytest.fixture(scope="session")
@@ -115,4 +129,19 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny Llama after 60 SFT steps on hh-rlhf chosen replies (~10 s): it writes common English words,
+    so a rule-based reward on a word gives RL a signal from the first step."""
+    from alignkit.cli import main
+
+    root = tmp_path_factory.mktemp("sft")
+    cfg = write_sft_config(root / "sft.yaml", tiny_model_dir, root / "run",
+                           train={"max_steps": 60, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 5},
+                           data={"max_length": 256, "max_rows": None})  # fmt: skip
+    assert main(["sft", str(cfg)]) == 0
+    return root / "run" / "final"
 

@@ -264,9 +264,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignkit.data.errors import DataError
 
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
+    from alignkit.rl.rewards import RewardError
     from alignkit.training.errors import TrainingError
 
-    errors.append(TrainingError)
+    errors += [TrainingError, RewardError]
     try:
         from alignkit.models.errors import ModelError
 

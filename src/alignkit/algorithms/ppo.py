@@ -224,7 +224,8 @@ def run(cfg: PPOConfig) -> PPOResult:
                 score = P.normalize_scores(raw, reward.stats[0], reward.stats[1], cfg.reward.clip)
             elif cfg.reward.normalize:
                 moments.update(raw_all)
-                score = P.normalize_scores(raw, moments.mean, moments.std, cfg.reward.clip)
+                std = moments.std if moments.std > 1e-8 else None  # all scores equal so far: centre only
+                score = P.normalize_scores(raw, moments.mean, std, cfg.reward.clip)
             else:
                 score = P.normalize_scores(raw, None, None, cfg.reward.clip)
             if cfg.reward.missing_eos_penalty:
