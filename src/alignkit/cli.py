@@ -16,6 +16,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "simpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
     "kto": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
     "ppo": ("alignkit.config.ppo:PPOConfig", "alignkit.algorithms.ppo:run"),
+    "pipeline": ("alignkit.config.pipeline:PipelineConfig", "alignkit.algorithms.pipeline:run"),
 }
 # Aliases of ``dpo`` that preset ``loss.type`` (a config naming another loss type is an error).
 LOSS_ALIASES = ("orpo", "simpo", "kto")

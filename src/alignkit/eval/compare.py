@@ -286,6 +286,7 @@ def summarise(
     - ``mean_reward``, ``reward_se`` (s / sqrt(n)), ``reward_ci_low/high`` (bootstrap CI of the mean);
     - ``win_rate_vs_first`` (ties count 1/2), ``win_rate_ci_low/high`` (bootstrap CI), ``ties_vs_first``:
       None for the first model itself;
+    - ``win_rate_vs``: ``{earlier model: {win_rate, ci_low, ci_high}}`` against every model listed before it;
     - ``mean_length_tokens`` (each model's own tokenizer) and ``mean_length_chars``;
     - ``rm_truncated``: left None here; ``compare_models`` fills in how many answers the reward model cut.
     Reward fields are None when the rows have no rewards.
@@ -316,6 +317,11 @@ def summarise(
                     stats.win_rate, rewards, ref, n_boot=n_boot, seed=seed, level=level
                 )
                 s["ties_vs_first"] = sum(a == b for a, b in zip(rewards, ref))
+            s["win_rate_vs"] = {}  # against every model listed before it (e.g. ppo vs sft, not only vs base)
+            for other in names[: names.index(name)]:
+                theirs = [r["reward"] for r in by_model[other]]
+                low, high = stats.bootstrap_ci(stats.win_rate, rewards, theirs, n_boot=n_boot, seed=seed, level=level)
+                s["win_rate_vs"][other] = {"win_rate": stats.win_rate(rewards, theirs), "ci_low": low, "ci_high": high}
         out[name] = s
     return out
 
@@ -400,5 +406,9 @@ def print_side_by_side(result: CompareResult, console=None, *, max_prompts: int 
     for cells in summary_table_rows(result):
         table.add_row(*cells)
     console.print(table)
+    for name in result.names[2:]:  # the pairs the vs-first column leaves out
+        for other, w in result.summary[name].get("win_rate_vs", {}).items():
+            if other != result.reference:
+                console.print(f"win rate {name} vs {other}: {w['win_rate']:.3f} [{w['ci_low']:.3f}, {w['ci_high']:.3f}]")
     if not result.has_rewards:
         console.print(Text("no reward model given (--reward-model): rewards and win rates are not computed", style="yellow"))

@@ -1,0 +1,124 @@
+"""``alignkit pipeline CONFIG``: SFT -> reward model -> PPO (or DPO) -> comparison, from one YAML.
+
+Every stage section is checked against its own schema before the first stage starts (a typo in the PPO
+section fails in a second, not after the SFT has run). Then the stages run in order; a stage whose
+``summary.json`` exists is finished and skipped, and an interrupted one resumes from its checkpoints
+(every stage runs with ``resume: auto`` unless its section says otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from alignkit.config.pipeline import STAGE_ORDER, PipelineConfig
+
+_REF = re.compile(r"\$\{([A-Za-z_]+)(\.dir)?\}")
+
+
+def _schemas() -> dict:
+    from alignkit.config.dpo import DPOConfig
+    from alignkit.config.ppo import PPOConfig
+    from alignkit.config.reward import RewardConfig
+    from alignkit.config.sft import SFTConfig
+
+    return {"sft": SFTConfig, "rm": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig}
+
+
+def _entry(stage: str):
+    import importlib
+
+    module = {"sft": "sft", "rm": "reward", "ppo": "ppo", "dpo": "dpo"}[stage]
+    return importlib.import_module(f"alignkit.algorithms.{module}").run
+
+
+def resolve_refs(value, refs: dict[str, str], where: str):
+    """Replace ``${name}`` / ``${name.dir}`` in every string of ``value`` (nested dicts and lists)."""
+    from alignkit.config.base import ConfigError
+
+    if isinstance(value, dict):
+        return {k: resolve_refs(v, refs, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_refs(v, refs, where) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        key = m.group(1) + (m.group(2) or "")
+        if key not in refs or refs[key] is None:
+            known = ", ".join(sorted(k for k, v in refs.items() if v is not None))
+            raise ConfigError(f"pipeline: {where}: unknown reference ${{{key}}} (known: {known})")
+        return str(refs[key])
+
+    return _REF.sub(sub, value)
+
+
+def run(cfg: PipelineConfig) -> dict:
+    from alignkit.config.base import ConfigError, validate, write_config
+
+    out = Path(cfg.output_dir)
+    refs: dict[str, str | None] = {"base": cfg.base, "output_dir": str(out)}
+    for stage in STAGE_ORDER:
+        refs[stage] = str(out / stage / "final")
+        refs[f"{stage}.dir"] = str(out / stage)
+    present = [s for s in STAGE_ORDER if getattr(cfg, s) is not None]
+    if not present:
+        raise ConfigError("pipeline: no stage sections (sft, rm, ppo, dpo, compare)")
+
+    # --- check every section first ------------------------------------------------------------------
+    stage_cfgs = {}
+    for stage in present:
+        if stage == "compare":
+            continue
+        section = dict(getattr(cfg, stage))
+        if "output_dir" in section:
+            raise ConfigError(f"pipeline: {stage}.output_dir is set by the pipeline ({out / stage}); remove it")
+        data = resolve_refs({**section, "output_dir": str(out / stage)}, refs, stage)
+        stage_cfgs[stage] = validate(_schemas()[stage], data, f"pipeline section '{stage}'")
+    compare = None
+    if cfg.compare is not None:
+        compare = resolve_refs(cfg.compare.model_dump(), refs, "compare")
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out / "pipeline.yaml")
+
+    if cfg.init is not None and cfg.base and not Path(cfg.base).exists():
+        from alignkit.models.init_model import init_model
+
+        i = cfg.init
+        print(f"{cfg.base} does not exist: creating a {i.arch}/{i.size} model (init)", flush=True)
+        init_model(i.arch, i.size, i.tokenizer_from, cfg.base, vocab_size=i.vocab_size, seed=i.seed)
+
+    # --- run ----------------------------------------------------------------------------------------
+    done: dict[str, dict] = {}
+    for stage in present:
+        summary = out / stage / "summary.json"
+        if summary.exists():
+            print(f"\n=== {stage}: finished earlier ({summary}), skipped", flush=True)
+            done[stage] = {"skipped": True, "seconds": None}
+            continue
+        print(f"\n=== {stage} -> {out / stage}", flush=True)
+        t0 = time.time()
+        if stage == "compare":
+            _run_compare(compare, out / "compare")
+        else:
+            _entry(stage)(stage_cfgs[stage])
+        done[stage] = {"skipped": False, "seconds": round(time.time() - t0, 1)}
+        print(f"({stage}: {time.time() - t0:.0f} s)", flush=True)
+    report = {"output_dir": str(out), "stages": done}
+    (out / "pipeline.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _run_compare(c: dict, out: Path) -> None:
+    from alignkit.eval.compare import compare_models, find_runs, load_prompts, print_side_by_side, write_outputs
+
+    prompts = load_prompts(c["prompts"], max_prompts=c["max_prompts"])
+    result = compare_models(
+        c["models"], prompts, reward_model=c["reward_model"], max_new_tokens=c["max_new_tokens"],
+        temperature=c["temperature"], top_p=c["top_p"], seed=c["seed"], batch_size=c["batch_size"],
+    )  # fmt: skip
+    print_side_by_side(result)
+    write_outputs(result, out, runs=find_runs(c["models"]))
+    print(f"wrote {out}/compare.jsonl, summary.json, report.html", flush=True)
