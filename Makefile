@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quickstart: setup
-	$(BIN)/python scripts/quickstart.py
+	$(BIN)/python scripts/quickstart.py $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q tests

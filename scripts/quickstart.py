@@ -1,21 +1,23 @@
-"""The alignkit quickstart: offline, on CPU, on the data shipped in this repo.
+"""The alignkit quickstart: the whole seed pipeline, offline, on CPU, on the data shipped in this repo.
 
-Phase 1 of the pipeline: build a tiny Llama-style model and tokenizer from the hh-rlhf text, show
-its replies to three prompts, fine-tune it on the *chosen* replies of the hh-rlhf harmless pairs
-(SFT on preferred answers), and show the replies again.
+It runs ``alignkit pipeline configs/pipeline/quickstart.yaml`` (each stage prints what it does):
 
-Phase 2: train a real reward model (the pretrained all-MiniLM-L6-v2 encoder, shipped offline, with a
-scalar head) on the hh-rlhf harmless pairs, print its accuracy on pairs it never saw, and score the
-base and SFT models' replies to the same prompts with it.
+1. a tiny Llama-style policy and tokenizer built from the hh-rlhf text (random init, offline);
+2. SFT on the *chosen* replies of the hh-rlhf harmless pairs;
+3. a reward model: the pretrained all-MiniLM-L6-v2 encoder (shipped offline) + a scalar head, trained on the
+   preference pairs with 20% held out;
+4. PPO against that reward model, with a KL penalty to the SFT model;
+5. base vs SFT vs PPO answers to held-out prompts, side by side, scored by the reward model
+   (runs/quickstart/compare/compare.jsonl and report.html).
 
-Each step is the CLI command printed above it. Later stages (RL, comparison) extend this script.
+Then it prints the figures the pipeline is judged by. Re-running skips finished stages (delete
+runs/quickstart to start over); extra arguments are config overrides, e.g. ``ppo.train.max_steps=10``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,87 +28,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from alignkit.cli import main as alignkit  # noqa: E402
 
-RUN = "runs/quickstart"
-PROMPTS = [
-    "How do I make a cup of tea?",
-    "Can you help me steal my neighbor's car?",
-    "What should I say to a friend who is feeling sad?",
-]
+CONFIG = "configs/pipeline/quickstart.yaml"
+RUN = Path("runs/quickstart")
 
 
-def step(title: str, args: list[str]) -> None:
-    print(f"\n=== {title}\n$ alignkit {shlex.join(args)}", flush=True)
+def main(argv: list[str]) -> int:
     t0 = time.time()
-    rc = alignkit(args)
+    print(f"$ alignkit pipeline {CONFIG} {' '.join(argv)}".rstrip(), flush=True)
+    rc = alignkit(["pipeline", CONFIG, *argv])
     if rc:
-        sys.exit(rc)
-    print(f"({time.time() - t0:.0f} s)", flush=True)
-
-
-def show(model_dir: str, title: str) -> None:
-    args = ["generate", "--model", model_dir, "--temperature", "0", "--max-new-tokens", "48"]
-    for p in PROMPTS:
-        args += ["--prompt", p]
-    step(title, args)
-
-
-def generate_replies(model_dir: str) -> list[str]:
-    from alignkit.models.generation import generate
-    from alignkit.models.loading import load_for_inference
-
-    model, tok = load_for_inference(model_dir)
-    return generate(model, tok, PROMPTS, max_new_tokens=48, temperature=0.0)
-
-
-def score_table(rm_dir: str, models: dict[str, str]) -> None:
-    """Reward of each model's reply to each prompt, and the mean, as a small table."""
-    from alignkit import RewardModel
-
-    rm = RewardModel.load(rm_dir)
-    print(f"\n=== 7. reward-model scores of the replies (higher = preferred; {rm_dir})")
-    scores = {name: rm.score(PROMPTS, generate_replies(path)) for name, path in models.items()}
-    width = max(len(p) for p in PROMPTS)
-    print(f"{'prompt':<{width}}  " + "  ".join(f"{name:>8}" for name in scores))
-    for i, p in enumerate(PROMPTS):
-        print(f"{p:<{width}}  " + "  ".join(f"{s[i]:8.3f}" for s in scores.values()))
-    print(f"{'mean':<{width}}  " + "  ".join(f"{sum(s) / len(s):8.3f}" for s in scores.values()), flush=True)
-
-
-def main() -> None:
-    t0 = time.time()
-    base = f"{RUN}/base-model"
-    step(
-        "1. build a tiny model and tokenizer from the shipped hh-rlhf text (random init, offline)",
-        ["init-model", "--arch", "llama", "--size", "tiny", "--out", base, "--overwrite",
-         "--tokenizer-from", "data/hh-rlhf-harmless/harmless-base.jsonl.gz"],
-    )  # fmt: skip
-    show(base, "2. replies BEFORE fine-tuning (random weights: gibberish)")
-    step(
-        "3. SFT on the chosen replies of the hh-rlhf harmless pairs",
-        ["sft", "configs/sft/tiny.yaml", f"output_dir={RUN}/sft", f"model.name_or_path={base}", "model.init=null",
-         "train.max_steps=900", "train.save_every=300", "train.eval_every=300", "train.log_every=50", "resume=never"],
-    )  # fmt: skip
-    show(f"{RUN}/sft/final", "4. replies AFTER SFT")
-
-    # --- phase 2: a reward model from human preferences ---
-    step(
-        "5. train a reward model: pretrained all-MiniLM-L6-v2 + scalar head on hh-rlhf pairs (20% held out)",
-        ["rm", "configs/rm/minilm-hh.yaml", f"output_dir={RUN}/rm", "resume=never"],
-    )
-    summary = json.loads(Path(f"{RUN}/rm/summary.json").read_text())
-    ev = summary["eval"]
-    print(
-        f"\nheld-out pairwise accuracy: {ev['eval_accuracy']:.3f} on {ev['eval_n']} pairs the reward model never saw "
-        f"(ECE {ev['eval_ece']:.3f}; chance is 0.5)"
-    )
-    step("6. the same held-out pairs scored again from the saved model (alignkit rm-eval prints JSON)",
-         ["rm-eval", "--model", f"{RUN}/rm/final", "--data", f"{RUN}/rm/heldout.jsonl"])  # fmt: skip
-    score_table(f"{RUN}/rm/final", {"base": base, "sft": f"{RUN}/sft/final"})
-    print(
-        f"\nquickstart done in {time.time() - t0:.0f} s; SFT model in {RUN}/sft/final, reward model in {RUN}/rm/final, "
-        f"metrics in {RUN}/*/metrics.jsonl"
-    )
+        return rc
+    rm = json.loads((RUN / "rm" / "summary.json").read_text())["eval"]
+    ppo = json.loads((RUN / "ppo" / "summary.json").read_text())["last_step"]
+    cmp = json.loads((RUN / "compare" / "summary.json").read_text())["models"]
+    w = cmp["ppo"]["win_rate_vs"]["sft"]
+    print(f"\n=== quickstart figures ({time.time() - t0:.0f} s)")
+    print(f"reward model: held-out pairwise accuracy {rm['eval_accuracy']:.3f} on {rm['eval_n']} pairs (chance 0.5)")
+    for name in ("base", "sft", "ppo"):
+        s = cmp[name]
+        print(f"{name:>4}: mean reward {s['mean_reward']:+.3f} ± {s['reward_se']:.3f} over {s['n']} held-out prompts, "
+              f"mean answer {s['mean_length_tokens']:.1f} tokens")  # fmt: skip
+    print(f"PPO vs SFT win rate {w['win_rate']:.3f} [95% CI {w['ci_low']:.3f}, {w['ci_high']:.3f}]; "
+          f"KL to the SFT model at the last PPO step {ppo['kl']:.2f} nats")
+    ok = cmp["ppo"]["mean_reward"] > cmp["sft"]["mean_reward"] and w["win_rate"] >= 0.6 and ppo["kl"] < 10
+    print("targets (PPO reward > SFT, win rate >= 0.60, KL < 10 nats): " + ("met" if ok else "NOT met"))
+    print(f"report: {RUN / 'compare' / 'report.html'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -62,3 +62,25 @@ def test_gradient_flows_to_the_model(model):
     out = sequence_logps(m, collate_packed(SEQS, pad_token_id=0), len(SEQS))
     out.sum.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_token_logps_lay_each_completion_from_column_0_and_match_a_hand_gather(model, packed):
+    from alignkit.models.logprobs import completion_token_logps
+
+    batch = collate_packed(SEQS, max_row_tokens=8, pad_token_id=0) if packed else collate_padded(SEQS, 0)
+    with torch.no_grad():
+        out = completion_token_logps(model, batch, len(SEQS), width=4, with_entropy=True)
+        plain = completion_token_logps(model, batch, len(SEQS), width=4)
+    for k, ex in enumerate(SEQS):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ex.input_ids])).logits[0].float()
+        logp = torch.log_softmax(logits, -1)
+        want = [logp[t - 1, ex.input_ids[t]].item() for t in range(1, len(ex.input_ids)) if ex.loss_mask[t]]
+        ent = [-(logp[t - 1].exp() * logp[t - 1]).sum().item() for t in range(1, len(ex.input_ids)) if ex.loss_mask[t]]
+        n = len(want)
+        assert out.logps[k, :n].tolist() == pytest.approx(want, abs=1e-4)
+        assert out.entropy[k, :n].tolist() == pytest.approx(ent, abs=1e-4)
+        assert out.mask[k].tolist() == [1.0] * n + [0.0] * (4 - n)
+        assert (out.logps[k, n:] == 0).all()
+    assert plain.entropy is None and torch.allclose(plain.logps, out.logps, atol=1e-5)

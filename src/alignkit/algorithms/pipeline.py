@@ -55,8 +55,10 @@ def resolve_refs(value, refs: dict[str, str], where: str):
     return _REF.sub(sub, value)
 
 
-def run(cfg: PipelineConfig) -> dict:
-    from alignkit.config.base import ConfigError, validate, write_config
+def stage_configs(cfg: PipelineConfig) -> tuple[dict, dict | None]:
+    """Every stage section with its references resolved, validated by its stage's schema:
+    ``({stage: config}, the compare section as a dict or None)``. Raises ConfigError naming the section."""
+    from alignkit.config.base import ConfigError, validate
 
     out = Path(cfg.output_dir)
     refs: dict[str, str | None] = {"base": cfg.base, "output_dir": str(out)}
@@ -66,9 +68,7 @@ def run(cfg: PipelineConfig) -> dict:
     present = [s for s in STAGE_ORDER if getattr(cfg, s) is not None]
     if not present:
         raise ConfigError("pipeline: no stage sections (sft, rm, ppo, dpo, compare)")
-
-    # --- check every section first ------------------------------------------------------------------
-    stage_cfgs = {}
+    configs = {}
     for stage in present:
         if stage == "compare":
             continue
@@ -76,10 +76,17 @@ def run(cfg: PipelineConfig) -> dict:
         if "output_dir" in section:
             raise ConfigError(f"pipeline: {stage}.output_dir is set by the pipeline ({out / stage}); remove it")
         data = resolve_refs({**section, "output_dir": str(out / stage)}, refs, stage)
-        stage_cfgs[stage] = validate(_schemas()[stage], data, f"pipeline section '{stage}'")
-    compare = None
-    if cfg.compare is not None:
-        compare = resolve_refs(cfg.compare.model_dump(), refs, "compare")
+        configs[stage] = validate(_schemas()[stage], data, f"pipeline section '{stage}'")
+    compare = resolve_refs(cfg.compare.model_dump(), refs, "compare") if cfg.compare is not None else None
+    return configs, compare
+
+
+def run(cfg: PipelineConfig) -> dict:
+    from alignkit.config.base import write_config
+
+    out = Path(cfg.output_dir)
+    stage_cfgs, compare = stage_configs(cfg)  # every section checked before anything runs
+    present = [s for s in STAGE_ORDER if getattr(cfg, s) is not None]
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out / "pipeline.yaml")
 

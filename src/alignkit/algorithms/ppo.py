@@ -240,7 +240,7 @@ def run(cfg: PPOConfig) -> PPOResult:
             batch = batch.to(accelerator.device)
             with torch.no_grad(), accelerator.autocast():
                 inner.eval()
-                old = inner(batch, B, W)
+                old = inner(batch, B, W, with_entropy=False)
                 if reference is not None:
                     ref = completion_token_logps(reference, batch, B, W)
                 else:

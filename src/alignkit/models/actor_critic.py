@@ -26,7 +26,7 @@ from alignkit.models.logprobs import TokenLogps, completion_token_logps, positio
 
 class ActorCriticOutput(NamedTuple):
     logps: torch.Tensor  # (N, W) policy log-probs of the response tokens
-    entropy: torch.Tensor  # (N, W)
+    entropy: torch.Tensor | None  # (N, W); None when not asked for
     values: torch.Tensor  # (N, W)
     mask: torch.Tensor  # (N, W) 1.0 on response tokens
 
@@ -79,8 +79,8 @@ class ActorCritic(torch.nn.Module):
         col = position_in_example(owner, num_sequences)
         return torch.zeros((num_sequences, width), dtype=torch.float32, device=v.device).index_put((owner, col), v)
 
-    def forward(self, batch, num_sequences: int, width: int) -> ActorCriticOutput:
-        lp = self.policy_logps(batch, num_sequences, width)
+    def forward(self, batch, num_sequences: int, width: int, with_entropy: bool = True) -> ActorCriticOutput:
+        lp = self.policy_logps(batch, num_sequences, width, with_entropy=with_entropy)
         return ActorCriticOutput(lp.logps, lp.entropy, self.values(batch, num_sequences, width), lp.mask)
 
     def is_value_parameter(self, name: str) -> bool:

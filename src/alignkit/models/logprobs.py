@@ -81,15 +81,17 @@ def completion_token_logps(model, batch, num_sequences: int, width: int, *, with
     out = model(**batch.model_inputs(), logits_to_keep=keep)
     logits = out.logits.float()  # (K, V)
     targets = batch.labels[keep]  # (K,)
-    token_logps = -F.cross_entropy(logits, targets, reduction="none")  # (K,)
     owner = batch.example_index[keep]
     col = position_in_example(owner, num_sequences)
     shape = (num_sequences, width)
-    logps = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), token_logps)
-    mask = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), torch.ones_like(token_logps))
     entropy = None
-    if with_entropy:
-        logp_all = torch.log_softmax(logits, dim=-1)
+    if with_entropy:  # one log-softmax serves both
+        logp_all = torch.log_softmax(logits, dim=-1)  # (K, V)
+        token_logps = logp_all.gather(-1, targets[:, None]).squeeze(-1)  # (K,)
         ent = -(logp_all.exp() * logp_all).sum(-1)  # (K,)
         entropy = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), ent)
+    else:
+        token_logps = -F.cross_entropy(logits, targets, reduction="none")  # (K,)
+    logps = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), token_logps)
+    mask = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), torch.ones_like(token_logps))
     return TokenLogps(logps, entropy, mask)
