@@ -73,7 +73,7 @@ What differs (so the timings are understood; printed with the results):
     the peaks above them beside the goal's ratio of raw peaks.
 
 Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/ppo_vs_trl.py [--steps N --warmup W --threads T --repeats R
-      --runs ... --size tiny|small --trl-python PATH --out PATH]
+      --runs ... --size tiny|small|medium --trl-python PATH --out PATH]
 """
 
 from __future__ import annotations
@@ -680,7 +680,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Formatter)
     p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS), help="which runs")
-    p.add_argument("--size", choices=["tiny", "small"], default="tiny", help="init_model size of policy, value, reward")
+    p.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny", help="init_model size of policy, value, reward")
     p.add_argument("--steps", type=int, default=10, help="PPO steps per run")
     p.add_argument("--warmup", type=int, default=2, help="first PPO steps left out of the timing (>= 1)")
     p.add_argument("--rollout", type=int, default=16, help="prompts per PPO step")

@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     im = sub.add_parser("init-model", help="create a randomly initialised model + trained tokenizer, offline")
     im.add_argument("--arch", choices=["llama", "qwen2", "gemma2"], default="llama")
-    im.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    im.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny")
     im.add_argument("--tokenizer-from", nargs="+", required=True, metavar="FILE", help="text or data files to train the tokenizer on")
     im.add_argument("--out", required=True, help="output directory")
     im.add_argument("--vocab-size", type=int, default=None)

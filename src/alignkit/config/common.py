@@ -30,7 +30,9 @@ class InitModelConfig(Closed):
     """Build a fresh model with ``alignkit init-model`` when ``name_or_path`` does not exist yet."""
 
     arch: Literal["llama", "qwen2", "gemma2"] = Field("llama", description="Architecture family.")
-    size: Literal["tiny", "small"] = Field("tiny", description="tiny: fast tests on CPU; small: a few M parameters.")
+    size: Literal["tiny", "small", "medium"] = Field(
+        "tiny", description="tiny: fast tests on CPU; small: a few M parameters; medium: ~70M (memory benchmarks)."
+    )
     tokenizer_from: list[str] = Field(..., min_length=1, description="Text or data files the tokenizer is trained on.")
     vocab_size: int | None = Field(None, ge=300, description="Tokenizer vocabulary (default: by size).")
     seed: int = Field(0, description="Seed of the random initialisation.")

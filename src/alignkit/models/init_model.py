@@ -38,6 +38,15 @@ SIZES: dict[str, dict[str, int]] = {
         max_position_embeddings=2048,
         vocab_size=8192,
     ),
+    "medium": dict(  # ~70M parameters: big enough that weights, not the framework, dominate memory
+        hidden_size=768,
+        num_hidden_layers=8,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        intermediate_size=2048,
+        max_position_embeddings=2048,
+        vocab_size=8192,
+    ),
 }
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -159,7 +168,7 @@ def init_model(
     """Train a tokenizer on ``tokenizer_files``, randomly initialise an ``arch``/``size`` model, save both.
 
     ``arch``: llama | qwen2 | gemma2. ``size``: tiny | small (see ``SIZES``). ``vocab_size``
-    defaults to the size's (2048 tiny, 8192 small); the model has exactly that many embedding rows
+    defaults to the size's (2048 tiny, 8192 small and medium); the model has exactly that many embedding rows
     (the tokenizer may learn fewer on a small corpus). Weights are drawn with ``seed``; the global
     torch RNG is left as it was.
 
