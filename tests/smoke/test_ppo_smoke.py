@@ -107,3 +107,14 @@ def test_config_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
     cfg = write_ppo_config(tmp_path / "d.yaml", tiny_model_dir, tmp_path / "x", reward={"model": "m"})  # both sources
     assert main(["ppo", str(cfg)]) == 2
     assert "exactly one of reward.model and reward.function" in capsys.readouterr().err
+
+
+def test_the_tiny_config_takes_reward_function_and_max_steps_overrides(tiny_model_dir, tmp_path):
+    from tests.conftest import REPO
+
+    out = tmp_path / "tiny"
+    args = ["ppo", str(REPO / "configs/ppo/tiny.yaml"), f"output_dir={out}", f"model.name_or_path={tiny_model_dir}",
+            "model.init=null", "reward.function=alignkit.rl.rule_rewards:brevity", "train.max_steps=2"]  # fmt: skip
+    assert main(args) == 0
+    rows = _train_rows(out)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["reward"] <= 0 for r in rows)  # brevity: minus the word count
