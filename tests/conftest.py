@@ -145,3 +145,16 @@ def tiny_sft_dir(tmp_path_factory, tiny_model_dir) -> Path:
     assert main(["sft", str(cfg)]) == 0
     return root / "run" / "final"
 
+
+
+def interrupt_on_call(n: int, real):
+    """A stand-in for ``real`` that raises KeyboardInterrupt (as Ctrl-C would) on its ``n``-th call."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapper

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from alignkit.cli import main
-from tests.conftest import write_dpo_config
+from tests.conftest import interrupt_on_call, write_dpo_config
 
 
 def _rows(out):
@@ -75,13 +75,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, mo
     out = tmp_path / "interrupted"
     cfg = write_dpo_config(tmp_path / "int.yaml", tiny_model_dir, out, **kw)
     real = dpo.unit_losses
-    calls = {"n": 0}
-
-    def interrupt_in_step_5(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    interrupt_in_step_5 = interrupt_on_call(5, real)
 
     monkeypatch.setattr(dpo, "unit_losses", interrupt_in_step_5)
     assert main(["dpo", str(cfg)]) == 130

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from alignkit.cli import main
-from tests.conftest import write_ppo_config
+from tests.conftest import interrupt_on_call, write_ppo_config
 
 KEYS = ("reward", "kl", "kl_coef", "policy_loss", "value_loss", "entropy", "clipfrac", "response_length")
 
@@ -41,13 +41,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_sft_dir, tmp_path, monk
     out = tmp_path / "interrupted"
     cfg = write_ppo_config(tmp_path / "int.yaml", tiny_sft_dir, out, **kw)
     real = ppo.P.gae
-    calls = {"n": 0}
-
-    def interrupt_in_step_3(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    interrupt_in_step_3 = interrupt_on_call(3, real)
 
     monkeypatch.setattr(ppo.P, "gae", interrupt_in_step_3)
     assert main(["ppo", str(cfg)]) == 130

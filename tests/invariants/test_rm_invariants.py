@@ -18,7 +18,7 @@ from alignkit.data.formats import load_examples
 from alignkit.data.pairs import collate_pairs, pad_sequences, tokenize_pairs
 from alignkit.data.tokenize import ensure_chat_template
 from alignkit.losses.reward import bradley_terry_loss
-from tests.conftest import HH_RLHF, write_rm_config
+from tests.conftest import interrupt_on_call, HH_RLHF, write_rm_config
 
 
 def _scorer(model_dir, pooling="auto"):
@@ -156,14 +156,8 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, mo
 
     out = tmp_path / "interrupted"
     cfg = write_rm_config(tmp_path / "int.yaml", tiny_model_dir, out, train=train, model=model)
-    calls = {"n": 0}
     real = reward.bradley_terry_loss
-
-    def interrupt_at_step_5(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    interrupt_at_step_5 = interrupt_on_call(5, real)
 
     monkeypatch.setattr(reward, "bradley_terry_loss", interrupt_at_step_5)
     assert main(["rm", str(cfg)]) == 130

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from alignkit.cli import main
-from tests.conftest import HH_RLHF, REPO
+from tests.conftest import interrupt_on_call, HH_RLHF, REPO
 
 DATA = {"train": str(HH_RLHF), "format": "hh_rlhf", "max_length": 96, "max_rows": 16, "on_error": "skip"}
 TRAIN = {"seed": 0, "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1}
@@ -56,13 +56,7 @@ def test_an_interrupted_stage_resumes(tiny_model_dir, tmp_path, monkeypatch):
     del data["compare"]
     open(cfg, "w").write(yaml.safe_dump(data))
     real = dpo.unit_losses
-    calls = {"n": 0}
-
-    def interrupt_in_step_3(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    interrupt_in_step_3 = interrupt_on_call(3, real)
 
     monkeypatch.setattr(dpo, "unit_losses", interrupt_in_step_3)
     assert main(["pipeline", cfg]) == 130

@@ -18,3 +18,16 @@ def optimizer_and_schedule(model, t: TrainConfig, steps: int, lr_for: Callable[[
         optimizer, name=t.lr_scheduler, warmup=warmup_steps_for(steps, t.warmup_steps, t.warmup_ratio), total=steps
     )
     return optimizer, scheduler
+
+
+def optimizer_step(accelerator, model, optimizer, scheduler, max_grad_norm: float | None) -> tuple[float | None, float]:
+    """Clip (when ``max_grad_norm`` is set), step the optimizer and the schedule, zero the gradients.
+    Returns ``(grad norm before clipping or None, the learning rate the step used)``."""
+    grad_norm = None
+    if max_grad_norm is not None:
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, lr

@@ -26,7 +26,7 @@ import torch
 from alignkit.config.dpo import DPOConfig
 from alignkit.losses.preference import DPO_LOSS_TYPES, dpo_loss, kto_loss, orpo_loss, simpo_loss
 from alignkit.models.logprobs import SequenceLogps, sequence_logps
-from alignkit.algorithms.common import optimizer_and_schedule
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
@@ -489,13 +489,7 @@ def run(cfg: DPOConfig) -> DPOResult:
             step_sums = sums.reduce(accelerator)
             train_loss = step_sums["loss"] / n_units
             stop_if_not_finite(train_loss, step, save)
-            grad_norm = None
-            if t.max_grad_norm is not None:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, t.max_grad_norm)
             n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
             units_seen += n_units
             dt = time.perf_counter() - t0
@@ -503,7 +497,7 @@ def run(cfg: DPOConfig) -> DPOResult:
             last = {
                 "step": done, **summarise(step_sums, n_units),
                 **({"kl": max(float(kl), 0.0)} if kl is not None else {}),  # z0 as the loss uses it (clamped at 0)
-                "learning_rate": lr, "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "learning_rate": lr, "grad_norm": grad_norm,
                 f"{unit_name}_per_second": n_units / dt, "tokens_per_second": n_tokens / dt,
                 "epoch": batching.epoch_of_step(done, **plan_kw), f"{unit_name}_seen": units_seen,
             }  # fmt: skip

@@ -21,7 +21,7 @@ import torch
 
 from alignkit.config.reward import RewardConfig
 from alignkit.losses.reward import bradley_terry_loss
-from alignkit.algorithms.common import optimizer_and_schedule
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
@@ -240,13 +240,7 @@ def run(cfg: RewardConfig) -> RewardResult:
             sums = accelerator.reduce(sums, "sum")
             train_loss = sums[0].item() / n_pairs
             stop_if_not_finite(train_loss, step, save)
-            grad_norm = None
-            if t.max_grad_norm is not None:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, t.max_grad_norm)
             pairs_seen += n_pairs
             dt = time.perf_counter() - t0
             done = step + 1
@@ -260,7 +254,7 @@ def run(cfg: RewardConfig) -> RewardResult:
                 "reward_mean": mean_r,
                 "reward_std": math.sqrt(var_r),
                 "learning_rate": lr,
-                "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "grad_norm": grad_norm,
                 "pairs_per_second": n_pairs / dt,
                 "tokens_per_second": sums[5].item() / dt,
                 "epoch": batching.epoch_of_step(done, **plan_kw),

@@ -20,7 +20,7 @@ import torch
 from alignkit.config.sft import SFTConfig
 from alignkit.losses.reductions import global_token_mean
 from alignkit.losses.sft import sft_token_nll
-from alignkit.algorithms.common import optimizer_and_schedule
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.training import batching
 from alignkit.training.setup import holdout_split, resume_state, start_run
 from alignkit.training.checkpoint import save_checkpoint
@@ -197,13 +197,7 @@ def run(cfg: SFTConfig) -> SFTResult:
             nll_sum = accelerator.reduce(nll_sum, "sum")
             train_loss = nll_sum.item() / max(n_loss, 1)
             stop_if_not_finite(train_loss, step, save)
-            grad_norm = None
-            if t.max_grad_norm is not None:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, t.max_grad_norm)
             tokens_seen += n_tokens
             dt = time.perf_counter() - t0
             done = step + 1
@@ -212,7 +206,7 @@ def run(cfg: SFTConfig) -> SFTResult:
                 "loss": train_loss,
                 "learning_rate": lr,
                 "tokens_per_second": n_tokens / dt,
-                "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "grad_norm": grad_norm,
                 "epoch": batching.epoch_of_step(done, **plan_kw),
                 "loss_tokens": n_loss,
                 "tokens": n_tokens,
