@@ -118,3 +118,25 @@ def test_the_tiny_config_takes_reward_function_and_max_steps_overrides(tiny_mode
     assert main(args) == 0
     rows = _train_rows(out)
     assert [r["step"] for r in rows] == [1, 2] and all(r["reward"] <= 0 for r in rows)  # brevity: minus the word count
+
+
+def test_value_model_initialised_from_a_decoder_reward_model(tiny_model_dir, tmp_path, capsys):
+    rm_out = tmp_path / "rm"
+    assert main(["rm", str(write_rm_config(tmp_path / "rm.yaml", tiny_model_dir, rm_out))]) == 0  # decoder: a seq-cls model
+    out = tmp_path / "ppo"
+    cfg = write_ppo_config(tmp_path / "c.yaml", tiny_model_dir, out, value={"init": "reward"},
+                           reward={"model": str(rm_out / "final"), "function": None, "kwargs": {}})  # fmt: skip
+    assert main(["ppo", str(cfg)]) == 0
+    rows = _train_rows(out)
+    assert len(rows) == 2 and all(r["value_loss"] == r["value_loss"] for r in rows)
+
+
+def test_an_encoder_reward_model_cannot_seed_the_value_model(tiny_model_dir, tiny_bert_dir, tmp_path, capsys):
+    rm_out = tmp_path / "rm"
+    assert main(["rm", str(write_rm_config(tmp_path / "rm.yaml", tiny_bert_dir, rm_out, model={"pooling": "cls"}))]) == 0
+    cfg = write_ppo_config(tmp_path / "c.yaml", tiny_model_dir, tmp_path / "ppo", value={"init": "reward"},
+                           reward={"model": str(rm_out / "final"), "function": None, "kwargs": {}})  # fmt: skip
+    capsys.readouterr()
+    assert main(["ppo", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "value.init 'reward'" in err[0], err
