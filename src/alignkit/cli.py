@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-# stage name -> (config schema, entry point), as "module:attr" so nothing heavy is imported for --help.
-STAGES: dict[str, tuple[str, str]] = {
-    "sft": ("alignkit.config.sft:SFTConfig", "alignkit.algorithms.sft:run"),
-    "rm": ("alignkit.config.reward:RewardConfig", "alignkit.algorithms.reward:run"),
-    "dpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
-    "orpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
-    "simpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
-    "kto": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
-    "ppo": ("alignkit.config.ppo:PPOConfig", "alignkit.algorithms.ppo:run"),
-    "pipeline": ("alignkit.config.pipeline:PipelineConfig", "alignkit.algorithms.pipeline:run"),
-}
-# Aliases of ``dpo`` that preset ``loss.type`` (a config naming another loss type is an error).
-LOSS_ALIASES = ("orpo", "simpo", "kto")
-
-
-def _load(ref: str):
-    module, attr = ref.split(":")
-    return getattr(importlib.import_module(module), attr)
+from alignkit.stages import LOSS_ALIASES, STAGES  # noqa: F401 (STAGES: also read by the tests)
+from alignkit.stages import load as _load
 
 
 def _stage_config(stage: str, path: str, overrides: list[str]):

@@ -30,7 +30,7 @@ from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
-from alignkit.training.metrics import MetricsLogger
+from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_state, start_run
 
@@ -230,22 +230,6 @@ def unit_losses(loss_cfg, policy: tuple, ref: tuple | None, *, desirable=None, k
         "rewards/accuracy": (margin > 0).float() + 0.5 * (margin == 0).float(),
         "logps/chosen": pc.sum.detach(), "logps/rejected": pr.sum.detach(), **extra,
     }  # fmt: skip
-
-
-class StepSums:
-    """Named float64 sums over a step's units, reduced across processes in one call."""
-
-    def __init__(self):
-        self.values: dict[str, torch.Tensor] = {}
-
-    def add(self, name: str, value: torch.Tensor) -> None:
-        v = value.detach().double().sum()
-        self.values[name] = self.values[name] + v if name in self.values else v
-
-    def reduce(self, accelerator) -> dict[str, float]:
-        names = list(self.values)
-        total = accelerator.reduce(torch.stack([self.values[k].to(accelerator.device) for k in names]), "sum")
-        return dict(zip(names, total.tolist()))
 
 
 def summarise(sums: dict[str, float], n_units: int, prefix: str = "") -> dict[str, float]:

@@ -13,25 +13,10 @@ import re
 import time
 from pathlib import Path
 
+from alignkit import stages
 from alignkit.config.pipeline import STAGE_ORDER, PipelineConfig
 
 _REF = re.compile(r"\$\{([A-Za-z_]+)(\.dir)?\}")
-
-
-def _schemas() -> dict:
-    from alignkit.config.dpo import DPOConfig
-    from alignkit.config.ppo import PPOConfig
-    from alignkit.config.reward import RewardConfig
-    from alignkit.config.sft import SFTConfig
-
-    return {"sft": SFTConfig, "rm": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig}
-
-
-def _entry(stage: str):
-    import importlib
-
-    module = {"sft": "sft", "rm": "reward", "ppo": "ppo", "dpo": "dpo"}[stage]
-    return importlib.import_module(f"alignkit.algorithms.{module}").run
 
 
 def resolve_refs(value, refs: dict[str, str], where: str):
@@ -76,7 +61,7 @@ def stage_configs(cfg: PipelineConfig) -> tuple[dict, dict | None]:
         if "output_dir" in section:
             raise ConfigError(f"pipeline: {stage}.output_dir is set by the pipeline ({out / stage}); remove it")
         data = resolve_refs({**section, "output_dir": str(out / stage)}, refs, stage)
-        configs[stage] = validate(_schemas()[stage], data, f"pipeline section '{stage}'")
+        configs[stage] = validate(stages.schema(stage), data, f"pipeline section '{stage}'")
     compare = resolve_refs(cfg.compare.model_dump(), refs, "compare") if cfg.compare is not None else None
     return configs, compare
 
@@ -110,7 +95,7 @@ def run(cfg: PipelineConfig) -> dict:
         if stage == "compare":
             _run_compare(compare, out / "compare")
         else:
-            _entry(stage)(stage_cfgs[stage])
+            stages.entry(stage)(stage_cfgs[stage])
         done[stage] = {"skipped": False, "seconds": round(time.time() - t0, 1)}
         print(f"({stage}: {time.time() - t0:.0f} s)", flush=True)
     report = {"output_dir": str(out), "stages": done}

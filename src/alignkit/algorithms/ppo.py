@@ -34,7 +34,7 @@ from alignkit.losses import ppo as P
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
-from alignkit.training.metrics import MetricsLogger
+from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_state, start_run
 
@@ -83,13 +83,6 @@ def collate_rollout(prompt_ids, response_ids, *, pad_token_id: int, max_row_toke
     seqs = [TokenizedExample(list(p) + list(r), [0] * len(p) + [1] * len(r), None) for p, r in zip(prompt_ids, response_ids)]
     width = max(len(r) for r in response_ids)
     return collate_packed(seqs, max_row_tokens=max_row_tokens, pad_token_id=pad_token_id), width
-
-
-def pad_right(rows: list[list[float]], width: int) -> torch.Tensor:
-    out = torch.zeros(len(rows), width)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
-    return out
 
 
 def run(cfg: PPOConfig) -> PPOResult:
@@ -184,10 +177,11 @@ def run(cfg: PPOConfig) -> PPOResult:
                                temperature=g.temperature, top_p=g.top_p, seed=t.seed + 17, batch_size=pc.rollout_size)  # fmt: skip
         texts = tokenizer.batch_decode([r for r, _ in got], skip_special_tokens=True)
         scores = reward([held_messages[i] for i in mine], texts) if mine else []
-        from accelerate.utils import gather_object
+        rows = [(score, len(ids), ended) for score, (ids, ended) in zip(scores, got)]
+        if world > 1:
+            from accelerate.utils import gather_object
 
-        rows = gather_object([(s_, len(r), e) for s_, (r, e) in zip(scores, got)]) if world > 1 else [
-            (s_, len(r), e) for s_, (r, e) in zip(scores, got)]  # fmt: skip
+            rows = gather_object(rows)
         return {
             "eval_reward": sum(r[0] for r in rows) / len(rows), "eval_response_length": sum(r[1] for r in rows) / len(rows),
             "eval_no_eos_fraction": 1 - sum(r[2] for r in rows) / len(rows), "eval_n": len(rows),
@@ -258,7 +252,7 @@ def run(cfg: PPOConfig) -> PPOResult:
                 adv = P.masked_whiten(adv, mask)
 
             # 5. PPO epochs over shuffled mini-batches
-            sums = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "clipfrac", "value_clipfrac", "approx_kl", "tokens")}
+            sums = StepSums()  # token sums over every update of the step, reduced once at the end
             rng = random.Random(t.seed * 7919 + step * 31 + rank)
             grad_norm = None
             for _ in range(pc.ppo_epochs):
@@ -282,13 +276,10 @@ def run(cfg: PPOConfig) -> PPOResult:
                             per_tok = pl.loss + pc.vf_coef * vl.loss - pc.entropy_coef * new.entropy
                             loss = (per_tok * mk).sum() / max(n_tok, 1.0)
                             accelerator.backward(loss * world)
-                        sums["policy_loss"] += (pl.loss * mk).sum().item()
-                        sums["value_loss"] += (vl.loss * mk).sum().item()
-                        sums["entropy"] += (new.entropy.detach() * mk).sum().item()
-                        sums["clipfrac"] += (pl.clipfrac * mk).sum().item()
-                        sums["value_clipfrac"] += (vl.clipfrac * mk).sum().item()
-                        sums["approx_kl"] += (pl.approx_kl * mk).sum().item()
-                        sums["tokens"] += mk.sum().item()
+                        for name, v in (("policy_loss", pl.loss), ("value_loss", vl.loss), ("entropy", new.entropy),
+                                        ("clipfrac", pl.clipfrac), ("value_clipfrac", vl.clipfrac), ("approx_kl", pl.approx_kl)):  # fmt: skip
+                            sums.add(name, v * mk)
+                        sums.add("tokens", mk)
                     if t.max_grad_norm is not None:
                         grad_norm = accelerator.clip_grad_norm_(ac.parameters(), t.max_grad_norm)
                     optimizer.step()
@@ -299,8 +290,7 @@ def run(cfg: PPOConfig) -> PPOResult:
 
             # 6. KL controller, metrics
             kl_seq = accelerator.gather(kl.sum(1).to(accelerator.device)).cpu()  # (B·world,) nats per response
-            step_sums = accelerator.reduce(torch.tensor(list(sums.values()), dtype=torch.float64, device=accelerator.device), "sum")
-            s = dict(zip(sums, step_sums.tolist()))
+            s = sums.reduce(accelerator)
             stop_if_not_finite(s["policy_loss"] + s["value_loss"], step, save)
             kl_coef_used = kl_ctl.value
             kl_ctl.update(kl_seq.mean().item(), len(kl_seq))

@@ -53,3 +53,19 @@ def as_messages(prompt) -> list[dict]:
         else:
             raise ValueError(f"a prompt must be a string or a list of messages, got an item {m!r}")
     return out
+
+
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def messages_as_text(messages: list[dict]) -> str:
+    """``"User: …\n\nAssistant: …"``: a conversation as plain text (encoders' template, reward functions)."""
+    return "\n\n".join(f"{ROLE_NAMES.get(m['role'], m['role'].title())}: {m['content']}" for m in messages)
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as plain text: the user message itself for a one-turn prompt, else ``messages_as_text``."""
+    messages = as_messages(prompt)
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return messages_as_text(messages)

@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from alignkit.data.errors import DataError, RowRef
-from alignkit.data.examples import Example, as_messages
+from alignkit.data.examples import Example, as_messages, messages_as_text
 
 TEMPLATES = ("chat", "plain")
 if TYPE_CHECKING:
     import torch
-
-_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
-
 
 def render_text(prompt: str | Sequence, response: str, tokenizer, template: str) -> str:
     """The text a reward model scores: the prompt's turns followed by ``response`` as the assistant's."""
@@ -32,7 +29,7 @@ def render_text(prompt: str | Sequence, response: str, tokenizer, template: str)
     if template == "chat":
         return tokenizer.apply_chat_template(messages, tokenize=False)
     if template == "plain":
-        return "\n\n".join(f"{_ROLE_NAMES.get(m['role'], m['role'].title())}: {m['content']}" for m in messages)
+        return messages_as_text(messages)
     raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
 
 

@@ -98,7 +98,7 @@ def _prompt_value(turns) -> Prompt:
     return messages
 
 
-def prompt_text(prompt: Prompt) -> str:
+def display_prompt(prompt: Prompt) -> str:
     """A prompt for display: the string itself, or one ``role: content`` line per message."""
     if isinstance(prompt, str):
         return prompt
@@ -389,7 +389,7 @@ def print_side_by_side(result: CompareResult, console=None, *, max_prompts: int 
     console.rule("[bold]Comparing Model Outputs")
     n = len(result.prompts) if max_prompts is None else min(max_prompts, len(result.prompts))
     for i, cells in enumerate(result.by_prompt()[:n]):
-        console.print(Panel(Text(prompt_text(result.prompts[i])), title=f"prompt {i + 1}", title_align="left", style="cyan"))
+        console.print(Panel(Text(display_prompt(result.prompts[i])), title=f"prompt {i + 1}", title_align="left", style="cyan"))
         for row in cells.values():
             head = Text(f"{row['model']}", style="bold")
             if row["reward"] is not None:

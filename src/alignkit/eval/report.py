@@ -17,7 +17,7 @@ import math
 import re
 from pathlib import Path
 
-from alignkit.eval.compare import SUMMARY_HEADERS, CompareResult, prompt_text, summary_table_rows
+from alignkit.eval.compare import SUMMARY_HEADERS, CompareResult, display_prompt, summary_table_rows
 
 # Curve panels: a metrics key goes to the first group one of whose words it contains
 # (words: the key split at "/", "_", "." and "-"), e.g. "objective/kl" -> KL, "rewards/margins" -> reward.
@@ -205,7 +205,7 @@ def _side_by_side_html(result: CompareResult) -> str:
             reward = "" if r["reward"] is None else f'<div class="reward">reward {r["reward"]:+.3f}</div>'
             cls = ' class="best"' if best is not None and r["reward"] == best else ""
             tds.append(f"<td{cls}>{reward}<pre>{_e(r['response'])}</pre></td>")
-        body.append(f"<tr><td>{i + 1}</td><td><pre>{_e(prompt_text(prompt))}</pre></td>{''.join(tds)}</tr>")
+        body.append(f"<tr><td>{i + 1}</td><td><pre>{_e(display_prompt(prompt))}</pre></td>{''.join(tds)}</tr>")
     return f'<table class="sxs">{head}{"".join(body)}</table>'
 
 

@@ -39,6 +39,7 @@ class ActorCritic(torch.nn.Module):
         self.shared = shared
         if shared:
             self._value_backbone = [value_backbone]  # inside policy already: keep it out of the module tree
+            self._lora = [p for n, p in policy.named_parameters() if "lora_" in n]  # both adapters' weights
         else:
             self.value_backbone = value_backbone
 
@@ -52,18 +53,17 @@ class ActorCritic(torch.nn.Module):
         if not self.shared:
             yield
             return
-        self.policy.set_adapter(name)
-        for n, p in self.policy.named_parameters():
-            if "lora_" in n:
-                p.requires_grad_(True)  # peft's set_adapter freezes the inactive adapter; both train
+        self._activate(name)
         try:
             yield
         finally:
             if name != "default":
-                self.policy.set_adapter("default")
-                for n, p in self.policy.named_parameters():
-                    if "lora_" in n:
-                        p.requires_grad_(True)
+                self._activate("default")
+
+    def _activate(self, name: str) -> None:
+        self.policy.set_adapter(name)
+        for p in self._lora:
+            p.requires_grad_(True)  # peft's set_adapter freezes the inactive adapter; both train
 
     def policy_logps(self, batch, num_sequences: int, width: int, with_entropy: bool = True) -> TokenLogps:
         with self.adapter("default"):

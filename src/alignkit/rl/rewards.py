@@ -16,20 +16,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from alignkit.data.examples import as_messages
+from alignkit.data.examples import prompt_text
 
 
 class RewardError(ValueError):
     """A reward source that cannot be loaded or returned unusable scores (one line for the user)."""
-
-
-def prompt_text(prompt) -> str:
-    """A chat prompt as the plain text a reward function gets."""
-    messages = as_messages(prompt)
-    if len(messages) == 1 and messages[0]["role"] == "user":
-        return messages[0]["content"]
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    return "\n\n".join(f"{names.get(m['role'], m['role'])}: {m['content']}" for m in messages)
 
 
 def load_reward_function(spec: str) -> Callable:

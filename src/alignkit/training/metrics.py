@@ -70,3 +70,22 @@ class MetricsLogger:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class StepSums:
+    """Named float64 sums over a step's units, reduced across processes in one call."""
+
+    def __init__(self):
+        self.values: dict = {}  # name -> 0-d float64 tensor on the values' device
+
+    def add(self, name: str, value) -> None:
+        """Add ``value.sum()`` (a tensor; detached) without a device sync."""
+        v = value.detach().double().sum()
+        self.values[name] = self.values[name] + v if name in self.values else v
+
+    def reduce(self, accelerator) -> dict[str, float]:
+        import torch
+
+        names = list(self.values)
+        total = accelerator.reduce(torch.stack([self.values[k].to(accelerator.device) for k in names]), "sum")
+        return dict(zip(names, total.tolist()))
