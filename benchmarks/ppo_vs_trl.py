@@ -280,7 +280,7 @@ def run_alignkit(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
     shutil.rmtree(out, ignore_errors=True)
     cfg_path = work / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(alignkit_config(a, out, data, memory), sort_keys=False))
-    rss, wall = run_child([sys.executable, "-m", "alignkit", "ppo", str(cfg_path)], env=child_env(a.threads),
+    rss, wall = run_child([sys.executable, "-m", "alignkit", "ppo", str(cfg_path)], env=bench_env(a),
                           log=work / f"{name}.log")  # fmt: skip
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     by_step = {r["step"]: r for r in rows if "generation_time" in r}
@@ -300,7 +300,8 @@ def run_alignkit(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     stats = summary.get("data", {})
     checks = {"prompts_loaded": stats.get("prompts"), "prompts_truncated": stats.get("truncated"),
-              "weights_mib": summary.get("weights_mib")}  # fmt: skip
+              "weights_mib": summary.get("weights_mib"), "device": summary.get("device"),
+              "peak_cuda_memory_mib": summary.get("peak_cuda_memory_mib")}  # fmt: skip
     if stats and (stats.get("prompts"), stats.get("truncated"), stats.get("skipped")) != (len(data.ids), 0, 0):
         notes.append(f"alignkit loaded {stats}; expected {len(data.ids)} prompts, none truncated or skipped")
     return PPORunResult(
@@ -366,7 +367,7 @@ def trl_child(spec_path: str) -> None:
         kl_coef=spec["kl_coef"], kl_estimator="k1", cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, gamma=1.0,
         lam=0.95, learning_rate=spec["lr"], lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
         # float32, no activation recomputation (TRL's defaults: bf16=True, gradient_checkpointing=True)
-        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
+        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=spec.get("device", "cpu") == "cpu",
         num_sample_generations=0, logging_steps=1, report_to="none", save_strategy="no", eval_strategy="no",
         dataloader_num_workers=0,
     )  # fmt: skip
@@ -435,6 +436,9 @@ def trl_child(spec_path: str) -> None:
                   "gradient_accumulation_steps": config.gradient_accumulation_steps,
                   "num_total_batches": config.num_total_batches},
         "ids_sha256": digest(rows), "queries_sha256": digest(clock["queries"]),
+        "device": str(trainer.accelerator.device),
+        "peak_cuda_memory_mib": (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
+                                 and trainer.accelerator.device.type == "cuda" else None),
         "versions": {"trl": trl.__version__, "torch": torch.__version__,
                      **{k: __import__(k).__version__ for k in ("transformers", "accelerate", "datasets", "peft")}},
     }  # fmt: skip
@@ -449,11 +453,10 @@ def run_trl(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
             "peft": name == "trl-lora", "lora_r": a.lora_r, "lora_alpha": a.lora_alpha, "steps": a.steps,
             "rollout": a.rollout, "mini_batch": a.mini_batch, "ppo_epochs": a.ppo_epochs,
             "response_length": a.response_length, "temperature": a.temperature, "kl_coef": a.kl_coef, "lr": a.lr,
-            "seed": a.seed, "threads": a.threads, "output_dir": str(out / "trainer"),
+            "seed": a.seed, "threads": a.threads, "output_dir": str(out / "trainer"), "device": a.device,
             "result": str(out / "result.json")}  # fmt: skip
     (out / "spec.json").write_text(json.dumps(spec))
-    env = child_env(a.threads)
-    env.pop("PYTHONPATH", None)  # TRL's venv must not see alignkit's sources
+    env = bench_env(a, trl=True)
     cmd = [str(a.trl_python), str(Path(__file__).resolve()), "--run-trl", str(out / "spec.json")]
     rss, wall = run_child(cmd, env=env, log=work / f"{name}.log")
     res = json.loads((out / "result.json").read_text())
@@ -469,6 +472,7 @@ def run_trl(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
     notes = [f"optim={res['optim']}", f"torch threads {res['threads']}",
              f"trainer construction {res['setup_seconds']:.1f}s (model loading included)"]  # fmt: skip
     checks = {"same_ids_as_alignkit": res["ids_sha256"] == data.plan_ids_sha256,
+              "device": res.get("device"), "peak_cuda_memory_mib": res.get("peak_cuda_memory_mib"),
               "same_queries_per_step_as_plan": res["queries_sha256"] == data.plan_ids_sha256,
               "ref_model_loaded": res["ref_model_loaded"], "peft": res["is_peft"], "batch": res["batch"],
               "versions": res["versions"]}  # fmt: skip
@@ -504,11 +508,21 @@ def probe_child(name: str) -> None:
         importlib.import_module(module)
 
 
+def bench_env(a, trl: bool = False) -> dict[str, str]:
+    """A child's environment: pinned threads, offline; ``--device cpu`` hides any GPU; the TRL child does not see
+    alignkit's sources (its venv has no alignkit; other PYTHONPATH entries, e.g. carried wheels, stay)."""
+    env = child_env(a.threads)
+    if a.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    if trl:
+        src = str(REPO / "src")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != src)
+    return env
+
+
 def import_floor(a, work: Path, framework: str) -> float:
     python = sys.executable if framework == "alignkit" else str(a.trl_python)
-    env = child_env(a.threads)
-    if framework == "trl":
-        env.pop("PYTHONPATH", None)
+    env = bench_env(a, trl=framework == "trl")
     cmd = [python, str(Path(__file__).resolve()), "--probe-imports", framework]
     return run_child(cmd, env=env, log=work / f"probe-{framework}.log")[0]
 
@@ -557,6 +571,16 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
             ratios[f"alignkit-shared-base / {lean.name} peak RSS above each one's import floor"] = (
                 (aks.peak_rss_mib - floors["alignkit"]) / max(lean.peak_rss_mib - floors["trl"], 1e-9)
             )
+    if a.device == "cuda":  # on a GPU the memory that matters is the device's: torch's peak allocation
+        cuda = {n: r.checks.get("peak_cuda_memory_mib") for n, r in res.items()}
+        if aks and trls and cuda.get(aks.name) and all(cuda.get(r.name) for r in trls):
+            lean = min(trls, key=lambda r: cuda[r.name])
+            ratios[f"alignkit-shared-base / {lean.name} (leaner TRL) peak CUDA memory"] = cuda[aks.name] / cuda[lean.name]
+            goals[f"alignkit-shared-base peak CUDA memory <= {GOAL_MEMORY_RATIO}x the leaner TRL run ({lean.name})"] = (
+                cuda[aks.name] / cuda[lean.name] <= GOAL_MEMORY_RATIO
+            )
+        if ak and tf and cuda.get(ak.name) and cuda.get(tf.name):
+            ratios["alignkit-separate / trl-full peak CUDA memory"] = cuda[ak.name] / cuda[tf.name]
     checks = {
         "alignkit_ids": data.alignkit_ids_check,
         "trl_same_ids_as_alignkit": {n: r.checks.get("same_ids_as_alignkit") for n, r in res.items() if n.startswith("trl")},
@@ -616,7 +640,7 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
 
     print(f"\nPPO, alignkit vs TRL {trl_v.get('trl', '?')} PPOTrainer: llama/{a.size} policy, value and reward, "
           f"{a.rollout} prompts per PPO step, mini-batch {a.mini_batch}, {a.ppo_epochs} PPO epochs, <= "
-          f"{a.response_length} new tokens, {a.steps} PPO steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
+          f"{a.response_length} new tokens, {a.steps} PPO steps (first {a.warmup} not timed), lr {a.lr}, float32 {a.device.upper()}, "
           f"{a.threads} torch threads in every run\n")  # fmt: skip
     hdr = (f"{'run':<22}{'s/step':>8}{'step min-max':>14}{'gen s':>8}{'score s':>9}{'train s':>9}{'resp tok':>9}"
            f"{'peak RSS MiB':>13}{'import MiB':>11}{'trainable':>12}{'process s':>10}{'reward':>9}{'kl':>8}")  # fmt: skip
@@ -641,6 +665,8 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
         print(f"check: {k}: {x}")
     for n, r in res.items():
         print(f"per-step s {n}: {' '.join(f'{x:.2f}' for x in r.step_seconds)}")
+        if r.checks.get("peak_cuda_memory_mib"):
+            print(f"  peak CUDA memory {n}: {r.checks['peak_cuda_memory_mib']:,.0f} MiB on {r.checks.get('device')}")
         for note in r.notes:
             print(f"  note {n}: {note}")
     print("\ns/step = the timed PPO steps' wall time / their number. alignkit: metrics.jsonl step_time; TRL: "
@@ -653,7 +679,7 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
     print(f"differences: {'; '.join(setup['differences'])}.")
 
     md = [f"PPO on llama/{a.size} (policy, value, reward), {a.rollout} prompts/step, mini-batch {a.mini_batch}, "
-          f"{a.ppo_epochs} epochs, <= {a.response_length} new tokens, {a.steps - a.warmup} timed steps, float32 CPU, "
+          f"{a.ppo_epochs} epochs, <= {a.response_length} new tokens, {a.steps - a.warmup} timed steps, float32 {a.device.upper()}, "
           f"{a.threads} threads, TRL {trl_v.get('trl', '?')}" + (f", median of {a.repeats}" if a.repeats > 1 else "")
           + ":", "", "| run | s / PPO step | generation s | peak RSS (MiB) | trainable params | mean response tokens |",
           "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -681,6 +707,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Formatter)
     p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS), help="which runs")
     p.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny", help="init_model size of policy, value, reward")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu: GPUs hidden from both (the default); cuda: both train on the GPU (float32), peak CUDA memory reported")
     p.add_argument("--steps", type=int, default=10, help="PPO steps per run")
     p.add_argument("--warmup", type=int, default=2, help="first PPO steps left out of the timing (>= 1)")
     p.add_argument("--rollout", type=int, default=16, help="prompts per PPO step")
@@ -720,6 +748,7 @@ def main(argv=None) -> int:
         return 0
     import resource
 
+    a.trl_python = Path(shutil.which(str(a.trl_python)) or a.trl_python)  # a bare name ("python3") from PATH
     if any(n.startswith("trl") for n in a.runs) and not Path(a.trl_python).exists():
         print(f"{a.trl_python} not found: {CREATE_VENV}", file=sys.stderr)
         return 2

@@ -84,3 +84,35 @@ def test_token_logps_lay_each_completion_from_column_0_and_match_a_hand_gather(m
         assert out.mask[k].tolist() == [1.0] * n + [0.0] * (4 - n)
         assert (out.logps[k, n:] == 0).all()
     assert plain.entropy is None and torch.allclose(plain.logps, out.logps, atol=1e-5)
+
+
+def test_token_logps_at_a_temperature_are_those_of_the_scaled_softmax(model):
+    """PPO samples from softmax(logits / T); the ratio and the KL must use that distribution, not T = 1."""
+    from alignkit.models.logprobs import completion_token_logps
+
+    batch = collate_padded(SEQS, 0)
+    with torch.no_grad():
+        out = completion_token_logps(model, batch, len(SEQS), width=4, with_entropy=True, temperature=0.5)
+    ex = SEQS[0]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ex.input_ids])).logits[0].float()
+    logp = torch.log_softmax(logits / 0.5, -1)
+    want = [logp[t - 1, ex.input_ids[t]].item() for t in range(1, len(ex.input_ids)) if ex.loss_mask[t]]
+    ent = [-(logp[t - 1].exp() * logp[t - 1]).sum().item() for t in range(1, len(ex.input_ids)) if ex.loss_mask[t]]
+    assert out.logps[0, :3].tolist() == pytest.approx(want, abs=1e-4)
+    assert out.entropy[0, :3].tolist() == pytest.approx(ent, abs=1e-4)
+
+
+def test_entropy_for_logging_only_builds_no_graph(model):
+    """entropy_grad=False (PPO with entropy_coef 0): the same values, no autograd graph over the (K, V) probabilities,
+    while the log-probs keep theirs."""
+    from alignkit.models.loading import load_causal_lm
+    from alignkit.models.logprobs import completion_token_logps
+
+    m = load_causal_lm(str(model.name_or_path), finetune="full")
+    batch = collate_padded(SEQS, 0)
+    with_grad = completion_token_logps(m, batch, len(SEQS), width=4, with_entropy=True)
+    logged = completion_token_logps(m, batch, len(SEQS), width=4, with_entropy=True, entropy_grad=False)
+    assert with_grad.entropy.requires_grad and not logged.entropy.requires_grad
+    assert logged.logps.requires_grad
+    assert torch.allclose(logged.entropy, with_grad.entropy.detach()) and torch.allclose(logged.logps, with_grad.logps)

@@ -234,12 +234,12 @@ def run(cfg: PPOConfig) -> PPOResult:
             batch = batch.to(accelerator.device)
             with torch.no_grad(), accelerator.autocast():
                 inner.eval()
-                old = inner(batch, B, W, with_entropy=False)
+                old = inner(batch, B, W, with_entropy=False, temperature=g.temperature)
                 if reference is not None:
-                    ref = completion_token_logps(reference, batch, B, W)
+                    ref = completion_token_logps(reference, batch, B, W, temperature=g.temperature)
                 else:
                     with inner.policy.disable_adapter():
-                        ref = completion_token_logps(inner.policy, batch, B, W)
+                        ref = completion_token_logps(inner.policy, batch, B, W, temperature=g.temperature)
                 inner.train()
             mask = old.mask.cpu()
             old_logps, ref_logps, old_values = old.logps.cpu() * mask, ref.logps.cpu() * mask, old.values.cpu() * mask
@@ -270,7 +270,7 @@ def run(cfg: PPOConfig) -> PPOResult:
                         sync = j == len(micro) - 1
                         ctx = accelerator.no_sync(ac) if not sync and world > 1 else nullcontext()
                         with ctx, accelerator.autocast():
-                            new = ac(mb_batch, len(rows), w)
+                            new = ac(mb_batch, len(rows), w, entropy_grad=pc.entropy_coef != 0, temperature=g.temperature)
                             pl = P.policy_loss(new.logps, old_logps[sel][:, :w].to(mk.device), adv[sel][:, :w].to(mk.device), mk, pc.clip_range)
                             vl = P.value_loss(new.values, old_values[sel][:, :w].to(mk.device), returns[sel][:, :w].to(mk.device), mk, pc.clip_range_value)
                             per_tok = pl.loss + pc.vf_coef * vl.loss - pc.entropy_coef * new.entropy
@@ -349,7 +349,9 @@ def run(cfg: PPOConfig) -> PPOResult:
         summary = {
             "stage": "ppo", "memory": cfg.memory, "steps": steps, "resumed_from_step": start_step, "last_step": last,
             "eval": eval_result, "weights_mib": held_bytes / 2**20, "trainable_parameters": n_train, "total_parameters": n_total,
-            "reward": reward.name, "data": data_stats, "final_dir": str(final),
+            "reward": reward.name, "data": data_stats, "final_dir": str(final), "device": str(accelerator.device),
+            "peak_cuda_memory_mib": (torch.cuda.max_memory_allocated(accelerator.device) / 2**20
+                                     if accelerator.device.type == "cuda" else None),
         }  # fmt: skip
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"final policy saved to {final}")

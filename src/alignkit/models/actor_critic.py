@@ -65,9 +65,13 @@ class ActorCritic(torch.nn.Module):
         for p in self._lora:
             p.requires_grad_(True)  # peft's set_adapter freezes the inactive adapter; both train
 
-    def policy_logps(self, batch, num_sequences: int, width: int, with_entropy: bool = True) -> TokenLogps:
+    def policy_logps(
+        self, batch, num_sequences: int, width: int, with_entropy: bool = True, entropy_grad: bool = True,
+        temperature: float = 1.0,
+    ) -> TokenLogps:
         with self.adapter("default"):
-            return completion_token_logps(self.policy, batch, num_sequences, width, with_entropy=with_entropy)
+            return completion_token_logps(self.policy, batch, num_sequences, width, with_entropy=with_entropy,
+                                          entropy_grad=entropy_grad, temperature=temperature)  # fmt: skip
 
     def values(self, batch, num_sequences: int, width: int) -> torch.Tensor:
         keep = batch.labels != -100
@@ -79,8 +83,11 @@ class ActorCritic(torch.nn.Module):
         col = position_in_example(owner, num_sequences)
         return torch.zeros((num_sequences, width), dtype=torch.float32, device=v.device).index_put((owner, col), v)
 
-    def forward(self, batch, num_sequences: int, width: int, with_entropy: bool = True) -> ActorCriticOutput:
-        lp = self.policy_logps(batch, num_sequences, width, with_entropy=with_entropy)
+    def forward(
+        self, batch, num_sequences: int, width: int, with_entropy: bool = True, entropy_grad: bool = True,
+        temperature: float = 1.0,
+    ) -> ActorCriticOutput:
+        lp = self.policy_logps(batch, num_sequences, width, with_entropy, entropy_grad, temperature)
         return ActorCriticOutput(lp.logps, lp.entropy, self.values(batch, num_sequences, width), lp.mask)
 
     def is_value_parameter(self, name: str) -> bool:

@@ -69,17 +69,24 @@ class TokenLogps(NamedTuple):
     mask: torch.Tensor  # (N, W) 1.0 on real completion tokens
 
 
-def completion_token_logps(model, batch, num_sequences: int, width: int, *, with_entropy: bool = False) -> TokenLogps:
+def completion_token_logps(
+    model, batch, num_sequences: int, width: int, *, with_entropy: bool = False, entropy_grad: bool = True,
+    temperature: float = 1.0,
+) -> TokenLogps:
     """Per-token completion log-probs, laid out (N, W): row i holds sequence i's completion tokens from column 0.
 
     Like :func:`sequence_logps`, only the completion positions are projected onto the vocabulary; ``width``
-    is at least the longest completion.
+    is at least the longest completion. ``temperature``: the log-probs (and entropy) of the distribution the
+    tokens were sampled from, softmax(logits / temperature). ``entropy_grad=False`` computes the entropy for
+    logging only (no autograd graph over the (K, V) probabilities).
     """
     import torch.nn.functional as F
 
     keep = batch.labels != -100  # (B, T)
     out = model(**batch.model_inputs(), logits_to_keep=keep)
     logits = out.logits.float()  # (K, V)
+    if temperature != 1.0:
+        logits = logits / temperature
     targets = batch.labels[keep]  # (K,)
     owner = batch.example_index[keep]
     col = position_in_example(owner, num_sequences)
@@ -88,7 +95,9 @@ def completion_token_logps(model, batch, num_sequences: int, width: int, *, with
     if with_entropy:  # one log-softmax serves both
         logp_all = torch.log_softmax(logits, dim=-1)  # (K, V)
         token_logps = logp_all.gather(-1, targets[:, None]).squeeze(-1)  # (K,)
-        ent = -(logp_all.exp() * logp_all).sum(-1)  # (K,)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            lp = logp_all if entropy_grad else logp_all.detach()
+            ent = -(lp.exp() * lp).sum(-1)  # (K,)
         entropy = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), ent)
     else:
         token_logps = -F.cross_entropy(logits, targets, reduction="none")  # (K,)
