@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup quickstart test test-all bench clean
+.PHONY: setup quickstart rag-demo test test-all bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml
 
 quickstart: setup
 	$(BIN)/python scripts/quickstart.py $(ARGS)
+
+# RAG over the shipped d2l textbook chapters with a tiny local model, offline (see docs/rag.md)
+rag-demo: setup
+	$(BIN)/python scripts/rag_demo.py $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -530,6 +530,42 @@ def import_floor(a, work: Path, framework: str) -> float:
 # ------------------------------------------------------------------------------------------ report
 
 
+def flops_per_step(a, data: PPOBenchData) -> dict[str, float]:
+    """Model FLOPs of one PPO step's forward and backward passes (generation left out: the same for both), counted
+    from the model config and the timed steps' real prompt lengths, all responses at ``--response-length`` (the
+    random policies never emit EOS). A matmul of an (n, h) input by an (h, o) weight is 2·n·h·o; attention 2·2·T²·H
+    per layer and sequence (scores and values); backward = 2 × forward.
+
+    TRL: prompts left-padded to the rollout's longest, every position through the LM head (full logits); no-grad
+    passes: reference (body + head), value (body), reward (body) — its old log-probs come from generate(). Update:
+    policy (body + head) + value (body) per mini-batch and epoch, forward + backward.
+    alignkit: no padding, the LM head on response positions only; no-grad passes: policy and reference (body + head
+    on the response), value (body), reward (body). Update as TRL's.
+    On a CPU that is compute-bound the ratio of these bounds the speed-up of the passes that are not generation.
+    """
+    cfg = json.loads((Path(data.model_dir) / "config.json").read_text())
+    H, L, I, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
+    kv = cfg["num_key_value_heads"] * cfg.get("head_dim", H // cfg["num_attention_heads"])
+    body = L * (2 * H * H + 2 * H * kv + 3 * H * I)  # matmul weights per token, all layers
+    R = a.response_length
+
+    def attn(T: int) -> float:
+        return L * 2 * 2 * T * T * H
+
+    total = {"trl": 0.0, "alignkit": 0.0}
+    timed = [data.plan[s - 1] for s in timed_window(a.steps, a.warmup)]
+    for plan in timed:
+        P = [len(data.ids[i]) for i in plan]
+        n, W = len(P), max(P) + R
+        trl_tok, ak_tok, resp = n * W, sum(P) + n * R, n * R
+        ak_attn = sum(attn(x + R) for x in P)
+        total["trl"] += (trl_tok * 2 * 3 * body + trl_tok * 2 * H * V + 3 * n * attn(W)  # no-grad
+                         + a.ppo_epochs * 3 * (trl_tok * 2 * 2 * body + trl_tok * 2 * H * V + 2 * n * attn(W)))
+        total["alignkit"] += (ak_tok * 2 * 4 * body + 2 * resp * 2 * H * V + 4 * ak_attn
+                              + a.ppo_epochs * 3 * (ak_tok * 2 * 2 * body + resp * 2 * H * V + 2 * ak_attn))
+    return {k: v / len(timed) / 1e9 for k, v in total.items()}
+
+
 def median_run(runs: list[PPORunResult]) -> PPORunResult:
     """The repeat with the (upper) median seconds per step, with the highest peak RSS of the repeats."""
     pick = sorted(runs, key=lambda r: r.seconds_per_step)[len(runs) // 2]
@@ -581,6 +617,8 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
             )
         if ak and tf and cuda.get(ak.name) and cuda.get(tf.name):
             ratios["alignkit-separate / trl-full peak CUDA memory"] = cuda[ak.name] / cuda[tf.name]
+    flops = flops_per_step(a, data)
+    ratios["FLOP bound: TRL / alignkit model GFLOP per step, generation left out"] = flops["trl"] / flops["alignkit"]
     checks = {
         "alignkit_ids": data.alignkit_ids_check,
         "trl_same_ids_as_alignkit": {n: r.checks.get("same_ids_as_alignkit") for n, r in res.items() if n.startswith("trl")},
@@ -636,6 +674,7 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
         "trl_python": str(a.trl_python),
     }  # fmt: skip
     doc = {"benchmark": "benchmarks/ppo_vs_trl.py", "setup": setup, "results": {n: asdict(r) for n, r in res.items()},
+           "gflop_per_step": flops,
            "import_floor_rss_mib": floors, "ratios": ratios, "goals": goals, "checks": checks}  # fmt: skip
 
     print(f"\nPPO, alignkit vs TRL {trl_v.get('trl', '?')} PPOTrainer: llama/{a.size} policy, value and reward, "

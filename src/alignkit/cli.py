@@ -239,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--batch-size", type=int, default=8)
     cp.add_argument("--runs", nargs="+", metavar="DIR", help="more run directories (with metrics.jsonl) to plot")
     cp.set_defaults(func=cmd_compare)
+
+    # RAG, the semantic cache and the server: each module registers its own commands (argparse only at import)
+    from alignkit.rag import cache_commands, commands
+    from alignkit.serve import commands as serve_commands
+
+    for module in (commands, cache_commands, serve_commands):
+        module.add_parsers(sub)
     return p
 
 
@@ -251,7 +258,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignkit.rl.rewards import RewardError
     from alignkit.training.errors import TrainingError
 
-    errors += [TrainingError, RewardError]
+    from alignkit.rag.errors import RagError
+
+    errors += [TrainingError, RewardError, RagError]
     try:
         from alignkit.models.errors import ModelError
 

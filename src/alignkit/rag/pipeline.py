@@ -1,0 +1,149 @@
+"""Retrieval-augmented answers: cache check, retrieval, prompt, generation, answer with its sources.
+
+:meth:`RagPipeline.answer` looks the question up in the semantic cache *first*: a hit costs one embedding and
+skips both retrieval and generation. The cache context key names everything the answer depends on besides
+the question -- the model id, the generation settings, the embedder, the corpus index version, the retrieval
+settings, the context budget and the prompt version -- so an answer is never served for another model,
+other settings or a changed corpus. The cached value is a JSON string holding the answer and its sources, so
+a cached answer still shows where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from alignkit.rag.errors import RagError
+from alignkit.rag.retrieve import Hit
+
+PROMPT_VERSION = "rag-prompt-1"  # bump when the prompt changes: cached answers of the old prompt stop matching
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered context passages you are given. "
+    "Cite the passages you use by their numbers, like [1] or [2]. "
+    "If the passages do not contain the answer, say that you do not know."
+)
+
+
+class CacheLike(Protocol):
+    """What the pipeline needs from a semantic cache (:class:`alignkit.rag.cache.SemanticCache` has it)."""
+
+    def get(self, question: str, context: str | None = None) -> str | None: ...
+
+    def put(self, question: str, answer: str, context: str | None = None) -> None: ...
+
+
+class RetrieverLike(Protocol):
+    """What the pipeline needs from a retriever (:class:`alignkit.rag.retrieve.Retriever` has it)."""
+
+    index: object  # has .version (str): changes whenever the corpus does
+    embedder: object  # has .name and .count_tokens(text) (a retriever's own count_tokens, when it has one, is used
+    # instead: Retriever's holds the lock that keeps two threads off the tokenizer)
+
+    def key(self) -> str: ...
+
+    def retrieve(self, question: str) -> list[Hit]: ...
+
+
+@dataclass
+class RagAnswer:
+    """An answer and the passages it was given."""
+
+    text: str
+    sources: list[Hit] = field(default_factory=list)  # numbered [1], [2]... in the prompt, in this order
+    cached: bool = False  # served from the semantic cache (no retrieval, no generation)
+    context_key: str = ""  # the cache context it was looked up / stored under
+    completion: object | None = None  # the backend's Completion (token counts, finish_reason); None when cached
+
+
+def build_messages(question: str, hits: list[Hit]) -> list[dict]:
+    """The chat conversation: a system message with the rules, a user message with numbered passages."""
+    if hits:
+        passages = "\n\n".join(
+            f"[{i}] {h.source}" + (f" ({h.heading})" if h.heading else "") + f"\n{h.text}" for i, h in enumerate(hits, 1)
+        )
+    else:
+        passages = "(no passages were found)"
+    user = (
+        f"Context passages:\n\n{passages}\n\n"
+        f"Question: {question}\n"
+        "Answer from the context passages above and cite them as [1], [2]."
+    )
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+class RagPipeline:
+    """Answer questions from a corpus: ``answer(question) -> RagAnswer``.
+
+    ``retriever``: a :class:`~alignkit.rag.retrieve.Retriever`; ``backend``: a
+    :class:`~alignkit.models.backends.ChatBackend`; ``cache``: a semantic cache or None; ``settings``: the
+    :class:`~alignkit.models.backends.GenerationSettings` (None: the defaults, greedy); ``max_context_tokens``:
+    the passages' budget in the embedder's tokens (a proxy for the model's: passages past it are left out,
+    the first is always kept).
+    """
+
+    def __init__(self, retriever: RetrieverLike, backend, *, cache: CacheLike | None = None, settings=None,
+                 max_context_tokens: int = 1024):  # fmt: skip
+        if settings is None:
+            from alignkit.models.backends import GenerationSettings
+
+            settings = GenerationSettings()
+        if max_context_tokens < 1:
+            raise RagError(f"max_context_tokens must be >= 1, got {max_context_tokens}")
+        self.retriever, self.backend, self.cache, self.settings = retriever, backend, cache, settings
+        self.max_context_tokens = max_context_tokens
+
+    def context_key(self) -> str:
+        """Everything besides the question that the answer depends on, as one stable string."""
+        parts = {
+            "model": self.backend.model_id,
+            "generation": self.settings.key(),
+            "embedder": self.retriever.embedder.name,
+            "index": self.retriever.index.version,
+            "retrieval": self.retriever.key(),
+            "max_context_tokens": str(self.max_context_tokens),
+            "prompt": PROMPT_VERSION,
+        }
+        return "|".join(f"{k}={v}" for k, v in parts.items())
+
+    def _fit(self, hits: list[Hit]) -> list[Hit]:
+        """The leading hits whose texts fit ``max_context_tokens`` (at least one); their ranks stay 1..n."""
+        count = getattr(self.retriever, "count_tokens", None) or self.retriever.embedder.count_tokens
+        kept, used = [], 0
+        for h in hits:
+            n = count(h.text)
+            if kept and used + n > self.max_context_tokens:
+                break
+            kept.append(h)
+            used += n
+        return kept
+
+    def answer(self, question: str) -> RagAnswer:
+        question = question.strip()
+        if not question:
+            raise RagError("question: empty")
+        key = self.context_key()
+        if self.cache is not None:
+            hit = _decode(self.cache.get(question, context=key))
+            if hit is not None:
+                text, sources = hit
+                return RagAnswer(text, sources, cached=True, context_key=key)
+        hits = self._fit(self.retriever.retrieve(question))
+        (completion,) = self.backend.chat([build_messages(question, hits)], self.settings)
+        text = completion.text.strip()
+        # a cut-off answer is cached too: under the same settings (part of the key) the model gives the same one
+        if self.cache is not None:
+            self.cache.put(question, json.dumps({"answer": text, "sources": [h.to_dict() for h in hits]}), context=key)
+        return RagAnswer(text, hits, cached=False, context_key=key, completion=completion)
+
+
+def _decode(value: str | None) -> tuple[str, list[Hit]] | None:
+    """A cached value as (answer, sources); None for a miss or a value this pipeline did not write."""
+    if value is None:
+        return None
+    try:
+        d = json.loads(value)
+        return str(d["answer"]), [Hit.from_dict(s) for s in d["sources"]]
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,462 @@
+"""The persistent corpus index: chunk texts and metadata in SQLite, their vectors in a :class:`VectorIndex`.
+
+Directory layout::
+
+    INDEX/chunks.sqlite   meta (embedder, dim, chunking), files (path, sha256), chunks (id, path, heading,
+                          start, end, text, hash) -- WAL journal
+    INDEX/vectors/        the VectorIndex (faiss HNSW), keyed by chunk id
+
+Crash safety. Each file is one SQLite transaction (its old chunks deleted, its new chunks and its file row
+written, together or not at all); the vector index lives in memory while indexing and is saved atomically
+(a temporary directory, then a rename) at the end, also when indexing stops on an error or Ctrl-C. A process
+killed in between leaves SQLite ahead of the saved vectors, so :meth:`CorpusIndex.open` *reconciles*: chunks
+in SQLite without a vector are embedded again (their text and heading are stored), vectors without a SQLite
+row are removed, and the vector index is saved. SQLite is the source of truth; the vectors can always be
+rebuilt from it. Chunk ids come from ``AUTOINCREMENT`` and are never reused, so a stale vector can never be
+mistaken for a new chunk. One writer at a time: two ``rag index`` runs on one directory are not supported.
+
+Incremental updates. A file is keyed by its path relative to the docs root and its content's sha256: an
+unchanged file is skipped, a changed one has its chunks replaced, a file found under a new path with the
+bytes of one no longer found is moved (its chunks and vectors kept), and a file indexed before but no
+longer among the docs has its chunks removed (the index mirrors the docs it was last given). Changing the chunk size,
+the overlap or the cleaner re-chunks every file. :attr:`CorpusIndex.version` hashes the embedder, the
+chunking and every (path, sha256): it changes whenever the corpus does, and goes into the semantic cache's
+context key so a cached answer is never served for a changed corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from alignkit.rag.documents import CLEANER_VERSION, SUFFIXES, Chunk, chunk_document, decode_document, word_counter
+from alignkit.rag.embed import EmbedderLike
+from alignkit.rag.errors import RagError
+from alignkit.rag.vectors import SearchResult, VectorIndex
+
+DB_FILE, VECTORS_DIR = "chunks.sqlite", "vectors"
+FORMAT = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, n_chunks INTEGER NOT NULL,
+                                  indexed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, ordinal INTEGER NOT NULL,
+                                   heading TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
+                                   text TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_path ON chunks (path);
+"""
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A stored chunk."""
+
+    id: int  # chunk id (also its vector's id)
+    source: str  # file path relative to the docs root
+    heading: str  # heading path, "A > B > C"
+    start: int  # char offsets in the file's cleaned text
+    end: int
+    text: str
+    hash: str  # sha256 of the text, first 16 hex digits
+
+    def embed_text(self) -> str:
+        return f"{self.heading}\n{self.text}" if self.heading else self.text
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index directory records (readable without loading an embedder)."""
+
+    path: str
+    embedder: str  # the embedder name the vectors were made with
+    dim: int
+    chunk_tokens: int
+    overlap: int
+    files: int
+    chunks: int
+    version: str  # 16 hex digits; changes whenever the corpus, the embedder or the chunking does
+
+
+@dataclass
+class IndexReport:
+    """What one :meth:`CorpusIndex.update` did."""
+
+    added: list[str] = field(default_factory=list)  # new files indexed
+    changed: list[str] = field(default_factory=list)  # files whose content changed: chunks replaced
+    unchanged: int = 0  # files skipped because their sha256 matched
+    removed: list[str] = field(default_factory=list)  # files no longer among the docs: chunks removed
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (old, new) path: same bytes, chunks kept
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): empty, not UTF-8, unsupported
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    rechunked: bool = False  # the chunking settings or the cleaner changed: every file was re-chunked
+    seconds: float = 0.0
+
+
+def discover(docs: Sequence[str | os.PathLike]) -> tuple[Path, list[tuple[Path, str]]]:
+    """The files named by ``docs`` (files, or directories searched recursively for :data:`SUFFIXES`, hidden
+    entries skipped) as (absolute path, path relative to the root), sorted; the root is the directories' and
+    files' common parent (a single directory is its own root). A path that does not exist is a RagError."""
+    if not docs:
+        raise RagError("--docs: give at least one file or directory")
+    found: dict[Path, None] = {}
+    bases: list[Path] = []
+    for d in docs:
+        p = Path(d).expanduser().resolve()
+        if not p.exists():
+            raise RagError(f"{d}: no such file or directory")
+        if p.is_dir():
+            bases.append(p)
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(p).parts
+                if f.is_file() and f.suffix.lower() in SUFFIXES and not any(part.startswith(".") for part in rel):
+                    found[f] = None
+        else:
+            bases.append(p.parent)
+            found[p] = None
+    root = Path(os.path.commonpath([str(b) for b in bases])) if bases else Path.cwd()
+    return root, sorted(((f, f.relative_to(root).as_posix()) for f in found), key=lambda t: t[1])
+
+
+def _sha(data: bytes | str, n: int | None = None) -> str:
+    h = hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+    return h[:n] if n else h
+
+
+class CorpusIndex:
+    """Chunks of a document corpus with their vectors, persisted in one directory (see the module doc).
+
+    Open with :meth:`open`; add documents with :meth:`update`; read with :meth:`search`, :meth:`rows` and
+    :meth:`vectors`. Reads are safe from several threads; writes are not.
+    """
+
+    def __init__(self, path: Path, embedder: EmbedderLike, db: sqlite3.Connection, vectors: VectorIndex):
+        self.path, self.embedder, self._db, self._vectors = path, embedder, db, vectors
+        self._lock = threading.RLock()
+        self._version: str | None = None
+
+    # --- opening ----------------------------------------------------------------------------------
+    @staticmethod
+    def _connect(db_path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    @staticmethod
+    def _meta(db: sqlite3.Connection) -> dict[str, str]:
+        return dict(db.execute("SELECT key, value FROM meta").fetchall())
+
+    @classmethod
+    def exists(cls, path: str | os.PathLike) -> bool:
+        return (Path(path) / DB_FILE).is_file()
+
+    @classmethod
+    def info(cls, path: str | os.PathLike) -> IndexInfo:
+        """What the index at ``path`` records; a RagError when there is none."""
+        path = Path(path)
+        if not cls.exists(path):
+            raise RagError(f"{path}: no RAG index here (build one with 'alignkit rag index --docs DIR --index {path}')")
+        db = cls._connect(path / DB_FILE)
+        try:
+            meta = cls._meta(db)
+            if meta.get("format") != FORMAT or "embedder" not in meta:
+                raise RagError(f"{path}: index format {meta.get('format')!r}, this alignkit reads {FORMAT!r}: re-index into a new directory")
+            files = db.execute("SELECT path, sha256 FROM files ORDER BY path").fetchall()
+            n_chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        finally:
+            db.close()
+        return IndexInfo(str(path), meta["embedder"], int(meta["dim"]), int(meta["chunk_tokens"]), int(meta["overlap"]),
+                         len(files), n_chunks, _version(meta, files))  # fmt: skip
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, embedder: EmbedderLike, *, create: bool = False) -> CorpusIndex:
+        """Open the index at ``path`` (``create``: make an empty one when there is none), check it was built with
+        ``embedder`` (another name or dimension is a RagError) and reconcile SQLite with the vectors."""
+        path = Path(path)
+        if not cls.exists(path):
+            if not create:
+                cls.info(path)  # raises the "no RAG index here" error
+            path.mkdir(parents=True, exist_ok=True)
+        db = cls._connect(path / DB_FILE)
+        try:
+            db.executescript(_SCHEMA)
+            meta = cls._meta(db)
+            if not meta:
+                with _transaction(db):
+                    db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                        ("format", FORMAT), ("embedder", embedder.name), ("dim", str(embedder.dim)),
+                        ("chunk_tokens", "256"), ("overlap", "32"), ("cleaner", CLEANER_VERSION), ("keep_code", "0")])  # fmt: skip
+                meta = cls._meta(db)
+            if meta.get("format") != FORMAT:
+                raise RagError(f"{path}: index format {meta.get('format')!r}, this alignkit reads {FORMAT!r}: re-index into a new directory")
+            if meta["embedder"] != embedder.name or int(meta["dim"]) != int(embedder.dim):
+                raise RagError(
+                    f"{path}: built with embedder {meta['embedder']} (dim {meta['dim']}), not {embedder.name} "
+                    f"(dim {embedder.dim}): use --embedder {meta['embedder']} or index into a new directory"
+                )
+        except BaseException:
+            db.close()
+            raise
+        vec_dir = path / VECTORS_DIR
+        try:
+            vectors = VectorIndex.load(vec_dir)
+        except Exception:  # none yet, or damaged: rebuilt from SQLite by reconcile()
+            vectors = VectorIndex(embedder.dim)
+        if vectors.dim != embedder.dim:
+            vectors = VectorIndex(embedder.dim)
+        self = cls(path, embedder, db, vectors)
+        self.reconcile()
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> CorpusIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- properties -------------------------------------------------------------------------------
+    @property
+    def embedder_name(self) -> str:
+        return self.embedder.name
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedder.dim)
+
+    @property
+    def version(self) -> str:
+        """16 hex digits over the embedder, the chunking and every file's (path, sha256)."""
+        with self._lock:
+            if self._version is None:
+                files = self._db.execute("SELECT path, sha256 FROM files ORDER BY path").fetchall()
+                self._version = _version(self._meta(self._db), files)
+            return self._version
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def files(self) -> dict[str, str]:
+        """Indexed files: relative path -> sha256."""
+        with self._lock:
+            return dict(self._db.execute("SELECT path, sha256 FROM files").fetchall())
+
+    # --- consistency ------------------------------------------------------------------------------
+    def reconcile(self) -> tuple[int, int]:
+        """Make the vectors match SQLite: embed chunks that have no vector, drop vectors with no chunk, save if
+        anything changed. Returns (embedded, dropped)."""
+        with self._lock:
+            sql_ids = {r[0] for r in self._db.execute("SELECT id FROM chunks")}
+            vec_ids = set(self._vectors.ids().tolist())
+            stale = sorted(vec_ids - sql_ids)
+            missing = sorted(sql_ids - vec_ids)
+            if stale:
+                self._vectors.remove(stale)
+            for start in range(0, len(missing), 512):
+                rows = self.rows(missing[start : start + 512])
+                self._vectors.add([r.id for r in rows], self.embedder.encode([r.embed_text() for r in rows]))
+            if stale or missing:
+                self._vectors.save(self.path / VECTORS_DIR)
+            return len(missing), len(stale)
+
+    # --- writing ----------------------------------------------------------------------------------
+    def update(self, docs: Sequence[str | os.PathLike], *, chunk_tokens: int = 256, overlap: int = 32,
+               keep_code: bool = False, progress: bool = False) -> IndexReport:  # fmt: skip
+        """Bring the index in line with ``docs`` (files and directories): index new and changed files, remove
+        the chunks of files no longer among them, skip unchanged ones. See the module doc for crash safety."""
+        started = time.perf_counter()
+        max_tokens = getattr(self.embedder, "max_tokens", None)
+        if max_tokens is not None and chunk_tokens > max_tokens:
+            raise RagError(f"--chunk-tokens {chunk_tokens}: the embedder {self.embedder.name} reads at most {max_tokens} tokens")
+        if chunk_tokens < 8:
+            raise RagError(f"--chunk-tokens must be >= 8, got {chunk_tokens}")
+        if not 0 <= overlap < chunk_tokens:
+            raise RagError(f"--overlap must be >= 0 and below --chunk-tokens ({chunk_tokens}), got {overlap}")
+        _, found = discover(docs)
+        report = IndexReport()
+        count = word_counter(self.embedder)
+        with self._lock:
+            meta = self._meta(self._db)
+            settings = {"chunk_tokens": str(chunk_tokens), "overlap": str(overlap), "cleaner": CLEANER_VERSION,
+                        "keep_code": str(int(keep_code))}  # fmt: skip
+            known = self.files()
+            if any(meta.get(k) != v for k, v in settings.items()):
+                with _transaction(self._db):  # every file is stale at once: a crash midway re-chunks the rest next time
+                    self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(settings.items()))
+                    self._db.execute("UPDATE files SET sha256 = 'stale'")
+                self._version = None
+                report.rechunked = bool(known)
+                known = self.files()
+            bar = _Progress(len(found)) if progress else None
+            gone_by_sha: dict[str, list[str]] = {}  # files indexed before and not found now: a moved file's old path
+            for rel in sorted(set(known) - {rel for _, rel in found}):
+                gone_by_sha.setdefault(known[rel], []).append(rel)
+            try:
+                for abs_path, rel in found:
+                    if bar:
+                        bar.file(rel)
+                    self._update_file(abs_path, rel, known, gone_by_sha, report, count, chunk_tokens, overlap,
+                                      keep_code, bar)  # fmt: skip
+                for rel in sorted(r for rels in gone_by_sha.values() for r in rels):
+                    report.chunks_removed += self._replace(rel, None, [], None)
+                    report.removed.append(rel)
+            finally:
+                if bar:
+                    bar.close()
+                self._version = None
+                self._vectors.save(self.path / VECTORS_DIR)  # also after an error or Ctrl-C: what SQLite committed
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _update_file(self, abs_path: Path, rel: str, known: dict[str, str], gone_by_sha: dict[str, list[str]],
+                     report: IndexReport, count, chunk_tokens: int, overlap: int, keep_code: bool, bar) -> None:  # fmt: skip
+        try:
+            data = abs_path.read_bytes()
+        except OSError as err:
+            return self._skip(rel, f"unreadable: {err.strerror or err}", known, report)
+        sha = _sha(data)
+        if known.get(rel) == sha:
+            report.unchanged += 1
+            return None
+        if rel not in known and gone_by_sha.get(sha):  # moved or renamed (or the docs root changed): same chunks
+            old = gone_by_sha[sha].pop(0)
+            with _transaction(self._db):
+                self._db.execute("UPDATE chunks SET path = ? WHERE path = ?", (rel, old))
+                self._db.execute("UPDATE files SET path = ? WHERE path = ?", (rel, old))
+            report.moved.append((old, rel))
+            return None
+        try:
+            doc = decode_document(data, abs_path, rel, keep_code=keep_code)  # the bytes hashed, not a second read
+        except RagError as err:
+            return self._skip(rel, str(err).split(": ", 1)[-1], known, report)
+        chunks = chunk_document(doc, count, chunk_tokens=chunk_tokens, overlap=overlap)
+        if not chunks:
+            return self._skip(rel, "no text to index after cleaning (empty, or only headings and code)", known, report)
+        vectors = self.embedder.encode([c.embed_text() for c in chunks])  # (n_chunks, dim)
+        report.chunks_removed += self._replace(rel, sha, chunks, vectors)
+        report.chunks_added += len(chunks)
+        (report.changed if rel in known else report.added).append(rel)
+        if bar:
+            bar.chunks(len(chunks))
+        return None
+
+    def _skip(self, rel: str, why: str, known: dict[str, str], report: IndexReport) -> None:
+        report.skipped.append((rel, why))
+        if rel in known:  # it was indexed before: its old chunks no longer match the file
+            report.chunks_removed += self._replace(rel, None, [], None)
+
+    def _replace(self, rel: str, sha: str | None, chunks: list[Chunk], vectors: np.ndarray | None) -> int:
+        """One transaction: drop ``rel``'s chunks, insert ``chunks`` (and its file row when ``sha``); then the same
+        in the vector index. Returns how many old chunks were dropped."""
+        with _transaction(self._db):
+            old = [r[0] for r in self._db.execute("SELECT id FROM chunks WHERE path = ?", (rel,))]
+            self._db.execute("DELETE FROM chunks WHERE path = ?", (rel,))
+            self._db.execute("DELETE FROM files WHERE path = ?", (rel,))
+            new = []
+            for c in chunks:
+                cur = self._db.execute(
+                    "INSERT INTO chunks (path, ordinal, heading, start, end, text, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (rel, c.ordinal, c.heading, c.start, c.end, c.text, _sha(c.text, 16)),
+                )
+                new.append(cur.lastrowid)
+            if sha is not None:
+                self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (rel, sha, len(chunks), time.time()))
+        self._vectors.remove(old)
+        if chunks:
+            self._vectors.add(new, vectors)
+        return len(old)
+
+    # --- reading ----------------------------------------------------------------------------------
+    def rows(self, ids: Sequence[int]) -> list[ChunkRow]:
+        """The stored chunks of ``ids``, in the order given (ids not stored are left out)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        with self._lock:
+            found: dict[int, ChunkRow] = {}
+            for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+                part = ids[start : start + 900]
+                q = f"SELECT id, path, heading, start, end, text, hash FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+                for r in self._db.execute(q, part):
+                    found[r[0]] = ChunkRow(*r)
+        return [found[i] for i in ids if i in found]
+
+    def search(self, queries: np.ndarray, k: int) -> SearchResult:
+        """Top-``k`` chunk ids and cosine scores for each query vector (Q, dim)."""
+        with self._lock:
+            return self._vectors.search(queries, k)
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """(N, dim) the stored vectors of ``ids``."""
+        with self._lock:
+            return self._vectors.vectors(np.asarray(list(ids), dtype=np.int64))
+
+    def vector_ids(self) -> np.ndarray:
+        """(n,) int64 ids that have a vector."""
+        with self._lock:
+            return self._vectors.ids()
+
+
+def _version(meta: dict[str, str], files: list[tuple[str, str]]) -> str:
+    keys = ("embedder", "dim", "chunk_tokens", "overlap", "cleaner", "keep_code")
+    payload = json.dumps({"meta": {k: meta.get(k) for k in keys}, "files": files}, sort_keys=True)
+    return _sha(payload, 16)
+
+
+class _transaction:
+    """``with _transaction(db):`` BEGIN ... COMMIT, ROLLBACK on any exception (autocommit connection)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+class _Progress:
+    """A rich progress bar on stderr: files done of total, and the chunks written so far."""
+
+    def __init__(self, n_files: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                           TimeElapsedColumn(), console=Console(stderr=True), transient=False)  # fmt: skip
+        self._files = self._p.add_task("files", total=n_files, info="")
+        self._chunks = self._p.add_task("chunks", total=None, info="")
+        self._started = False
+        self._p.start()
+
+    def file(self, rel: str) -> None:
+        if self._started:
+            self._p.advance(self._files)
+        self._started = True
+        self._p.update(self._files, info=rel[-40:])
+
+    def chunks(self, n: int) -> None:
+        self._p.advance(self._chunks, n)
+
+    def close(self) -> None:
+        if self._started:
+            self._p.advance(self._files)
+        self._p.update(self._files, info="")
+        self._p.stop()
