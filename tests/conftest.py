@@ -112,6 +112,25 @@ def write_ppo_config(path: Path, model_dir: Path | str, output_dir: Path, **sect
 
 
 @pytest.fixture(scope="session")
+def loud_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny random model with weights redrawn at std 0.2, so greedy replies differ from prompt to prompt (at the
+    init scale every reply is newlines, and "each answer equals its own" would prove nothing)."""
+    import torch
+
+    from alignkit.models.loading import load_causal_lm, load_tokenizer, save_model
+
+    out = tmp_path_factory.mktemp("loud") / "model"
+    model, tok = load_causal_lm(str(tiny_model_dir), finetune="none"), load_tokenizer(str(tiny_model_dir))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    save_model(model, tok, str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny random BERT encoder with the bundled all-MiniLM-L6-v2 tokenizer (offline), built once."""
     import torch

@@ -24,24 +24,10 @@ def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def loud_copy(model_dir, out_dir):
-    """The tiny random model with weights redrawn at std 0.2, so greedy replies differ from prompt to prompt (at the
-    init scale every reply is newlines and "each answer equals its own" would prove nothing)."""
-    from alignkit.models.loading import load_causal_lm, load_tokenizer, save_model
-
-    model, tok = load_causal_lm(str(model_dir), finetune="none"), load_tokenizer(str(model_dir))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-    save_model(model, tok, str(out_dir))
-    return out_dir
-
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_model_dir, tmp_path_factory):
-    return loud_copy(tiny_model_dir, tmp_path_factory.mktemp("serve") / "loud")
+def model_dir(loud_model_dir):
+    return loud_model_dir
 
 
 @pytest.fixture(scope="module")

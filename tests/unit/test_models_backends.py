@@ -10,7 +10,6 @@ import time
 import types
 
 import pytest
-import torch
 
 from alignkit.models.backends import (
     ChatBackend, Completion, GenerationSettings, TransformersBackend, VLLMBackend, load_backend,
@@ -26,24 +25,10 @@ CONVS = [
 GREEDY8 = GenerationSettings(max_new_tokens=8)
 
 
-def loud_copy(model_dir, out_dir):
-    """The tiny random model with weights redrawn at std 0.2: its greedy replies differ from prompt to prompt
-    (at the init scale every reply is newlines), so equality checks between code paths mean something."""
-    from alignkit.models.loading import load_causal_lm, load_tokenizer, save_model
-
-    model, tok = load_causal_lm(str(model_dir), finetune="none"), load_tokenizer(str(model_dir))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-    save_model(model, tok, str(out_dir))
-    return out_dir
-
 
 @pytest.fixture(scope="module")
-def loud_dir(tiny_model_dir, tmp_path_factory):
-    return loud_copy(tiny_model_dir, tmp_path_factory.mktemp("backends") / "loud")
+def loud_dir(loud_model_dir):
+    return loud_model_dir
 
 
 @pytest.fixture(scope="module")
