@@ -187,8 +187,9 @@ def _read_hub(name: str, split: str) -> Iterator[tuple[dict, RowRef]]:
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as err:  # network, auth, missing dataset or split: one line for the user
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(name, f"not a local file or directory, and loading it from the hub failed: {type(err).__name__}: {msg}") from None
+        from alignkit.errors import first_line
+
+        raise DataError(name, f"not a local file or directory, and loading it from the hub failed: {type(err).__name__}: {first_line(err)}") from None
     source = f"{name}[{split}]"
     for i, row in enumerate(ds, start=1):
         yield row, RowRef(source, i)

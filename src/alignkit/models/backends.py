@@ -21,9 +21,9 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from alignkit.errors import first_line
 from alignkit.models.errors import ModelError
 
 VLLM_HINT = "the vllm backend needs vLLM on a CUDA machine: pip install 'alignkit[vllm]'"
@@ -112,18 +112,12 @@ class TransformersBackend:
     def load(cls, path: str, *, device: str | None = None, dtype: str | None = None, model_id: str | None = None,
              batch_size: int = 8) -> TransformersBackend:  # fmt: skip
         """From a model directory, Hub id or LoRA adapter directory (merged into its base for faster generation)."""
-        from alignkit.models.loading import (
-            _adapter_base, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_source,
-        )  # fmt: skip
+        from alignkit.models.loading import load_causal_lm, load_tokenizer, resolve_source, tokenizer_source
 
         device, dtype = _device_and_dtype(device, dtype)
         source = resolve_source(path)
-        tok_source = source
-        has_tokenizer = any((Path(source) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json"))
-        if is_adapter_dir(source) and not has_tokenizer:
-            tok_source = _adapter_base(source)[0]  # an adapter saved without its tokenizer uses the base's
         model = load_causal_lm(source, dtype=dtype, finetune="none").to(device)
-        return cls(model, load_tokenizer(tok_source), model_id=model_id or str(path), batch_size=batch_size)
+        return cls(model, load_tokenizer(tokenizer_source(source)), model_id=model_id or str(path), batch_size=batch_size)
 
     def encode(self, conversation: list[dict], settings: GenerationSettings) -> list[int]:
         """The chat-templated prompt's token ids; a template that rejects the messages or a prompt too long for the
@@ -135,7 +129,7 @@ class TransformersBackend:
         except ModelError:
             raise
         except Exception as err:  # jinja2 TemplateError and the like: the messages do not fit the template
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise ModelError(f"the chat template rejected the messages: {first}") from None
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.max_positions is not None and len(ids) + settings.max_new_tokens > self.max_positions:
@@ -167,6 +161,7 @@ class TransformersBackend:
 
         Closing the generator early (a client that went away) stops generation at the next token, so the lock is
         freed for the next request."""
+        import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         from alignkit.models.generation import generate_ids
@@ -177,8 +172,6 @@ class TransformersBackend:
 
         class _Cancel(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                import torch
-
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
         hooked = _GenerateHook(self.model, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from alignkit.errors import first_line
 from alignkit.models._fs import atomic_dir
 from alignkit.models.errors import ModelError
 
@@ -86,6 +87,14 @@ def is_adapter_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def tokenizer_source(source: str) -> str:
+    """Where the tokenizer of a resolved model or adapter source lives: the source itself, or, for an adapter
+    directory saved without a tokenizer, the base model named in its ``adapter_config.json``."""
+    if is_adapter_dir(source) and not any((Path(source) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
+        return _adapter_base(source)[0]
+    return source
+
+
 def _adapter_base(adapter_dir: str) -> tuple[str, str | None]:
     """``(base model source, base revision)`` named in an adapter dir's ``adapter_config.json``."""
     cfg_path = Path(adapter_dir) / "adapter_config.json"
@@ -102,11 +111,6 @@ def _adapter_base(adapter_dir: str) -> tuple[str, str | None]:
     return resolve_source(base), cfg.get("revision")
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _from_pretrained(loader, source: str, what: str, **kwargs):
     """Call ``loader.from_pretrained`` turning "not found" errors into one-line ModelErrors."""
     if what == "model" and Path(source).is_dir() and not (Path(source) / "config.json").is_file():
@@ -117,10 +121,10 @@ def _from_pretrained(loader, source: str, what: str, **kwargs):
         if isinstance(err, ModelError):
             raise
         if Path(source).is_dir():
-            raise ModelError(f"{source}: cannot load {what}: {_first_line(err)}") from err
+            raise ModelError(f"{source}: cannot load {what}: {first_line(err)}") from err
         raise ModelError(
             f"cannot load {what} {source!r}: not a local directory, and the Hub lookup failed "
-            f"({_first_line(err)})"
+            f"({first_line(err)})"
         ) from err
 
 
@@ -284,7 +288,7 @@ def load_causal_lm(
             with _quiet_peft():
                 model = get_peft_model(model, config)
         except ValueError as err:
-            raise ModelError(f"cannot add LoRA adapters to {name_or_path!r}: {_first_line(err)}") from err
+            raise ModelError(f"cannot add LoRA adapters to {name_or_path!r}: {first_line(err)}") from err
     if gradient_checkpointing:
         model.enable_input_require_grads()
     model.train()
@@ -352,11 +356,9 @@ def load_for_inference(path: str, *, dtype: str = "float32", device: str | torch
         )
         with _quiet_peft():
             model = PeftModel.from_pretrained(base, source)
-        tok_source = source if (Path(source) / "tokenizer_config.json").is_file() else base_source
     else:
         model = _from_pretrained(AutoModelForCausalLM, source, "model", dtype=torch_dtype)
-        tok_source = source
-    tokenizer = load_tokenizer(tok_source)
+    tokenizer = load_tokenizer(tokenizer_source(source))
     model.requires_grad_(False)
     model.to(device)
     model.eval()

@@ -95,9 +95,8 @@ def completion_token_logps(
     if with_entropy:  # one log-softmax serves both
         logp_all = torch.log_softmax(logits, dim=-1)  # (K, V)
         token_logps = logp_all.gather(-1, targets[:, None]).squeeze(-1)  # (K,)
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            lp = logp_all if entropy_grad else logp_all.detach()
-            ent = -(lp.exp() * lp).sum(-1)  # (K,)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):  # off: a value for the logs only
+            ent = -(logp_all.exp() * logp_all).sum(-1)  # (K,)
         entropy = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), ent)
     else:
         token_logps = -F.cross_entropy(logits, targets, reduction="none")  # (K,)

@@ -14,6 +14,7 @@ from alignkit.models.loading import (
     load_tokenizer,
     resolve_dtype,
     resolve_source,
+    tokenizer_source,
 )
 
 
@@ -42,8 +43,7 @@ def merge_adapter(adapter_dir: str, out_dir: str, *, dtype: str = "float32", ove
         )
         with _quiet_peft():
             model = PeftModel.from_pretrained(base, source).merge_and_unload()
-        tok_source = source if (Path(source) / "tokenizer_config.json").is_file() else base_source
-        tokenizer = load_tokenizer(tok_source)
+        tokenizer = load_tokenizer(tokenizer_source(source))
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     return out

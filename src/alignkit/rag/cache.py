@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -142,7 +141,7 @@ class SemanticCache:
         self.save_every, self.flush_every, self.flush_seconds = save_every, flush_every, flush_seconds
         self._clock = clock
         self._lock = threading.RLock()  # SQLite connection, vector index and pending counters
-        self._embed_lock = threading.Lock()  # embedders (tokenizers) are not safe to call from two threads
+        self._embed_lock = threading.Lock()  # builds the default embedder once (its calls lock themselves)
         self._embedder = embedder
         self._index = None  # VectorIndex, loaded on first need
         self._known_gen = -1  # the generation the in-memory index reflects
@@ -211,8 +210,7 @@ class SemanticCache:
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         emb = self.embedder
-        with self._embed_lock:
-            vecs = np.ascontiguousarray(emb.encode(list(texts)), dtype=np.float32)
+        vecs = np.ascontiguousarray(emb.encode(list(texts)), dtype=np.float32)
         if vecs.shape != (len(texts), int(emb.dim)):
             raise RagError(f"{self.path}: embedder {self.embedder_name!r} returned shape {vecs.shape} for {len(texts)} texts")
         if self.dim is None:
@@ -232,17 +230,16 @@ class SemanticCache:
 
         vdir = self.path / VECTORS_DIR
         with _file_lock(self.path / LOCK_FILE, shared=True):
-            candidates = [vdir] + sorted(self.path.glob(f".{VECTORS_DIR}.old.*"))  # a save cut short leaves .old
-            for d in candidates:
-                if (d / "vectors.json").is_file():
-                    try:
-                        index = VectorIndex.load(d)
-                    except Exception as err:  # a damaged copy is rebuilt from SQLite, not fatal
-                        log.warning("%s: cannot read the vector index (%s); rebuilding it from the database", d, err)
-                        continue
-                    if index.dim == self.dim:
-                        return index
-                    log.warning("%s: vector index has dimension %d, expected %d; rebuilding it", d, index.dim, self.dim)
+            try:
+                index = VectorIndex.load(vdir)  # finds the old copy a save cut short left aside
+            except FileNotFoundError:
+                return None
+            except Exception as err:  # a damaged copy is rebuilt from SQLite, not fatal
+                log.warning("%s: cannot read the vector index (%s); rebuilding it from the database", vdir, err)
+                return None
+        if index.dim == self.dim:
+            return index
+        log.warning("%s: vector index has dimension %d, expected %d; rebuilding it", vdir, index.dim, self.dim)
         return None
 
     def _ensure_index(self) -> None:
@@ -312,21 +309,11 @@ class SemanticCache:
             return
         with _file_lock(self.path / LOCK_FILE, shared=False):
             self._index.save(self.path / VECTORS_DIR)
-            for stale in self.path.glob(f".{VECTORS_DIR}.*"):  # leftovers of saves cut short
-                shutil.rmtree(stale, ignore_errors=True)
         self._unsaved = 0
 
     def _search(self, vec: np.ndarray, k: int):
-        """Top-``k`` of the index for one query, with faiss on one OpenMP thread: a single query gains nothing
-        from more, and waking a thread team costs ~10 ms on a busy machine (set per calling thread, restored)."""
-        import faiss
-
-        prev = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            return self._index.search(vec.reshape(1, -1), k)
-        finally:
-            faiss.omp_set_num_threads(prev)
+        """Top-``k`` of the index for one query (vec: (dim,))."""
+        return self._index.search(vec.reshape(1, -1), k)
 
     # --- lookups ------------------------------------------------------------------------------------
     def get(self, question: str, context: str | None = None) -> str | None:

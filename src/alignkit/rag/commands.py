@@ -19,8 +19,9 @@ def _embedder(name: str, device: str | None = None):
     try:
         return Embedder(name, device=device)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RagError(f"embedder {name}: cannot load it ({first})") from None
+        from alignkit.errors import first_line
+
+        raise RagError(f"embedder {name}: cannot load it ({first_line(err)})") from None
 
 
 def cmd_rag_index(args: argparse.Namespace) -> int:

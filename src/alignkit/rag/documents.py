@@ -47,6 +47,12 @@ class Block(NamedTuple):
     level: int = 0
 
 
+def embed_text(heading: str, text: str) -> str:
+    """What gets embedded for a chunk: the heading path, then the text (the heading carries the topic of short
+    chunks). The index re-embeds stored chunks through this too, so both must agree."""
+    return f"{heading}\n{text}" if heading else text
+
+
 @dataclass(frozen=True)
 class Section:
     """A heading's body in the cleaned text: ``text[body_start:body_end]`` (empty when the heading has no body)."""
@@ -78,8 +84,7 @@ class Chunk:
     ordinal: int  # position of the chunk in its document, from 0
 
     def embed_text(self) -> str:
-        """What gets embedded: the heading path, then the text (the heading carries the topic of short chunks)."""
-        return f"{self.heading}\n{self.text}" if self.heading else self.text
+        return embed_text(self.heading, self.text)
 
 
 # --- markdown ------------------------------------------------------------------------------------

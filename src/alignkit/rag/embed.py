@@ -17,7 +17,8 @@ DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 @runtime_checkable
 class EmbedderLike(Protocol):
-    """What the index, retriever and cache need from an embedder."""
+    """What the index, retriever and cache need from an embedder. One shared by several threads (the server's
+    retriever and cache) must be safe to call from them, as :class:`Embedder` is (it holds a lock)."""
 
     name: str  # identifies the model (goes into cache and index keys: other vectors are not comparable)
     dim: int  # vector size

@@ -42,18 +42,6 @@ too quite rather again further once up out over under off down s t d ll re ve m 
 """.split())
 """Function words: never content, ignored by every rule except negation."""
 
-FRAME_WORDS = frozenset("""
-way ways best good better possible possibly please tell explain describe define definition mean means meaning
-know want need like thing things something anything someone help able option options process procedure step steps
-method methods happen happens happened get got getting make makes making use used using work works working
-difference differences different differ differs distinction distinguish distinguishes versus vs compare compared
-between purpose role point reason reasons kind sort type exactly right now currently usual usually typical
-typically general generally common commonly simple simplest easy easiest idiomatic proper correct cleanest
-many much number numbers count amount total
-""".split())
-"""Question-framing words: "what's the best way to", "can you explain", "what is the difference between": they
-change how a question is asked, not what it asks, so the word-swap rule ignores them."""
-
 SYNONYMS: tuple[frozenset[str], ...] = tuple(frozenset(g.split("/")) for g in """
 tall/height/high/taller/higher/tallest/highest cost/price/fee/pay big/large/size/bigger/larger/biggest/largest
 fast/quick/quickly/speed/velocity faster/quicker begin/start finish/end quit/exit delete/remove/erase buy/purchase
@@ -168,14 +156,14 @@ class Analysis:
     """What the rules need to know of one question (see :func:`analyse`)."""
 
     words: tuple[str, ...]  # every token, lower case, in order ("n't" spelled out as "not")
-    content: tuple[str, ...]  # stems of the content words, in order (no stopwords, numbers, units or frame words)
     numbers: frozenset[str]  # canonical numbers: "3", "3.12", "144" (digits, number words, ordinals, "twice")
     negated: bool  # contains a negation
     entities: frozenset[str]  # names / acronyms / code tokens as written (case kept)
     units: dict[str, frozenset[str]]  # kind ("length", "data", ...) -> canonical units named
     directions: frozenset[tuple[str, str]]  # (a, b) for "a to/into b", and "unit a in/per unit b" (stems)
     stems: frozenset[str]  # stems of every word (for entity look-up)
-    keywords: tuple[str, ...]  # content, frame words and units (canonical), in order: what the word-swap rule compares
+    keywords: tuple[str, ...]  # stems of every word but stopwords, negations and numbers (units canonical), in order:
+    # what the word-swap rule compares
 
 
 def _tokens(text: str) -> list[Token]:
@@ -292,7 +280,6 @@ def analyse(text: str) -> Analysis:
         if value is not None and not (used == 1 and words[i] == "one"):
             numbers.add(str(value))
         i += max(used, 1)
-    content: list[str] = []
     keywords: list[str] = []
     directions: set[tuple[str, str]] = set()
     last: tuple[int, str] | None = None  # (position, stem) of the last content word or unit
@@ -316,10 +303,8 @@ def analyse(text: str) -> Analysis:
         last = (i, s)
         if is_unit:
             last_unit = (i, s)
-        elif w not in FRAME_WORDS:
-            content.append(s)
     return Analysis(
-        words=tuple(words), content=tuple(content), numbers=frozenset(numbers), negated=negated,
+        words=tuple(words), numbers=frozenset(numbers), negated=negated,
         entities=frozenset(entities), units={k: frozenset(v) for k, v in units.items()},
         directions=frozenset(directions), stems=frozenset(stem(w) for w in words), keywords=tuple(keywords),
     )  # fmt: skip

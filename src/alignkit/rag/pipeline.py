@@ -38,8 +38,7 @@ class RetrieverLike(Protocol):
     """What the pipeline needs from a retriever (:class:`alignkit.rag.retrieve.Retriever` has it)."""
 
     index: object  # has .version (str): changes whenever the corpus does
-    embedder: object  # has .name and .count_tokens(text) (a retriever's own count_tokens, when it has one, is used
-    # instead: Retriever's holds the lock that keeps two threads off the tokenizer)
+    embedder: object  # has .name and .count_tokens(text)
 
     def key(self) -> str: ...
 
@@ -109,7 +108,7 @@ class RagPipeline:
 
     def _fit(self, hits: list[Hit]) -> list[Hit]:
         """The leading hits whose texts fit ``max_context_tokens`` (at least one); their ranks stay 1..n."""
-        count = getattr(self.retriever, "count_tokens", None) or self.retriever.embedder.count_tokens
+        count = self.retriever.embedder.count_tokens
         kept, used = [], 0
         for h in hits:
             n = count(h.text)

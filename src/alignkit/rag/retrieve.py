@@ -9,7 +9,6 @@ Similarities are cosines of the stored (L2-normalised) vectors.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -74,21 +73,14 @@ class Retriever:
         if index_embedder != embedder.name:
             raise RagError(f"{getattr(index, 'path', 'index')}: built with embedder {index_embedder}, the retriever has {embedder.name}")
         self.index, self.embedder = index, embedder
-        self._embed_lock = threading.Lock()  # a tokenizer is not safe to call from two threads (the server's pool)
         self.k, self.mmr, self.mmr_lambda, self.fetch_k = k, mmr, mmr_lambda, max(fetch_k, k)
 
     def key(self) -> str:
         """The retrieval settings as a stable string (part of the semantic cache's context key)."""
         return f"k={self.k},mmr={self.mmr},mmr_lambda={self.mmr_lambda},fetch_k={self.fetch_k if self.mmr else self.k}"
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` for the embedder (the pipeline's context budget), under the embedder lock."""
-        with self._embed_lock:
-            return self.embedder.count_tokens(text)
-
     def retrieve(self, question: str) -> list[Hit]:
-        with self._embed_lock:
-            query = self.embedder.encode([question])  # (1, dim)
+        query = self.embedder.encode([question])  # (1, dim)
         n = self.fetch_k if self.mmr else self.k
         found = self.index.search(query, n)
         ids = [int(i) for i in found.ids[0] if i >= 0]

@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from alignkit.rag.documents import CLEANER_VERSION, SUFFIXES, Chunk, chunk_document, decode_document, word_counter
+from alignkit.rag.documents import (
+    CLEANER_VERSION, SUFFIXES, Chunk, chunk_document, decode_document, embed_text, word_counter,
+)  # fmt: skip
 from alignkit.rag.embed import EmbedderLike
 from alignkit.rag.errors import RagError
 from alignkit.rag.vectors import SearchResult, VectorIndex
@@ -70,7 +72,7 @@ class ChunkRow:
     hash: str  # sha256 of the text, first 16 hex digits
 
     def embed_text(self) -> str:
-        return f"{self.heading}\n{self.text}" if self.heading else self.text
+        return embed_text(self.heading, self.text)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,11 @@ def _sha(data: bytes | str, n: int | None = None) -> str:
     return h[:n] if n else h
 
 
+def _check_format(path: Path, meta: dict) -> None:
+    if meta.get("format") != FORMAT or "embedder" not in meta:
+        raise RagError(f"{path}: index format {meta.get('format')!r}, this alignkit reads {FORMAT!r}: re-index into a new directory")
+
+
 class CorpusIndex:
     """Chunks of a document corpus with their vectors, persisted in one directory (see the module doc).
 
@@ -170,8 +177,7 @@ class CorpusIndex:
         db = cls._connect(path / DB_FILE)
         try:
             meta = cls._meta(db)
-            if meta.get("format") != FORMAT or "embedder" not in meta:
-                raise RagError(f"{path}: index format {meta.get('format')!r}, this alignkit reads {FORMAT!r}: re-index into a new directory")
+            _check_format(path, meta)
             files = db.execute("SELECT path, sha256 FROM files ORDER BY path").fetchall()
             n_chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         finally:
@@ -198,8 +204,7 @@ class CorpusIndex:
                         ("format", FORMAT), ("embedder", embedder.name), ("dim", str(embedder.dim)),
                         ("chunk_tokens", "256"), ("overlap", "32"), ("cleaner", CLEANER_VERSION), ("keep_code", "0")])  # fmt: skip
                 meta = cls._meta(db)
-            if meta.get("format") != FORMAT:
-                raise RagError(f"{path}: index format {meta.get('format')!r}, this alignkit reads {FORMAT!r}: re-index into a new directory")
+            _check_format(path, meta)
             if meta["embedder"] != embedder.name or int(meta["dim"]) != int(embedder.dim):
                 raise RagError(
                     f"{path}: built with embedder {meta['embedder']} (dim {meta['dim']}), not {embedder.name} "
@@ -233,10 +238,6 @@ class CorpusIndex:
     @property
     def embedder_name(self) -> str:
         return self.embedder.name
-
-    @property
-    def dim(self) -> int:
-        return int(self.embedder.dim)
 
     @property
     def version(self) -> str:
@@ -298,9 +299,8 @@ class CorpusIndex:
                 with _transaction(self._db):  # every file is stale at once: a crash midway re-chunks the rest next time
                     self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(settings.items()))
                     self._db.execute("UPDATE files SET sha256 = 'stale'")
-                self._version = None
                 report.rechunked = bool(known)
-                known = self.files()
+                known = dict.fromkeys(known, "stale")
             bar = _Progress(len(found)) if progress else None
             gone_by_sha: dict[str, list[str]] = {}  # files indexed before and not found now: a moved file's old path
             for rel in sorted(set(known) - {rel for _, rel in found}):

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from alignkit.models._fs import atomic_dir
 
 _INDEX_FILE, _META_FILE = "vectors.faiss", "vectors.json"
 
@@ -119,8 +120,17 @@ class VectorIndex:
         if self._index.ntotal == 0 or k <= 0 or n_q == 0:
             return SearchResult(out_ids, out_scores)
         fetch = min(k + len(self._dead), int(self._index.ntotal))
-        _faiss().downcast_index(self._index.index).hnsw.efSearch = max(self.ef_search, fetch)
-        scores, ids = self._index.search(q, fetch)
+        faiss = _faiss()
+        faiss.downcast_index(self._index.index).hnsw.efSearch = max(self.ef_search, fetch)
+        # one query on one OpenMP thread: it gains nothing from more, and waking a thread team costs ~10 ms on a busy
+        # machine (the setting is the calling thread's; restored after)
+        prev = faiss.omp_get_max_threads()
+        if n_q == 1:
+            faiss.omp_set_num_threads(1)
+        try:
+            scores, ids = self._index.search(q, fetch)
+        finally:
+            faiss.omp_set_num_threads(prev)
         for r in range(n_q):
             j = 0
             for i, s in zip(ids[r], scores[r]):
@@ -137,29 +147,21 @@ class VectorIndex:
         """Write the index to directory ``path`` atomically (a complete old or new copy, never half)."""
         faiss = _faiss()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_dir(path, overwrite=True) as tmp:
             faiss.write_index(self._index, str(tmp / _INDEX_FILE))
             meta = {"dim": self.dim, "m": self.m, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
                     "compact_ratio": self.compact_ratio, "dead": sorted(self._dead)}  # fmt: skip
             (tmp / _META_FILE).write_text(json.dumps(meta))
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old.{os.getpid()}")
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        for stale in _leftovers(path):  # of earlier saves cut short (the copy just written supersedes them)
+            shutil.rmtree(stale, ignore_errors=True)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> VectorIndex:
         faiss = _faiss()
         path = Path(path)
+        if not (path / _META_FILE).is_file():  # a save killed between its two renames left the old copy aside
+            path = next((d for d in _leftovers(path, old_only=True) if (d / _META_FILE).is_file()), path)
         meta_file = path / _META_FILE
         if not meta_file.is_file():
             raise FileNotFoundError(f"{path}: not a vector index (no {_META_FILE})")
@@ -170,3 +172,10 @@ class VectorIndex:
         self._dead = set(meta["dead"])
         self._live = set(faiss.vector_to_array(self._index.id_map).astype(np.int64).tolist()) - self._dead
         return self
+
+
+def _leftovers(path: Path, old_only: bool = False) -> list[Path]:
+    """What saves of ``path`` cut short left beside it (``atomic_dir``'s ``.NAME.old-*`` / ``.NAME.tmp-*``), newest first."""
+    kinds = ("old",) if old_only else ("old", "tmp")
+    found = [d for kind in kinds for d in path.parent.glob(f".{path.name}.{kind}-*") if d.is_dir()]
+    return sorted(found, key=lambda d: d.stat().st_mtime, reverse=True)

@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from alignkit.models.backends import ChatBackend, Completion, GenerationSettings
 from alignkit.models.errors import ModelError
 from alignkit.rag.errors import RagError
+from alignkit.rag.pipeline import CacheLike
 
 logger = logging.getLogger("alignkit.serve")
 
@@ -53,16 +54,6 @@ class RagLike(Protocol):
     """What the server needs from the RAG pipeline (:class:`alignkit.rag.pipeline.RagPipeline`)."""
 
     def answer(self, question: str) -> Any:  # -> RagAnswer: .text (str), .sources (list), .cached (bool)
-        ...
-
-
-class CacheLike(Protocol):
-    """What the server needs from the semantic cache (:class:`alignkit.rag.cache.SemanticCache`)."""
-
-    def get(self, question: str, context: str | None = None) -> str | None:  # the stored answer; None on a miss
-        ...
-
-    def put(self, question: str, answer: str, context: str | None = None) -> object:
         ...
 
 
@@ -474,6 +465,8 @@ def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: Cache
         final: list[Completion] = []
         if pipeline is not None:
             answer = _answer_rag(pipeline, messages)
+            u = answer.usage or _NO_TOKENS
+            final.append(Completion(answer.text, u["prompt_tokens"], u["completion_tokens"], answer.finish_reason))
             return iter([answer.text] if answer.text else []), answer.cache, final
         slot = _cache_slot(messages, settings)
         hit = _cache_get(slot)

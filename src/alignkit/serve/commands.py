@@ -14,7 +14,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--model", required=True, help="model directory, LoRA adapter directory or Hub id")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
+    from alignkit.models.backends import BACKENDS
+
+    s.add_argument("--backend", choices=BACKENDS, default="transformers",
                    help="transformers (CPU or one GPU, requests one at a time) or vllm (CUDA, batched; "
                         "pip install 'alignkit[vllm]')")  # fmt: skip
     s.add_argument("--device", help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available)")
