@@ -1,11 +1,12 @@
-"""Build the semantic-cache evaluation set: ``source.txt`` (+ two shipped prompt sets) -> ``dev.jsonl``, ``test.jsonl``.
+"""Build the semantic-cache evaluation set: ``source.txt`` -> ``dev.jsonl``, ``source_fresh.txt`` -> ``test.jsonl``
+(+ shipped prompt sets for the easy negatives).
 
 Each output row is one (cached question, query) pair:
 ``{"id", "group", "topic", "kind", "variant", "cached", "query", "same_answer"}``. The benchmark caches
 every distinct ``cached`` question (its answer id is ``group``) and looks up every ``query``:
 ``same_answer`` true means the cached answer is the right one (a paraphrase); false means the query's
-answer is not in the cache (a hard or easy negative). Groups, not pairs, are split between dev and test
-(stratified by topic, fixed seed), so no cached question or near-copy of one is in both splits.
+answer is not in the cache (a hard or easy negative). The two splits come from two source files written
+at different times (see README.md), so no cached question or near-copy of one is in both.
 
 Run from the repository root:  python data/cache_eval/build.py
 """
@@ -13,13 +14,11 @@ Run from the repository root:  python data/cache_eval/build.py
 from __future__ import annotations
 
 import json
-import random
 import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-SEED = 20240611
 VARIANTS = {"number", "entity", "negation", "unit", "word", "antonym", "direction", "scope"}
 
 
@@ -55,10 +54,14 @@ def _norm(q: str) -> str:
     return re.sub(r"\W+", " ", q.casefold()).strip()
 
 
-def easy_negative_pairs() -> list[dict]:
+def _si_instructions() -> list[str]:
+    return [json.loads(line)["instruction"] for line in (REPO / "data/self-instruct/seed_tasks.jsonl").open()]
+
+
+def easy_negative_pairs_dev() -> list[dict]:
     """Unrelated (cached, query) pairs from shipped prompt sets: self-instruct instructions are cached,
     MT-Bench first turns and other self-instruct instructions are asked."""
-    si = [json.loads(line)["instruction"] for line in (REPO / "data/self-instruct/seed_tasks.jsonl").open()]
+    si = _si_instructions()
     mt = [json.loads(line)["turns"][0] for line in (REPO / "data/mt-bench/question.jsonl").open()]
     queries = mt + si[120:160]
     return [
@@ -68,35 +71,65 @@ def easy_negative_pairs() -> list[dict]:
     ]  # fmt: skip
 
 
-def build() -> dict[str, list[dict]]:
-    groups = parse_source((HERE / "source.txt").read_text())
-    rng = random.Random(SEED)
-    split_of: dict[int, str] = {}
-    for topic in sorted({g["topic"] for g in groups}):
-        idx = [i for i, g in enumerate(groups) if g["topic"] == topic]
-        rng.shuffle(idx)
-        for j, i in enumerate(idx):
-            split_of[i] = "dev" if j % 2 == 0 else "test"
-    rows: dict[str, list[dict]] = {"dev": [], "test": []}
+def easy_negative_pairs_test(n: int = 60) -> list[dict]:
+    """Unrelated pairs for the fresh test split: the first ``n`` distinct short first human turns of the
+    shipped hh-rlhf transcripts (real user questions, often red-team ones) are asked; self-instruct
+    instructions are cached."""
+    import gzip
+
+    si = _si_instructions()
+    seen: list[str] = []
+    with gzip.open(REPO / "data/hh-rlhf-harmless/harmless-base.jsonl.gz", "rt") as f:
+        for line in f:
+            turn = json.loads(line)["chosen"].split("\n\nHuman: ")[1].split("\n\nAssistant:")[0].strip()
+            if 10 <= len(turn) <= 160 and _norm(turn) not in {_norm(t) for t in seen}:
+                seen.append(turn)
+            if len(seen) == n:
+                break
+    return [
+        {"group": f"easy-hh-{i:03d}", "topic": "easy", "kind": "easy_negative", "variant": None, "cached": si[i],
+         "query": q, "same_answer": False}
+        for i, q in enumerate(seen)
+    ]  # fmt: skip
+
+
+def group_rows(groups: list[dict], prefix: str = "") -> list[dict]:
+    """One row per paraphrase and hard negative of each group; group ids ``{prefix}{topic}-{n:03d}``."""
+    rows: list[dict] = []
     counters: dict[str, int] = {}
-    for i, g in enumerate(groups):
+    for g in groups:
         counters[g["topic"]] = counters.get(g["topic"], 0) + 1
-        gid = f"{g['topic']}-{counters[g['topic']]:03d}"
+        gid = f"{prefix}{g['topic']}-{counters[g['topic']]:03d}"
         pairs = [("paraphrase", None, q, True) for q in g["paraphrases"]]
         pairs += [("hard_negative", v, q, False) for v, q in g["negatives"]]
         for j, (kind, variant, q, same) in enumerate(pairs):
-            rows[split_of[i]].append({"id": f"{gid}-{j}", "group": gid, "topic": g["topic"], "kind": kind,
-                                      "variant": variant, "cached": g["question"], "query": q, "same_answer": same})  # fmt: skip
-    for j, pair in enumerate(easy_negative_pairs()):
-        split = "dev" if j % 2 == 0 else "test"
-        rows[split].append({"id": f"{pair['group']}-0", **pair})
-    cached = {_norm(r["cached"]) for split in rows.values() for r in split}
+            rows.append({"id": f"{gid}-{j}", "group": gid, "topic": g["topic"], "kind": kind,
+                         "variant": variant, "cached": g["question"], "query": q, "same_answer": same})  # fmt: skip
+    return rows
+
+
+def build() -> dict[str, list[dict]]:
+    """dev: every group of ``source.txt`` (written first; the rules and the default threshold were chosen on
+    it) and the MT-Bench / self-instruct easy negatives. test: every group of ``source_fresh.txt`` (written
+    later, by another writer who saw neither the rules nor the results) and hh-rlhf easy negatives."""
+    rows = {
+        "dev": group_rows(parse_source((HERE / "source.txt").read_text()))
+        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_dev()],
+        "test": group_rows(parse_source((HERE / "source_fresh.txt").read_text()), prefix="fresh-")
+        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_test()],
+    }
+    for split, split_rows in rows.items():
+        cached = {_norm(r["cached"]) for r in split_rows}
+        clash = cached.intersection(_norm(r["query"]) for r in split_rows)
+        if clash:
+            raise ValueError(f"{split}: queries that are also cached questions (their answer would be in the cache): "
+                             f"{sorted(clash)[:5]}")  # fmt: skip
     queries = [_norm(r["query"]) for split in rows.values() for r in split]
-    clash = cached.intersection(queries)
-    if clash:
-        raise ValueError(f"queries that are also cached questions (their answer would be in the cache): {sorted(clash)[:5]}")
     if len(set(queries)) != len(queries):
         raise ValueError("a query appears twice")
+    fresh = {_norm(r["cached"]) for r in rows["test"] if r["kind"] != "easy_negative"}
+    if fresh & {_norm(r["cached"]) for r in rows["dev"]}:
+        raise ValueError("a fresh cached question is also a dev cached question")
     return rows
 
 

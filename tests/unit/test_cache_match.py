@@ -3,8 +3,8 @@
 import pytest
 
 from alignkit.rag.match import (
-    PlainCosine, RuleCheck, analyse, entities_agree, negation_agrees, no_antonym_swap, no_direction_swap,
-    no_word_swap, normalise, numbers_agree, second_check, stem, units_agree,
+    PlainCosine, RuleCheck, analyse, entities_agree, intents_agree, negation_agrees, no_antonym_swap, no_direction_swap,
+    no_word_swap, normalise, numbers_agree, question_intent, second_check, stem, units_agree,
 )  # fmt: skip
 
 
@@ -119,6 +119,7 @@ def test_units_agree(a, b, agree):
         ("When did the war start?", "When did the war end?", False),
         ("What is the difference between an encoder and a decoder?", "How does a decoder differ from an encoder?", True),
         ("Which ocean is the biggest?", "What is the largest ocean?", True),
+        ("How do I stop a Docker container running in the background?", "How do I run a Docker container in the background?", False),
     ],
 )
 def test_no_antonym_swap(a, b, agree):
@@ -134,6 +135,8 @@ def test_no_antonym_swap(a, b, agree):
         ("What's the number of ounces per pound?", "How many ounces are in a pound?", True),
         ("A pound is how many ounces?", "How many ounces are in a pound?", True),  # no "in": no direction read
         ("How do I turn a string into an integer?", "How do I convert a string to an integer?", True),
+        ("How do I format a date as DD/MM/YYYY in Python?", "How do I format a date as YYYY-MM-DD in Python?", False),
+        ("How do I print a date as YYYY/MM/DD?", "How do I format a date as YYYY-MM-DD?", True),  # same order
     ],
 )
 def test_no_direction_swap(a, b, agree):
@@ -158,6 +161,60 @@ def test_no_direction_swap(a, b, agree):
 )
 def test_no_word_swap(a, b, agree):
     assert (rule(no_word_swap, a, b) is None) == agree
+
+
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("How do I fix the vanishing gradient problem?", "action"),
+        ("I forgot my password. How can I set a new one?", "action"),  # the last question counts
+        ("My payment was declined, what should I do?", "action"),
+        ("As an adult, what is the most effective method for learning another language?", "action"),
+        ("What's the best way to reverse a list in Python?", "action"),
+        ("What is the vanishing gradient problem?", "define"),
+        ("What does the acronym GDPR mean?", "define"),
+        ("What causes hiccups?", "reason"),
+        ("Why is the sky blue?", "reason"),
+        ("How big should a validation set be?", "quantity"),
+        ("If I pick standard delivery, how many days until my order arrives?", "quantity"),  # after a comma
+        ("When did World War II end?", "time"),
+        ("Who wrote Pride and Prejudice?", "person"),
+        ("How is a recommender system evaluated?", "method"),
+        ("What are the drawbacks of the ReLU activation?", "cons"),
+        ("What are the main advantages of ReLU?", "pros"),
+        ("How is the KL divergence defined?", None),  # "defined" asks for a definition: no kind
+        ("How does beam search work?", None),
+        ("What is the time complexity of binary search in big-O terms?", None),  # a long "what is": no kind
+        ("Can I change the delivery address after placing an order?", None),
+        ("What's the impact of the batch size when training?", None),  # a "when" mid-sentence is not a question word
+    ],
+)
+def test_question_intent(text, kind):
+    assert question_intent(text) == kind
+
+
+@pytest.mark.parametrize(
+    "a, b, agree",
+    [
+        ("How do I fix the vanishing gradient problem?", "What is the vanishing gradient problem?", False),
+        ("How do I detect overfitting?", "What is overfitting?", False),
+        ("What causes hiccups?", "How do I get rid of hiccups?", False),
+        ("How big should a validation set be?", "Why do we need a validation set?", False),
+        ("How is a recommender system evaluated?", "What is a recommender system?", False),
+        ("What are the drawbacks of the ReLU activation?", "Why is the ReLU activation so popular?", False),
+        ("Who invented the telephone?", "When was the telephone invented?", False),
+        # paraphrases whose question words differ, and must stay hits
+        ("What was the end date of WWII?", "When did World War II end?", True),
+        ("How much is fifteen percent of 80?", "What is 15% of 80?", True),
+        ("Why do gradients become tiny in deep networks?", "What is the vanishing gradient problem?", True),
+        ("Where do I turn on 2FA for my account?", "How do I enable two-factor authentication?", True),
+        ("How does beam search decoding work?", "What is beam search?", True),
+        ("How is Kullback-Leibler divergence defined?", "What is the KL divergence?", True),
+        ("When am I able to check in online?", "How many days before the flight can I check in online?", True),
+    ],
+)
+def test_intents_agree(a, b, agree):
+    assert (rule(intents_agree, a, b) is None) == agree
 
 
 def test_no_word_swap_costs_synonyms_it_does_not_know():

@@ -13,7 +13,10 @@ takes the candidates above a *lower* cosine threshold and keeps one only if thes
   "US" ~ "United States" by initials).
 - :func:`units_agree`: where both name a unit of the same kind (length, mass, data, ...), the same units.
 - :func:`no_antonym_swap`: one says "enable" / "before" / "largest", the other "disable" / "after" / "smallest".
-- :func:`no_direction_swap`: "convert A to B" against "convert B to A".
+- :func:`no_direction_swap`: "convert A to B" against "convert B to A"; "DD/MM/YYYY" against "YYYY-MM-DD".
+- :func:`intents_agree`: the kind of answer asked for must not conflict: "How do I fix X?" (steps) against
+  "What is X?" (a definition), "What causes X?" against "How do I get rid of X?", "How big should X be?"
+  against "Why do we need X?".
 - :func:`no_word_swap`: the two are the same sentence but for content words put in or swapped
   ("... by key" vs "... by value", "a marathon" vs "a half marathon"), the near-miss that fools embeddings.
 
@@ -98,6 +101,7 @@ horizontally/vertically horizontal/vertical left/right signed/unsigned mutable/i
 synchronous/asynchronous sync/async lock/unlock login/logout subscribe/unsubscribe renew/cancel
 activate/deactivate connect/disconnect follow/unfollow local/remote client/server ascending/descending
 positive/negative true/false north/south east/west rise/fall built/demolished import/export enter/exit
+run/stop pause/resume show/hide mute/unmute advantages/disadvantages benefits/drawbacks pros/cons
 """.split())  # fmt: skip
 """Word pairs that flip a question's meaning while keeping the words around them."""
 _ANTONYM_OF: dict[str, frozenset[str]] = {}
@@ -107,8 +111,56 @@ for _a, _b in ANTONYMS:
 
 _DIRECTION_WORDS = frozenset({"to", "into"})
 
+# --- the kind of answer asked for ---------------------------------------------------------------------
+_SUBJ = r"(?:i|we|you|one|u)"
+_ADJ = r"(?:best|easiest|fastest|quickest|simplest|cleanest|right|proper|correct|recommended|safest|most \w+|good|better|standard|usual) "
+INTENTS: tuple[tuple[str, str], ...] = (
+    ("method", r"how (?:is|are|was|were) (?:[\w'-]+ ){1,5}?(?!defined|called|known|pronounced|spelled|named)[\w'-]+(?:ed|en)\s*\??$"),
+    ("action", rf"how (?:do|can|could|should|would|might|will|shall) {_SUBJ}\b|how to\b|what (?:should|can|could|do|would|shall) "
+               rf"{_SUBJ} do\b|is there (?:a|any) (?:\w+ )?(?:way|trick|method)s? to\b|(?:what(?: is|'s| are)? )?(?:the |some )?"
+               rf"{_ADJ}?(?:ways?|steps|process|procedure|methods?) (?:to|for)\b|what steps\b|where (?:do|can|could|should) {_SUBJ}\b"),
+    ("reason", r"why\b|how come\b|what (?:causes|caused|makes|made)\b|what(?: is|'s| are) the (?:main )?(?:reasons?|causes?)\b"),
+    ("time", r"when\b|what (?:year|time|date|day|century|decade|month)\b|how long ago\b"),
+    ("person", r"who(?:m|se)?\b"),
+    ("quantity", r"how (?:much|many|long|big|far|old|often|tall|large|fast|high|heavy|deep|wide|small|hot|cold|soon)\b"),
+    ("cons", r"what(?: is|'s| are)? (?:the |some |its )?(?:main |biggest |major |key )?"
+             r"(?:disadvantages?|drawbacks?|downsides?|cons|limitations?|weakness(?:es)?|risks?|dangers?)\b"),
+    ("pros", r"what(?: is|'s| are)? (?:the |some |its )?(?:main |biggest |major |key )?(?:advantages?|benefits?|upsides?|pros|strengths?)\b"),
+    ("define", r"what(?: is|'s| are) (?:an? |the )?[\w'-]+(?: [\w'-]+){0,3}\s*\??\s*$|what does [\w\s'-]+ mean\b|what do you mean by\b"
+               r"|define\b|(?:what is )?the (?:definition|meaning) of\b"),
+)  # fmt: skip
+"""(kind, pattern): the first pattern that matches at the start of the question's last interrogative
+sentence, or right after a comma, colon or dash in it ("As an adult, what is ..."), names the kind of
+answer asked for. "method" ("How is X evaluated?"), "action" (steps for the asker: "How do I ...", "What
+should I do", "the best way to"), "reason", "time", "person", "quantity", "cons", "pros", "define" (a short
+"What is X?"). A question none matches ("Can I ...?", "Is X ...?", "How does X work?") has no kind and
+conflicts with nothing."""
+_INTENTS = tuple((kind, re.compile(pattern)) for kind, pattern in INTENTS)
+INTENT_CONFLICTS: frozenset[frozenset[str]] = frozenset(frozenset(p.split("/")) for p in """
+action/define action/reason action/person action/time method/define reason/quantity reason/time reason/person
+quantity/person time/person cons/pros cons/reason""".split())  # fmt: skip
+"""Kinds whose answers differ. Only clear conflicts are listed: "What is X?" and "When did X end?" or "How
+much is X?" are often the same question ("What was the end date of WWII?"), so define/time and
+define/quantity are not; nor are the "how does X work / differ" questions, which reword "What is X" freely."""
+_CLAUSE_START = re.compile(r"^|[,;:(]\s*|\s[-—]\s*")
+
+
+def question_intent(text: str) -> str | None:
+    """The kind of answer ``text`` asks for (a name from :data:`INTENTS`), or None when no pattern says."""
+    t = unicodedata.normalize("NFKC", text).replace("’", "'").lower().strip()
+    sentences = [s.strip() for s in re.split(r"(?<=[.?!])\s+|\n+", t) if s.strip()]
+    questions = [s for s in sentences if s.endswith("?")]
+    target = questions[-1] if questions else (sentences[-1] if sentences else t)
+    for start in sorted({m.end() for m in _CLAUSE_START.finditer(target)}):
+        for kind, rx in _INTENTS:
+            if rx.match(target, start):
+                return kind
+    return None
+
+
 # --- analysis ----------------------------------------------------------------------------------------
 _TOKEN = re.compile(r"°[CcFf]\b|[$€£%]|\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|[A-Za-z0-9_]+(?:['.\-+#][A-Za-z0-9_]+)*[+#]*")
+_COMPOUND = re.compile(r"(?<![\w/-])[A-Za-z0-9]+(?:[/-][A-Za-z0-9]+)+(?![\w/-])")  # DD/MM/YYYY, YYYY-MM-DD, TCP/IP
 _CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _CONTRACTIONS = {"can't": ("can", "not"), "won't": ("will", "not"), "cannot": ("can", "not"), "shan't": ("shall", "not")}
 
@@ -161,6 +213,8 @@ class Analysis:
     entities: frozenset[str]  # names / acronyms / code tokens as written (case kept)
     units: dict[str, frozenset[str]]  # kind ("length", "data", ...) -> canonical units named
     directions: frozenset[tuple[str, str]]  # (a, b) for "a to/into b", and "unit a in/per unit b" (stems)
+    compounds: frozenset[tuple[str, ...]]  # parts of tokens like "DD/MM/YYYY", "YYYY-MM-DD", "TCP/IP", in order
+    intent: str | None  # the kind of answer asked for (see :func:`question_intent`); None when unclear
     stems: frozenset[str]  # stems of every word (for entity look-up)
     keywords: tuple[str, ...]  # stems of every word but stopwords, negations and numbers (units canonical), in order:
     # what the word-swap rule compares
@@ -224,6 +278,7 @@ def analyse(text: str) -> Analysis:
     numbers: set[str] = set()
     units: dict[str, set[str]] = {}
     negated = False
+    compounds = {tuple(m.group(0).lower().replace("/", "-").split("-")) for m in _COMPOUND.finditer(text)}
     prev_cap = False  # previous token was a capitalised word (for roman numerals: "World War II")
     for tok in toks:
         t, low = tok.text, tok.low
@@ -307,6 +362,7 @@ def analyse(text: str) -> Analysis:
         words=tuple(words), numbers=frozenset(numbers), negated=negated,
         entities=frozenset(entities), units={k: frozenset(v) for k, v in units.items()},
         directions=frozenset(directions), stems=frozenset(stem(w) for w in words), keywords=tuple(keywords),
+        compounds=frozenset(compounds), intent=question_intent(text),
     )  # fmt: skip
 
 
@@ -422,10 +478,15 @@ def no_antonym_swap(a: Analysis, b: Analysis) -> str | None:
 
 
 def no_direction_swap(a: Analysis, b: Analysis) -> str | None:
-    """"convert A to B" against "convert B to A"."""
+    """"convert A to B" against "convert B to A"; a compound token's parts in another order ("DD/MM/YYYY"
+    against "YYYY-MM-DD", "input/output" against "output/input" is not refused: same order)."""
     for x, y in a.directions:
         if (y, x) in b.directions and (x, y) not in b.directions:
             return f"direction differs: {x} -> {y} vs {y} -> {x}"
+    for ca in a.compounds - b.compounds:
+        for cb in b.compounds - a.compounds:
+            if sorted(ca) == sorted(cb):
+                return f"order differs: {'/'.join(ca)} vs {'/'.join(cb)}"
     return None
 
 
@@ -459,8 +520,17 @@ def no_word_swap(a: Analysis, b: Analysis, *, min_shared: float = 0.5) -> str | 
     return None
 
 
+def intents_agree(a: Analysis, b: Analysis) -> str | None:
+    """The two do not ask for conflicting kinds of answer (:data:`INTENT_CONFLICTS`): "How do I fix the
+    vanishing gradient problem?" is not "What is the vanishing gradient problem?", though an embedding puts
+    them close; "What causes hiccups?" is not "How do I get rid of hiccups?"."""
+    if a.intent and b.intent and frozenset((a.intent, b.intent)) in INTENT_CONFLICTS:
+        return f"asks for another kind of answer: {a.intent} vs {b.intent}"
+    return None
+
+
 RULES: tuple[Rule, ...] = (numbers_agree, negation_agrees, entities_agree, units_agree, no_antonym_swap,
-                           no_direction_swap, no_word_swap)  # fmt: skip
+                           no_direction_swap, no_word_swap, intents_agree)  # fmt: skip
 """The rules :func:`second_check` applies, in order."""
 
 
