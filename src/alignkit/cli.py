@@ -38,7 +38,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_config_show(args: argparse.Namespace) -> int:
     from alignkit.config.base import ConfigError, dump_config
 
-    stage = args.stage or Path(args.config).parent.name
+    stage = args.stage or Path(args.config).parent.name.replace("_", "-")  # configs/self_reward -> self-reward
     if stage not in STAGES:
         raise ConfigError(f"{args.config}: cannot tell the stage from its folder; pass --stage ({' | '.join(STAGES)})")
     print(dump_config(_stage_config(stage, args.config, args.overrides)), end="")
@@ -258,9 +258,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignkit.rl.rewards import RewardError
     from alignkit.training.errors import TrainingError
 
+    from alignkit.judge.judges import JudgeError
     from alignkit.rag.errors import RagError
 
-    errors += [TrainingError, RewardError, RagError]
+    errors += [TrainingError, RewardError, RagError, JudgeError]
     try:
         from alignkit.models.errors import ModelError
 

@@ -14,6 +14,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "kto": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
     "ppo": ("alignkit.config.ppo:PPOConfig", "alignkit.algorithms.ppo:run"),
     "pipeline": ("alignkit.config.pipeline:PipelineConfig", "alignkit.algorithms.pipeline:run"),
+    "self-reward": ("alignkit.config.self_reward:SelfRewardConfig", "alignkit.algorithms.self_reward:run"),
 }
 # Aliases of ``dpo`` that preset ``loss.type`` (a config naming another loss type is an error).
 LOSS_ALIASES = ("orpo", "simpo", "kto")

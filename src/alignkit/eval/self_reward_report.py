@@ -1,0 +1,458 @@
+"""The table and the self-contained HTML report of a self-rewarding run (``alignkit self-reward``).
+
+Each iteration ``t = 1..T`` writes ``iter-t/summary.json``; ``iter-0/summary.json`` holds the evaluation
+of the starting model (only ``iteration``, ``model``, ``eval``, ``mean_judge_score``, ``seconds``). Any
+figure may be missing or None when it was not measured: it shows as "—" in the table, and a plot whose
+data are all missing is left out with a note.
+
+The report (same look as ``eval.report``: inline CSS, matplotlib Agg PNGs as base64 data URIs, all text
+HTML-escaped) holds the iteration table, four plots — judge score (and RM score) per iteration, win
+rate against the previous iteration, response length next to the chosen/rejected lengths of the
+training pairs (the length-bias check), pairs kept vs skipped by reason and the unparseable rate —
+a "how to read this" paragraph, optional example pairs and the config.
+
+Numbers in the table keep 3 significant digits (``3.10``, ``0.610``, ``44.0``); values of 100 or more
+are rounded to an integer (``256``), counts are printed as integers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from alignkit.eval.report import _CSS, _e, _figure, _number, _png
+
+MISSING = "—"
+
+ITERATION_HEADERS = (
+    "iteration",
+    "pairs",
+    "unparseable",  # judgments of the training candidates: count (% of judgments)
+    "judge score [CI]",
+    "RM score [CI]",
+    "win rate vs prev [CI]",
+    "judge agreement",
+    "response words",  # mean, evaluation answers
+    "train loss",
+)
+
+# Skip reasons of ``pairs``, in display order; other ``skipped_*`` keys follow, sorted.
+_SKIP_REASONS = ("skipped_few_scores", "skipped_small_gap", "skipped_length_ratio")
+
+_EXTRA_CSS = """
+table.examples td { max-width: 32em; }
+.score { font-size: 0.85em; color: #555; margin-bottom: 0.3em; }
+"""
+
+
+# ------------------------------------------------------------------------------------------ values
+
+
+def _get(summary: dict, *keys: str) -> object:
+    """``summary[k0][k1]...``, or None where a level is missing or not a dict."""
+    node: object = summary
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _num(summary: dict, *keys: str) -> float | None:
+    """The finite number at ``keys`` (see ``_get``), else None."""
+    return _number(_get(summary, *keys))
+
+
+def _ci(summary: dict, *keys: str) -> tuple[float, float] | None:
+    """A ``[low, high]`` interval at ``keys``, else None."""
+    v = _get(summary, *keys)
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        return None
+    low, high = _number(v[0]), _number(v[1])
+    return None if low is None or high is None else (low, high)
+
+
+def _iteration(summary: dict) -> int | None:
+    it = _number(summary.get("iteration")) if isinstance(summary, dict) else None
+    return None if it is None else int(it)
+
+
+def _sorted(summaries: Sequence[dict]) -> list[dict]:
+    """Summaries by iteration (those without one last, in the given order)."""
+    valid = [s for s in summaries if isinstance(s, dict)]
+    order = sorted(range(len(valid)), key=lambda i: (_iteration(valid[i]) is None, _iteration(valid[i]) or 0, i))
+    return [valid[i] for i in order]
+
+
+def _judge_score(s: dict) -> float | None:
+    v = _num(s, "eval", "mean_judge_score")
+    return v if v is not None else _num(s, "mean_judge_score")
+
+
+def _unparseable_rate(s: dict) -> float | None:
+    rate = _num(s, "judging", "unparseable_rate")
+    if rate is not None:
+        return rate
+    count, total = _num(s, "judging", "unparseable"), _num(s, "judging", "judgments")
+    return count / total if count is not None and total else None
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def fmt_number(x: float | None) -> str:
+    """3 significant digits (``3.10``, ``0.610``), integers from 100 up, "—" for None."""
+    if x is None:
+        return MISSING
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    return f"{x:#.3g}"
+
+
+def _fmt_count(x: float | None) -> str:
+    if x is None:
+        return MISSING
+    return str(int(x)) if float(x).is_integer() else fmt_number(x)
+
+
+def _fmt_with_ci(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None:
+        return MISSING
+    if ci is None:
+        return fmt_number(value)
+    return f"{fmt_number(value)} [{fmt_number(ci[0])}, {fmt_number(ci[1])}]"
+
+
+def _fmt_unparseable(s: dict) -> str:
+    count, rate = _num(s, "judging", "unparseable"), _unparseable_rate(s)
+    if count is None and rate is None:
+        return MISSING
+    if rate is None:
+        return _fmt_count(count)
+    pct = f"{fmt_number(100 * rate)}%"
+    return pct if count is None else f"{_fmt_count(count)} ({pct})"
+
+
+def iteration_table_rows(summaries: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row of display strings per iteration, sorted by iteration ("—" where missing).
+
+    Columns: iteration, pairs, unparseable judgments (count and %), mean judge score [CI], mean RM
+    score [CI], win rate vs previous [CI] ("—" for iteration 0), judge agreement, mean response words,
+    train loss.
+    """
+    rows = []
+    for s in _sorted(summaries):
+        it = _iteration(s)
+        win = None if it == 0 else _num(s, "eval", "win_rate_vs_previous")
+        rows.append([
+            MISSING if it is None else str(it),
+            _fmt_count(_num(s, "pairs", "pairs")),
+            _fmt_unparseable(s),
+            _fmt_with_ci(_judge_score(s), _ci(s, "eval", "judge_score_ci")),
+            _fmt_with_ci(_num(s, "eval", "mean_reward"), _ci(s, "eval", "reward_ci")),
+            _fmt_with_ci(win, _ci(s, "eval", "win_rate_ci")),
+            fmt_number(_num(s, "eval", "judge_agreement")),
+            fmt_number(_num(s, "eval", "mean_response_words")),
+            fmt_number(_num(s, "train", "train_loss")),
+        ])  # fmt: skip
+    return list(ITERATION_HEADERS), rows
+
+
+def print_iteration_table(summaries: list[dict], console=None) -> None:
+    """The iteration table (``iteration_table_rows``) printed with rich."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    headers, rows = iteration_table_rows(summaries)
+    table = Table(
+        title=f"Self-rewarding run: {len(rows)} iterations",
+        caption="CI: 95% intervals; unparseable: judgments of the training candidates",
+        box=box.SIMPLE_HEAD,
+    )
+    for i, h in enumerate(headers):
+        # headers wrap to their column's widest value, so the values set the table's width
+        width = max([8, *(len(r[i]) for r in rows)])
+        header = "\n".join(textwrap.wrap(h, width, break_long_words=False))
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+Series = tuple[list[int], list[float]]  # (iterations, values), only the iterations that have a value
+
+
+def _series(summaries: Sequence[dict], value: Callable[[dict], float | None], *, skip_zero: bool = False) -> Series:
+    xs, ys = [], []
+    for s in summaries:
+        it, v = _iteration(s), value(s)
+        if it is None or v is None or (skip_zero and it == 0):
+            continue
+        xs.append(it)
+        ys.append(v)
+    return xs, ys
+
+
+def _yerr(summaries: Sequence[dict], xs: list[int], ys: list[float], *ci_keys: str) -> list[list[float]]:
+    """Asymmetric error bars ``[below, above]`` from each iteration's CI (0 where there is none)."""
+    by_it = {_iteration(s): s for s in summaries}
+    below, above = [], []
+    for x, y in zip(xs, ys):
+        ci = _ci(by_it[x], *ci_keys)
+        below.append(max(0.0, y - ci[0]) if ci else 0.0)
+        above.append(max(0.0, ci[1] - y) if ci else 0.0)
+    return [below, above]
+
+
+def _iteration_axis(ax, xs: Sequence[int]) -> None:
+    ax.set_xticks(sorted(set(xs)))
+    ax.set_xlabel("iteration")
+    ax.grid(alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def score_plot(summaries: list[dict]) -> str | None:
+    """Mean judge score per iteration with CI error bars; mean RM score in a second panel when present."""
+    summaries = _sorted(summaries)
+    judge = _series(summaries, _judge_score)
+    reward = _series(summaries, lambda s: _num(s, "eval", "mean_reward"))
+    panels = [(name, series) for name, series in (("judge", judge), ("reward", reward)) if series[0]]
+    if not panels:
+        return None
+    fig = _figure(4.8 * len(panels), 3.6)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, (xs, ys)) in zip(axes, panels):
+        keys = ("eval", "judge_score_ci") if name == "judge" else ("eval", "reward_ci")
+        color = "#4c72b0" if name == "judge" else "#55a868"
+        ax.errorbar(xs, ys, yerr=_yerr(summaries, xs, ys, *keys), fmt="o-", capsize=5, color=color)
+        ax.set_ylabel("mean judge score (95% CI)" if name == "judge" else "mean RM score (95% CI)")
+        ax.set_title("Judge score per iteration" if name == "judge" else "Reward-model score per iteration")
+        _iteration_axis(ax, xs)
+    return _png(fig, "mean judge score and reward-model score per iteration")
+
+
+def win_rate_plot(summaries: list[dict]) -> str | None:
+    """Win rate against the previous iteration, with CI error bars, around a dashed 0.5 line."""
+    summaries = _sorted(summaries)
+    xs, ys = _series(summaries, lambda s: _num(s, "eval", "win_rate_vs_previous"), skip_zero=True)
+    if not xs:
+        return None
+    fig = _figure(max(4.8, 0.6 * len(xs) + 3), 3.6)
+    ax = fig.add_subplot()
+    ax.errorbar(xs, ys, yerr=_yerr(summaries, xs, ys, "eval", "win_rate_ci"), fmt="o-", capsize=5, color="#dd8452")
+    ax.axhline(0.5, color="#888", linestyle="--", linewidth=0.8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("win rate vs previous (95% CI)")
+    ax.set_title("Win rate against the previous iteration")
+    _iteration_axis(ax, xs)
+    return _png(fig, "win rate against the previous iteration")
+
+
+def length_plot(summaries: list[dict]) -> str | None:
+    """Mean response words per iteration next to the mean chosen / rejected words of the training pairs."""
+    summaries = _sorted(summaries)
+    lines = [
+        (label, _series(summaries, lambda s, keys=keys: _num(s, *keys)), fmt, color)
+        for label, keys, fmt, color in (
+            ("evaluation responses", ("eval", "mean_response_words"), "o-", "#4c72b0"),
+            ("chosen (training pairs)", ("pairs", "mean_chosen_words"), "s--", "#55a868"),
+            ("rejected (training pairs)", ("pairs", "mean_rejected_words"), "v--", "#c44e52"),
+        )
+    ]
+    lines = [line for line in lines if line[1][0]]
+    if not lines:
+        return None
+    fig = _figure(5.6, 3.6)
+    ax = fig.add_subplot()
+    for label, (xs, ys), fmt, color in lines:
+        ax.plot(xs, ys, fmt, color=color, label=label)
+    ax.set_ylabel("mean words")
+    ax.set_title("Response length and training-pair lengths")
+    ax.legend(fontsize="small")
+    _iteration_axis(ax, [x for _, (xs, _), _, _ in lines for x in xs])
+    return _png(fig, "mean response length and chosen/rejected lengths per iteration")
+
+
+def _skip_keys(summaries: Sequence[dict]) -> list[str]:
+    found = {k for s in summaries if isinstance(s.get("pairs"), dict) for k in s["pairs"] if k.startswith("skipped_")}
+    return [k for k in _SKIP_REASONS if k in found] + sorted(found - set(_SKIP_REASONS))
+
+
+def pairs_plot(summaries: list[dict]) -> str | None:
+    """Pairs kept and skipped (stacked by reason) per iteration, and the unparseable judgment rate."""
+    summaries = _sorted(summaries)
+    reasons = _skip_keys(summaries)
+    stacks: dict[int, list[float]] = {}  # iteration -> [kept, *skipped by reason]
+    for s in summaries:
+        it = _iteration(s)
+        values = [_num(s, "pairs", "pairs"), *(_num(s, "pairs", k) for k in reasons)]
+        if it is not None and any(v is not None for v in values):
+            stacks[it] = [v or 0.0 for v in values]
+    rate = _series(summaries, _unparseable_rate)
+    n_panels = bool(stacks) + bool(rate[0])
+    if not n_panels:
+        return None
+    fig = _figure(4.8 * n_panels, 3.6)
+    axes = list(fig.subplots(1, n_panels, squeeze=False)[0])
+    if stacks:
+        ax = axes.pop(0)
+        xs = sorted(stacks)
+        labels = ["kept", *(f"skipped: {k.removeprefix('skipped_').replace('_', ' ')}" for k in reasons)]
+        colors = ["#4c72b0", "#dd8452", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+        bottom = [0.0] * len(xs)
+        for j, label in enumerate(labels):
+            heights = [stacks[x][j] for x in xs]
+            ax.bar(xs, heights, bottom=bottom, label=label, color=colors[j % len(colors)])
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        ax.set_ylabel("pairs")
+        ax.set_title("Pairs kept and skipped")
+        ax.legend(fontsize="small")
+        _iteration_axis(ax, xs)
+    if rate[0]:
+        ax = axes.pop(0)
+        xs, ys = rate
+        ax.plot(xs, [100 * y for y in ys], "o-", color="#c44e52")
+        ax.set_ylim(0, max(1.0, 1.15 * 100 * max(ys)))
+        ax.set_ylabel("unparseable judgments (%)")
+        ax.set_title("Unparseable judgment rate")
+        _iteration_axis(ax, xs)
+    return _png(fig, "pairs kept and skipped, and unparseable judgment rate per iteration")
+
+
+# (title, drawing function, note when there is nothing to draw)
+PLOTS: tuple[tuple[str, Callable[[list[dict]], str | None], str], ...] = (
+    ("Judge score and reward-model score", score_plot, "No judge or reward-model scores recorded."),
+    ("Win rate against the previous iteration", win_rate_plot, "No win rates against the previous iteration recorded."),
+    ("Length-bias check", length_plot, "No response or training-pair lengths recorded."),
+    ("Pairs and unparseable judgments", pairs_plot, "No pair counts or unparseable judgment rates recorded."),
+)
+
+
+# ------------------------------------------------------------------------------------------ html
+
+
+def _table_html(summaries: list[dict]) -> str:
+    headers, rows = iteration_table_rows(summaries)
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + f"<td>{_e(cells[0])}</td>" + "".join(f'<td class="num">{_e(c)}</td>' for c in cells[1:]) + "</tr>"
+        for cells in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _text(x: object) -> str:
+    """An example's prompt or answer as display text (a message list as ``role: content`` lines)."""
+    if x is None:
+        return ""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, list) and all(isinstance(m, dict) and "content" in m for m in x):
+        return "\n".join(f"{m.get('role', '?')}: {m['content']}" for m in x)
+    return json.dumps(x, ensure_ascii=False, default=str)
+
+
+def _answer_cell(text: object, score: object) -> str:
+    v = _number(score)
+    head = "" if v is None else f'<div class="score">score {_e(fmt_number(v))}</div>'
+    return f"<td>{head}<pre>{_e(_text(text))}</pre></td>"
+
+
+def _examples_html(examples: Sequence[dict]) -> str:
+    rows = []
+    for ex in examples:
+        if not isinstance(ex, dict):
+            continue
+        it = ex.get("iteration")
+        rows.append(
+            f"<tr><td>{_e(MISSING if it is None else it)}</td><td><pre>{_e(_text(ex.get('prompt')))}</pre></td>"
+            f"{_answer_cell(ex.get('chosen'), ex.get('score_chosen'))}"
+            f"{_answer_cell(ex.get('rejected'), ex.get('score_rejected'))}</tr>"
+        )
+    head = "<tr><th>iteration</th><th>prompt</th><th>chosen</th><th>rejected</th></tr>"
+    return f'<table class="examples">{head}{"".join(rows)}</table>'
+
+
+_HOW_TO_READ = (
+    "The judge score is the model grading itself; the reward-model (RM) score and the win rate against the "
+    "previous iteration are the outside checks. Judge scores rising while the RM score or the win rate do not "
+    "is the sign of judge hacking: the model learns what its judge likes rather than better answers. A win rate "
+    "whose interval lies above the dashed 0.5 line means the iteration beat the one before it. Chosen answers "
+    "much longer than rejected ones is length bias: training on those pairs teaches the model to write more, "
+    "which shows up as a rising mean response length. A high unparseable rate means many judgments were "
+    "thrown away, so the pairs rest on fewer scores. Judge agreement is how often the judge's preference "
+    "matches the reward model's on the same pairs."
+)
+
+
+def render_report_html(
+    summaries: list[dict],
+    *,
+    title: str = "Self-rewarding run",
+    config_yaml: str | None = None,
+    examples: list[dict] | None = None,
+) -> str:
+    """The report as one self-contained HTML string (see the module doc)."""
+    ordered = _sorted(summaries)
+    iterations = [it for it in map(_iteration, ordered) if it is not None]
+    modes = sorted({m for m in (s.get("mode") for s in ordered) if isinstance(m, str)})
+    intro = f"{len(ordered)} summaries"
+    if iterations:
+        intro += f", iterations {min(iterations)}–{max(iterations)}"
+    if modes:
+        intro += f"; mode: {', '.join(modes)}"
+    plots = []
+    for heading, draw, note in PLOTS:
+        img = draw(ordered)
+        plots.append(f"<h3>{_e(heading)}</h3>" + (img if img is not None else f'<p class="note">{_e(note)}</p>'))
+    examples_html = f"<h2>Examples</h2>\n{_examples_html(examples)}" if examples else ""
+    config_html = f"<h2>Config</h2>\n<pre>{_e(config_yaml)}</pre>" if config_yaml is not None else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{_e(title)}</title>
+<style>{_CSS}{_EXTRA_CSS}</style>
+</head>
+<body>
+<h1>{_e(title)}</h1>
+<p>{_e(intro)}.</p>
+<h2>Iterations</h2>
+{_table_html(ordered)}
+<p class="note">CI: 95% intervals as recorded by the run. Win rate: against the previous iteration's model.
+Unparseable: judgments of the training candidates whose score could not be read. Response words: mean
+length of the evaluation answers.</p>
+<h2>Plots</h2>
+{"".join(plots)}
+<h2>How to read this</h2>
+<p>{_e(_HOW_TO_READ)}</p>
+{examples_html}
+{config_html}
+</body>
+</html>
+"""
+
+
+def write_report_html(path: str | Path, summaries: list[dict], **kwargs) -> Path:
+    """Write the report to ``path`` atomically (a temp file beside it, then ``os.replace``); returns it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_report_html(summaries, **kwargs)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a report is meant to be read
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

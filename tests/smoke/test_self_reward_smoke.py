@@ -1,0 +1,129 @@
+"""Tier (b) for ``alignkit self-reward``: two iterations with a rule-based judge raise the held-out judge score;
+the self-judge path with unparseable judgments; best-of-n; resume after an interrupt; config errors."""
+
+import json
+
+import pytest
+import yaml
+
+from alignkit.cli import main
+from tests.conftest import HH_RLHF, REPO, interrupt_on_call
+
+
+def _config(path, model_dir, out, **sections):
+    cfg = yaml.safe_load((REPO / "configs" / "self_reward" / "tiny.yaml").read_text())
+    cfg["output_dir"] = str(out)
+    cfg["model"] = {"name_or_path": str(model_dir), "finetune": "full"}
+    cfg["tensorboard"] = False
+    cfg["prompts"]["train"] = str(HH_RLHF)
+    for key, extra in sections.items():
+        if isinstance(extra, dict):
+            cfg.setdefault(key, {}).update(extra)
+        else:
+            cfg[key] = extra
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _summary(out, t):
+    return json.loads((out / f"iter-{t}" / "summary.json").read_text())
+
+
+def test_two_iterations_with_a_rule_judge_raise_the_heldout_judge_score(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out)
+    assert main(["self-reward", str(cfg)]) == 0
+    s0, s1, s2 = (_summary(out, t) for t in range(3))
+    for t, s in ((1, s1), (2, s2)):
+        d = out / f"iter-{t}"
+        for name in ("prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl", "eval_answers.jsonl"):
+            assert (d / name).exists(), name
+        assert (d / "train" / "final" / "config.json").exists()
+        assert s["model"] == str(d / "train" / "final")
+        assert s["pairs"]["pairs"] > 0 and s["train"]["steps"] > 0
+        assert s["judging"]["judgments"] == s["candidates"]["unique"]
+        assert 0 <= s["eval"]["win_rate_vs_previous"] <= 1
+        assert "mean_judge_score" in s
+    # each iteration trains on pairs whose chosen side the judge scored higher
+    pairs = [json.loads(x) for x in (out / "iter-1" / "pairs.jsonl").read_text().splitlines()]
+    assert all(p["score_chosen"] - p["score_rejected"] >= 0.1 for p in pairs)
+    judged = [json.loads(x) for x in (out / "iter-1" / "judgments.jsonl").read_text().splitlines()]
+    assert {"prompt_id", "response", "score", "samples", "raw"} <= set(judged[0])
+    # the point of the loop: the held-out judge score rises over the two iterations
+    assert s2["mean_judge_score"] > s0["mean_judge_score"] + 0.1, (s0["mean_judge_score"], s1["mean_judge_score"], s2["mean_judge_score"])
+    assert s2["eval"]["win_rate_vs_previous"] > 0.5 or s1["eval"]["win_rate_vs_previous"] > 0.5
+    html = (out / "report.html").read_text()
+    assert "<img" in html and "iteration" in html
+    total = json.loads((out / "summary.json").read_text())
+    assert total["final_model"] == s2["model"] and len(total["iterations"]) == 3
+
+
+def test_self_judge_on_a_tiny_model_counts_unparseable_judgments_and_does_not_crash(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=1,
+                  prompts={"per_iteration": 6, "heldout_rows": 4, "max_rows": 40},
+                  generation={"n": 2, "max_new_tokens": 8},
+                  judge={"type": "self", "function": None, "samples": 2, "max_new_tokens": 12},
+                  eval={"human_pairs": str(HH_RLHF), "max_pairs": 3})  # fmt: skip
+    assert main(["self-reward", str(cfg)]) == 0
+    s = _summary(out, 1)
+    j = s["judging"]
+    # a random tiny model does not write "Score: N": every judgment is unparseable, counted, and no pair is built
+    assert j["type"] == "self" and j["unparseable"] == j["judgments"] > 0
+    assert j["unparseable_samples"] == j["judge_samples"] == 2 * j["judgments"]
+    assert s["pairs"]["pairs"] == 0 and s["pairs"]["skipped_few_scores"] == s["pairs"]["prompts"]
+    assert s["train"]["skipped"] == "no pairs" and s["model"] == str(tiny_model_dir)
+    rows = [json.loads(x) for x in (out / "iter-1" / "judgments.jsonl").read_text().splitlines()]
+    assert all(len(r["raw"]) == 2 and r["score"] is None for r in rows)
+    ev = s["eval"]
+    assert ev["mean_judge_score"] is None and ev["unparseable"] == ev["prompts"]
+    assert ev["agreement_pairs"] == 0 and ev["judge_agreement"] is None and ev["agreement_unscored_pairs"] == 3
+
+
+def test_best_of_n_mode_fine_tunes_on_the_best_candidates(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=1, mode="best-of-n",
+                  prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+                  sft={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}})  # fmt: skip
+    assert main(["self-reward", str(cfg)]) == 0
+    s = _summary(out, 1)
+    rows = [json.loads(x) for x in (out / "iter-1" / "pairs.jsonl").read_text().splitlines()]
+    assert len(rows) == s["pairs"]["pairs"] == 8 and {"prompt", "completion", "score"} <= set(rows[0])
+    judged = [json.loads(x) for x in (out / "iter-1" / "judgments.jsonl").read_text().splitlines()]
+    for r in rows:  # the best of its prompt's candidates
+        own = [j["score"] for j in judged if j["prompt_id"] == r["prompt_id"] and j["score"] is not None]
+        assert r["score"] == max(own)
+    assert s["train"]["steps"] == 2 and (out / "iter-1" / "train" / "final" / "config.json").exists()
+
+
+def test_an_interrupted_run_resumes_at_the_step_it_stopped_in(tiny_model_dir, tmp_path, monkeypatch):
+    import alignkit.algorithms.self_reward as sr
+
+    small = dict(iterations=2, prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+                 dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}})  # fmt: skip
+    ref_out, out = tmp_path / "ref", tmp_path / "run"
+    assert main(["self-reward", str(_config(tmp_path / "r.yaml", tiny_model_dir, ref_out, **small))]) == 0
+    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, **small)
+    # stop in iteration 2's training step (the 2nd call of _train)
+    monkeypatch.setattr(sr, "_train", interrupt_on_call(2, sr._train))
+    assert main(["self-reward", str(cfg)]) == 130  # the CLI's answer to Ctrl-C
+    state = json.loads((out / "iter-2" / "state.json").read_text())
+    assert set(state) == {"prompts", "candidates", "judging", "pairs"} and not (out / "iter-2" / "summary.json").exists()
+    before = (out / "iter-2" / "candidates.jsonl").read_text()
+    monkeypatch.undo()
+    assert main(["self-reward", str(cfg)]) == 0
+    assert (out / "iter-2" / "candidates.jsonl").read_text() == before  # finished steps were not redone
+    for t in range(3):
+        a, b = _summary(ref_out, t), _summary(out, t)
+        assert a["eval"]["mean_judge_score"] == pytest.approx(b["eval"]["mean_judge_score"], abs=1e-6), t
+
+
+def test_config_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
+    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, tmp_path / "run")
+    assert main(["self-reward", str(cfg), "judge.type=reward_model", "judge.function=null"]) == 2
+    assert "judge.model" in capsys.readouterr().err
+    assert main(["self-reward", str(cfg), "judge.function=nowhere.py:fn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "judge.function" in err and "nowhere.py" in err and len(err.splitlines()) == 1
+    assert main(["config", "show", str(REPO / "configs" / "self_reward" / "tiny.yaml"), "iterations=3"]) == 0
+    assert "iterations: 3" in capsys.readouterr().out
