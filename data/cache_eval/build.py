@@ -1,12 +1,12 @@
-"""Build the semantic-cache evaluation set: ``source.txt`` -> ``dev.jsonl``, ``source_fresh.txt`` -> ``test.jsonl``
-(+ shipped prompt sets for the easy negatives).
+"""Build the semantic-cache evaluation set: ``source.txt`` + ``source_fresh.txt`` -> ``dev.jsonl``,
+``source_fresh2.txt`` -> ``test.jsonl`` (+ shipped prompt sets for the easy negatives).
 
 Each output row is one (cached question, query) pair:
 ``{"id", "group", "topic", "kind", "variant", "cached", "query", "same_answer"}``. The benchmark caches
 every distinct ``cached`` question (its answer id is ``group``) and looks up every ``query``:
 ``same_answer`` true means the cached answer is the right one (a paraphrase); false means the query's
-answer is not in the cache (a hard or easy negative). The two splits come from two source files written
-at different times (see README.md), so no cached question or near-copy of one is in both.
+answer is not in the cache (a hard or easy negative). The splits come from source files written at
+different times by different writers (see README.md), so no cached question or near-copy of one is in both.
 
 Run from the repository root:  python data/cache_eval/build.py
 """
@@ -71,10 +71,9 @@ def easy_negative_pairs_dev() -> list[dict]:
     ]  # fmt: skip
 
 
-def easy_negative_pairs_test(n: int = 60) -> list[dict]:
-    """Unrelated pairs for the fresh test split: the first ``n`` distinct short first human turns of the
-    shipped hh-rlhf transcripts (real user questions, often red-team ones) are asked; self-instruct
-    instructions are cached."""
+def easy_negative_pairs_hh(start: int, n: int = 60) -> list[dict]:
+    """Unrelated pairs: distinct short first human turns ``start .. start + n - 1`` of the shipped hh-rlhf
+    transcripts (real user questions, often red-team ones) are asked; self-instruct instructions are cached."""
     import gzip
 
     si = _si_instructions()
@@ -84,12 +83,12 @@ def easy_negative_pairs_test(n: int = 60) -> list[dict]:
             turn = json.loads(line)["chosen"].split("\n\nHuman: ")[1].split("\n\nAssistant:")[0].strip()
             if 10 <= len(turn) <= 160 and _norm(turn) not in {_norm(t) for t in seen}:
                 seen.append(turn)
-            if len(seen) == n:
+            if len(seen) == start + n:
                 break
     return [
-        {"group": f"easy-hh-{i:03d}", "topic": "easy", "kind": "easy_negative", "variant": None, "cached": si[i],
+        {"group": f"easy-hh-{i:03d}", "topic": "easy", "kind": "easy_negative", "variant": None, "cached": si[i - start],
          "query": q, "same_answer": False}
-        for i, q in enumerate(seen)
+        for i, q in enumerate(seen) if i >= start
     ]  # fmt: skip
 
 
@@ -109,24 +108,30 @@ def group_rows(groups: list[dict], prefix: str = "") -> list[dict]:
 
 
 def build() -> dict[str, list[dict]]:
-    """dev: every group of ``source.txt`` (written first; the rules and the default threshold were chosen on
-    it) and the MT-Bench / self-instruct easy negatives. test: every group of ``source_fresh.txt`` (written
-    later, by another writer who saw neither the rules nor the results) and hh-rlhf easy negatives."""
+    """dev: every group of ``source.txt`` and ``source_fresh.txt`` (the rules and the default threshold were
+    chosen on them), MT-Bench / self-instruct and hh-rlhf easy negatives. test: every group of
+    ``source_fresh2.txt`` (written last, by another writer who saw neither the rules nor any result) and other
+    hh-rlhf easy negatives."""
     rows = {
         "dev": group_rows(parse_source((HERE / "source.txt").read_text()))
-        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_dev()],
-        "test": group_rows(parse_source((HERE / "source_fresh.txt").read_text()), prefix="fresh-")
-        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_test()],
+        + group_rows(parse_source((HERE / "source_fresh.txt").read_text()), prefix="fresh-")
+        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_dev() + easy_negative_pairs_hh(0)],
+        "test": group_rows(parse_source((HERE / "source_fresh2.txt").read_text()), prefix="fresh2-")
+        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_hh(60)],
     }
+    for split, split_rows in rows.items():  # an hh-rlhf prompt that is also a written question is not "unrelated"
+        written = {_norm(r["query"]) for r in split_rows if r["kind"] != "easy_negative"}
+        rows[split] = [r for r in split_rows if r["kind"] != "easy_negative" or _norm(r["query"]) not in written]
     for split, split_rows in rows.items():
         cached = {_norm(r["cached"]) for r in split_rows}
         clash = cached.intersection(_norm(r["query"]) for r in split_rows)
         if clash:
             raise ValueError(f"{split}: queries that are also cached questions (their answer would be in the cache): "
                              f"{sorted(clash)[:5]}")  # fmt: skip
-    queries = [_norm(r["query"]) for split in rows.values() for r in split]
-    if len(set(queries)) != len(queries):
-        raise ValueError("a query appears twice")
+    for split, split_rows in rows.items():
+        queries = [_norm(r["query"]) for r in split_rows]
+        if len(set(queries)) != len(queries):
+            raise ValueError(f"{split}: a query appears twice")
     fresh = {_norm(r["cached"]) for r in rows["test"] if r["kind"] != "easy_negative"}
     if fresh & {_norm(r["cached"]) for r in rows["dev"]}:
         raise ValueError("a fresh cached question is also a dev cached question")

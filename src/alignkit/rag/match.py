@@ -75,7 +75,8 @@ for _kind, _groups in {
     "mass": {"kg": "kg kilogram kilograms kilo kilos", "g": "gram grams gramme grammes", "mg": "mg milligram milligrams",
              "lb": "lb lbs pound pounds", "oz": "oz ounce ounces", "stone": "stone stones", "ton": "ton tons tonne tonnes"},
     "volume": {"l": "liter liters litre litres", "ml": "ml milliliter milliliters millilitre millilitres",
-               "gallon": "gallon gallons", "cup": "cup cups", "pint": "pint pints", "quart": "quart quarts"},
+               "gallon": "gallon gallons", "cup": "cup cups",
+               "tbsp": "tbsp tablespoon tablespoons", "tsp": "tsp teaspoon teaspoons", "pint": "pint pints", "quart": "quart quarts"},
     "temperature": {"celsius": "celsius centigrade °c", "fahrenheit": "fahrenheit °f", "kelvin": "kelvin kelvins"},
     "data": {"bit": "bit bits", "byte": "byte bytes", "kb": "kb kib kilobyte kilobytes", "mb": "mb mib megabyte megabytes",
              "gb": "gb gib gigabyte gigabytes", "tb": "tb tib terabyte terabytes"},
@@ -101,7 +102,7 @@ horizontally/vertically horizontal/vertical left/right signed/unsigned mutable/i
 synchronous/asynchronous sync/async lock/unlock login/logout subscribe/unsubscribe renew/cancel
 activate/deactivate connect/disconnect follow/unfollow local/remote client/server ascending/descending
 positive/negative true/false north/south east/west rise/fall built/demolished import/export enter/exit
-run/stop pause/resume show/hide mute/unmute advantages/disadvantages benefits/drawbacks pros/cons
+run/stop pause/resume show/hide mute/unmute advantages/disadvantages benefits/drawbacks pros/cons online/offline
 """.split())  # fmt: skip
 """Word pairs that flip a question's meaning while keeping the words around them."""
 _ANTONYM_OF: dict[str, frozenset[str]] = {}
@@ -117,28 +118,30 @@ _ADJ = r"(?:best|easiest|fastest|quickest|simplest|cleanest|right|proper|correct
 INTENTS: tuple[tuple[str, str], ...] = (
     ("method", r"how (?:is|are|was|were) (?:[\w'-]+ ){1,5}?(?!defined|called|known|pronounced|spelled|named)[\w'-]+(?:ed|en)\s*\??$"),
     ("action", rf"how (?:do|can|could|should|would|might|will|shall) {_SUBJ}\b|how to\b|what (?:should|can|could|do|would|shall) "
-               rf"{_SUBJ} do\b|is there (?:a|any) (?:\w+ )?(?:way|trick|method)s? to\b|(?:what(?: is|'s| are)? )?(?:the |some )?"
-               rf"{_ADJ}?(?:ways?|steps|process|procedure|methods?) (?:to|for)\b|what steps\b|where (?:do|can|could|should) {_SUBJ}\b"),
+               rf"{_SUBJ} do\b|is there (?:a|any) (?:\w+ )?(?:way|trick|method)s? to\b|(?:what(?: is|'s| are)? )?(?:the |some |a |an )?"
+               rf"(?:{_ADJ})?(?:ways?|steps|process|procedure|methods?|formula) (?:to|for)\b|what steps\b|where (?:do|can|could|should) {_SUBJ}\b"),
     ("reason", r"why\b|how come\b|what (?:causes|caused|makes|made)\b|what(?: is|'s| are) the (?:main )?(?:reasons?|causes?)\b"),
     ("time", r"when\b|what (?:year|time|date|day|century|decade|month)\b|how long ago\b"),
     ("person", r"who(?:m|se)?\b"),
+    ("place", r"where (?:is|was|are|were|did|does|'s)\b"),
     ("quantity", r"how (?:much|many|long|big|far|old|often|tall|large|fast|high|heavy|deep|wide|small|hot|cold|soon)\b"),
     ("cons", r"what(?: is|'s| are)? (?:the |some |its )?(?:main |biggest |major |key )?"
              r"(?:disadvantages?|drawbacks?|downsides?|cons|limitations?|weakness(?:es)?|risks?|dangers?)\b"),
     ("pros", r"what(?: is|'s| are)? (?:the |some |its )?(?:main |biggest |major |key )?(?:advantages?|benefits?|upsides?|pros|strengths?)\b"),
-    ("define", r"what(?: is|'s| are) (?:an? |the )?[\w'-]+(?: [\w'-]+){0,3}\s*\??\s*$|what does [\w\s'-]+ mean\b|what do you mean by\b"
+    ("define", r"what(?: is|'s| are) (?:an? |the )?(?:(?!(?:that|which|who|to|for|should|can|do|does|will|when|where|why|how|if)\b)[\w'-]+ ?){1,7}\s*\??\s*$|what does [\w\s'-]+ mean\b|what do you mean by\b"
                r"|define\b|(?:what is )?the (?:definition|meaning) of\b"),
 )  # fmt: skip
 """(kind, pattern): the first pattern that matches at the start of the question's last interrogative
 sentence, or right after a comma, colon or dash in it ("As an adult, what is ..."), names the kind of
 answer asked for. "method" ("How is X evaluated?"), "action" (steps for the asker: "How do I ...", "What
-should I do", "the best way to"), "reason", "time", "person", "quantity", "cons", "pros", "define" (a short
-"What is X?"). A question none matches ("Can I ...?", "Is X ...?", "How does X work?") has no kind and
+should I do", "the best way to"), "reason", "time", "person", "place" ("Where is/did ..."; "Where do I ..."
+is an action), "quantity", "cons", "pros", "define" (a short "What is X?"). A question none matches ("Can I ...?", "Is X ...?", "How does X work?") has no kind and
 conflicts with nothing."""
 _INTENTS = tuple((kind, re.compile(pattern)) for kind, pattern in INTENTS)
 INTENT_CONFLICTS: frozenset[frozenset[str]] = frozenset(frozenset(p.split("/")) for p in """
-action/define action/reason action/person action/time method/define reason/quantity reason/time reason/person
-quantity/person time/person cons/pros cons/reason""".split())  # fmt: skip
+action/define action/reason action/person action/time action/quantity method/define reason/quantity reason/time
+reason/person quantity/person time/person cons/pros cons/reason cons/define pros/define place/time place/person
+place/reason place/quantity""".split())  # fmt: skip
 """Kinds whose answers differ. Only clear conflicts are listed: "What is X?" and "When did X end?" or "How
 much is X?" are often the same question ("What was the end date of WWII?"), so define/time and
 define/quantity are not; nor are the "how does X work / differ" questions, which reword "What is X" freely."""
