@@ -16,8 +16,9 @@ the thresholds are swept offline: at threshold t, plain cosine serves the best c
   - wrong-answer rate = paraphrase queries served ANOTHER question's answer / paraphrase queries
   - false-hit rate = negative queries (answer not in the cache: hard and easy negatives) served anything /
     negative queries
-Chosen threshold = the one with the best dev recall subject to false-hit and wrong-answer rates <= 2%
-(highest such threshold on ties). The chosen settings are then replayed through ``SemanticCache.get`` on
+Chosen threshold = the one with the best dev recall subject to false-hit and wrong-answer rates <= 1%
+(highest such threshold on ties): half the 2% goal, as a margin for new questions (on both fresh splits
+measured so far, each written after the rules were frozen, false hits came out about twice dev's). The chosen settings are then replayed through ``SemanticCache.get`` on
 test, which must agree with the offline sweep.
 
 Protocol (latency): one cache filled with the dev questions (real embeddings) plus random unit vectors
@@ -54,7 +55,9 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DIR = REPO / "data" / "cache_eval"
-MAX_BAD = 0.02  # false-hit and wrong-answer rates allowed when choosing a threshold
+MAX_BAD = 0.02  # the goal: false-hit and wrong-answer rates at the default
+DEFAULT_BOUND = 0.01  # the default threshold is chosen with dev rates <= 1%, half the goal: on every fresh split so
+# far (two, each written after the rules were frozen) false hits came out about twice dev's
 THRESHOLDS = np.round(np.arange(0.30, 1.0001, 0.005), 3)
 GOAL_P99_MS = 5.0
 
@@ -167,19 +170,19 @@ def quality(embedder, work: Path, k: int) -> dict:
     t0 = time.perf_counter()
     rec = {"dev": candidates_for(dev, embedder, work, k), "test": candidates_for(test, embedder, work, k)}
     curves = {s: {"plain": curve(rec[s], False), "checked": curve(rec[s], True)} for s in rec}
-    chosen_checked = choose(curves["dev"]["checked"])
+    chosen_checked = choose(curves["dev"]["checked"], max_false=DEFAULT_BOUND, max_wrong=DEFAULT_BOUND)
+    checked_2pct = choose(curves["dev"]["checked"])
     chosen_plain = choose(curves["dev"]["plain"])
     # plain cosine held to the false-hit rate the checked cache reaches on dev, and to ~1%
     plain_same_fh = choose(curves["dev"]["plain"], max_false=chosen_checked["false_hit"])
     plain_1pct = choose(curves["dev"]["plain"], max_false=0.01)
-    checked_1pct = choose(curves["dev"]["checked"], max_false=0.01)
     on_test = {
         name: {**rates(rec["test"], p["threshold"], checked), "hard_negative_false_hit":
                rates(rec["test"], p["threshold"], checked, kinds=("hard_negative",))["false_hit"],
                "easy_negative_false_hit": rates(rec["test"], p["threshold"], checked, kinds=("easy_negative",))["false_hit"]}
         for name, p, checked in [("checked", chosen_checked, True), ("plain", chosen_plain, False),
                                  ("plain_same_false_hit", plain_same_fh, False), ("plain_1pct", plain_1pct, False),
-                                 ("checked_1pct", checked_1pct, True)]
+                                 ("checked_2pct", checked_2pct, True)]
     }  # fmt: skip
     replay = replay_get(test, embedder, work, chosen_checked["threshold"])
     agree = all(abs(replay[m] - on_test["checked"][m]) < 1e-9 for m in ("recall", "wrong_answer", "false_hit"))
@@ -189,7 +192,7 @@ def quality(embedder, work: Path, k: int) -> dict:
                     "easy_negatives": sum(x["row"]["kind"] == "easy_negative" for x in r),
                     "cached": len({x["row"]["cached"] for x in r})} for s, r in rec.items()},  # fmt: skip
         "chosen_on_dev": {"checked": chosen_checked, "plain": chosen_plain, "plain_same_false_hit": plain_same_fh,
-                          "plain_1pct": plain_1pct, "checked_1pct": checked_1pct},  # fmt: skip
+                          "plain_1pct": plain_1pct, "checked_2pct": checked_2pct},  # fmt: skip
         "test": on_test,
         "test_false_hits_by_variant": {"checked": by_variant(rec["test"], chosen_checked["threshold"], True),
                                        "plain": by_variant(rec["test"], chosen_plain["threshold"], False)},  # fmt: skip
@@ -216,7 +219,8 @@ def plot(q: dict, out: Path) -> None:
             ax.scatter([100 * chosen["false_hit"]], [100 * chosen["recall"]], color=color, zorder=3)
             ax.annotate(f"t={marks[method]:.3f}", (100 * chosen["false_hit"], 100 * chosen["recall"]),
                         textcoords="offset points", xytext=(6, -12), fontsize=8, color=color)  # fmt: skip
-        ax.axvline(100 * MAX_BAD, color="tab:red", lw=0.8, ls="--", label="2% (the bound the default is chosen under)")
+        ax.axvline(100 * MAX_BAD, color="tab:red", lw=0.8, ls="--", label="2% (the goal)")
+        ax.axvline(100 * DEFAULT_BOUND, color="tab:gray", lw=0.8, ls=":", label="1% (the dev bound the default is chosen under)")
         ax.set_xlim(-0.5, 40)
         ax.set_ylim(-2, 102)
         ax.set_xlabel("false-hit rate on negatives, %")
@@ -357,9 +361,9 @@ def quality_lines(q: dict) -> list[str]:
         lines.append(f"| {s} | {d['pairs']} | {d['paraphrases']} | {d['hard_negatives']} | {d['easy_negatives']} | {d['cached']} |")
     lines += ["", "| method | threshold (dev) | dev recall | dev false hits | dev wrong | test recall | test false hits | test wrong | test false hits (hard / easy) |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    names = {"checked": "cosine + second check (≤2%)", "plain": "plain cosine (≤2%)",
+    names = {"checked": "cosine + second check, the default (≤1% on dev)", "plain": "plain cosine (≤2%)",
              "plain_same_false_hit": "plain cosine, same dev false hits as checked",
-             "checked_1pct": "cosine + second check (≤1%)", "plain_1pct": "plain cosine (≤1%)"}  # fmt: skip
+             "checked_2pct": "cosine + second check (≤2% on dev)", "plain_1pct": "plain cosine (≤1%)"}  # fmt: skip
     for key, label in names.items():
         d, t = q["chosen_on_dev"][key], q["test"][key]
         lines.append(f"| {label} | {d['threshold']:.3f} | {100 * d['recall']:.1f}% | {100 * d['false_hit']:.1f}% | "

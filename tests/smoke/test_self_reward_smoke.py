@@ -61,12 +61,18 @@ def test_two_iterations_with_a_rule_judge_raise_the_heldout_judge_score(tiny_mod
 def test_self_judge_on_a_tiny_model_counts_unparseable_judgments_and_does_not_crash(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=1,
-                  prompts={"per_iteration": 6, "heldout_rows": 4, "max_rows": 40},
+                  prompts={"per_iteration": 6, "heldout_rows": 4, "max_rows": 40,
+                           "self_instruct": {"new_prompts": 4, "few_shot": 2, "max_new_tokens": 12, "min_words": 2}},
                   generation={"n": 2, "max_new_tokens": 8},
                   judge={"type": "self", "function": None, "samples": 2, "max_new_tokens": 12},
                   eval={"human_pairs": str(HH_RLHF), "max_pairs": 3})  # fmt: skip
     assert main(["self-reward", str(cfg)]) == 0
     s = _summary(out, 1)
+    p = s["prompts"]  # the model wrote new prompts from few-shot examples: each kept, too short or a duplicate
+    assert p["self_instruct_requested"] == 4 and p["from_dataset"] == 6
+    assert p["self_instruct_new"] + p["self_instruct_too_short"] + p["duplicates_removed"] == 4
+    prompts = [json.loads(x) for x in (out / "iter-1" / "prompts.jsonl").read_text().splitlines()]
+    assert sum(r["source"] == "self_instruct" for r in prompts) == p["self_instruct_new"] == p["total"] - 6
     j = s["judging"]
     # a random tiny model does not write "Score: N": every judgment is unparseable, counted, and no pair is built
     assert j["type"] == "self" and j["unparseable"] == j["judgments"] > 0
@@ -127,3 +133,28 @@ def test_config_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
     assert "judge.function" in err and "nowhere.py" in err and len(err.splitlines()) == 1
     assert main(["config", "show", str(REPO / "configs" / "self_reward" / "tiny.yaml"), "iterations=3"]) == 0
     assert "iterations: 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", ["configs/self_reward/tiny.yaml", "configs/self_reward/llama3-8b-self.yaml"])
+def test_shipped_configs_validate(path):
+    from alignkit.config.base import load_config
+    from alignkit.config.self_reward import SelfRewardConfig
+
+    cfg = load_config(SelfRewardConfig, REPO / path, ["iterations=3"])
+    assert cfg.iterations == 3 and cfg.mode == "dpo"
+
+
+def test_lora_iterations_chain_adapters(tiny_model_dir, tmp_path):
+    """Iteration 2 starts from iteration 1's adapter directory (its reference: iteration 1's merged model)."""
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=2,
+                  prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+                  dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}})  # fmt: skip
+    data = yaml.safe_load(cfg.read_text())
+    data["model"].update({"finetune": "lora", "lora": {"r": 4, "alpha": 8}})
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["self-reward", str(cfg)]) == 0
+    for t in (1, 2):
+        final = out / f"iter-{t}" / "train" / "final"
+        assert (final / "adapter_config.json").exists(), t
+        assert _summary(out, t)["model"] == str(final)

@@ -168,7 +168,8 @@ def print_iteration_table(summaries: list[dict], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    # a log file or pipe gets rich's 80 columns, which wraps every cell: give it the table's own width
+    console = console or Console(width=None if Console().is_terminal else 160)
     headers, rows = iteration_table_rows(summaries)
     table = Table(
         title=f"Self-rewarding run: {len(rows)} iterations",
