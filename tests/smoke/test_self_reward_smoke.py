@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from alignkit.cli import main
-from tests.conftest import HH_RLHF, REPO, interrupt_on_call
+from tests.conftest import HH_RLHF, REPO, _write_config, interrupt_on_call
 
 
 def _config(path, model_dir, out, **sections):
@@ -16,13 +16,7 @@ def _config(path, model_dir, out, **sections):
     cfg["model"] = {"name_or_path": str(model_dir), "finetune": "full"}
     cfg["tensorboard"] = False
     cfg["prompts"]["train"] = str(HH_RLHF)
-    for key, extra in sections.items():
-        if isinstance(extra, dict):
-            cfg.setdefault(key, {}).update(extra)
-        else:
-            cfg[key] = extra
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return _write_config(path, cfg, sections)
 
 
 def _summary(out, t):

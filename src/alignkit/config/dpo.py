@@ -81,6 +81,13 @@ class KTOLoss(Closed):
 LossConfig = Annotated[
     Union[SigmoidLoss, IPOLoss, HingeLoss, RobustLoss, ORPOLoss, SimPOLoss, KTOLoss], Field(discriminator="type")
 ]
+def loss_shorthand(data):
+    """``loss: orpo`` (a bare name) -> ``loss: {type: orpo}`` in a section's raw data."""
+    if isinstance(data, dict) and isinstance(data.get("loss"), str):
+        data = {**data, "loss": {"type": data["loss"]}}
+    return data
+
+
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "orpo", "simpo", "kto")
 REFERENCE_FREE = ("orpo", "simpo")
 
@@ -128,9 +135,7 @@ class DPOConfig(RunConfig):
     @model_validator(mode="before")
     @classmethod
     def _loss_shorthand(cls, data):
-        if isinstance(data, dict) and isinstance(data.get("loss"), str):
-            data = {**data, "loss": {"type": data["loss"]}}
-        return data
+        return loss_shorthand(data)
 
     @property
     def uses_reference(self) -> bool:

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from alignkit.config.base import Closed
 from alignkit.config.common import DataFormat, ModelConfig, RunConfig, TrainConfig
-from alignkit.config.dpo import LossConfig, SigmoidLoss
+from alignkit.config.dpo import LossConfig, SigmoidLoss, loss_shorthand
 
 
 class SelfInstructConfig(Closed):
@@ -109,9 +109,7 @@ class SelfRewardDPOConfig(Closed):
     @model_validator(mode="before")
     @classmethod
     def _loss_shorthand(cls, data):
-        if isinstance(data, dict) and isinstance(data.get("loss"), str):
-            data = {**data, "loss": {"type": data["loss"]}}
-        return data
+        return loss_shorthand(data)
 
 
 class SelfRewardSFTConfig(Closed):
