@@ -152,3 +152,26 @@ def test_lora_iterations_chain_adapters(tiny_model_dir, tmp_path):
         final = out / f"iter-{t}" / "train" / "final"
         assert (final / "adapter_config.json").exists(), t
         assert _summary(out, t)["model"] == str(final)
+
+
+def test_a_reward_model_judges_and_scores_the_heldout_answers(tiny_model_dir, tmp_path):
+    from tests.conftest import write_rm_config
+
+    rm_cfg = write_rm_config(tmp_path / "rm.yaml", tiny_model_dir, tmp_path / "rm")
+    assert main(["rm", str(rm_cfg)]) == 0
+    rm = str(tmp_path / "rm" / "final")
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=1,
+                  prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+                  judge={"type": "reward_model", "function": None, "model": rm}, pairs={"min_gap": 0.0},
+                  dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}},
+                  eval={"reward_model": rm})  # fmt: skip
+    assert main(["self-reward", str(cfg)]) == 0
+    s = _summary(out, 1)
+    assert s["judging"]["type"] == "reward_model" and s["judging"]["unparseable"] == 0
+    assert s["pairs"]["pairs"] > 0 and s["train"]["steps"] == 2
+    ev = s["eval"]
+    # the same reward model as judge and as eval scorer: the two means agree
+    assert ev["mean_reward"] == pytest.approx(ev["mean_judge_score"], abs=1e-5)
+    assert ev["reward_ci"][0] <= ev["mean_reward"] <= ev["reward_ci"][1]
+    assert 0 <= ev["reward_win_rate_vs_previous"] <= 1

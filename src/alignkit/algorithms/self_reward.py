@@ -101,7 +101,7 @@ def dedupe(items: Sequence, key: Callable[[object], str]) -> tuple[list, int]:
 def load_prompt_set(source: str, *, fmt: str, split: str, on_error: str, max_rows: int | None, log) -> list:
     """The prompt part of every row of ``source`` (a str for one user turn, else a message list), duplicates removed."""
     from alignkit.data.errors import DataError, report_skipped
-    from alignkit.data.examples import as_messages
+    from alignkit.data.examples import compact_prompt
     from alignkit.data.formats import load_examples
 
     loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
@@ -110,8 +110,7 @@ def load_prompt_set(source: str, *, fmt: str, split: str, on_error: str, max_row
     for ex in loaded.examples:
         if not ex.prompt:
             raise DataError(ex.ref, f"a {loaded.format!r} row has no prompt (give prompts, chats or pairs)")
-        messages = as_messages(ex.prompt)
-        prompts.append(messages[0]["content"] if len(messages) == 1 and messages[0]["role"] == "user" else messages)
+        prompts.append(compact_prompt(ex.prompt))
     prompts, dropped = dedupe(prompts, key=lambda p: norm_text(json.dumps(p, ensure_ascii=False)))
     log(f"{source}: format {loaded.format}, {loaded.rows_read} rows, {len(loaded.skipped)} skipped, "
         f"{dropped} duplicate prompts removed -> {len(prompts)} prompts")  # fmt: skip
@@ -314,10 +313,11 @@ def evaluate(
 def load_human_pairs(cfg: SelfRewardConfig, log) -> list[dict] | None:
     if not (cfg.eval.human_pairs and cfg.judge.type == "self"):
         return None
+    from alignkit.data.examples import as_messages
     from alignkit.data.formats import load_examples
 
     loaded = load_examples(cfg.eval.human_pairs, max_rows=cfg.eval.max_pairs)
-    pairs = [{"prompt": list(_prompt_value(ex.prompt)), "chosen": ex.chosen, "rejected": ex.rejected}
+    pairs = [{"prompt": as_messages(ex.prompt), "chosen": ex.chosen, "rejected": ex.rejected}
              for ex in loaded.examples if ex.is_preference]  # fmt: skip
     if not pairs:
         from alignkit.data.errors import DataError
@@ -325,12 +325,6 @@ def load_human_pairs(cfg: SelfRewardConfig, log) -> list[dict] | None:
         raise DataError(cfg.eval.human_pairs, "eval.human_pairs: no preference pairs (prompt, chosen, rejected) found")
     log(f"judge agreement: {len(pairs)} human preference pairs from {cfg.eval.human_pairs}")
     return pairs
-
-
-def _prompt_value(turns):
-    from alignkit.data.examples import as_messages
-
-    return as_messages(turns)
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -362,10 +356,10 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
     p = cfg.prompts
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
     pool = load_prompt_set(p.train, fmt=p.format, split=p.split, on_error=p.on_error, max_rows=p.max_rows, log=log)
-    too_long = [q for q in pool if len(tokenizer(prompt_text(q), add_special_tokens=False)["input_ids"]) > p.max_length]
-    if too_long:
-        log(f"{len(too_long)} prompts longer than prompts.max_length={p.max_length} tokens dropped")
-        pool = [q for q in pool if q not in too_long]
+    fits = [q for q in pool if len(tokenizer(prompt_text(q), add_special_tokens=False)["input_ids"]) <= p.max_length]
+    if len(fits) < len(pool):
+        log(f"{len(pool) - len(fits)} prompts longer than prompts.max_length={p.max_length} tokens dropped")
+        pool = fits
     if p.heldout:
         heldout = load_prompt_set(p.heldout, fmt="auto", split=p.split, on_error=p.on_error, max_rows=p.heldout_rows, log=log)
         heldout = heldout[: p.heldout_rows]
@@ -433,9 +427,9 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
                 new_stats = {"requested": len(requests), "too_short": len(cleaned) - len(kept)}
                 rows += [{"prompt": c, "source": "self_instruct"} for c in kept]
             before = len(rows)
-            rows, dup = dedupe(rows, key=lambda r: norm_text(prompt_text(r["prompt"])))
+            rows, _ = dedupe(rows, key=lambda r: norm_text(prompt_text(r["prompt"])))
             rows = [r for r in rows if r["source"] == "dataset" or norm_text(r["prompt"]) not in held_keys]
-            dup += before - dup - len(rows)
+            dup = before - len(rows)  # repeats, and written prompts that copy a held-out one
             for i, r in enumerate(rows):
                 r["id"] = i
             write_jsonl(d / "prompts.jsonl", rows)

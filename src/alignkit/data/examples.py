@@ -55,6 +55,14 @@ def as_messages(prompt) -> list[dict]:
     return out
 
 
+def compact_prompt(turns):
+    """A prompt as files and reports keep it: the user's text for a single user turn, else ``{role, content}`` dicts."""
+    messages = as_messages(turns)
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return messages
+
+
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 

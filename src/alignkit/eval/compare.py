@@ -88,16 +88,6 @@ def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
     return models
 
 
-def _prompt_value(turns) -> Prompt:
-    """``Message`` turns -> a string for a single user turn, else a list of ``{role, content}`` dicts."""
-    from alignkit.data.examples import as_messages
-
-    messages = as_messages(turns)
-    if len(messages) == 1 and messages[0]["role"] == "user":
-        return messages[0]["content"]
-    return messages
-
-
 def display_prompt(prompt: Prompt) -> str:
     """A prompt for display: the string itself, or one ``role: content`` line per message."""
     if isinstance(prompt, str):
@@ -115,6 +105,7 @@ def load_prompts(path: str, max_prompts: int | None = None, *, fmt: str = "auto"
     A prompt that is one user turn comes back as a string, others as ``{role, content}`` message lists.
     """
     from alignkit.data.errors import DataError
+    from alignkit.data.examples import compact_prompt
     from alignkit.data.formats import load_examples
 
     if max_prompts is not None and max_prompts < 1:
@@ -130,7 +121,7 @@ def load_prompts(path: str, max_prompts: int | None = None, *, fmt: str = "auto"
         for ex in loaded.examples:
             if not ex.prompt:
                 raise DataError(ex.ref, f"a {loaded.format!r} row has no prompt (give prompts, chats or pairs)")
-            prompts.append(_prompt_value(ex.prompt))
+            prompts.append(compact_prompt(ex.prompt))
     if not prompts:
         raise DataError(path, "no prompts found (empty file?)")
     return prompts[:max_prompts] if max_prompts is not None else prompts

@@ -78,24 +78,6 @@ class SelfJudge:
         self.seed = seed
         self.calls = 0  # generate_fn calls made so far: the next call's seed is seed + calls
 
-    @classmethod
-    def from_model(
-        cls, model, tokenizer, *, samples: int = 3, temperature: float = 0.7, top_p: float = 1.0,
-        max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0, name: str = "self",
-    ) -> SelfJudge:  # fmt: skip
-        """A self-judge generating with ``alignkit.models.generation.generate`` (chat template, batched).
-
-        With ``temperature == 0`` (greedy) every sample of a pair is the same text: use ``samples=1`` then.
-        """
-
-        def generate_fn(prompts: list[str], seed: int) -> list[str]:
-            from alignkit.models.generation import generate
-
-            return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                            top_p=top_p, seed=seed, batch_size=batch_size)  # fmt: skip
-
-        return cls(generate_fn, samples=samples, name=name, seed=seed)
-
     def __call__(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]:
         _check_lengths(self.name, prompts, responses)
         if not responses:
