@@ -16,10 +16,10 @@ the thresholds are swept offline: at threshold t, plain cosine serves the best c
   - wrong-answer rate = paraphrase queries served ANOTHER question's answer / paraphrase queries
   - false-hit rate = negative queries (answer not in the cache: hard and easy negatives) served anything /
     negative queries
-Chosen threshold = the one with the best dev recall subject to false-hit and wrong-answer rates <= 1%
-(highest such threshold on ties): half the 2% goal, as a margin for new questions (on both fresh splits
-measured so far, each written after the rules were frozen, false hits came out about twice dev's). The chosen settings are then replayed through ``SemanticCache.get`` on
-test, which must agree with the offline sweep.
+Chosen threshold = the one with the best dev recall subject to false-hit and wrong-answer rates <= 0.5%
+(highest such threshold on ties): a quarter of the 2% goal, as a margin for new questions (on the last two
+fresh splits, each written after the rules were frozen, false hits came out 2.4-3x dev's). The chosen settings
+are then replayed through ``SemanticCache.get`` on test, which must agree with the offline sweep.
 
 Protocol (latency): one cache filled with the dev questions (real embeddings) plus random unit vectors
 (the filler, "filler question i"; random vectors are HNSW's hardest case) up to 1k, 10k, 100k entries with
@@ -56,8 +56,9 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DIR = REPO / "data" / "cache_eval"
 MAX_BAD = 0.02  # the goal: false-hit and wrong-answer rates at the default
-DEFAULT_BOUND = 0.01  # the default threshold is chosen with dev rates <= 1%, half the goal: on every fresh split so
-# far (two, each written after the rules were frozen) false hits came out about twice dev's
+DEFAULT_BOUND = 0.005  # the default threshold is chosen with dev rates <= 0.5%, a quarter of the goal: on the last two
+# fresh splits (each written after the rules were frozen) false hits came out 2.4-3x dev's (1.5% -> 4.7%,
+# 1.0% -> 2.4%), so a 1% dev bound left no margin
 THRESHOLDS = np.round(np.arange(0.30, 1.0001, 0.005), 3)
 GOAL_P99_MS = 5.0
 
@@ -220,7 +221,7 @@ def plot(q: dict, out: Path) -> None:
             ax.annotate(f"t={marks[method]:.3f}", (100 * chosen["false_hit"], 100 * chosen["recall"]),
                         textcoords="offset points", xytext=(6, -12), fontsize=8, color=color)  # fmt: skip
         ax.axvline(100 * MAX_BAD, color="tab:red", lw=0.8, ls="--", label="2% (the goal)")
-        ax.axvline(100 * DEFAULT_BOUND, color="tab:gray", lw=0.8, ls=":", label="1% (the dev bound the default is chosen under)")
+        ax.axvline(100 * DEFAULT_BOUND, color="tab:gray", lw=0.8, ls=":", label=f"{100 * DEFAULT_BOUND:g}% (the dev bound the default is chosen under)")
         ax.set_xlim(-0.5, 40)
         ax.set_ylim(-2, 102)
         ax.set_xlabel("false-hit rate on negatives, %")
@@ -361,7 +362,7 @@ def quality_lines(q: dict) -> list[str]:
         lines.append(f"| {s} | {d['pairs']} | {d['paraphrases']} | {d['hard_negatives']} | {d['easy_negatives']} | {d['cached']} |")
     lines += ["", "| method | threshold (dev) | dev recall | dev false hits | dev wrong | test recall | test false hits | test wrong | test false hits (hard / easy) |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    names = {"checked": "cosine + second check, the default (≤1% on dev)", "plain": "plain cosine (≤2%)",
+    names = {"checked": f"cosine + second check, the default (≤{100 * DEFAULT_BOUND:g}% on dev)", "plain": "plain cosine (≤2%)",
              "plain_same_false_hit": "plain cosine, same dev false hits as checked",
              "checked_2pct": "cosine + second check (≤2% on dev)", "plain_1pct": "plain cosine (≤1%)"}  # fmt: skip
     for key, label in names.items():

@@ -3,7 +3,7 @@
 import pytest
 
 from alignkit.rag.match import (
-    PlainCosine, RuleCheck, analyse, entities_agree, intents_agree, negation_agrees, no_antonym_swap, no_direction_swap,
+    PlainCosine, RuleCheck, analyse, comparison_agrees, entities_agree, intents_agree, negation_agrees, no_antonym_swap, no_direction_swap,
     no_word_swap, normalise, numbers_agree, question_intent, second_check, stem, units_agree,
 )  # fmt: skip
 
@@ -120,6 +120,16 @@ def test_units_agree(a, b, agree):
         ("What is the difference between an encoder and a decoder?", "How does a decoder differ from an encoder?", True),
         ("Which ocean is the biggest?", "What is the largest ocean?", True),
         ("How do I stop a Docker container running in the background?", "How do I run a Docker container in the background?", False),
+        # phrases: "turn on" / "turn off", "check-in" / "check-out"
+        ("How do I turn on auto-renewal?", "How do I turn off auto-renewal?", False),
+        ("What time is check-out at the hotel?", "What time is check-in at the hotel?", False),
+        ("How do I switch on dark mode?", "How do I turn on dark mode?", True),
+        # a negating prefix: "unsupervised" / "supervised", "non-linear" / "nonlinear" / "linear"
+        ("What is unsupervised learning?", "What is supervised learning?", False),
+        ("What is a non-autoregressive model?", "What is an autoregressive model?", False),
+        ("Why is the sigmoid function nonlinear?", "Why is the sigmoid function linear?", False),
+        ("Why do we need a non-linear activation?", "Why do we need a non-linear activation function?", True),
+        ("How do I display an image?", "How do I play an image?", True),  # too short a rest ("play") to read a prefix
     ],
 )
 def test_no_antonym_swap(a, b, agree):
@@ -138,6 +148,15 @@ def test_no_antonym_swap(a, b, agree):
         ("How do I format a date as DD/MM/YYYY in Python?", "How do I format a date as YYYY-MM-DD in Python?", False),
         ("How do I print a date as YYYY/MM/DD?", "How do I format a date as YYYY-MM-DD?", True),  # same order
         ("How many tablespoons are in a teaspoon?", "How many teaspoons are in a tablespoon?", False),
+        # roles around other words, and whole phrases on each side
+        ("How do I convert a NumPy array to a pandas DataFrame?", "How do I convert a pandas DataFrame to a NumPy array?", False),
+        ("Can I substitute baking powder for baking soda?", "Can I substitute baking soda for baking powder?", False),
+        ("Is Rust faster than Go?", "Is Go faster than Rust?", False),
+        ("Can I use honey instead of sugar?", "Can I use sugar instead of honey?", False),
+        ("Can I swap sugar for honey in a cake?", "Can I use honey instead of sugar in a cake?", True),  # not one word both
+        ("How do I copy a file from a remote server to my computer?", "How do I copy a file to a remote server?", False),
+        ("How do I download a file from a server?", "How do I get a file from a server?", True),
+        ("What's the best way to clean red wine out of carpet?", "How do I remove a red wine stain from a carpet?", True),
     ],
 )
 def test_no_direction_swap(a, b, agree):
@@ -158,6 +177,11 @@ def test_no_direction_swap(a, b, agree):
         ("I forgot my password. How can I set a new one?", "How do I reset my password?", True),  # reworded
         ("What's the best way to reverse a list in Python?", "How do I reverse a list in Python?", True),  # frame words
         ("Can you name the writer of the novel Pride and Prejudice?", "Who wrote Pride and Prejudice?", True),
+        # nearly one sentence: content words added count even where the small words changed
+        ("How do I find the index of the largest element in a Python list?", "How do I find the index of an element in a Python list?", False),
+        ("How do I apply my stashed changes in git?", "How do I stash my changes in git?", False),
+        ("What does covariate shift mean?", "What is covariate shift?", True),  # "mean" re-asks the same
+        ("How many bones does an adult human have?", "How many bones are in the adult human body?", True),  # not close
     ],
 )
 def test_no_word_swap(a, b, agree):
@@ -188,6 +212,10 @@ def test_no_word_swap(a, b, agree):
         ("What is the time complexity of binary search in big-O terms?", None),  # a long "what is": no kind
         ("Can I change the delivery address after placing an order?", None),
         ("What's the impact of the batch size when training?", None),  # a "when" mid-sentence is not a question word
+        ("When should I use a tuple instead of a list?", "usage"),
+        ("When to avoid recursion in Python?", "usage"),
+        ("Is there a fee to request a wheelchair at the airport?", "quantity"),
+        ("I want to close my savings account. What are the steps?", "action"),
     ],
 )
 def test_question_intent(text, kind):
@@ -218,10 +246,30 @@ def test_question_intent(text, kind):
         ("How does beam search decoding work?", "What is beam search?", True),
         ("How is Kullback-Leibler divergence defined?", "What is the KL divergence?", True),
         ("When am I able to check in online?", "How many days before the flight can I check in online?", True),
+        ("Who proposed the GELU activation function?", "What is the GELU activation function?", False),
+        ("When should I avoid using a lambda function in Python?", "What is a lambda function in Python?", False),
+        ("When should I use a lambda function?", "How do I write a lambda function?", False),
+        ("Is there a fee to request a wheelchair at the airport?", "How do I request a wheelchair at the airport?", False),
+        ("How can you tell an alligator from a crocodile?", "What is the difference between a crocodile and an alligator?", True),
     ],
 )
 def test_intents_agree(a, b, agree):
     assert (rule(intents_agree, a, b) is None) == agree
+
+
+@pytest.mark.parametrize(
+    "a, b, agree",
+    [
+        ("What is the difference between batch normalization and layer normalization?", "What does batch normalization do?", False),
+        ("Python list vs tuple", "What is a Python tuple?", False),
+        ("How does Adam differ from SGD with momentum?", "Compared to SGD with momentum, what does Adam do differently?", True),
+        ("How is a meteorite different from a meteor?", "What is the difference between a meteor and a meteorite?", True),
+        ("How can you tell an alligator from a crocodile?", "What is the difference between a crocodile and an alligator?", True),
+        ("Can I use baking soda instead of baking powder?", "Can I substitute baking soda for baking powder?", True),
+    ],
+)
+def test_comparison_agrees(a, b, agree):
+    assert (rule(comparison_agrees, a, b) is None) == agree
 
 
 def test_no_word_swap_costs_synonyms_it_does_not_know():

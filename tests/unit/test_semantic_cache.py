@@ -44,7 +44,7 @@ class HashEmbedder:
 
 
 Q = "How do I reset my password?"
-PARA = "How can I reset my password quickly?"  # shares 5 of 6 words: cosine 0.77 under HashEmbedder
+PARA = "How can I reset my password?"  # shares 5 of 6 words
 NEG = "How do I reset my username?"  # cosine 0.83, but a different question
 
 
@@ -319,7 +319,7 @@ def test_two_processes_read_and_follow_each_others_writes(tmp_path):
         cache.flush_seconds = 0.0  # write counters at once, so the other process sees them
         reader = """
 cache = SemanticCache(sys.argv[1], embedder=HashEmbedder(), threshold=0.5)
-print(cache.get("How can I reset my password quickly?"), cache.get("Tell me the capital of France?"), cache.get("How do I reset my username?"))
+print(cache.get("How can I reset my password?"), cache.get("Tell me the capital of France?"), cache.get("How do I reset my username?"))
 cache.put("Which port does HTTPS use by default?", "443")
 cache.close()
 """
