@@ -16,9 +16,9 @@ the thresholds are swept offline: at threshold t, plain cosine serves the best c
   - wrong-answer rate = paraphrase queries served ANOTHER question's answer / paraphrase queries
   - false-hit rate = negative queries (answer not in the cache: hard and easy negatives) served anything /
     negative queries
-Chosen threshold = the one with the best dev recall subject to false-hit and wrong-answer rates <= 0.5%
-(highest such threshold on ties): a quarter of the 2% goal, as a margin for new questions (on the last two
-fresh splits, each written after the rules were frozen, false hits came out 2.4-3x dev's). The chosen settings
+Chosen threshold = the one with the best dev recall subject to false-hit and wrong-answer rates <= 0.3%
+(highest such threshold on ties): a sixth of the 2% goal, as a margin for new questions (on the held-out sets
+so far, each written after the rules were frozen, false hits came out 2.4x to 6x dev's). The chosen settings
 are then replayed through ``SemanticCache.get`` on test, which must agree with the offline sweep.
 
 Protocol (latency): one cache filled with the dev questions (real embeddings) plus random unit vectors
@@ -56,9 +56,9 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DIR = REPO / "data" / "cache_eval"
 MAX_BAD = 0.02  # the goal: false-hit and wrong-answer rates at the default
-DEFAULT_BOUND = 0.005  # the default threshold is chosen with dev rates <= 0.5%, a quarter of the goal: on the last two
-# fresh splits (each written after the rules were frozen) false hits came out 2.4-3x dev's (1.5% -> 4.7%,
-# 1.0% -> 2.4%), so a 1% dev bound left no margin
+DEFAULT_BOUND = 0.003  # the default threshold is chosen with dev rates <= 0.3%, a sixth of the goal: on the held-out
+# sets so far (each written after the rules were frozen) false hits came out 2.4x to 6x dev's (1.0% -> 2.4%,
+# 0.44% -> 2.6%)
 THRESHOLDS = np.round(np.arange(0.30, 1.0001, 0.005), 3)
 GOAL_P99_MS = 5.0
 
