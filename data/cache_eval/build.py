@@ -1,6 +1,5 @@
-"""Build the semantic-cache evaluation set: ``source.txt`` + ``source_fresh.txt`` + ``source_fresh2.txt`` +
-``source_fresh3.txt`` -> ``dev.jsonl``, ``source_fresh4.txt`` -> ``test.jsonl`` (+ shipped prompt sets for the
-easy negatives).
+"""Build the semantic-cache evaluation set: ``source.txt`` + ``source_fresh.txt`` .. ``source_fresh4.txt`` ->
+``dev.jsonl``, ``source_fresh5.txt`` -> ``test.jsonl`` (+ shipped prompt sets for the easy negatives).
 
 Each output row is one (cached question, query) pair:
 ``{"id", "group", "topic", "kind", "variant", "cached", "query", "same_answer"}``. The benchmark caches
@@ -109,19 +108,20 @@ def group_rows(groups: list[dict], prefix: str = "") -> list[dict]:
 
 
 def build() -> dict[str, list[dict]]:
-    """dev: every group of ``source.txt``, ``source_fresh.txt``, ``source_fresh2.txt`` and ``source_fresh3.txt``
-    (the rules and the default threshold were chosen on them), MT-Bench / self-instruct and hh-rlhf easy
-    negatives (first turns 0-179). test: every group of ``source_fresh4.txt`` (written last, by another writer
-    who saw neither the rules nor any result) and the next 90 hh-rlhf easy negatives."""
+    """dev: every group of ``source.txt`` and ``source_fresh.txt`` .. ``source_fresh4.txt`` (the rules and the
+    default threshold were chosen on them), MT-Bench / self-instruct and hh-rlhf easy negatives (first turns
+    0-269). test: every group of ``source_fresh5.txt`` (written last, by another writer who saw neither the rules
+    nor any result) and the next 90 hh-rlhf easy negatives."""
     rows = {
         "dev": group_rows(parse_source((HERE / "source.txt").read_text()))
         + group_rows(parse_source((HERE / "source_fresh.txt").read_text()), prefix="fresh-")
         + group_rows(parse_source((HERE / "source_fresh2.txt").read_text()), prefix="fresh2-")
         + group_rows(parse_source((HERE / "source_fresh3.txt").read_text()), prefix="fresh3-")
-        + [{"id": f"{p['group']}-0", **p}
-           for p in easy_negative_pairs_dev() + easy_negative_pairs_hh(0, 120) + easy_negative_pairs_hh(120, 60)],
-        "test": group_rows(parse_source((HERE / "source_fresh4.txt").read_text()), prefix="fresh4-")
-        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_hh(180, 90)],
+        + group_rows(parse_source((HERE / "source_fresh4.txt").read_text()), prefix="fresh4-")
+        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_dev() + easy_negative_pairs_hh(0, 120)
+           + easy_negative_pairs_hh(120, 60) + easy_negative_pairs_hh(180, 90)],
+        "test": group_rows(parse_source((HERE / "source_fresh5.txt").read_text()), prefix="fresh5-")
+        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_hh(270, 90)],
     }
     for split, split_rows in rows.items():  # an hh-rlhf prompt that is also a written question is not "unrelated"
         written = {_norm(r["query"]) for r in split_rows if r["kind"] != "easy_negative"}
