@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections import Counter
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol
 
@@ -153,9 +153,10 @@ INTENTS: tuple[tuple[str, str], ...] = (
 """(kind, pattern): the first pattern that matches at the start of the question's last interrogative
 sentence, or right after a comma, colon or dash in it ("As an adult, what is ..."), names the kind of
 answer asked for. "method" ("How is X evaluated?"), "action" (steps for the asker: "How do I ...", "What
-should I do", "the best way to"), "reason", "usage" ("When should I use X?"), "time", "person", "place" ("Where is/did ..."; "Where do I ..."
-is an action), "quantity", "cons", "pros", "define" (a short "What is X?"). A question none matches ("Can I ...?", "Is X ...?", "How does X work?") has no kind and
-conflicts with nothing."""
+should I do", "the best way to"), "reason", "usage" ("When should I use X?"), "time", "person", "place"
+("Where is/did ..."; "Where do I ..." is an action), "quantity" (also "Is there a fee ...?"), "cons", "pros",
+"define" (a short "What is X?"). A question none matches ("Can I ...?", "Is X ...?", "How does X work?") has no
+kind and conflicts with nothing."""
 _INTENTS = tuple((kind, re.compile(pattern)) for kind, pattern in INTENTS)
 INTENT_CONFLICTS: frozenset[frozenset[str]] = frozenset(frozenset(p.split("/")) for p in """
 action/define action/reason action/person action/time action/quantity method/define reason/quantity reason/time
