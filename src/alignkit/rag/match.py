@@ -117,7 +117,6 @@ gain/lose go_up/go_down
 "turn on" or "turn-on", matched on consecutive words)."""
 _NEGATING_PREFIXES = ("non", "un", "dis", "in", "im", "ir", "il")
 """A word that is another with one of these in front ("unsupervised", "nonlinear", "invalid") is its opposite."""
-_ANTONYM_OF: dict[str, frozenset[str]] = {}  # by stem, so that "receiving" / "sending" and "enabled" / "disable" count
 
 _DIRECTION_WORDS = frozenset({"to", "into"})
 _COMPARISON = re.compile(r"\b(?:differences? between|differ|differs|differently|vs|versus|compare|compared|comparing"
@@ -214,6 +213,15 @@ def stem(word: str) -> str:
     return w
 
 
+_ANTONYM_OF: dict[str, set[str]] = {}
+"""Stem of each word or phrase of :data:`ANTONYMS` -> the stems of its opposites, so that inflected forms
+count ("receiving" / "sending", "enabled" / "disable")."""
+for _pair in ANTONYMS:
+    _a, _b = ("_".join(stem(p) for p in w.split("_")) for w in _pair)
+    _ANTONYM_OF.setdefault(_a, set()).add(_b)
+    _ANTONYM_OF.setdefault(_b, set()).add(_a)
+
+
 def normalise(text: str) -> str:
     """The exact-repeat key: Unicode-normalised, case-folded, punctuation and extra spaces dropped.
     "What is X?" and "what is  x" give the same key; any change of word does not."""
@@ -244,6 +252,7 @@ class Analysis:
     comparison: bool  # asks to compare things ("difference between", "vs", "compared to", "how do X and Y differ")
     intent: str | None  # the kind of answer asked for (see :func:`question_intent`); None when unclear
     stems: frozenset[str]  # stems of every word (for entity look-up)
+    phrases: dict[str, str]  # stem of each word and two-word phrase ("turn_on") -> as written (for opposites)
     keywords: tuple[str, ...]  # stems of every word but stopwords, negations and numbers (units canonical), in order:
     # what the word-swap rule compares
 
@@ -402,19 +411,11 @@ def analyse(text: str) -> Analysis:
         roles=tuple((r, frozenset(segments[k]), frozenset(segments[k + 1]), segments[k + 1][0] if segments[k + 1] else "")
                     for k, r in enumerate(role_words)),
         comparison=bool(_COMPARISON.search(" ".join(words))),
+        phrases={**{stem(w): w for w in words}, **{f"{stem(x)}_{stem(y)}": f"{x} {y}" for x, y in zip(words, words[1:])}},
     )  # fmt: skip
 
 
 _ROMAN_UPPER = frozenset(k.upper() for k in _ROMAN)
-
-
-def _phrase_stem(w: str) -> str:
-    return "_".join(stem(p) for p in w.split("_"))
-
-
-for _a, _b in ANTONYMS:
-    _ANTONYM_OF[_phrase_stem(_a)] = _ANTONYM_OF.get(_phrase_stem(_a), frozenset()) | {_phrase_stem(_b)}
-    _ANTONYM_OF[_phrase_stem(_b)] = _ANTONYM_OF.get(_phrase_stem(_b), frozenset()) | {_phrase_stem(_a)}
 _analyse_memo = functools.lru_cache(maxsize=8192)(analyse)  # a cache lookup checks the same texts again and again
 
 
@@ -512,28 +513,22 @@ def entities_agree(a: Analysis, b: Analysis) -> str | None:
 def units_agree(a: Analysis, b: Analysis) -> str | None:
     """Where both name units of one kind, they name the same units ("miles" vs "kilometers"). A unit on one
     side only is fine: "how long" and "how many minutes" ask the same."""
-    for kind in a.units.keys() & b.units.keys():
+    for kind in sorted(a.units.keys() & b.units.keys()):  # sorted: the same reason in every process
         if a.units[kind] != b.units[kind]:
             return f"units differ: {sorted(a.units[kind])} vs {sorted(b.units[kind])}"
     return None
-
-
-def _words_and_phrases(a: Analysis) -> dict[str, str]:
-    """Stem of each word and of each two-word phrase ("turn_on") -> the words as written."""
-    out = {stem(w): w for w in a.words}
-    out.update({f"{stem(x)}_{stem(y)}": f"{x} {y}" for x, y in zip(a.words, a.words[1:])})
-    return out
 
 
 def no_antonym_swap(a: Analysis, b: Analysis) -> str | None:
     """One has a word ("enable", "before", "largest", "turn on") where the other has its opposite ("turn
     off"), or the same word with a negating prefix ("supervised" / "unsupervised", "linear" / "non-linear"),
     and neither has both."""
-    wa, wb = _words_and_phrases(a), _words_and_phrases(b)
-    for w in wa.keys() - wb.keys():
+    pa, pb = a.phrases, b.phrases
+    written_a = set(pa.values())
+    for w in pa.keys() - pb.keys():
         for anti in _ANTONYM_OF.get(w, ()):
-            if anti in wb and wb[anti] not in set(wa.values()):  # as written: "stop running" has no "run"
-                return f"opposites: {wa[w]!r} vs {wb[anti]!r}"
+            if anti in pb and pb[anti] not in written_a:  # as written: "stop running" has no "run"
+                return f"opposites: {pa[w]!r} vs {pb[anti]!r}"
     for x, y in ((a, b), (b, a)):
         wx, wy = set(x.words), set(y.words)
         for prev, w in zip(("",) + x.words, x.words):  # "non-linear" arrives as "non", "linear"
