@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup quickstart rag-demo test test-all bench clean
+.PHONY: setup quickstart rag-demo test test-all lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,15 @@ rag-demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# formatting and lint (ruff, configured in pyproject.toml); CI runs this after the tests
+lint: setup
+	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/ruff check src tests scripts benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests scripts benchmarks
+	$(BIN)/ruff check --fix src tests scripts benchmarks
 
 test-all: setup
 	$(BIN)/python -m pytest -q tests --runslow

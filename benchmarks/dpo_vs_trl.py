@@ -145,8 +145,10 @@ def prepare_child(a: argparse.Namespace) -> None:
     examples = load_examples(base.hh_path, fmt="hh_rlhf", on_error="raise").examples
     seqs = []  # (pairs,) alignkit's policy tokenisation (alignkit.data.preference does exactly this per side)
     for ex in examples:
-        sides = [tokenize_example(dataclasses.replace(ex, completion=c), tokenizer, max_length=a.max_length,
-                                  overlong="drop") for c in (ex.chosen, ex.rejected)]  # fmt: skip
+        sides = [
+            tokenize_example(dataclasses.replace(ex, completion=c), tokenizer, max_length=a.max_length, overlong="drop")
+            for c in (ex.chosen, ex.rejected)
+        ]
         if None in sides:
             raise SystemExit(f"{ex.ref}: a side does not fit in max_length={a.max_length} or learns nothing")
         seqs.append(sides)
@@ -172,17 +174,41 @@ def alignkit_config(a, out: Path, data: PrefBenchData, variant: str) -> dict:
         "resume": "never",
         "tensorboard": False,
         "disable_dropout": True,
-        "model": {"name_or_path": data.model_dir, "finetune": "full", "dtype": "float32",
-                  "gradient_checkpointing": False, "attn_implementation": "sdpa"},
-        "data": {"train": str(data.hh_path), "format": "hh_rlhf", "max_length": a.max_length, "eval_fraction": 0.0,
-                 "on_error": "skip", "max_rows": a.steps * a.batch_size, "packing": a.alignkit_packing == "true"},
+        "model": {
+            "name_or_path": data.model_dir,
+            "finetune": "full",
+            "dtype": "float32",
+            "gradient_checkpointing": False,
+            "attn_implementation": "sdpa",
+        },
+        "data": {
+            "train": str(data.hh_path),
+            "format": "hh_rlhf",
+            "max_length": a.max_length,
+            "eval_fraction": 0.0,
+            "on_error": "skip",
+            "max_rows": a.steps * a.batch_size,
+            "packing": a.alignkit_packing == "true",
+        },
         "loss": loss,
         **({} if variant == "orpo" else {"ref": {"precompute": variant == "precompute"}}),
-        "train": {"seed": a.seed, "max_steps": a.steps, "batch_size": a.batch_size, "grad_accum": 1,
-                  "learning_rate": a.lr, "weight_decay": 0.0, "lr_scheduler": "linear", "warmup_steps": 0,
-                  "max_grad_norm": 1.0, "mixed_precision": "no", "log_every": 1, "eval_every": None,
-                  "save_every": None, "group_by_length": False},
-    }  # fmt: skip
+        "train": {
+            "seed": a.seed,
+            "max_steps": a.steps,
+            "batch_size": a.batch_size,
+            "grad_accum": 1,
+            "learning_rate": a.lr,
+            "weight_decay": 0.0,
+            "lr_scheduler": "linear",
+            "warmup_steps": 0,
+            "max_grad_norm": 1.0,
+            "mixed_precision": "no",
+            "log_every": 1,
+            "eval_every": None,
+            "save_every": None,
+            "group_by_length": False,
+        },
+    }
     return cfg
 
 
@@ -211,16 +237,26 @@ def run_alignkit(a, work: Path, data: PrefBenchData, name: str, variant: str) ->
     ref_pass = re.findall(r"reference log-probs \(train\): \d+ sequences computed in ([\d.]+)s", log.read_text())
     notes = []
     if variant == "precompute":
-        notes.append(f"reference pass before step 1 (not timed): {ref_pass[-1]}s" if ref_pass else
-                     "reference pass time not found in the log")  # fmt: skip
+        notes.append(
+            f"reference pass before step 1 (not timed): {ref_pass[-1]}s"
+            if ref_pass
+            else "reference pass time not found in the log"
+        )
     return PrefRunResult(
-        name, len(window) * a.batch_size / seconds,
-        sum(by_step[s]["tokens_per_second"] * secs[s] for s in window) / seconds, len(window), seconds, rss,
+        name,
+        len(window) * a.batch_size / seconds,
+        sum(by_step[s]["tokens_per_second"] * secs[s] for s in window) / seconds,
+        len(window),
+        seconds,
+        rss,
         losses=[by_step[s]["loss"] for s in steps],
         step_tokens=[round(by_step[s]["tokens_per_second"] * secs[s]) for s in steps],  # tokens = rate x dt
-        step_pairs_per_second=[by_step[s]["pairs_per_second"] for s in window], process_seconds=wall, notes=notes,
-        step_metrics=[by_step[s] for s in steps], setup_seconds=float(ref_pass[-1]) if ref_pass else None,
-    )  # fmt: skip
+        step_pairs_per_second=[by_step[s]["pairs_per_second"] for s in window],
+        process_seconds=wall,
+        notes=notes,
+        step_metrics=[by_step[s] for s in steps],
+        setup_seconds=float(ref_pass[-1]) if ref_pass else None,
+    )
 
 
 # ------------------------------------------------------------------------------------------ TRL
@@ -270,16 +306,30 @@ def trl_child(spec_path: str) -> None:
 
     clock = StepClock()
     common = dict(
-        output_dir=spec["output_dir"], max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
-        gradient_accumulation_steps=1, learning_rate=spec["lr"], lr_scheduler_type="linear", warmup_steps=0,
-        weight_decay=0.0, max_grad_norm=1.0, seed=spec["seed"],
+        output_dir=spec["output_dir"],
+        max_steps=spec["steps"],
+        per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=1,
+        learning_rate=spec["lr"],
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=spec["seed"],
         max_length=spec["max_length"],  # every pair fits: nothing is truncated or dropped (checked)
         disable_dropout=True,
         # float32, no activation recomputation, as alignkit runs (TRL defaults: bf16=True, gradient_checkpointing=True)
-        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
         train_sampling_strategy="sequential",  # rows come in alignkit's batch order; no reshuffle
-        dataloader_num_workers=0, logging_steps=1, report_to="none", save_strategy="no", eval_strategy="no",
-    )  # fmt: skip
+        dataloader_num_workers=0,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+    )
     rows = Dataset.from_list(spec["rows"])
     checks: dict = {}
     t0 = time.perf_counter()
@@ -301,12 +351,21 @@ def trl_child(spec_path: str) -> None:
 
         collator = None
         if aligned:  # the arguments DPOTrainer gives its own collator
-            collator = CollatorLearnedToEos(pad_token_id=tokenizer.pad_token_id, max_length=spec["max_length"],
-                                            truncation_mode="keep_start", eos_token_id=eos)  # fmt: skip
-        config = DPOConfig(**common, beta=spec["beta"], loss_type=["sigmoid"],
-                           precompute_ref_log_probs=spec["variant"] == "precompute")  # fmt: skip
-        trainer = DPOTrainer(model=model, ref_model=None, args=config, train_dataset=rows, processing_class=tokenizer,
-                             data_collator=collator, callbacks=[clock])  # fmt: skip
+            collator = CollatorLearnedToEos(
+                pad_token_id=tokenizer.pad_token_id, max_length=spec["max_length"], truncation_mode="keep_start", eos_token_id=eos
+            )
+        config = DPOConfig(
+            **common, beta=spec["beta"], loss_type=["sigmoid"], precompute_ref_log_probs=spec["variant"] == "precompute"
+        )
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=None,
+            args=config,
+            train_dataset=rows,
+            processing_class=tokenizer,
+            data_collator=collator,
+            callbacks=[clock],
+        )
         setup = time.perf_counter() - t0
         ds = trainer.train_dataset
         ids, masks = [], []
@@ -336,8 +395,7 @@ def trl_child(spec_path: str) -> None:
                         ids, att, lab = ids[1:], att[1:], lab[1:]
                     if not feature[side].endswith(tok.eos_token) and ids[-1] == tok.eos_token_id:
                         ids, att, lab = ids[:-1], att[:-1], lab[:-1]
-                    last = max((i for i, (t, y) in enumerate(zip(ids, lab)) if y != -100 and t == tok.eos_token_id),
-                               default=None)  # fmt: skip
+                    last = max((i for i, (t, y) in enumerate(zip(ids, lab)) if y != -100 and t == tok.eos_token_id), default=None)
                     if last is not None:
                         lab = lab[: last + 1] + [-100] * (len(lab) - last - 1)
                     b[f"{side}_input_ids"], b[f"{side}_attention_mask"], b[f"{side}_labels"] = ids, att, lab
@@ -355,8 +413,9 @@ def trl_child(spec_path: str) -> None:
         setup = time.perf_counter() - t0
         ds = trainer.train_dataset
         ids = [[c, r] for c, r in zip(ds["chosen_input_ids"], ds["rejected_input_ids"])]
-        masks = [[[int(y != -100) for y in c], [int(y != -100) for y in r]]
-                 for c, r in zip(ds["chosen_labels"], ds["rejected_labels"])]  # fmt: skip
+        masks = [
+            [[int(y != -100) for y in c], [int(y != -100) for y in r]] for c, r in zip(ds["chosen_labels"], ds["rejected_labels"])
+        ]
 
         forward = trainer.concatenated_forward
 
@@ -372,9 +431,11 @@ def trl_child(spec_path: str) -> None:
                     tok_nll = F.cross_entropy(logits[keep].float(), labels[keep], reduction="none")  # (K,)
                     rows_ = keep.nonzero()[:, 0]
                     per_seq = torch.zeros(keep.shape[0]).index_add(0, rows_, tok_nll) / keep.sum(1).clamp(min=1)
-                    checks["step1_nll"] = {"trl_full_sequence": float(out[4]),
-                                           "completion_token_mean": float(tok_nll.mean()),
-                                           "completion_sequence_mean": float(per_seq.mean())}  # fmt: skip
+                    checks["step1_nll"] = {
+                        "trl_full_sequence": float(out[4]),
+                        "completion_token_mean": float(tok_nll.mean()),
+                        "completion_sequence_mean": float(per_seq.mean()),
+                    }
             return out
 
         trainer.concatenated_forward = concatenated_forward
@@ -392,11 +453,22 @@ def trl_child(spec_path: str) -> None:
     trainer.train()
     recompute = any(getattr(m, "gradient_checkpointing", False) is True for m in trainer.model.modules())
     assert not trainer.args.bf16 and not recompute, "TRL ran in bf16 or with gradient checkpointing"
-    checks.update(rows=len(ds), ids_sha256=ids_digest(ids), masks_sha256=ids_digest(masks),
-                  learned_per_pair=sum(sum(c[1:]) + sum(r[1:]) for c, r in masks) / max(len(masks), 1))  # fmt: skip
-    result = {"begin": clock.begin, "end": clock.end, "tokens": clock.tokens, "logs": clock.logs, "checks": checks,
-              "setup_seconds": setup, "threads": torch.get_num_threads(),
-              "optim": str(getattr(config.optim, "value", config.optim))}  # fmt: skip
+    checks.update(
+        rows=len(ds),
+        ids_sha256=ids_digest(ids),
+        masks_sha256=ids_digest(masks),
+        learned_per_pair=sum(sum(c[1:]) + sum(r[1:]) for c, r in masks) / max(len(masks), 1),
+    )
+    result = {
+        "begin": clock.begin,
+        "end": clock.end,
+        "tokens": clock.tokens,
+        "logs": clock.logs,
+        "checks": checks,
+        "setup_seconds": setup,
+        "threads": torch.get_num_threads(),
+        "optim": str(getattr(config.optim, "value", config.optim)),
+    }
     Path(spec["result"]).write_text(json.dumps(result))
 
 
@@ -404,11 +476,23 @@ def run_trl(a, work: Path, data: PrefBenchData, name: str, variant: str) -> Pref
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    spec = {"algo": "orpo" if variant == "orpo" else "dpo", "variant": variant, "tokens": a.trl_tokens,
-            "model": data.model_dir, "rows": data.trl_rows, "output_dir": str(out / "trainer"),
-            "result": str(out / "result.json"), "steps": a.steps, "batch_size": a.batch_size,
-            "max_length": a.max_length, "lr": a.lr, "seed": a.seed, "threads": a.threads, "beta": a.beta,
-            "orpo_lambda": a.orpo_lambda}  # fmt: skip
+    spec = {
+        "algo": "orpo" if variant == "orpo" else "dpo",
+        "variant": variant,
+        "tokens": a.trl_tokens,
+        "model": data.model_dir,
+        "rows": data.trl_rows,
+        "output_dir": str(out / "trainer"),
+        "result": str(out / "result.json"),
+        "steps": a.steps,
+        "batch_size": a.batch_size,
+        "max_length": a.max_length,
+        "lr": a.lr,
+        "seed": a.seed,
+        "threads": a.threads,
+        "beta": a.beta,
+        "orpo_lambda": a.orpo_lambda,
+    }
     (out / "spec.json").write_text(json.dumps(spec))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trl", str(out / "spec.json")]
     rss, wall = run_child(cmd, env=child_env(a.threads), log=work / f"{name}.log")
@@ -420,9 +504,13 @@ def run_trl(a, work: Path, data: PrefBenchData, name: str, variant: str) -> Pref
     window = list(timed_window(a.steps, a.warmup))
     seconds = sum(end[s] - begin[s] for s in window)
     chk = res["checks"]
-    notes = [f"optim={res['optim']}", f"torch threads {res['threads']}", f"--trl-tokens {a.trl_tokens}",
-             f"trainer construction {res['setup_seconds']:.1f}s (tokenisation" +
-             (", reference pass)" if variant == "precompute" else ")")]  # fmt: skip
+    notes = [
+        f"optim={res['optim']}",
+        f"torch threads {res['threads']}",
+        f"--trl-tokens {a.trl_tokens}",
+        f"trainer construction {res['setup_seconds']:.1f}s (tokenisation"
+        + (", reference pass)" if variant == "precompute" else ")"),
+    ]
     if chk.get("ref_model_loaded") is not (variant == "copy") and variant != "orpo":
         notes.append(f"unexpected: TRL {'kept' if chk.get('ref_model_loaded') else 'did not load'} a reference model")
     if chk["rows"] != len(data.trl_rows):
@@ -430,28 +518,47 @@ def run_trl(a, work: Path, data: PrefBenchData, name: str, variant: str) -> Pref
     if chk["ids_sha256"] != data.ids_sha256:
         notes.append("TRL's token ids differ from alignkit's")
     if chk["masks_sha256"] != data.masks_sha256:
-        notes.append(f"TRL's learned tokens differ from alignkit's ({chk['learned_per_pair']:.1f} per pair vs "
-                     f"{sum(c + r for c, r in data.learned) / len(data.learned):.1f})")  # fmt: skip
+        notes.append(
+            f"TRL's learned tokens differ from alignkit's ({chk['learned_per_pair']:.1f} per pair vs "
+            f"{sum(c + r for c, r in data.learned) / len(data.learned):.1f})"
+        )
     return PrefRunResult(
-        name, len(window) * a.batch_size / seconds, sum(tokens[s] for s in window) / seconds, len(window), seconds,
-        rss, losses=[logs[s]["loss"] for s in steps], step_tokens=[tokens[s] for s in steps],
-        step_pairs_per_second=[a.batch_size / (end[s] - begin[s]) for s in window], process_seconds=wall,
-        end_to_end_pairs_per_second=len(window) * a.batch_size / (end[a.steps] - end[a.warmup]), notes=notes,
-        step_metrics=[logs[s] for s in steps], setup_seconds=res["setup_seconds"], checks=chk,
-    )  # fmt: skip
+        name,
+        len(window) * a.batch_size / seconds,
+        sum(tokens[s] for s in window) / seconds,
+        len(window),
+        seconds,
+        rss,
+        losses=[logs[s]["loss"] for s in steps],
+        step_tokens=[tokens[s] for s in steps],
+        step_pairs_per_second=[a.batch_size / (end[s] - begin[s]) for s in window],
+        process_seconds=wall,
+        end_to_end_pairs_per_second=len(window) * a.batch_size / (end[a.steps] - end[a.warmup]),
+        notes=notes,
+        step_metrics=[logs[s] for s in steps],
+        setup_seconds=res["setup_seconds"],
+        checks=chk,
+    )
 
 
 # ------------------------------------------------------------------------------------------ import baseline
 
 PROBES = {  # what each run imports before it loads anything: the memory floor of the framework alone
-    "alignkit": ["alignkit.cli", "alignkit.config.dpo", "alignkit.algorithms.dpo", "accelerate",
-                 "alignkit.models.loading", "alignkit.models.logprobs", "alignkit.data.formats",
-                 "alignkit.data.preference", "alignkit.data.collate", "transformers.models.llama.modeling_llama"],
-    "trl-dpo": ["datasets", "transformers", "trl", "trl.trainer.dpo_trainer",
-                "transformers.models.llama.modeling_llama"],
-    "trl-orpo": ["datasets", "transformers", "trl", "trl.experimental.orpo",
-                 "transformers.models.llama.modeling_llama"],
-}  # fmt: skip
+    "alignkit": [
+        "alignkit.cli",
+        "alignkit.config.dpo",
+        "alignkit.algorithms.dpo",
+        "accelerate",
+        "alignkit.models.loading",
+        "alignkit.models.logprobs",
+        "alignkit.data.formats",
+        "alignkit.data.preference",
+        "alignkit.data.collate",
+        "transformers.models.llama.modeling_llama",
+    ],
+    "trl-dpo": ["datasets", "transformers", "trl", "trl.trainer.dpo_trainer", "transformers.models.llama.modeling_llama"],
+    "trl-orpo": ["datasets", "transformers", "trl", "trl.experimental.orpo", "transformers.models.llama.modeling_llama"],
+}
 
 
 def probe_child(name: str) -> None:
@@ -504,7 +611,10 @@ def loss_checks(mode: str, res: dict[str, PrefRunResult], a) -> dict:
                 trl_as_ak = None if comp is None or trl_nll is None else trl.losses[0] - trl_nll + comp
                 c["step1_loss (TRL with alignkit's NLL)"] = (ak.losses[0], trl_as_ak, rel(ak.losses[0], trl_as_ak))
                 c["step1_loss (raw TRL: NLL over prompt + completion, not a check)"] = (
-                    ak.losses[0], trl.losses[0], rel(ak.losses[0], trl.losses[0]))
+                    ak.losses[0],
+                    trl.losses[0],
+                    rel(ak.losses[0], trl.losses[0]),
+                )
                 for key in ("rewards/chosen", "rewards/rejected"):  # lambda x per-token mean log-prob, in both
                     x, y = metric(ak, 1, key), metric(trl, 1, key)
                     c[f"step1_{key}"] = (x, y, rel(x, y))
@@ -535,33 +645,44 @@ def mode_report(mode: str, a, res: dict[str, PrefRunResult], floors: dict[str, f
             ratios[f"{ak_name} / {trl_name} peak RSS"] = res[ak_name].peak_rss_mib / res[trl_name].peak_rss_mib
     checks = loss_checks(mode, res, a)
     goals = {
-        f"{mode}: {head.name} >= {GOAL_PAIRS_RATIO}x TRL pairs/s ({fastest})":
-            head.pairs_per_second / trls[fastest].pairs_per_second >= GOAL_PAIRS_RATIO,
-        f"{mode}: {head.name} peak RSS <= {GOAL_MEMORY_RATIO}x TRL ({leanest})":
-            head.peak_rss_mib / trls[leanest].peak_rss_mib <= GOAL_MEMORY_RATIO,
-        f"{mode}: first-step losses agree to {LOSS_RTOL:g} relative (every alignkit/TRL pair)":
-            all(c["agree"] for c in checks.values()),
-    }  # fmt: skip
+        f"{mode}: {head.name} >= {GOAL_PAIRS_RATIO}x TRL pairs/s ({fastest})": head.pairs_per_second
+        / trls[fastest].pairs_per_second
+        >= GOAL_PAIRS_RATIO,
+        f"{mode}: {head.name} peak RSS <= {GOAL_MEMORY_RATIO}x TRL ({leanest})": head.peak_rss_mib / trls[leanest].peak_rss_mib
+        <= GOAL_MEMORY_RATIO,
+        f"{mode}: first-step losses agree to {LOSS_RTOL:g} relative (every alignkit/TRL pair)": all(
+            c["agree"] for c in checks.values()
+        ),
+    }
     expected = expected_step_tokens(data, a)
     extra = 4 * a.batch_size if (mode == "orpo" and a.trl_tokens == "stock") else 0  # stock ORPO: +BOS +EOS per side
     same = {n: r.step_tokens == [e + (extra if n.startswith("trl") else 0) for e in expected] for n, r in res.items()}
-    token_checks = {n: {"same_ids": r.checks.get("ids_sha256") == data.ids_sha256,
-                        "same_learned_tokens": r.checks.get("masks_sha256") == data.masks_sha256}
-                    for n, r in trls.items()}  # fmt: skip
+    token_checks = {
+        n: {
+            "same_ids": r.checks.get("ids_sha256") == data.ids_sha256,
+            "same_learned_tokens": r.checks.get("masks_sha256") == data.masks_sha256,
+        }
+        for n, r in trls.items()
+    }
 
-    print(f"\n=== {mode}: alignkit vs TRL {versions()['trl']} "
-          f"{'DPOTrainer' if mode == 'dpo' else 'experimental ORPOTrainer'} ===\n")  # fmt: skip
-    hdr = (f"{'run':<25}{'pairs/s':>9}{'step min-max':>14}{'e2e pairs/s':>12}{'tokens/s':>10}{'peak RSS MiB':>13}"
-           f"{'import MiB':>11}{'setup s':>9}{'process s':>10}{'loss 1':>9}{'loss 2':>9}{'last loss':>10}")  # fmt: skip
+    print(
+        f"\n=== {mode}: alignkit vs TRL {versions()['trl']} {'DPOTrainer' if mode == 'dpo' else 'experimental ORPOTrainer'} ===\n"
+    )
+    hdr = (
+        f"{'run':<25}{'pairs/s':>9}{'step min-max':>14}{'e2e pairs/s':>12}{'tokens/s':>10}{'peak RSS MiB':>13}"
+        f"{'import MiB':>11}{'setup s':>9}{'process s':>10}{'loss 1':>9}{'loss 2':>9}{'last loss':>10}"
+    )
     print(hdr + "\n" + "-" * len(hdr))
     for n, r in res.items():
         e2e = f"{r.end_to_end_pairs_per_second:.2f}" if r.end_to_end_pairs_per_second else "-"
         spread = f"{min(r.step_pairs_per_second):.1f}-{max(r.step_pairs_per_second):.1f}"
         setup = f"{r.setup_seconds:.1f}" if r.setup_seconds is not None else "-"
         loss2 = f"{r.losses[1]:.4f}" if len(r.losses) > 1 else "-"
-        print(f"{n:<25}{r.pairs_per_second:>9.2f}{spread:>14}{e2e:>12}{r.tokens_per_second:>10,.0f}"
-              f"{r.peak_rss_mib:>13,.0f}{floors[probe_of(n)]:>11,.0f}{setup:>9}{r.process_seconds:>10.1f}"
-              f"{r.losses[0]:>9.4f}{loss2:>9}{r.losses[-1]:>10.4f}")  # fmt: skip
+        print(
+            f"{n:<25}{r.pairs_per_second:>9.2f}{spread:>14}{e2e:>12}{r.tokens_per_second:>10,.0f}"
+            f"{r.peak_rss_mib:>13,.0f}{floors[probe_of(n)]:>11,.0f}{setup:>9}{r.process_seconds:>10.1f}"
+            f"{r.losses[0]:>9.4f}{loss2:>9}{r.losses[-1]:>10.4f}"
+        )
     print()
     width = max(len(k) for k in ratios) + 2
     for k, x in ratios.items():
@@ -569,8 +690,10 @@ def mode_report(mode: str, a, res: dict[str, PrefRunResult], floors: dict[str, f
     for goal, ok in goals.items():
         print(f"goal: {goal:<86} {'MET' if ok else 'NOT MET'}")
     for pair, c in checks.items():
-        print(f"check {pair}: {'AGREE' if c['agree'] else 'DIFFER'} (max |loss diff| over steps "
-              f"{c['max_abs_loss_difference_per_step']:.2e})")  # fmt: skip
+        print(
+            f"check {pair}: {'AGREE' if c['agree'] else 'DIFFER'} (max |loss diff| over steps "
+            f"{c['max_abs_loss_difference_per_step']:.2e})"
+        )
         for k, v in c.items():
             if isinstance(v, tuple):
                 x, y, d = v
@@ -583,11 +706,16 @@ def mode_report(mode: str, a, res: dict[str, PrefRunResult], floors: dict[str, f
         print(f"loss {n}: {' '.join(f'{x:.3f}' for x in r.losses)}")
         for note in r.notes:
             print(f"  note {n}: {note}")
-    return {"results": {n: asdict(r) for n, r in res.items()}, "ratios": ratios, "goals": goals,
-            "loss_checks": {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in c.items()}
-                            for k, c in checks.items()},
-            "same_batches": same, "token_checks": token_checks, "fastest_trl": fastest,
-            "leanest_trl": leanest}  # fmt: skip
+    return {
+        "results": {n: asdict(r) for n, r in res.items()},
+        "ratios": ratios,
+        "goals": goals,
+        "loss_checks": {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in c.items()} for k, c in checks.items()},
+        "same_batches": same,
+        "token_checks": token_checks,
+        "fastest_trl": fastest,
+        "leanest_trl": leanest,
+    }
 
 
 def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchData, launcher_mib: float) -> dict:
@@ -596,24 +724,42 @@ def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchD
         "model": "llama/tiny (alignkit.models.init_model, seed 0), float32, sdpa attention, full fine-tuning",
         "data": f"{HH_RLHF.relative_to(REPO)}: the first {len(data.order)} usable pairs with both sides <= "
         f"max_length tokens, from its first {data.rows_scanned} rows ({data.passed_over} longer pairs passed over)",
-        "steps": a.steps, "warmup_steps_excluded": a.warmup, "batch_size_pairs": a.batch_size,
-        "max_length": a.max_length, "learning_rate": a.lr, "threads": a.threads, "repeats": a.repeats,
-        "dpo": f"sigmoid, beta {a.beta}", "orpo": f"lambda (TRL beta) {a.orpo_lambda}, alignkit nll: {a.orpo_nll}",
-        "trl_tokens": a.trl_tokens, "alignkit_packing": a.alignkit_packing,
+        "steps": a.steps,
+        "warmup_steps_excluded": a.warmup,
+        "batch_size_pairs": a.batch_size,
+        "max_length": a.max_length,
+        "learning_rate": a.lr,
+        "threads": a.threads,
+        "repeats": a.repeats,
+        "dpo": f"sigmoid, beta {a.beta}",
+        "orpo": f"lambda (TRL beta) {a.orpo_lambda}, alignkit nll: {a.orpo_nll}",
+        "trl_tokens": a.trl_tokens,
+        "alignkit_packing": a.alignkit_packing,
         "schedule": "linear decay, no warm-up, max_grad_norm 1.0, weight decay 0, AdamW",
-        "disabled_in_both": ["eval and checkpoints during training", "tensorboard / report_to", "mixed precision "
-                             "(TRL's default bf16=True set False)", "gradient checkpointing (TRL's default True set "
-                             "False)", "dropout"],
+        "disabled_in_both": [
+            "eval and checkpoints during training",
+            "tensorboard / report_to",
+            "mixed precision (TRL's default bf16=True set False)",
+            "gradient checkpointing (TRL's default True set False)",
+            "dropout",
+        ],
         "differences": [
             f"batches: alignkit data.packing={a.alignkit_packing} (true = padding-free rows, its default); TRL pads "
             "each micro-batch to its longest sequence (DPO's padding_free is disabled in TRL 1.16)",
-            "tokens: " + ("TRL given alignkit's tokens (DPO completion_mask stops at the last <|im_end|>; ORPO without "
-                          "its added BOS/EOS and without learning the '\\n')" if a.trl_tokens == "alignkit" else
-                          "TRL stock: DPO also learns the '\\n' after <|im_end|>; ORPO adds a BOS and an EOS per "
-                          "sequence and learns '\\n' + EOS"),
+            "tokens: "
+            + (
+                "TRL given alignkit's tokens (DPO completion_mask stops at the last <|im_end|>; ORPO without "
+                "its added BOS/EOS and without learning the '\\n')"
+                if a.trl_tokens == "alignkit"
+                else "TRL stock: DPO also learns the '\\n' after <|im_end|>; ORPO adds a BOS and an EOS per "
+                "sequence and learns '\\n' + EOS"
+            ),
             "ORPO SFT term: TRL = token mean over prompt + completion of the chosen sequences; alignkit nll: "
-            + ("token = token mean over the chosen completion tokens" if a.orpo_nll == "token" else
-               "sequence = per-pair mean over the chosen completion tokens, then the mean over pairs"),
+            + (
+                "token = token mean over the chosen completion tokens"
+                if a.orpo_nll == "token"
+                else "sequence = per-pair mean over the chosen completion tokens, then the mean over pairs"
+            ),
             "TRL DPO computes log-probs with its fused LM head (projects only completion positions) and also entropy, "
             "mean logits and top-1 accuracy every step; TRL ORPO materialises the full (2B, T, V) logits",
             "optimizer left at defaults: TRL's adamw_torch_fused, alignkit's torch.optim.AdamW (foreach)",
@@ -624,31 +770,46 @@ def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchD
         "launcher_peak_rss_mib": launcher_mib,
         "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
         "versions": v,
-    }  # fmt: skip
-    print(f"\nPreference optimisation, alignkit vs TRL {v['trl']}: llama/tiny, {a.batch_size} pairs per step, "
-          f"max_length {a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
-          f"{a.threads} torch threads in every run, TRL tokens: {a.trl_tokens}")  # fmt: skip
+    }
+    print(
+        f"\nPreference optimisation, alignkit vs TRL {v['trl']}: llama/tiny, {a.batch_size} pairs per step, "
+        f"max_length {a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
+        f"{a.threads} torch threads in every run, TRL tokens: {a.trl_tokens}"
+    )
     modes = {m: mode_report(m, a, r, floors, data) for m, r in res.items()}
-    print("\npairs/s = pairs of the timed steps / their time. alignkit: planning + collation -> optimizer step "
-          "(metrics.jsonl); TRL: on_step_begin -> on_step_end (batch already collated: TRL's best case); e2e = TRL "
-          "step end to step end. setup s = alignkit's reference pass / TRL's trainer construction (tokenisation + "
-          "its reference pass), both before step 1 and not timed; process s = the whole subprocess. peak RSS = the "
-          "run's own process (os.wait4); import MiB = the imports alone; the launcher holds "
-          f"{launcher_mib:.0f} MiB (no child can read lower).")
+    print(
+        "\npairs/s = pairs of the timed steps / their time. alignkit: planning + collation -> optimizer step "
+        "(metrics.jsonl); TRL: on_step_begin -> on_step_end (batch already collated: TRL's best case); e2e = TRL "
+        "step end to step end. setup s = alignkit's reference pass / TRL's trainer construction (tokenisation + "
+        "its reference pass), both before step 1 and not timed; process s = the whole subprocess. peak RSS = the "
+        "run's own process (os.wait4); import MiB = the imports alone; the launcher holds "
+        f"{launcher_mib:.0f} MiB (no child can read lower)."
+    )
     print(f"data: {setup['data']}.\ndifferences: {'; '.join(setup['differences'])}.")
-    md = [f"Preference optimisation on llama/tiny, {a.batch_size} pairs/step, max_length {a.max_length}, "
-          f"{a.steps - a.warmup} timed steps, float32 CPU, {a.threads} threads, TRL {v['trl']}, median of {a.repeats}:",
-          "", "| run | pairs/s | peak RSS (MiB) | setup (s) | first -> last loss |",
-          "|---|---:|---:|---:|---|"]  # fmt: skip
+    md = [
+        f"Preference optimisation on llama/tiny, {a.batch_size} pairs/step, max_length {a.max_length}, "
+        f"{a.steps - a.warmup} timed steps, float32 CPU, {a.threads} threads, TRL {v['trl']}, median of {a.repeats}:",
+        "",
+        "| run | pairs/s | peak RSS (MiB) | setup (s) | first -> last loss |",
+        "|---|---:|---:|---:|---|",
+    ]
     for m, r in res.items():
         for n, x in r.items():
             setup_s = f"{x.setup_seconds:.1f}" if x.setup_seconds is not None else ""
-            md.append(f"| {n} | {x.pairs_per_second:.2f} | {x.peak_rss_mib:,.0f} | {setup_s} | "
-                      f"{x.losses[0]:.3f} -> {x.losses[-1]:.3f} |")  # fmt: skip
+            md.append(
+                f"| {n} | {x.pairs_per_second:.2f} | {x.peak_rss_mib:,.0f} | {setup_s} | "
+                f"{x.losses[0]:.3f} -> {x.losses[-1]:.3f} |"
+            )
         for k, x in modes[m]["ratios"].items():
             md.append(f"| {k} | **{x:.2f}x** | | | |")
-    doc = {"benchmark": "benchmarks/dpo_vs_trl.py", "setup": setup, "import_floor_rss_mib": floors, "modes": modes,
-           "goals": {g: ok for m in modes.values() for g, ok in m["goals"].items()}, "markdown": "\n".join(md)}
+    doc = {
+        "benchmark": "benchmarks/dpo_vs_trl.py",
+        "setup": setup,
+        "import_floor_rss_mib": floors,
+        "modes": modes,
+        "goals": {g: ok for m in modes.values() for g, ok in m["goals"].items()},
+        "markdown": "\n".join(md),
+    }
     print("\nmarkdown for docs/benchmarks.md:\n\n" + doc["markdown"])
     return doc
 
@@ -671,12 +832,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--orpo-lambda", type=float, default=0.1, help="ORPO lambda (TRL's ORPOConfig.beta)")
     p.add_argument("--orpo-nll", choices=["token", "sequence"], default="token", help="alignkit's ORPO loss.nll")
     p.add_argument("--seed", type=int, default=42, help="training seed: alignkit's batch plan")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2),
-                   help="torch threads in every run (default $OMP_NUM_THREADS or 2)")  # fmt: skip
-    p.add_argument("--trl-tokens", choices=["alignkit", "stock"], default="alignkit",
-                   help="alignkit: TRL trains on alignkit's exact tokens and learned tokens; stock: TRL as shipped")
-    p.add_argument("--alignkit-packing", choices=["true", "false"], default="true",
-                   help="alignkit's data.packing (true = padding-free, its default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2),
+        help="torch threads in every run (default $OMP_NUM_THREADS or 2)",
+    )
+    p.add_argument(
+        "--trl-tokens",
+        choices=["alignkit", "stock"],
+        default="alignkit",
+        help="alignkit: TRL trains on alignkit's exact tokens and learned tokens; stock: TRL as shipped",
+    )
+    p.add_argument(
+        "--alignkit-packing",
+        choices=["true", "false"],
+        default="true",
+        help="alignkit's data.packing (true = padding-free, its default)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved; the (lower) median is reported")
     p.add_argument("--work-dir", default=str(REPO / "runs" / "bench" / "dpo_vs_trl"), help="model, data, runs, logs")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "dpo_vs_trl.json"), help="JSON report")
@@ -700,12 +873,16 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--work-dir", str(work)]
-    cmd += [f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("steps", "warmup", "batch-size", "max-length", "seed",
-                                                                 "threads")]  # fmt: skip
+    cmd += [
+        f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("steps", "warmup", "batch-size", "max-length", "seed", "threads")
+    ]
     run_child(cmd, env=child_env(a.threads), log=work / "prepare.log")
     data = PrefBenchData(**json.loads((work / "data.json").read_text()))
-    print(f"model {data.model_dir}, {len(data.order)} pairs in {data.hh_path} ({data.passed_over} over max_length "
-          f"passed over): ready in {time.perf_counter() - t0:.0f}s", flush=True)  # fmt: skip
+    print(
+        f"model {data.model_dir}, {len(data.order)} pairs in {data.hh_path} ({data.passed_over} over max_length "
+        f"passed over): ready in {time.perf_counter() - t0:.0f}s",
+        flush=True,
+    )
 
     plan = [(m, name, fw, variant) for m in a.modes for name, fw, variant in RUNS[m]]
     floors = {}
@@ -718,8 +895,11 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             r = (run_alignkit if fw == "alignkit" else run_trl)(a, work, data, name, variant)
             runs.setdefault(mode, {}).setdefault(name, []).append(r)
-            print(f"[{rep + 1}/{a.repeats}] {name}: {r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} "
-                  f"MiB, first loss {r.losses[0]:.6f} ({time.perf_counter() - t:.0f}s)", flush=True)  # fmt: skip
+            print(
+                f"[{rep + 1}/{a.repeats}] {name}: {r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} "
+                f"MiB, first loss {r.losses[0]:.6f} ({time.perf_counter() - t:.0f}s)",
+                flush=True,
+            )
 
     launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # the floor under every child's peak
     res = {m: {n: median_run(rs) for n, rs in by_name.items()} for m, by_name in runs.items()}

@@ -211,31 +211,53 @@ def prepare_child(a: argparse.Namespace) -> None:
     # does not read). Either way the prompts and ids are checked against alignkit's own PPO prompt loader.
     prompts_path = work / "prompts.jsonl"
     prompt_only = "".join(json.dumps({"prompt": m}, ensure_ascii=False) + "\n" for m in messages)
-    with_reply = "".join(json.dumps({"prompt": m, "completion": [{"role": "assistant", "content": c}]},
-                                    ensure_ascii=False) + "\n" for m, c in zip(messages, replies))  # fmt: skip
+    with_reply = "".join(
+        json.dumps({"prompt": m, "completion": [{"role": "assistant", "content": c}]}, ensure_ascii=False) + "\n"
+        for m, c in zip(messages, replies)
+    )
     check = None
     for rows, label in ((prompt_only, "prompt-only rows"), (with_reply, "prompt-completion rows")):
         prompts_path.write_text(rows)
         try:
             from alignkit.algorithms.ppo import load_prompts
 
-            got_messages, got_ids, _ = load_prompts(str(prompts_path), tokenizer, fmt="auto", split="train",
-                                                    max_length=a.max_prompt_length, on_error="raise", max_rows=None,
-                                                    log=lambda *_: None)  # fmt: skip
+            got_messages, got_ids, _ = load_prompts(
+                str(prompts_path),
+                tokenizer,
+                fmt="auto",
+                split="train",
+                max_length=a.max_prompt_length,
+                on_error="raise",
+                max_rows=None,
+                log=lambda *_: None,
+            )
         except Exception as err:  # the stage is new: say why (the alignkit run will show its own error)
             check = (check + "; " if check else "") + f"{label}: alignkit's load_prompts failed ({type(err).__name__}: {err})"
             continue
         if [list(x) for x in got_ids] != ids or [list(mm) for mm in got_messages] != messages:
             raise SystemExit(f"alignkit's load_prompts({prompts_path}) gives other prompts or ids than the chat template")
         check = (check + "; " if check else "") + (
-            f"{label}: alignkit.algorithms.ppo.load_prompts gives the same messages and ids as apply_chat_template")
+            f"{label}: alignkit.algorithms.ppo.load_prompts gives the same messages and ids as apply_chat_template"
+        )
         break
-    plan = [step_micro_batches(k, num_examples=n, batch_size=a.rollout, grad_accum=1, world_size=1, rank=0,
-                               seed=a.seed)[0] for k in range(a.steps)]  # fmt: skip
+    plan = [
+        step_micro_batches(k, num_examples=n, batch_size=a.rollout, grad_accum=1, world_size=1, rank=0, seed=a.seed)[0]
+        for k in range(a.steps)
+    ]
     data = PPOBenchData(
-        str(model_dir), str(reward_dir), str(prompts_path), messages, ids, plan,
-        digest([ids[i] for step in plan for i in step]), scanned, long_, dup, check, hidden,
-    )  # fmt: skip
+        str(model_dir),
+        str(reward_dir),
+        str(prompts_path),
+        messages,
+        ids,
+        plan,
+        digest([ids[i] for step in plan for i in step]),
+        scanned,
+        long_,
+        dup,
+        check,
+        hidden,
+    )
     (work / "data.json").write_text(json.dumps(asdict(data)))
 
 
@@ -243,8 +265,13 @@ def prepare_child(a: argparse.Namespace) -> None:
 
 
 def alignkit_config(a, out: Path, data: PPOBenchData, memory: str) -> dict:
-    model = {"name_or_path": data.model_dir, "finetune": "full", "dtype": "float32",
-             "gradient_checkpointing": False, "attn_implementation": "sdpa"}  # fmt: skip
+    model = {
+        "name_or_path": data.model_dir,
+        "finetune": "full",
+        "dtype": "float32",
+        "gradient_checkpointing": False,
+        "attn_implementation": "sdpa",
+    }
     if memory == "shared-base":
         model["finetune"] = "lora"
         model["lora"] = {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": 0.0, "target_modules": "all-linear"}
@@ -255,21 +282,53 @@ def alignkit_config(a, out: Path, data: PPOBenchData, memory: str) -> dict:
         "memory": memory,
         "disable_dropout": True,
         "model": model,
-        "data": {"train": data.prompts_path, "format": "auto", "max_length": a.max_prompt_length, "on_error": "raise",
-                 "eval_fraction": 0.0},
-        "reward": {"model": data.reward_dir, "normalize": False, "clip": None, "missing_eos_penalty": None,
-                   "batch_size": a.rollout},
+        "data": {
+            "train": data.prompts_path,
+            "format": "auto",
+            "max_length": a.max_prompt_length,
+            "on_error": "raise",
+            "eval_fraction": 0.0,
+        },
+        "reward": {
+            "model": data.reward_dir,
+            "normalize": False,
+            "clip": None,
+            "missing_eos_penalty": None,
+            "batch_size": a.rollout,
+        },
         "value": {"init": "policy"},
         "generation": {"max_new_tokens": a.response_length, "temperature": a.temperature, "top_p": 1.0},
-        "ppo": {"rollout_size": a.rollout, "mini_batch_size": a.mini_batch, "ppo_epochs": a.ppo_epochs,
-                "gamma": 1.0, "lam": 0.95, "clip_range": 0.2, "clip_range_value": 0.2, "vf_coef": 0.1,
-                "entropy_coef": 0.0, "kl_coef": a.kl_coef, "kl_estimator": "k1", "kl_target": None,
-                "whiten_advantages": True},
-        "train": {"seed": a.seed, "max_steps": a.steps, "batch_size": a.mini_batch, "grad_accum": 1,
-                  "learning_rate": a.lr, "weight_decay": 0.0, "lr_scheduler": "linear", "warmup_steps": 0,
-                  "max_grad_norm": None, "mixed_precision": "no", "log_every": 1, "eval_every": None,
-                  "save_every": None},
-    }  # fmt: skip
+        "ppo": {
+            "rollout_size": a.rollout,
+            "mini_batch_size": a.mini_batch,
+            "ppo_epochs": a.ppo_epochs,
+            "gamma": 1.0,
+            "lam": 0.95,
+            "clip_range": 0.2,
+            "clip_range_value": 0.2,
+            "vf_coef": 0.1,
+            "entropy_coef": 0.0,
+            "kl_coef": a.kl_coef,
+            "kl_estimator": "k1",
+            "kl_target": None,
+            "whiten_advantages": True,
+        },
+        "train": {
+            "seed": a.seed,
+            "max_steps": a.steps,
+            "batch_size": a.mini_batch,
+            "grad_accum": 1,
+            "learning_rate": a.lr,
+            "weight_decay": 0.0,
+            "lr_scheduler": "linear",
+            "warmup_steps": 0,
+            "max_grad_norm": None,
+            "mixed_precision": "no",
+            "log_every": 1,
+            "eval_every": None,
+            "save_every": None,
+        },
+    }
 
 
 def run_alignkit(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
@@ -280,8 +339,7 @@ def run_alignkit(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
     shutil.rmtree(out, ignore_errors=True)
     cfg_path = work / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(alignkit_config(a, out, data, memory), sort_keys=False))
-    rss, wall = run_child([sys.executable, "-m", "alignkit", "ppo", str(cfg_path)], env=bench_env(a),
-                          log=work / f"{name}.log")  # fmt: skip
+    rss, wall = run_child([sys.executable, "-m", "alignkit", "ppo", str(cfg_path)], env=bench_env(a), log=work / f"{name}.log")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     by_step = {r["step"]: r for r in rows if "generation_time" in r}
     steps = list(range(1, a.steps + 1))
@@ -299,18 +357,35 @@ def run_alignkit(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     stats = summary.get("data", {})
-    checks = {"prompts_loaded": stats.get("prompts"), "prompts_truncated": stats.get("truncated"),
-              "weights_mib": summary.get("weights_mib"), "device": summary.get("device"),
-              "peak_cuda_memory_mib": summary.get("peak_cuda_memory_mib")}  # fmt: skip
+    checks = {
+        "prompts_loaded": stats.get("prompts"),
+        "prompts_truncated": stats.get("truncated"),
+        "weights_mib": summary.get("weights_mib"),
+        "device": summary.get("device"),
+        "peak_cuda_memory_mib": summary.get("peak_cuda_memory_mib"),
+    }
     if stats and (stats.get("prompts"), stats.get("truncated"), stats.get("skipped")) != (len(data.ids), 0, 0):
         notes.append(f"alignkit loaded {stats}; expected {len(data.ids)} prompts, none truncated or skipped")
     return PPORunResult(
-        name, timed / len(window), len(window), timed, rss, wall, step_s,
-        [x["generation_time"] for x in r], [x.get("scoring_time", 0.0) for x in r], [x["training_time"] for x in r],
-        [x.get("response_length", float("nan")) for x in r], [x.get("reward", float("nan")) for x in r],
-        [x.get("kl", float("nan")) for x in r], [x.get("policy_loss", float("nan")) for x in r],
-        [x.get("value_loss", float("nan")) for x in r], summary.get("trainable_parameters"), notes, checks,
-    )  # fmt: skip
+        name,
+        timed / len(window),
+        len(window),
+        timed,
+        rss,
+        wall,
+        step_s,
+        [x["generation_time"] for x in r],
+        [x.get("scoring_time", 0.0) for x in r],
+        [x["training_time"] for x in r],
+        [x.get("response_length", float("nan")) for x in r],
+        [x.get("reward", float("nan")) for x in r],
+        [x.get("kl", float("nan")) for x in r],
+        [x.get("policy_loss", float("nan")) for x in r],
+        [x.get("value_loss", float("nan")) for x in r],
+        summary.get("trainable_parameters"),
+        notes,
+        checks,
+    )
 
 
 # ------------------------------------------------------------------------------------------ TRL
@@ -322,12 +397,11 @@ def trl_child(spec_path: str) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
+    import trl
+    import trl.experimental.ppo.ppo_trainer as ppo_mod
     from datasets import Dataset
     from torch.utils.data import DataLoader
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
-
-    import trl
-    import trl.experimental.ppo.ppo_trainer as ppo_mod
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     t_start = time.perf_counter()
@@ -335,8 +409,10 @@ def trl_child(spec_path: str) -> None:
     tokenizer.padding_side = "left"  # TRL's PPO queries are left-padded (its generate reads context_length = width)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     # the same ids from this venv's tokenizer and template as alignkit's (checked)
-    ids = [list(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=False))
-           for m in spec["messages"]]  # fmt: skip
+    ids = [
+        list(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=False))
+        for m in spec["messages"]
+    ]
     rows = [ids[i] for step in spec["plan"] for i in step]  # (steps * rollout,) in alignkit's per-step order
 
     f32 = dict(dtype=torch.float32, attn_implementation="sdpa")
@@ -353,24 +429,53 @@ def trl_child(spec_path: str) -> None:
     if spec["peft"]:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], lora_dropout=0.0,
-                                 target_modules="all-linear", bias="none", task_type="CAUSAL_LM")  # fmt: skip
+        peft_config = LoraConfig(
+            r=spec["lora_r"],
+            lora_alpha=spec["lora_alpha"],
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
 
     rollout, mini = spec["rollout"], spec["mini_batch"]
     config = PPOConfig(
-        output_dir=spec["output_dir"], seed=spec["seed"],
-        per_device_train_batch_size=rollout, gradient_accumulation_steps=1, num_mini_batches=rollout // mini,
-        num_ppo_epochs=spec["ppo_epochs"], total_episodes=spec["steps"] * rollout,
+        output_dir=spec["output_dir"],
+        seed=spec["seed"],
+        per_device_train_batch_size=rollout,
+        gradient_accumulation_steps=1,
+        num_mini_batches=rollout // mini,
+        num_ppo_epochs=spec["ppo_epochs"],
+        total_episodes=spec["steps"] * rollout,
         local_rollout_forward_batch_size=rollout,  # one generation / forward batch per rollout, as alignkit
-        response_length=spec["response_length"], stop_token="eos", temperature=spec["temperature"],
-        missing_eos_penalty=None, whiten_rewards=False,
-        kl_coef=spec["kl_coef"], kl_estimator="k1", cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, gamma=1.0,
-        lam=0.95, learning_rate=spec["lr"], lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
+        response_length=spec["response_length"],
+        stop_token="eos",
+        temperature=spec["temperature"],
+        missing_eos_penalty=None,
+        whiten_rewards=False,
+        kl_coef=spec["kl_coef"],
+        kl_estimator="k1",
+        cliprange=0.2,
+        cliprange_value=0.2,
+        vf_coef=0.1,
+        gamma=1.0,
+        lam=0.95,
+        learning_rate=spec["lr"],
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
         # float32, no activation recomputation (TRL's defaults: bf16=True, gradient_checkpointing=True)
-        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=spec.get("device", "cpu") == "cpu",
-        num_sample_generations=0, logging_steps=1, report_to="none", save_strategy="no", eval_strategy="no",
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=spec.get("device", "cpu") == "cpu",
+        num_sample_generations=0,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
         dataloader_num_workers=0,
-    )  # fmt: skip
+    )
 
     clock: dict = {"gen": {}, "first_train_fwd": {}, "end": {}, "logs": {}, "queries": [], "resp_len": {}}
 
@@ -412,13 +517,21 @@ def trl_child(spec_path: str) -> None:
     ppo_mod.forward = timed_forward
 
     trainer = PPOTrainer(
-        args=config, processing_class=tokenizer, model=policy, ref_model=ref, reward_model=reward,
-        train_dataset=Dataset.from_dict({"input_ids": rows}), value_model=value, eval_dataset=None,
-        callbacks=[StepClock()], peft_config=peft_config,
-    )  # fmt: skip
+        args=config,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=ref,
+        reward_model=reward,
+        train_dataset=Dataset.from_dict({"input_ids": rows}),
+        value_model=value,
+        eval_dataset=None,
+        callbacks=[StepClock()],
+        peft_config=peft_config,
+    )
     # alignkit's prompts of each step, in order (TRL would shuffle with its own sampler)
-    trainer.dataloader = DataLoader(trainer.train_dataset, batch_size=rollout, shuffle=False,
-                                    collate_fn=trainer.data_collator, drop_last=True)  # fmt: skip
+    trainer.dataloader = DataLoader(
+        trainer.train_dataset, batch_size=rollout, shuffle=False, collate_fn=trainer.data_collator, drop_last=True
+    )
     setup = time.perf_counter() - t_start
     trainer.train()
 
@@ -427,21 +540,39 @@ def trl_child(spec_path: str) -> None:
     n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     end, gen, ftf = clock["end"], clock["gen"], clock["first_train_fwd"]
     result = {
-        "begin": clock["begin"], "end": end, "gen": gen, "first_train_fwd": ftf, "logs": clock["logs"],
-        "resp_len": clock["resp_len"], "setup_seconds": setup, "threads": torch.get_num_threads(),
-        "trainable_parameters": n_train, "optim": str(getattr(config.optim, "value", config.optim)),
-        "ref_model_loaded": trainer.ref_model is not None, "is_peft": bool(trainer.is_peft_model),
-        "batch": {"local_batch_size": config.local_batch_size, "local_mini_batch_size": config.local_mini_batch_size,
-                  "per_device_train_batch_size": config.per_device_train_batch_size,
-                  "gradient_accumulation_steps": config.gradient_accumulation_steps,
-                  "num_total_batches": config.num_total_batches},
-        "ids_sha256": digest(rows), "queries_sha256": digest(clock["queries"]),
+        "begin": clock["begin"],
+        "end": end,
+        "gen": gen,
+        "first_train_fwd": ftf,
+        "logs": clock["logs"],
+        "resp_len": clock["resp_len"],
+        "setup_seconds": setup,
+        "threads": torch.get_num_threads(),
+        "trainable_parameters": n_train,
+        "optim": str(getattr(config.optim, "value", config.optim)),
+        "ref_model_loaded": trainer.ref_model is not None,
+        "is_peft": bool(trainer.is_peft_model),
+        "batch": {
+            "local_batch_size": config.local_batch_size,
+            "local_mini_batch_size": config.local_mini_batch_size,
+            "per_device_train_batch_size": config.per_device_train_batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "num_total_batches": config.num_total_batches,
+        },
+        "ids_sha256": digest(rows),
+        "queries_sha256": digest(clock["queries"]),
         "device": str(trainer.accelerator.device),
-        "peak_cuda_memory_mib": (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-                                 and trainer.accelerator.device.type == "cuda" else None),
-        "versions": {"trl": trl.__version__, "torch": torch.__version__,
-                     **{k: __import__(k).__version__ for k in ("transformers", "accelerate", "datasets", "peft")}},
-    }  # fmt: skip
+        "peak_cuda_memory_mib": (
+            torch.cuda.max_memory_allocated() / 2**20
+            if torch.cuda.is_available() and trainer.accelerator.device.type == "cuda"
+            else None
+        ),
+        "versions": {
+            "trl": trl.__version__,
+            "torch": torch.__version__,
+            **{k: __import__(k).__version__ for k in ("transformers", "accelerate", "datasets", "peft")},
+        },
+    }
     Path(spec["result"]).write_text(json.dumps(result))
 
 
@@ -449,19 +580,36 @@ def run_trl(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    spec = {"model": data.model_dir, "reward": data.reward_dir, "messages": data.messages, "plan": data.plan,
-            "peft": name == "trl-lora", "lora_r": a.lora_r, "lora_alpha": a.lora_alpha, "steps": a.steps,
-            "rollout": a.rollout, "mini_batch": a.mini_batch, "ppo_epochs": a.ppo_epochs,
-            "response_length": a.response_length, "temperature": a.temperature, "kl_coef": a.kl_coef, "lr": a.lr,
-            "seed": a.seed, "threads": a.threads, "output_dir": str(out / "trainer"), "device": a.device,
-            "result": str(out / "result.json")}  # fmt: skip
+    spec = {
+        "model": data.model_dir,
+        "reward": data.reward_dir,
+        "messages": data.messages,
+        "plan": data.plan,
+        "peft": name == "trl-lora",
+        "lora_r": a.lora_r,
+        "lora_alpha": a.lora_alpha,
+        "steps": a.steps,
+        "rollout": a.rollout,
+        "mini_batch": a.mini_batch,
+        "ppo_epochs": a.ppo_epochs,
+        "response_length": a.response_length,
+        "temperature": a.temperature,
+        "kl_coef": a.kl_coef,
+        "lr": a.lr,
+        "seed": a.seed,
+        "threads": a.threads,
+        "output_dir": str(out / "trainer"),
+        "device": a.device,
+        "result": str(out / "result.json"),
+    }
     (out / "spec.json").write_text(json.dumps(spec))
     env = bench_env(a, trl=True)
     cmd = [str(a.trl_python), str(Path(__file__).resolve()), "--run-trl", str(out / "spec.json")]
     rss, wall = run_child(cmd, env=env, log=work / f"{name}.log")
     res = json.loads((out / "result.json").read_text())
-    end, gen, ftf, logs, rlen = ({int(k): v for k, v in res[key].items()}
-                                 for key in ("end", "gen", "first_train_fwd", "logs", "resp_len"))  # fmt: skip
+    end, gen, ftf, logs, rlen = (
+        {int(k): v for k, v in res[key].items()} for key in ("end", "gen", "first_train_fwd", "logs", "resp_len")
+    )
     steps = list(range(1, a.steps + 1))
     if sorted(end) != steps or sorted(gen) != steps or sorted(ftf) != steps:
         raise SystemExit(f"{name}: expected steps 1..{a.steps}, got ends {sorted(end)}, generations {sorted(gen)}")
@@ -469,36 +617,65 @@ def run_trl(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
     step_s = [end[s] - prev[s] for s in steps]
     window = list(timed_window(a.steps, a.warmup))
     timed = sum(step_s[s - 1] for s in window)
-    notes = [f"optim={res['optim']}", f"torch threads {res['threads']}",
-             f"trainer construction {res['setup_seconds']:.1f}s (model loading included)"]  # fmt: skip
-    checks = {"same_ids_as_alignkit": res["ids_sha256"] == data.plan_ids_sha256,
-              "device": res.get("device"), "peak_cuda_memory_mib": res.get("peak_cuda_memory_mib"),
-              "same_queries_per_step_as_plan": res["queries_sha256"] == data.plan_ids_sha256,
-              "ref_model_loaded": res["ref_model_loaded"], "peft": res["is_peft"], "batch": res["batch"],
-              "versions": res["versions"]}  # fmt: skip
+    notes = [
+        f"optim={res['optim']}",
+        f"torch threads {res['threads']}",
+        f"trainer construction {res['setup_seconds']:.1f}s (model loading included)",
+    ]
+    checks = {
+        "same_ids_as_alignkit": res["ids_sha256"] == data.plan_ids_sha256,
+        "device": res.get("device"),
+        "peak_cuda_memory_mib": res.get("peak_cuda_memory_mib"),
+        "same_queries_per_step_as_plan": res["queries_sha256"] == data.plan_ids_sha256,
+        "ref_model_loaded": res["ref_model_loaded"],
+        "peft": res["is_peft"],
+        "batch": res["batch"],
+        "versions": res["versions"],
+    }
     if not checks["same_ids_as_alignkit"]:
         notes.append("TRL's chat-template ids differ from alignkit's")
     if not checks["same_queries_per_step_as_plan"]:
         notes.append("TRL generated from other prompts (or in another order) than alignkit's plan")
     lg = [logs.get(s, {}) for s in steps]
     return PPORunResult(
-        name, timed / len(window), len(window), timed, rss, wall, step_s,
-        [gen[s][1] - gen[s][0] for s in steps], [ftf[s] - gen[s][1] for s in steps], [end[s] - ftf[s] for s in steps],
-        [rlen[s] for s in steps], [x.get("objective/scores", float("nan")) for x in lg],
-        [x.get("objective/kl", float("nan")) for x in lg], [x.get("loss/policy_avg", float("nan")) for x in lg],
-        [x.get("loss/value_avg", float("nan")) for x in lg], res["trainable_parameters"], notes, checks,
-    )  # fmt: skip
+        name,
+        timed / len(window),
+        len(window),
+        timed,
+        rss,
+        wall,
+        step_s,
+        [gen[s][1] - gen[s][0] for s in steps],
+        [ftf[s] - gen[s][1] for s in steps],
+        [end[s] - ftf[s] for s in steps],
+        [rlen[s] for s in steps],
+        [x.get("objective/scores", float("nan")) for x in lg],
+        [x.get("objective/kl", float("nan")) for x in lg],
+        [x.get("loss/policy_avg", float("nan")) for x in lg],
+        [x.get("loss/value_avg", float("nan")) for x in lg],
+        res["trainable_parameters"],
+        notes,
+        checks,
+    )
 
 
 # ------------------------------------------------------------------------------------------ import baseline
 
 PROBES = {  # what each run imports before it loads anything: the memory floor of the framework alone
-    "alignkit": ["alignkit.cli", "alignkit.config.ppo", "alignkit.algorithms.ppo", "accelerate", "peft",
-                 "alignkit.models.actor_critic", "alignkit.models.loading", "alignkit.models.reward",
-                 "alignkit.rl.rewards", "transformers.models.llama.modeling_llama"],
-    "trl": ["datasets", "transformers", "trl", "trl.experimental.ppo", "peft",
-            "transformers.models.llama.modeling_llama"],
-}  # fmt: skip
+    "alignkit": [
+        "alignkit.cli",
+        "alignkit.config.ppo",
+        "alignkit.algorithms.ppo",
+        "accelerate",
+        "peft",
+        "alignkit.models.actor_critic",
+        "alignkit.models.loading",
+        "alignkit.models.reward",
+        "alignkit.rl.rewards",
+        "transformers.models.llama.modeling_llama",
+    ],
+    "trl": ["datasets", "transformers", "trl", "trl.experimental.ppo", "peft", "transformers.models.llama.modeling_llama"],
+}
 
 
 def probe_child(name: str) -> None:
@@ -544,7 +721,7 @@ def flops_per_step(a, data: PPOBenchData) -> dict[str, float]:
     On a CPU that is compute-bound the ratio of these bounds the speed-up of the passes that are not generation.
     """
     cfg = json.loads((Path(data.model_dir) / "config.json").read_text())
-    H, L, I, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
+    H, L, I, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]  # noqa: E741
     kv = cfg["num_key_value_heads"] * cfg.get("head_dim", H // cfg["num_attention_heads"])
     body = L * (2 * H * H + 2 * H * kv + 3 * H * I)  # matmul weights per token, all layers
     R = a.response_length
@@ -559,10 +736,18 @@ def flops_per_step(a, data: PPOBenchData) -> dict[str, float]:
         n, W = len(P), max(P) + R
         trl_tok, ak_tok, resp = n * W, sum(P) + n * R, n * R
         ak_attn = sum(attn(x + R) for x in P)
-        total["trl"] += (trl_tok * 2 * 3 * body + trl_tok * 2 * H * V + 3 * n * attn(W)  # no-grad
-                         + a.ppo_epochs * 3 * (trl_tok * 2 * 2 * body + trl_tok * 2 * H * V + 2 * n * attn(W)))
-        total["alignkit"] += (ak_tok * 2 * 4 * body + 2 * resp * 2 * H * V + 4 * ak_attn
-                              + a.ppo_epochs * 3 * (ak_tok * 2 * 2 * body + resp * 2 * H * V + 2 * ak_attn))
+        total["trl"] += (
+            trl_tok * 2 * 3 * body
+            + trl_tok * 2 * H * V
+            + 3 * n * attn(W)  # no-grad
+            + a.ppo_epochs * 3 * (trl_tok * 2 * 2 * body + trl_tok * 2 * H * V + 2 * n * attn(W))
+        )
+        total["alignkit"] += (
+            ak_tok * 2 * 4 * body
+            + 2 * resp * 2 * H * V
+            + 4 * ak_attn
+            + a.ppo_epochs * 3 * (ak_tok * 2 * 2 * body + resp * 2 * H * V + 2 * ak_attn)
+        )
     return {k: v / len(timed) / 1e9 for k, v in total.items()}
 
 
@@ -605,8 +790,8 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
         )
         if floors.get("alignkit") and floors.get("trl"):  # informational: what the models and the run add
             ratios[f"alignkit-shared-base / {lean.name} peak RSS above each one's import floor"] = (
-                (aks.peak_rss_mib - floors["alignkit"]) / max(lean.peak_rss_mib - floors["trl"], 1e-9)
-            )
+                aks.peak_rss_mib - floors["alignkit"]
+            ) / max(lean.peak_rss_mib - floors["trl"], 1e-9)
     if a.device == "cuda":  # on a GPU the memory that matters is the device's: torch's peak allocation
         cuda = {n: r.checks.get("peak_cuda_memory_mib") for n, r in res.items()}
         if aks and trls and cuda.get(aks.name) and all(cuda.get(r.name) for r in trls):
@@ -622,9 +807,10 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
     checks = {
         "alignkit_ids": data.alignkit_ids_check,
         "trl_same_ids_as_alignkit": {n: r.checks.get("same_ids_as_alignkit") for n, r in res.items() if n.startswith("trl")},
-        "trl_same_prompts_per_step_as_alignkit": {n: r.checks.get("same_queries_per_step_as_plan")
-                                                  for n, r in res.items() if n.startswith("trl")},
-    }  # fmt: skip
+        "trl_same_prompts_per_step_as_alignkit": {
+            n: r.checks.get("same_queries_per_step_as_plan") for n, r in res.items() if n.startswith("trl")
+        },
+    }
     setup = {
         "policy": f"llama/{a.size} (alignkit.models.init_model, seed 0), float32, sdpa attention",
         "reward_model": "1-label LlamaForSequenceClassification on the policy's initial weights, seeded head "
@@ -635,18 +821,36 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
         f"{a.max_prompt_tokens} tokens (chat template + generation prompt) from its first {data.rows_scanned} rows "
         f"({data.passed_over_long} longer and {data.passed_over_duplicate} repeated prompts passed over); the "
         "prompts of each step from alignkit's step_micro_batches plan, for both",
-        "steps": a.steps, "warmup_steps_excluded": a.warmup, "rollout": a.rollout, "mini_batch": a.mini_batch,
-        "ppo_epochs": a.ppo_epochs, "max_new_tokens": a.response_length, "temperature": a.temperature,
-        "kl_coef": a.kl_coef, "kl_estimator": "k1", "gamma": 1.0, "lam": 0.95, "clip_range": 0.2,
-        "clip_range_value": 0.2, "vf_coef": 0.1, "learning_rate": a.lr, "lora": f"r {a.lora_r}, alpha {a.lora_alpha}, "
-        "dropout 0, all linear layers", "threads": a.threads, "repeats": a.repeats,
+        "steps": a.steps,
+        "warmup_steps_excluded": a.warmup,
+        "rollout": a.rollout,
+        "mini_batch": a.mini_batch,
+        "ppo_epochs": a.ppo_epochs,
+        "max_new_tokens": a.response_length,
+        "temperature": a.temperature,
+        "kl_coef": a.kl_coef,
+        "kl_estimator": "k1",
+        "gamma": 1.0,
+        "lam": 0.95,
+        "clip_range": 0.2,
+        "clip_range_value": 0.2,
+        "vf_coef": 0.1,
+        "learning_rate": a.lr,
+        "lora": f"r {a.lora_r}, alpha {a.lora_alpha}, dropout 0, all linear layers",
+        "threads": a.threads,
+        "repeats": a.repeats,
         "trl_batch_mapping": "per_device_train_batch_size = rollout, gradient_accumulation_steps = 1, "
         "num_mini_batches = rollout / mini_batch: one optimizer update per mini-batch, as alignkit",
-        "disabled_in_both": ["eval and checkpoints during training", "tensorboard / report_to", "mixed precision "
-                             "(TRL's default bf16=True set False)", "gradient checkpointing", "dropout",
-                             "gradient clipping (TRL's PPO loop has none; alignkit max_grad_norm null)",
-                             "reward whitening / normalisation, missing-EOS penalty, entropy bonus",
-                             "TRL's sample generations (num_sample_generations=0)"],
+        "disabled_in_both": [
+            "eval and checkpoints during training",
+            "tensorboard / report_to",
+            "mixed precision (TRL's default bf16=True set False)",
+            "gradient checkpointing",
+            "dropout",
+            "gradient clipping (TRL's PPO loop has none; alignkit max_grad_norm null)",
+            "reward whitening / normalisation, missing-EOS penalty, entropy bonus",
+            "TRL's sample generations (num_sample_generations=0)",
+        ],
         "differences": [
             "old log-probs: TRL takes them from generate()'s scores (no extra forward); alignkit recomputes them (and "
             "the values) in one padding-free no-grad forward of the actor-critic",
@@ -672,28 +876,41 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
         "versions_alignkit_venv": v,
         "versions_trl_venv": trl_v,
         "trl_python": str(a.trl_python),
-    }  # fmt: skip
-    doc = {"benchmark": "benchmarks/ppo_vs_trl.py", "setup": setup, "results": {n: asdict(r) for n, r in res.items()},
-           "gflop_per_step": flops,
-           "import_floor_rss_mib": floors, "ratios": ratios, "goals": goals, "checks": checks}  # fmt: skip
+    }
+    doc = {
+        "benchmark": "benchmarks/ppo_vs_trl.py",
+        "setup": setup,
+        "results": {n: asdict(r) for n, r in res.items()},
+        "gflop_per_step": flops,
+        "import_floor_rss_mib": floors,
+        "ratios": ratios,
+        "goals": goals,
+        "checks": checks,
+    }
 
-    print(f"\nPPO, alignkit vs TRL {trl_v.get('trl', '?')} PPOTrainer: llama/{a.size} policy, value and reward, "
-          f"{a.rollout} prompts per PPO step, mini-batch {a.mini_batch}, {a.ppo_epochs} PPO epochs, <= "
-          f"{a.response_length} new tokens, {a.steps} PPO steps (first {a.warmup} not timed), lr {a.lr}, float32 {a.device.upper()}, "
-          f"{a.threads} torch threads in every run\n")  # fmt: skip
-    hdr = (f"{'run':<22}{'s/step':>8}{'step min-max':>14}{'gen s':>8}{'score s':>9}{'train s':>9}{'resp tok':>9}"
-           f"{'peak RSS MiB':>13}{'import MiB':>11}{'trainable':>12}{'process s':>10}{'reward':>9}{'kl':>8}")  # fmt: skip
+    print(
+        f"\nPPO, alignkit vs TRL {trl_v.get('trl', '?')} PPOTrainer: llama/{a.size} policy, value and reward, "
+        f"{a.rollout} prompts per PPO step, mini-batch {a.mini_batch}, {a.ppo_epochs} PPO epochs, <= "
+        f"{a.response_length} new tokens, {a.steps} PPO steps (first {a.warmup} not timed), lr {a.lr}, float32 {a.device.upper()}, "
+        f"{a.threads} torch threads in every run\n"
+    )
+    hdr = (
+        f"{'run':<22}{'s/step':>8}{'step min-max':>14}{'gen s':>8}{'score s':>9}{'train s':>9}{'resp tok':>9}"
+        f"{'peak RSS MiB':>13}{'import MiB':>11}{'trainable':>12}{'process s':>10}{'reward':>9}{'kl':>8}"
+    )
     print(hdr + "\n" + "-" * len(hdr))
     for n, r in res.items():
         w = [s - 1 for s in timed_window(a.steps, a.warmup)]
         timed = [r.step_seconds[i] for i in w]
         floor = floors.get(n.split("-")[0])
         trainable = f"{r.trainable_parameters:,}" if r.trainable_parameters else "-"
-        print(f"{n:<22}{r.seconds_per_step:>8.2f}{f'{min(timed):.2f}-{max(timed):.2f}':>14}"
-              f"{mean(r.generation_seconds[i] for i in w):>8.2f}{mean(r.scoring_seconds[i] for i in w):>9.2f}"
-              f"{mean(r.training_seconds[i] for i in w):>9.2f}{mean(r.response_length):>9.1f}{r.peak_rss_mib:>13,.0f}"
-              f"{(f'{floor:,.0f}' if floor else '-'):>11}{trainable:>12}{r.process_seconds:>10.1f}"
-              f"{mean(r.reward):>9.3f}{mean(r.kl):>8.3f}")  # fmt: skip
+        print(
+            f"{n:<22}{r.seconds_per_step:>8.2f}{f'{min(timed):.2f}-{max(timed):.2f}':>14}"
+            f"{mean(r.generation_seconds[i] for i in w):>8.2f}{mean(r.scoring_seconds[i] for i in w):>9.2f}"
+            f"{mean(r.training_seconds[i] for i in w):>9.2f}{mean(r.response_length):>9.1f}{r.peak_rss_mib:>13,.0f}"
+            f"{(f'{floor:,.0f}' if floor else '-'):>11}{trainable:>12}{r.process_seconds:>10.1f}"
+            f"{mean(r.reward):>9.3f}{mean(r.kl):>8.3f}"
+        )
     print()
     width = max((len(k) for k in ratios), default=0) + 2
     for k, x in ratios.items():
@@ -708,27 +925,37 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
             print(f"  peak CUDA memory {n}: {r.checks['peak_cuda_memory_mib']:,.0f} MiB on {r.checks.get('device')}")
         for note in r.notes:
             print(f"  note {n}: {note}")
-    print("\ns/step = the timed PPO steps' wall time / their number. alignkit: metrics.jsonl step_time; TRL: "
-          "on_step_end to on_step_end. gen = sampling; score = alignkit's reward-model pass / TRL's reference, value "
-          "and reward forwards + advantages; train = alignkit's no-grad forwards + advantages + PPO epochs / TRL's "
-          "PPO epochs (means over the timed steps). resp tok = mean response length (EOS included). peak RSS = the "
-          "run's own process (os.wait4); import MiB = the imports alone; the launcher holds "
-          f"{launcher_mib:.0f} MiB (no child can read lower).")  # fmt: skip
+    print(
+        "\ns/step = the timed PPO steps' wall time / their number. alignkit: metrics.jsonl step_time; TRL: "
+        "on_step_end to on_step_end. gen = sampling; score = alignkit's reward-model pass / TRL's reference, value "
+        "and reward forwards + advantages; train = alignkit's no-grad forwards + advantages + PPO epochs / TRL's "
+        "PPO epochs (means over the timed steps). resp tok = mean response length (EOS included). peak RSS = the "
+        "run's own process (os.wait4); import MiB = the imports alone; the launcher holds "
+        f"{launcher_mib:.0f} MiB (no child can read lower)."
+    )
     print(f"prompts: {setup['prompts']}.\nTRL batches: {setup['trl_batch_mapping']}.")
     print(f"differences: {'; '.join(setup['differences'])}.")
 
-    md = [f"PPO on llama/{a.size} (policy, value, reward), {a.rollout} prompts/step, mini-batch {a.mini_batch}, "
-          f"{a.ppo_epochs} epochs, <= {a.response_length} new tokens, {a.steps - a.warmup} timed steps, float32 {a.device.upper()}, "
-          f"{a.threads} threads, TRL {trl_v.get('trl', '?')}" + (f", median of {a.repeats}" if a.repeats > 1 else "")
-          + ":", "", "| run | s / PPO step | generation s | peak RSS (MiB) | trainable params | mean response tokens |",
-          "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    labels = {"alignkit-separate": "alignkit `ppo`, memory: separate (full)",
-              "alignkit-shared-base": "alignkit `ppo`, memory: shared-base (LoRA)",
-              "trl-full": "TRL `PPOTrainer` (full)", "trl-lora": "TRL `PPOTrainer` + `peft_config` (LoRA)"}  # fmt: skip
+    md = [
+        f"PPO on llama/{a.size} (policy, value, reward), {a.rollout} prompts/step, mini-batch {a.mini_batch}, "
+        f"{a.ppo_epochs} epochs, <= {a.response_length} new tokens, {a.steps - a.warmup} timed steps, float32 {a.device.upper()}, "
+        f"{a.threads} threads, TRL {trl_v.get('trl', '?')}" + (f", median of {a.repeats}" if a.repeats > 1 else "") + ":",
+        "",
+        "| run | s / PPO step | generation s | peak RSS (MiB) | trainable params | mean response tokens |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "alignkit-separate": "alignkit `ppo`, memory: separate (full)",
+        "alignkit-shared-base": "alignkit `ppo`, memory: shared-base (LoRA)",
+        "trl-full": "TRL `PPOTrainer` (full)",
+        "trl-lora": "TRL `PPOTrainer` + `peft_config` (LoRA)",
+    }
     w = [s - 1 for s in timed_window(a.steps, a.warmup)]
     for n, r in res.items():
-        md.append(f"| {labels[n]} | {r.seconds_per_step:.2f} | {mean(r.generation_seconds[i] for i in w):.2f} | "
-                  f"{r.peak_rss_mib:,.0f} | {r.trainable_parameters or 0:,} | {mean(r.response_length):.1f} |")
+        md.append(
+            f"| {labels[n]} | {r.seconds_per_step:.2f} | {mean(r.generation_seconds[i] for i in w):.2f} | "
+            f"{r.peak_rss_mib:,.0f} | {r.trainable_parameters or 0:,} | {mean(r.response_length):.1f} |"
+        )
     for k, x in ratios.items():
         md.append(f"| {k} | **{x:.2f}x** | | | | |")
     doc["markdown"] = "\n".join(md)
@@ -746,8 +973,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Formatter)
     p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS), help="which runs")
     p.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny", help="init_model size of policy, value, reward")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="cpu: GPUs hidden from both (the default); cuda: both train on the GPU (float32), peak CUDA memory reported")
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cpu: GPUs hidden from both (the default); cuda: both train on the GPU (float32), peak CUDA memory reported",
+    )
     p.add_argument("--steps", type=int, default=10, help="PPO steps per run")
     p.add_argument("--warmup", type=int, default=2, help="first PPO steps left out of the timing (>= 1)")
     p.add_argument("--rollout", type=int, default=16, help="prompts per PPO step")
@@ -763,8 +994,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-prompt-tokens", type=int, default=64, help="only prompts this short (chat template included)")
     p.add_argument("--max-prompt-length", type=int, default=256, help="alignkit's data.max_length (no prompt reaches it)")
     p.add_argument("--seed", type=int, default=0, help="training seed: alignkit's prompt plan, the value head")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2),
-                   help="torch threads in every run (default $OMP_NUM_THREADS or 2)")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2),
+        help="torch threads in every run (default $OMP_NUM_THREADS or 2)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="runs of each, interleaved; the median is reported")
     p.add_argument("--trl-python", type=Path, default=DEFAULT_TRL_PYTHON, help="python of the TRL 1.12 venv")
     p.add_argument("--work-dir", default=str(REPO / "runs" / "bench" / "ppo_vs_trl"), help="models, prompts, runs, logs")
@@ -795,14 +1030,19 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--work-dir", str(work)]
-    cmd += [f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("size", "steps", "warmup", "rollout", "mini-batch",
-            "max-prompt-tokens", "max-prompt-length", "seed", "threads")]  # fmt: skip
+    cmd += [
+        f"--{k}={getattr(a, k.replace('-', '_'))}"
+        for k in ("size", "steps", "warmup", "rollout", "mini-batch", "max-prompt-tokens", "max-prompt-length", "seed", "threads")
+    ]
     if a.prompts:
         cmd.append(f"--prompts={a.prompts}")
     run_child(cmd, env=child_env(a.threads), log=work / "prepare.log")
     data = PPOBenchData(**json.loads((work / "data.json").read_text()))
-    print(f"policy {data.model_dir}, reward {data.reward_dir}, {len(data.ids)} prompts in {data.prompts_path}: ready in "
-          f"{time.perf_counter() - t0:.0f}s; {data.alignkit_ids_check}", flush=True)  # fmt: skip
+    print(
+        f"policy {data.model_dir}, reward {data.reward_dir}, {len(data.ids)} prompts in {data.prompts_path}: ready in "
+        f"{time.perf_counter() - t0:.0f}s; {data.alignkit_ids_check}",
+        flush=True,
+    )
 
     floors = {fw: import_floor(a, work, fw) for fw in sorted({n.split("-")[0] for n in a.runs})}
     runs: dict[str, list[PPORunResult]] = {}
@@ -811,8 +1051,11 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             r = (run_alignkit if name.startswith("alignkit") else run_trl)(a, work, data, name)
             runs.setdefault(name, []).append(r)
-            print(f"[{rep + 1}/{a.repeats}] {name}: {r.seconds_per_step:.2f} s/step, peak RSS {r.peak_rss_mib:,.0f} MiB "
-                  f"({time.perf_counter() - t:.0f}s)", flush=True)  # fmt: skip
+            print(
+                f"[{rep + 1}/{a.repeats}] {name}: {r.seconds_per_step:.2f} s/step, peak RSS {r.peak_rss_mib:,.0f} MiB "
+                f"({time.perf_counter() - t:.0f}s)",
+                flush=True,
+            )
 
     launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # the floor under every child's peak
     doc = report(a, {name: median_run(rs) for name, rs in runs.items()}, floors, data, launcher_mib)

@@ -108,39 +108,54 @@ def main() -> int:
     index.close()
 
     report = {
-        "docs": os.path.relpath(args.docs, REPO), "questions": len(questions), "embedder": args.embedder,
-        "device": args.device, "threads": os.environ.get("OMP_NUM_THREADS"), "chunk_tokens": args.chunk_tokens,
-        "overlap": args.overlap, "files": n_files, "chunks": n_chunks, "skipped": build.skipped,
-        "embedder_load_s": load_s, "index_build_s": build.seconds, "chunks_per_s": build.chunks_added / build.seconds,
-        "reindex_unchanged_s": again.seconds, "reindex_unchanged_files": again.unchanged,
-        "reindex_chunks_added": again.chunks_added, "mmr_lambda": args.mmr_lambda, "fetch_k": args.fetch_k,
-        "query_ms_median": latencies, "results": results,
-    }  # fmt: skip
+        "docs": os.path.relpath(args.docs, REPO),
+        "questions": len(questions),
+        "embedder": args.embedder,
+        "device": args.device,
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "chunk_tokens": args.chunk_tokens,
+        "overlap": args.overlap,
+        "files": n_files,
+        "chunks": n_chunks,
+        "skipped": build.skipped,
+        "embedder_load_s": load_s,
+        "index_build_s": build.seconds,
+        "chunks_per_s": build.chunks_added / build.seconds,
+        "reindex_unchanged_s": again.seconds,
+        "reindex_unchanged_files": again.unchanged,
+        "reindex_chunks_added": again.chunks_added,
+        "mmr_lambda": args.mmr_lambda,
+        "fetch_k": args.fetch_k,
+        "query_ms_median": latencies,
+        "results": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
 
-    print(f"corpus: {report['docs']}: {n_files} files indexed ({len(build.skipped)} skipped: "
-          f"{', '.join(r for r, _ in build.skipped) or '-'}), {n_chunks} chunks of <= {args.chunk_tokens} tokens, "
-          f"overlap {args.overlap}")  # fmt: skip
+    print(
+        f"corpus: {report['docs']}: {n_files} files indexed ({len(build.skipped)} skipped: "
+        f"{', '.join(r for r, _ in build.skipped) or '-'}), {n_chunks} chunks of <= {args.chunk_tokens} tokens, "
+        f"overlap {args.overlap}"
+    )
     print(f"embedder: {args.embedder} on {args.device}, OMP_NUM_THREADS={report['threads']} (load {load_s:.1f} s)")
-    print(f"index build: {build.seconds:.1f} s ({report['chunks_per_s']:.1f} chunks/s); re-index unchanged: "
-          f"{again.seconds:.2f} s ({again.unchanged} files skipped, {again.chunks_added} chunks embedded)")  # fmt: skip
+    print(
+        f"index build: {build.seconds:.1f} s ({report['chunks_per_s']:.1f} chunks/s); re-index unchanged: "
+        f"{again.seconds:.2f} s ({again.unchanged} files skipped, {again.chunks_added} chunks embedded)"
+    )
     print(f"\n{len(questions)} questions; relevance = right section (file + heading path) or right file")
     print(f"{'retrieval':<22}{'level':<9}{'recall@1':>9}{'recall@5':>9}{'MRR@10':>8}{'query ms':>10}")
     for name in results:
         label = name if name == "top-k" else f"mmr (λ={args.mmr_lambda}, fetch {args.fetch_k})"
         for level in ("section", "file"):
             r = results[name][level]
-            print(f"{label:<22}{level:<9}{r['recall@1']:>9.3f}{r['recall@5']:>9.3f}{r['mrr@10']:>8.3f}"
-                  f"{latencies[name]:>10.1f}")  # fmt: skip
+            print(f"{label:<22}{level:<9}{r['recall@1']:>9.3f}{r['recall@5']:>9.3f}{r['mrr@10']:>8.3f}{latencies[name]:>10.1f}")
     misses = [q["id"] for q, r in zip(questions, results["top-k"]["section"]["first_rank"]) if r is None or r > 5]
     print(f"\nquestions whose section is not in the top-k top 5: {misses or 'none'}")
     sec, fil = results["top-k"]["section"]["recall@5"], results["top-k"]["file"]["recall@5"]
     print(f"claim: section recall@5 >= {GOAL_SECTION_R5:.2f}: {sec:.3f} -> {'MET' if sec >= GOAL_SECTION_R5 else 'NOT MET'}")
     print(f"claim: file recall@5 >= {GOAL_FILE_R5:.2f}: {fil:.3f} -> {'MET' if fil >= GOAL_FILE_R5 else 'NOT MET'}")
     ok = again.chunks_added == 0 and again.seconds < 0.1 * build.seconds
-    print(f"claim: re-indexing the unchanged corpus embeds nothing and takes < 10% of the build: "
-          f"{'MET' if ok else 'NOT MET'}")  # fmt: skip
+    print(f"claim: re-indexing the unchanged corpus embeds nothing and takes < 10% of the build: {'MET' if ok else 'NOT MET'}")
     print(f"wrote {args.out}")
     return 0
 

@@ -121,15 +121,23 @@ def prepare_data(model_dir: Path, work: Path, a: argparse.Namespace) -> BenchDat
     trl_rows = []  # conversational preference rows with an explicit prompt, in plan order
     for i in order:
         ex = again[i]
-        trl_rows.append({
-            "prompt": [{"role": m.role, "content": m.content} for m in ex.prompt],
-            "chosen": [{"role": "assistant", "content": ex.chosen}],
-            "rejected": [{"role": "assistant", "content": ex.rejected}],
-        })  # fmt: skip
+        trl_rows.append(
+            {
+                "prompt": [{"role": m.role, "content": m.content} for m in ex.prompt],
+                "chosen": [{"role": "assistant", "content": ex.chosen}],
+                "rejected": [{"role": "assistant", "content": ex.rejected}],
+            }
+        )
     return BenchData(
-        str(model_dir), str(hh_path), trl_rows, order, [(len(p.chosen_ids), len(p.rejected_ids)) for p in kept],
-        ids_digest([[kept[i].chosen_ids, kept[i].rejected_ids] for i in order]), kept[-1].ref.line, passed_over,
-    )  # fmt: skip
+        str(model_dir),
+        str(hh_path),
+        trl_rows,
+        order,
+        [(len(p.chosen_ids), len(p.rejected_ids)) for p in kept],
+        ids_digest([[kept[i].chosen_ids, kept[i].rejected_ids] for i in order]),
+        kept[-1].ref.line,
+        passed_over,
+    )
 
 
 def expected_step_tokens(data: BenchData, a) -> list[int]:
@@ -169,21 +177,45 @@ def run_alignkit(a, work: Path, data: BenchData) -> RunResult:
         "resume": "never",
         "tensorboard": False,
         "stats_rows": 1,  # the post-training reward statistics pass: one pair (it is after the timed steps anyway)
-        "model": {"name_or_path": data.model_dir, "finetune": "full", "dtype": "float32",
-                  "gradient_checkpointing": False, "disable_dropout": True},
-        "data": {"train": str(data.hh_path), "format": "hh_rlhf", "max_length": a.max_length, "eval_fraction": 0.0,
-                 "on_error": "skip", "max_rows": a.steps * a.batch_size,
-                 "packing": {"auto": "auto", "true": True, "false": False}[a.alignkit_packing]},
+        "model": {
+            "name_or_path": data.model_dir,
+            "finetune": "full",
+            "dtype": "float32",
+            "gradient_checkpointing": False,
+            "disable_dropout": True,
+        },
+        "data": {
+            "train": str(data.hh_path),
+            "format": "hh_rlhf",
+            "max_length": a.max_length,
+            "eval_fraction": 0.0,
+            "on_error": "skip",
+            "max_rows": a.steps * a.batch_size,
+            "packing": {"auto": "auto", "true": True, "false": False}[a.alignkit_packing],
+        },
         "loss": {"margin": True, "label_smoothing": 0.0, "center_coef": 0.0},  # hh-rlhf has no margins
-        "train": {"seed": a.seed, "max_steps": a.steps, "batch_size": a.batch_size, "grad_accum": 1,
-                  "learning_rate": a.lr, "weight_decay": 0.0, "lr_scheduler": "linear", "warmup_steps": 0,
-                  "max_grad_norm": 1.0, "mixed_precision": "no", "log_every": 1, "eval_every": None,
-                  "save_every": None, "group_by_length": False},
-    }  # fmt: skip
+        "train": {
+            "seed": a.seed,
+            "max_steps": a.steps,
+            "batch_size": a.batch_size,
+            "grad_accum": 1,
+            "learning_rate": a.lr,
+            "weight_decay": 0.0,
+            "lr_scheduler": "linear",
+            "warmup_steps": 0,
+            "max_grad_norm": 1.0,
+            "mixed_precision": "no",
+            "log_every": 1,
+            "eval_every": None,
+            "save_every": None,
+            "group_by_length": False,
+        },
+    }
     cfg_path = work / "alignkit.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    rss, wall = run_child([sys.executable, "-m", "alignkit", "rm", str(cfg_path)], env=child_env(a.threads),
-                          log=work / "alignkit.log")  # fmt: skip
+    rss, wall = run_child(
+        [sys.executable, "-m", "alignkit", "rm", str(cfg_path)], env=child_env(a.threads), log=work / "alignkit.log"
+    )
     stats = json.loads((out / "summary.json").read_text())["data"]
     if (stats["pairs"], stats["skipped"], stats["truncated"]) != (a.steps * a.batch_size, 0, 0):
         raise SystemExit(f"alignkit loaded {stats}; expected {a.steps * a.batch_size} pairs, none skipped or truncated")
@@ -195,12 +227,17 @@ def run_alignkit(a, work: Path, data: BenchData) -> RunResult:
     window = list(timed_window(a.steps, a.warmup))
     seconds = sum(secs[s] for s in window)
     return RunResult(
-        "alignkit", len(window) * a.batch_size / seconds,
-        sum(by_step[s]["tokens_per_second"] * secs[s] for s in window) / seconds, len(window), seconds, rss,
+        "alignkit",
+        len(window) * a.batch_size / seconds,
+        sum(by_step[s]["tokens_per_second"] * secs[s] for s in window) / seconds,
+        len(window),
+        seconds,
+        rss,
         losses=[by_step[s]["loss"] for s in sorted(by_step)],
         step_tokens=[round(by_step[s]["tokens_per_second"] * secs[s]) for s in sorted(by_step)],  # tokens = rate x dt
-        step_pairs_per_second=[by_step[s]["pairs_per_second"] for s in window], process_seconds=wall,
-    )  # fmt: skip
+        step_pairs_per_second=[by_step[s]["pairs_per_second"] for s in window],
+        process_seconds=wall,
+    )
 
 
 # ------------------------------------------------------------------------------------------ TRL
@@ -238,27 +275,50 @@ def trl_child(spec_path: str) -> None:
 
     clock = StepClock()
     config = RewardConfig(
-        output_dir=spec["output_dir"], max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
-        gradient_accumulation_steps=1, learning_rate=spec["lr"], lr_scheduler_type="linear", warmup_steps=0,
-        weight_decay=0.0, max_grad_norm=1.0, seed=spec["seed"],
+        output_dir=spec["output_dir"],
+        max_steps=spec["steps"],
+        per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=1,
+        learning_rate=spec["lr"],
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=spec["seed"],
         max_length=spec["max_length"],  # TRL drops longer pairs; every pair here fits, so none is dropped
-        center_rewards_coefficient=None, disable_dropout=True,
+        center_rewards_coefficient=None,
+        disable_dropout=True,
         # float32, no activation recomputation, as alignkit runs (TRL's defaults: bf16=True, gradient_checkpointing=True)
-        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
         train_sampling_strategy="sequential",  # rows come in alignkit's batch order; no reshuffle
-        dataloader_num_workers=0, logging_steps=1, report_to="none", save_strategy="no", eval_strategy="no",
-    )  # fmt: skip
-    trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list(spec["rows"]),
-                            processing_class=tokenizer, callbacks=[clock])  # fmt: skip
+        dataloader_num_workers=0,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+    )
+    trainer = RewardTrainer(
+        model=model, args=config, train_dataset=Dataset.from_list(spec["rows"]), processing_class=tokenizer, callbacks=[clock]
+    )
     clock.trainer = trainer
     ds = trainer.train_dataset
     digest = ids_digest([[list(c), list(r)] for c, r in zip(ds["chosen_ids"], ds["rejected_ids"])])
     trainer.train()
     recompute = any(getattr(m, "gradient_checkpointing", False) is True for m in trainer.model.modules())
     assert not trainer.args.bf16 and not recompute, "TRL ran in bf16 or with gradient checkpointing"
-    result = {"begin": clock.begin, "end": clock.end, "tokens": clock.tokens, "loss": clock.loss, "rows": len(ds),
-              "ids_sha256": digest, "threads": torch.get_num_threads(),
-              "optim": str(getattr(config.optim, "value", config.optim))}  # fmt: skip
+    result = {
+        "begin": clock.begin,
+        "end": clock.end,
+        "tokens": clock.tokens,
+        "loss": clock.loss,
+        "rows": len(ds),
+        "ids_sha256": digest,
+        "threads": torch.get_num_threads(),
+        "optim": str(getattr(config.optim, "value", config.optim)),
+    }
     Path(spec["result"]).write_text(json.dumps(result))
 
 
@@ -266,9 +326,18 @@ def run_trl(a, work: Path, data: BenchData) -> RunResult:
     out = work / "trl"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    spec = {"model": data.model_dir, "rows": data.trl_rows, "output_dir": str(out / "trainer"),
-            "result": str(out / "result.json"), "steps": a.steps, "batch_size": a.batch_size,
-            "max_length": a.max_length, "lr": a.lr, "seed": a.seed, "threads": a.threads}  # fmt: skip
+    spec = {
+        "model": data.model_dir,
+        "rows": data.trl_rows,
+        "output_dir": str(out / "trainer"),
+        "result": str(out / "result.json"),
+        "steps": a.steps,
+        "batch_size": a.batch_size,
+        "max_length": a.max_length,
+        "lr": a.lr,
+        "seed": a.seed,
+        "threads": a.threads,
+    }
     (out / "spec.json").write_text(json.dumps(spec))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trl", str(out / "spec.json")]
     rss, wall = run_child(cmd, env=child_env(a.threads), log=work / "trl.log")
@@ -285,21 +354,37 @@ def run_trl(a, work: Path, data: BenchData) -> RunResult:
     if res["ids_sha256"] != data.ids_sha256:
         notes.append("TRL's token ids differ from alignkit's for some pairs")
     return RunResult(
-        "trl", len(window) * a.batch_size / seconds, sum(tokens[s] for s in window) / seconds, len(window), seconds,
-        rss, losses=[loss[s] for s in steps], step_tokens=[tokens[s] for s in steps],
-        step_pairs_per_second=[a.batch_size / (end[s] - begin[s]) for s in window], process_seconds=wall,
-        end_to_end_pairs_per_second=len(window) * a.batch_size / (end[a.steps] - end[a.warmup]), notes=notes,
-    )  # fmt: skip
+        "trl",
+        len(window) * a.batch_size / seconds,
+        sum(tokens[s] for s in window) / seconds,
+        len(window),
+        seconds,
+        rss,
+        losses=[loss[s] for s in steps],
+        step_tokens=[tokens[s] for s in steps],
+        step_pairs_per_second=[a.batch_size / (end[s] - begin[s]) for s in window],
+        process_seconds=wall,
+        end_to_end_pairs_per_second=len(window) * a.batch_size / (end[a.steps] - end[a.warmup]),
+        notes=notes,
+    )
 
 
 # ------------------------------------------------------------------------------------------ import baseline
 
 PROBES = {  # what each run imports before it loads anything: the memory floor of the framework alone
-    "alignkit": ["alignkit.cli", "alignkit.config.reward", "alignkit.algorithms.reward", "accelerate",
-                 "alignkit.models.loading", "alignkit.models.reward", "alignkit.data.formats", "alignkit.data.pairs",
-                 "transformers.models.llama.modeling_llama"],
+    "alignkit": [
+        "alignkit.cli",
+        "alignkit.config.reward",
+        "alignkit.algorithms.reward",
+        "accelerate",
+        "alignkit.models.loading",
+        "alignkit.models.reward",
+        "alignkit.data.formats",
+        "alignkit.data.pairs",
+        "transformers.models.llama.modeling_llama",
+    ],
     "trl": ["datasets", "transformers", "trl", "trl.trainer.reward_trainer", "transformers.models.llama.modeling_llama"],
-}  # fmt: skip
+}
 
 
 def probe_child(name: str) -> None:
@@ -345,12 +430,21 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
         "data": f"{HH_RLHF.relative_to(REPO)}: the first {len(data.order)} usable pairs with both sides <= "
         f"max_length tokens, from its first {data.rows_scanned} rows ({data.passed_over} longer pairs passed over, "
         f"{data.rows_scanned - len(data.order) - data.passed_over} rows alignkit skips as unusable)",
-        "steps": a.steps, "warmup_steps_excluded": a.warmup, "batch_size_pairs": a.batch_size,
-        "max_length": a.max_length, "learning_rate": a.lr, "threads": a.threads, "repeats": a.repeats,
+        "steps": a.steps,
+        "warmup_steps_excluded": a.warmup,
+        "batch_size_pairs": a.batch_size,
+        "max_length": a.max_length,
+        "learning_rate": a.lr,
+        "threads": a.threads,
+        "repeats": a.repeats,
         "schedule": "linear decay, no warm-up, max_grad_norm 1.0, weight decay 0, AdamW",
-        "disabled_in_both": ["eval and checkpoints during training", "tensorboard / report_to", "mixed precision "
-                             "(TRL's default bf16=True set False)", "gradient checkpointing (TRL's default True set "
-                             "False)", "dropout (both default to disabling it)"],
+        "disabled_in_both": [
+            "eval and checkpoints during training",
+            "tensorboard / report_to",
+            "mixed precision (TRL's default bf16=True set False)",
+            "gradient checkpointing (TRL's default True set False)",
+            "dropout (both default to disabling it)",
+        ],
         "alignkit_packing": a.alignkit_packing,
         "differences": [
             f"batches: alignkit data.packing={a.alignkit_packing} (auto = padding-free rows for decoders, its default), "
@@ -364,21 +458,34 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
         "launcher_peak_rss_mib": launcher_mib,  # a child's ru_maxrss starts at its parent's RSS when spawned
         "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
         "versions": v,
-    }  # fmt: skip
-    doc = {"benchmark": "benchmarks/rm_vs_trl.py", "setup": setup, "results": {n: asdict(r) for n, r in res.items()},
-           "import_floor_rss_mib": floors, "ratios": ratios, "goals": goals, "checks": checks}  # fmt: skip
+    }
+    doc = {
+        "benchmark": "benchmarks/rm_vs_trl.py",
+        "setup": setup,
+        "results": {n: asdict(r) for n, r in res.items()},
+        "import_floor_rss_mib": floors,
+        "ratios": ratios,
+        "goals": goals,
+        "checks": checks,
+    }
 
-    print(f"\nReward model throughput, alignkit vs TRL {v['trl']} RewardTrainer: llama/tiny, {a.batch_size} pairs per "
-          f"step, max_length {a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
-          f"{a.threads} torch threads in every run\n")  # fmt: skip
-    head = f"{'framework':<11}{'pairs/s':>9}{'step min-max':>15}{'e2e pairs/s':>13}{'tokens/s':>10}" \
-           f"{'peak RSS MiB':>14}{'import MiB':>12}{'first loss':>12}{'last loss':>11}"
+    print(
+        f"\nReward model throughput, alignkit vs TRL {v['trl']} RewardTrainer: llama/tiny, {a.batch_size} pairs per "
+        f"step, max_length {a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
+        f"{a.threads} torch threads in every run\n"
+    )
+    head = (
+        f"{'framework':<11}{'pairs/s':>9}{'step min-max':>15}{'e2e pairs/s':>13}{'tokens/s':>10}"
+        f"{'peak RSS MiB':>14}{'import MiB':>12}{'first loss':>12}{'last loss':>11}"
+    )
     print(head + "\n" + "-" * len(head))
     for n, r in res.items():
         e2e = f"{r.end_to_end_pairs_per_second:.2f}" if r.end_to_end_pairs_per_second else "-"
         spread = f"{min(r.step_pairs_per_second):.1f}-{max(r.step_pairs_per_second):.1f}"
-        print(f"{n:<11}{r.pairs_per_second:>9.2f}{spread:>15}{e2e:>13}{r.tokens_per_second:>10,.0f}"
-              f"{r.peak_rss_mib:>14,.0f}{floors[n]:>12,.0f}{r.losses[0]:>12.4f}{r.losses[-1]:>11.4f}")
+        print(
+            f"{n:<11}{r.pairs_per_second:>9.2f}{spread:>15}{e2e:>13}{r.tokens_per_second:>10,.0f}"
+            f"{r.peak_rss_mib:>14,.0f}{floors[n]:>12,.0f}{r.losses[0]:>12.4f}{r.losses[-1]:>11.4f}"
+        )
     print()
     for k, x in ratios.items():
         print(f"{k:<50}{x:.2f}x")
@@ -390,20 +497,30 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
         print(f"loss {n}: {' '.join(f'{x:.3f}' for x in r.losses)}")
         for note in r.notes:
             print(f"  note {n}: {note}")
-    print("\npairs/s = pairs of the timed steps / their time. alignkit: planning + collation -> optimizer step "
-          "(metrics.jsonl); TRL: on_step_begin -> on_step_end (batch already collated: TRL's best case); e2e = TRL "
-          "step end to step end. peak RSS = the run's own process (os.wait4); import MiB = the imports alone; "
-          f"the launcher holds {launcher_mib:.0f} MiB (no child can read lower).")
+    print(
+        "\npairs/s = pairs of the timed steps / their time. alignkit: planning + collation -> optimizer step "
+        "(metrics.jsonl); TRL: on_step_begin -> on_step_end (batch already collated: TRL's best case); e2e = TRL "
+        "step end to step end. peak RSS = the run's own process (os.wait4); import MiB = the imports alone; "
+        f"the launcher holds {launcher_mib:.0f} MiB (no child can read lower)."
+    )
     print(f"data: {setup['data']}.\ndifferences: {'; '.join(setup['differences'])}.")
-    md = [f"RM on llama/tiny, {a.batch_size} pairs/step, max_length {a.max_length}, {a.steps - a.warmup} timed steps, "
-          f"float32 CPU, {a.threads} threads, TRL {v['trl']}, median of {a.repeats}:", "",
-          "| | pairs/s | tokens/s | peak RSS (MiB) | first -> last loss |", "|---|---:|---:|---:|---|"]  # fmt: skip
+    md = [
+        f"RM on llama/tiny, {a.batch_size} pairs/step, max_length {a.max_length}, {a.steps - a.warmup} timed steps, "
+        f"float32 CPU, {a.threads} threads, TRL {v['trl']}, median of {a.repeats}:",
+        "",
+        "| | pairs/s | tokens/s | peak RSS (MiB) | first -> last loss |",
+        "|---|---:|---:|---:|---|",
+    ]
     for n, r in res.items():
         label = "alignkit `rm`" if n == "alignkit" else "TRL `RewardTrainer`"
-        md.append(f"| {label} | {r.pairs_per_second:.2f} | {r.tokens_per_second:,.0f} | {r.peak_rss_mib:,.0f} | "
-                  f"{r.losses[0]:.3f} -> {r.losses[-1]:.3f} |")
-    md.append(f"| alignkit / TRL | **{ratios['alignkit_over_trl_pairs_per_second']:.2f}x** | | "
-              f"**{ratios['alignkit_over_trl_peak_rss']:.2f}x** | |")
+        md.append(
+            f"| {label} | {r.pairs_per_second:.2f} | {r.tokens_per_second:,.0f} | {r.peak_rss_mib:,.0f} | "
+            f"{r.losses[0]:.3f} -> {r.losses[-1]:.3f} |"
+        )
+    md.append(
+        f"| alignkit / TRL | **{ratios['alignkit_over_trl_pairs_per_second']:.2f}x** | | "
+        f"**{ratios['alignkit_over_trl_peak_rss']:.2f}x** | |"
+    )
     doc["markdown"] = "\n".join(md)
     print("\nmarkdown for docs/benchmarks.md:\n\n" + doc["markdown"])
     return doc
@@ -423,10 +540,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=512, help="only pairs whose both sides fit are used")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (linear decay, no warm-up)")
     p.add_argument("--seed", type=int, default=42, help="training seed: alignkit's batch plan and the head's init")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2),
-                   help="torch threads in every run (default $OMP_NUM_THREADS or 2)")  # fmt: skip
-    p.add_argument("--alignkit-packing", choices=["auto", "true", "false"], default="auto",
-                   help="alignkit's data.packing (auto = padding-free for decoders, its default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2),
+        help="torch threads in every run (default $OMP_NUM_THREADS or 2)",
+    )
+    p.add_argument(
+        "--alignkit-packing",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="alignkit's data.packing (auto = padding-free for decoders, its default)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved; the (lower) median is reported")
     p.add_argument("--work-dir", default=str(REPO / "runs" / "bench" / "rm_vs_trl"), help="model, data, runs, logs")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "rm_vs_trl.json"), help="JSON report")
@@ -453,8 +578,11 @@ def main(argv=None) -> int:
     cmd += [f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("steps", "warmup", "batch-size", "max-length", "seed")]
     run_child(cmd, env=child_env(a.threads), log=work / "prepare.log")
     data = BenchData(**json.loads((work / "data.json").read_text()))
-    print(f"model {data.model_dir}, {len(data.order)} pairs in {data.hh_path} ({data.passed_over} over max_length "
-          f"passed over): ready in {time.perf_counter() - t0:.0f}s", flush=True)  # fmt: skip
+    print(
+        f"model {data.model_dir}, {len(data.order)} pairs in {data.hh_path} ({data.passed_over} over max_length "
+        f"passed over): ready in {time.perf_counter() - t0:.0f}s",
+        flush=True,
+    )
 
     floors = {}
     for name in PROBES:
@@ -466,8 +594,11 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             r = fn(a, work, data)
             runs.setdefault(name, []).append(r)
-            print(f"[{rep + 1}/{a.repeats}] {name}: {r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} "
-                  f"MiB ({time.perf_counter() - t:.0f}s)", flush=True)  # fmt: skip
+            print(
+                f"[{rep + 1}/{a.repeats}] {name}: {r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} "
+                f"MiB ({time.perf_counter() - t:.0f}s)",
+                flush=True,
+            )
 
     launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # the floor under every child's peak
     doc = report(a, {name: median_run(rs) for name, rs in runs.items()}, floors, data, launcher_mib)

@@ -101,9 +101,16 @@ def rates(records: list[dict], t: float, checked: bool, *, kinds: tuple[str, ...
     right = sum(served(x["cands"], t, checked) == x["row"]["group"] for x in pos)
     wrong = sum(served(x["cands"], t, checked) not in (None, x["row"]["group"]) for x in pos)
     false = sum(served(x["cands"], t, checked) is not None for x in neg)
-    return {"threshold": float(t), "recall": right / len(pos), "wrong_answer": wrong / len(pos),
-            "false_hit": false / len(neg) if neg else 0.0, "n_paraphrase": len(pos), "n_negative": len(neg),
-            "false_hits": false, "wrong_answers": wrong}  # fmt: skip
+    return {
+        "threshold": float(t),
+        "recall": right / len(pos),
+        "wrong_answer": wrong / len(pos),
+        "false_hit": false / len(neg) if neg else 0.0,
+        "n_paraphrase": len(pos),
+        "n_negative": len(neg),
+        "false_hits": false,
+        "wrong_answers": wrong,
+    }
 
 
 def curve(records: list[dict], checked: bool) -> list[dict]:
@@ -146,9 +153,12 @@ def replay_get(rows: list[dict], embedder, work: Path, threshold: float) -> dict
         got = [(r, cache.get(r["query"])) for r in rows]
     pos = [(r, a) for r, a in got if r["same_answer"]]
     neg = [(r, a) for r, a in got if not r["same_answer"]]
-    return {"threshold": threshold, "recall": sum(a == r["group"] for r, a in pos) / len(pos),
-            "wrong_answer": sum(a not in (None, r["group"]) for r, a in pos) / len(pos),
-            "false_hit": sum(a is not None for r, a in neg) / len(neg)}  # fmt: skip
+    return {
+        "threshold": threshold,
+        "recall": sum(a == r["group"] for r, a in pos) / len(pos),
+        "wrong_answer": sum(a not in (None, r["group"]) for r, a in pos) / len(pos),
+        "false_hit": sum(a is not None for r, a in neg) / len(neg),
+    }
 
 
 def examples(records: list[dict], t: float, limit: int = 8) -> dict[str, list]:
@@ -161,8 +171,14 @@ def examples(records: list[dict], t: float, limit: int = 8) -> dict[str, list]:
             fh.append({"query": r["query"], "served_for": got, "variant": r["variant"] or r["kind"]})
         if r["same_answer"] and got != r["group"]:
             own = [c for c in x["cands"] if c[0] == r["group"]]
-            missed.append({"query": r["query"], "cached": r["cached"], "cosine": round(own[0][1], 3) if own else None,
-                           "refused": own[0][3] if own and own[0][1] >= t else "below threshold"})  # fmt: skip
+            missed.append(
+                {
+                    "query": r["query"],
+                    "cached": r["cached"],
+                    "cosine": round(own[0][1], 3) if own else None,
+                    "refused": own[0][3] if own and own[0][1] >= t else "below threshold",
+                }
+            )
     return {"false_hits": fh[:limit], "missed_paraphrases": missed[:limit]}
 
 
@@ -178,25 +194,44 @@ def quality(embedder, work: Path, k: int) -> dict:
     plain_same_fh = choose(curves["dev"]["plain"], max_false=chosen_checked["false_hit"])
     plain_1pct = choose(curves["dev"]["plain"], max_false=0.01)
     on_test = {
-        name: {**rates(rec["test"], p["threshold"], checked), "hard_negative_false_hit":
-               rates(rec["test"], p["threshold"], checked, kinds=("hard_negative",))["false_hit"],
-               "easy_negative_false_hit": rates(rec["test"], p["threshold"], checked, kinds=("easy_negative",))["false_hit"]}
-        for name, p, checked in [("checked", chosen_checked, True), ("plain", chosen_plain, False),
-                                 ("plain_same_false_hit", plain_same_fh, False), ("plain_1pct", plain_1pct, False),
-                                 ("checked_2pct", checked_2pct, True)]
-    }  # fmt: skip
+        name: {
+            **rates(rec["test"], p["threshold"], checked),
+            "hard_negative_false_hit": rates(rec["test"], p["threshold"], checked, kinds=("hard_negative",))["false_hit"],
+            "easy_negative_false_hit": rates(rec["test"], p["threshold"], checked, kinds=("easy_negative",))["false_hit"],
+        }
+        for name, p, checked in [
+            ("checked", chosen_checked, True),
+            ("plain", chosen_plain, False),
+            ("plain_same_false_hit", plain_same_fh, False),
+            ("plain_1pct", plain_1pct, False),
+            ("checked_2pct", checked_2pct, True),
+        ]
+    }
     replay = replay_get(test, embedder, work, chosen_checked["threshold"])
     agree = all(abs(replay[m] - on_test["checked"][m]) < 1e-9 for m in ("recall", "wrong_answer", "false_hit"))
     return {
-        "set": {s: {"pairs": len(r), "paraphrases": sum(x["row"]["same_answer"] for x in r),
-                    "hard_negatives": sum(x["row"]["kind"] == "hard_negative" for x in r),
-                    "easy_negatives": sum(x["row"]["kind"] == "easy_negative" for x in r),
-                    "cached": len({x["row"]["cached"] for x in r})} for s, r in rec.items()},  # fmt: skip
-        "chosen_on_dev": {"checked": chosen_checked, "plain": chosen_plain, "plain_same_false_hit": plain_same_fh,
-                          "plain_1pct": plain_1pct, "checked_2pct": checked_2pct},  # fmt: skip
+        "set": {
+            s: {
+                "pairs": len(r),
+                "paraphrases": sum(x["row"]["same_answer"] for x in r),
+                "hard_negatives": sum(x["row"]["kind"] == "hard_negative" for x in r),
+                "easy_negatives": sum(x["row"]["kind"] == "easy_negative" for x in r),
+                "cached": len({x["row"]["cached"] for x in r}),
+            }
+            for s, r in rec.items()
+        },
+        "chosen_on_dev": {
+            "checked": chosen_checked,
+            "plain": chosen_plain,
+            "plain_same_false_hit": plain_same_fh,
+            "plain_1pct": plain_1pct,
+            "checked_2pct": checked_2pct,
+        },
         "test": on_test,
-        "test_false_hits_by_variant": {"checked": by_variant(rec["test"], chosen_checked["threshold"], True),
-                                       "plain": by_variant(rec["test"], chosen_plain["threshold"], False)},  # fmt: skip
+        "test_false_hits_by_variant": {
+            "checked": by_variant(rec["test"], chosen_checked["threshold"], True),
+            "plain": by_variant(rec["test"], chosen_plain["threshold"], False),
+        },
         "test_replay_get": {**replay, "agrees_with_sweep": agree},
         "test_examples": examples(rec["test"], chosen_checked["threshold"]),
         "curves": curves,
@@ -218,10 +253,22 @@ def plot(q: dict, out: Path) -> None:
             ax.plot([100 * p["false_hit"] for p in pts], [100 * p["recall"] for p in pts], label=label, color=color)
             chosen = min(pts, key=lambda p: abs(p["threshold"] - marks[method]))
             ax.scatter([100 * chosen["false_hit"]], [100 * chosen["recall"]], color=color, zorder=3)
-            ax.annotate(f"t={marks[method]:.3f}", (100 * chosen["false_hit"], 100 * chosen["recall"]),
-                        textcoords="offset points", xytext=(6, -12), fontsize=8, color=color)  # fmt: skip
+            ax.annotate(
+                f"t={marks[method]:.3f}",
+                (100 * chosen["false_hit"], 100 * chosen["recall"]),
+                textcoords="offset points",
+                xytext=(6, -12),
+                fontsize=8,
+                color=color,
+            )
         ax.axvline(100 * MAX_BAD, color="tab:red", lw=0.8, ls="--", label="2% (the goal)")
-        ax.axvline(100 * DEFAULT_BOUND, color="tab:gray", lw=0.8, ls=":", label=f"{100 * DEFAULT_BOUND:g}% (the dev bound the default is chosen under)")
+        ax.axvline(
+            100 * DEFAULT_BOUND,
+            color="tab:gray",
+            lw=0.8,
+            ls=":",
+            label=f"{100 * DEFAULT_BOUND:g}% (the dev bound the default is chosen under)",
+        )
         ax.set_xlim(-0.5, 40)
         ax.set_ylim(-2, 102)
         ax.set_xlabel("false-hit rate on negatives, %")
@@ -334,13 +381,22 @@ def latency(real, work: Path, sizes: list[int], n_queries: int) -> dict:
                 exact = ids[np.argmax(exact_scores, axis=0)]
                 for v, e in zip(vecs[:n_check], exact):
                     exact_hits += int(cache._search(v, 1).ids[0][0] == e)
-            out[str(size)] = {"entries": len(cache), "get_no_embed": pct(t_get), "index_search": pct(t_search),
-                              "embed_only": pct(t_embed), "embed_only_1_thread": pct(t_embed1),
-                              "get_with_embed": pct(t_live), "put": pct(t_put),
-                              "hnsw_top1_agrees_with_exact": exact_hits / n_check,
-                              "build_seconds_cumulative": build_s}  # fmt: skip
-            print(f"  {size:>7,} entries: get p50 {out[str(size)]['get_no_embed']['p50_ms']:.2f} ms, "
-                  f"p99 {out[str(size)]['get_no_embed']['p99_ms']:.2f} ms (build so far {build_s:.0f} s)", flush=True)
+            out[str(size)] = {
+                "entries": len(cache),
+                "get_no_embed": pct(t_get),
+                "index_search": pct(t_search),
+                "embed_only": pct(t_embed),
+                "embed_only_1_thread": pct(t_embed1),
+                "get_with_embed": pct(t_live),
+                "put": pct(t_put),
+                "hnsw_top1_agrees_with_exact": exact_hits / n_check,
+                "build_seconds_cumulative": build_s,
+            }
+            print(
+                f"  {size:>7,} entries: get p50 {out[str(size)]['get_no_embed']['p50_ms']:.2f} ms, "
+                f"p99 {out[str(size)]['get_no_embed']['p99_ms']:.2f} ms (build so far {build_s:.0f} s)",
+                flush=True,
+            )
     return out
 
 
@@ -357,37 +413,60 @@ def report(res: dict) -> str:
 
 def quality_lines(q: dict) -> list[str]:
     lines = ["## Quality (data/cache_eval; threshold chosen on dev, reported on test)", ""]
-    lines += ["| split | pairs | paraphrases | hard negatives | easy negatives | cached questions |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "| split | pairs | paraphrases | hard negatives | easy negatives | cached questions |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for s, d in q["set"].items():
-        lines.append(f"| {s} | {d['pairs']} | {d['paraphrases']} | {d['hard_negatives']} | {d['easy_negatives']} | {d['cached']} |")
-    lines += ["", "| method | threshold (dev) | dev recall | dev false hits | dev wrong | test recall | test false hits | test wrong | test false hits (hard / easy) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    names = {"checked": f"cosine + second check, the default (≤{100 * DEFAULT_BOUND:g}% on dev)", "plain": "plain cosine (≤2%)",
-             "plain_same_false_hit": "plain cosine, same dev false hits as checked",
-             "checked_2pct": "cosine + second check (≤2% on dev)", "plain_1pct": "plain cosine (≤1%)"}  # fmt: skip
+        lines.append(
+            f"| {s} | {d['pairs']} | {d['paraphrases']} | {d['hard_negatives']} | {d['easy_negatives']} | {d['cached']} |"
+        )
+    lines += [
+        "",
+        "| method | threshold (dev) | dev recall | dev false hits | dev wrong | test recall | test false hits | test wrong | test false hits (hard / easy) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    names = {
+        "checked": f"cosine + second check, the default (≤{100 * DEFAULT_BOUND:g}% on dev)",
+        "plain": "plain cosine (≤2%)",
+        "plain_same_false_hit": "plain cosine, same dev false hits as checked",
+        "checked_2pct": "cosine + second check (≤2% on dev)",
+        "plain_1pct": "plain cosine (≤1%)",
+    }
     for key, label in names.items():
         d, t = q["chosen_on_dev"][key], q["test"][key]
-        lines.append(f"| {label} | {d['threshold']:.3f} | {100 * d['recall']:.1f}% | {100 * d['false_hit']:.1f}% | "
-                     f"{100 * d['wrong_answer']:.1f}% | **{100 * t['recall']:.1f}%** | {100 * t['false_hit']:.1f}% | "
-                     f"{100 * t['wrong_answer']:.1f}% | {100 * t['hard_negative_false_hit']:.1f}% / "
-                     f"{100 * t['easy_negative_false_hit']:.1f}% |")  # fmt: skip
+        lines.append(
+            f"| {label} | {d['threshold']:.3f} | {100 * d['recall']:.1f}% | {100 * d['false_hit']:.1f}% | "
+            f"{100 * d['wrong_answer']:.1f}% | **{100 * t['recall']:.1f}%** | {100 * t['false_hit']:.1f}% | "
+            f"{100 * t['wrong_answer']:.1f}% | {100 * t['hard_negative_false_hit']:.1f}% / "
+            f"{100 * t['easy_negative_false_hit']:.1f}% |"
+        )
     r = q["test_replay_get"]
-    lines += ["", f"SemanticCache.get replayed on test at t={r['threshold']:.3f}: recall {100 * r['recall']:.1f}%, "
-              f"false hits {100 * r['false_hit']:.1f}%, wrong {100 * r['wrong_answer']:.1f}% "
-              f"({'agrees' if r['agrees_with_sweep'] else 'DISAGREES'} with the sweep)", ""]  # fmt: skip
+    lines += [
+        "",
+        f"SemanticCache.get replayed on test at t={r['threshold']:.3f}: recall {100 * r['recall']:.1f}%, "
+        f"false hits {100 * r['false_hit']:.1f}%, wrong {100 * r['wrong_answer']:.1f}% "
+        f"({'agrees' if r['agrees_with_sweep'] else 'DISAGREES'} with the sweep)",
+        "",
+    ]
     return lines
 
 
 def latency_lines(latency: dict) -> list[str]:
-    lines = ["## Lookup latency (ms; dev queries; random-vector filler)", "",
-             "| entries | get, no embedding p50 / p99 | index search p50 / p99 | embedding p50 / p99 | "
-             "embedding, 1 thread p50 / p99 | get with embedding p50 / p99 | put p50 / p99 | HNSW top-1 = exact |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "## Lookup latency (ms; dev queries; random-vector filler)",
+        "",
+        "| entries | get, no embedding p50 / p99 | index search p50 / p99 | embedding p50 / p99 | "
+        "embedding, 1 thread p50 / p99 | get with embedding p50 / p99 | put p50 / p99 | HNSW top-1 = exact |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for size, d in latency.items():
-        f = lambda k: f"{d[k]['p50_ms']:.2f} / {d[k]['p99_ms']:.2f}"  # noqa: E731
-        lines.append(f"| {int(size):,} | {f('get_no_embed')} | {f('index_search')} | {f('embed_only')} | "
-                     f"{f('embed_only_1_thread')} | {f('get_with_embed')} | {f('put')} | "
-                     f"{100 * d['hnsw_top1_agrees_with_exact']:.0f}% |")  # fmt: skip
+        f = lambda k, d=d: f"{d[k]['p50_ms']:.2f} / {d[k]['p99_ms']:.2f}"
+        lines.append(
+            f"| {int(size):,} | {f('get_no_embed')} | {f('index_search')} | {f('embed_only')} | "
+            f"{f('embed_only_1_thread')} | {f('get_with_embed')} | {f('put')} | "
+            f"{100 * d['hnsw_top1_agrees_with_exact']:.0f}% |"
+        )
     return lines
 
 
@@ -420,11 +499,21 @@ def main() -> None:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="semcache-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     real = Embedder()
-    res: dict = {"machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-                             "threads": args.threads, "torch": torch.__version__, "faiss": faiss.__version__,
-                             "embedder": real.name},  # fmt: skip
-                 "claims": {"quality": "checked recall > plain recall at <= 2% false hits and wrong answers (dev-chosen, test-reported)",
-                            "latency": f"index search p99 <= {GOAL_P99_MS} ms at 100k entries, sub-linear growth"}}  # fmt: skip
+    res: dict = {
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "faiss": faiss.__version__,
+            "embedder": real.name,
+        },
+        "claims": {
+            "quality": "checked recall > plain recall at <= 2% false hits and wrong answers (dev-chosen, test-reported)",
+            "latency": f"index search p99 <= {GOAL_P99_MS} ms at 100k entries, sub-linear growth",
+        },
+    }
     try:
         if not args.skip_quality:
             print("quality: embedding and sweeping dev and test ...", flush=True)
@@ -446,8 +535,10 @@ def main() -> None:
     if "quality" in res:
         q = res["quality"]
         better = q["test"]["checked"]["recall"] > q["test"]["plain"]["recall"]
-        print(f"\nclaim 1 (quality): checked {100 * q['test']['checked']['recall']:.1f}% vs plain "
-              f"{100 * q['test']['plain']['recall']:.1f}% test recall at dev-chosen thresholds — {'met' if better else 'NOT met'}")
+        print(
+            f"\nclaim 1 (quality): checked {100 * q['test']['checked']['recall']:.1f}% vs plain "
+            f"{100 * q['test']['plain']['recall']:.1f}% test recall at dev-chosen thresholds — {'met' if better else 'NOT met'}"
+        )
     if "latency" in res:
         lat = res["latency"]
         big = lat[str(max(int(s) for s in lat))]
@@ -455,8 +546,10 @@ def main() -> None:
         growth = big["index_search"]["p99_ms"] / max(small["index_search"]["p99_ms"], 1e-9)
         ratio = max(int(s) for s in lat) / min(int(s) for s in lat)
         ok = big["index_search"]["p99_ms"] <= GOAL_P99_MS and growth < ratio
-        print(f"claim 2 (latency): index search p99 {big['index_search']['p99_ms']:.2f} ms at {max(int(s) for s in lat):,} "
-              f"entries ({growth:.1f}x the p99 at {ratio:.0f}x fewer entries) — {'met' if ok else 'NOT met'}")
+        print(
+            f"claim 2 (latency): index search p99 {big['index_search']['p99_ms']:.2f} ms at {max(int(s) for s in lat):,} "
+            f"entries ({growth:.1f}x the p99 at {ratio:.0f}x fewer entries) — {'met' if ok else 'NOT met'}"
+        )
     print(f"\nwrote {args.out}" + ("" if args.skip_quality else f" and {args.plot}"))
 
 

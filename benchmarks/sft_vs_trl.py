@@ -150,9 +150,7 @@ def prepare_data(model_dir: Path, out: Path, *, n_rows: int, max_length: int, se
         if len(rows) == n_rows:
             break
     if len(rows) < n_rows:
-        raise SystemExit(
-            f"only {len(rows)} usable rows in {HH_RLHF} at max_length={max_length}, need steps x batch = {n_rows}"
-        )
+        raise SystemExit(f"only {len(rows)} usable rows in {HH_RLHF} at max_length={max_length}, need steps x batch = {n_rows}")
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return BenchData(path=out, order=epoch_order(n_rows, seed, epoch=0), lengths=lengths, truncated=truncated)
 
@@ -517,13 +515,17 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
 
     # --- print ------------------------------------------------------------------------------------
     print()
-    print(f"SFT throughput, alignkit vs TRL {versions()['trl']}: llama/{a.size}, batch {a.batch_size}, max_length "
-          f"{a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
-          f"torch threads = {a.threads} in every run (OMP_NUM_THREADS and torch.set_num_threads)")
+    print(
+        f"SFT throughput, alignkit vs TRL {versions()['trl']}: llama/{a.size}, batch {a.batch_size}, max_length "
+        f"{a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
+        f"torch threads = {a.threads} in every run (OMP_NUM_THREADS and torch.set_num_threads)"
+    )
     print(f"disabled in both: {'; '.join(setup['disabled_in_both'])}")
     print()
-    head = f"{'framework / mode':<22}{'tokens/s':>11}{'step min-max':>16}{'e2e tok/s':>11}{'peak RSS MiB':>14}" \
-           f"{'import MiB':>12}{'first loss':>12}{'last loss':>11}{'loss tok/step':>15}"
+    head = (
+        f"{'framework / mode':<22}{'tokens/s':>11}{'step min-max':>16}{'e2e tok/s':>11}{'peak RSS MiB':>14}"
+        f"{'import MiB':>12}{'first loss':>12}{'last loss':>11}{'loss tok/step':>15}"
+    )
     print(head)
     print("-" * len(head))
     for name, r in results.items():
@@ -531,8 +533,10 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
         e2e = f"{r.end_to_end_tokens_per_second:,.0f}" if r.end_to_end_tokens_per_second else "-"
         lt = f"{statistics.mean(r.step_loss_tokens):,.0f}" if r.step_loss_tokens else "-"
         spread = f"{min(r.step_tokens_per_second):,.0f}-{max(r.step_tokens_per_second):,.0f}"
-        print(f"{name:<22}{r.tokens_per_second:>11,.0f}{spread:>16}{e2e:>11}{r.peak_rss_mib:>14,.0f}"
-              f"{(f'{floor:,.0f}' if floor else '-'):>12}{r.losses[0]:>12.4f}{r.losses[-1]:>11.4f}{lt:>15}")
+        print(
+            f"{name:<22}{r.tokens_per_second:>11,.0f}{spread:>16}{e2e:>11}{r.peak_rss_mib:>14,.0f}"
+            f"{(f'{floor:,.0f}' if floor else '-'):>12}{r.losses[0]:>12.4f}{r.losses[-1]:>11.4f}{lt:>15}"
+        )
     print()
     for key, value in ratios.items():
         print(f"{key:<58}{'-' if value is None else f'{value:.2f}x'}")
@@ -540,20 +544,25 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
     for goal, ok in goals.items():
         print(f"goal: {goal:<55} {'MET' if ok else 'NOT MET'}")
     print()
-    print("same batches (per-step non-pad tokens equal the plan):",
-          ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same_batches.items()))
+    print(
+        "same batches (per-step non-pad tokens equal the plan):",
+        ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same_batches.items()),
+    )
     for name, r in results.items():
         decreasing = r.losses[-1] < r.losses[0]
         print(f"loss {name}: {' '.join(f'{x:.3f}' for x in r.losses)}  ({'decreasing' if decreasing else 'NOT decreasing'})")
         for note in r.notes:
             print(f"  note {name}: {note}")
     print()
-    print("tokens/s = non-pad input tokens of the timed steps / their time. alignkit's step time runs from collation to "
-          "the optimizer step (metrics.jsonl); TRL's from on_step_begin to on_step_end (batch already collated: "
-          "TRL's best case); e2e = TRL step end to step end (collation and logging in). step min-max = the spread "
-          "of single timed steps (noise).")
-    print("peak RSS = the run's own process (os.wait4), libraries included; import MiB = RSS after importing the "
-          "framework alone.")
+    print(
+        "tokens/s = non-pad input tokens of the timed steps / their time. alignkit's step time runs from collation to "
+        "the optimizer step (metrics.jsonl); TRL's from on_step_begin to on_step_end (batch already collated: "
+        "TRL's best case); e2e = TRL step end to step end (collation and logging in). step min-max = the spread "
+        "of single timed steps (noise)."
+    )
+    print(
+        "peak RSS = the run's own process (os.wait4), libraries included; import MiB = RSS after importing the framework alone."
+    )
     print(f"same data: {setup['same_batches']}.")
     print(f"left at each framework's default: {'; '.join(setup['left_at_defaults'])}.")
     return doc
@@ -624,8 +633,10 @@ def main(argv=None) -> int:
     data = prepare_data(model_dir, work / "data.jsonl", n_rows=a.steps * a.batch_size, max_length=a.max_length, seed=a.seed)
     cfg_path = work / "alignkit.yaml"
     cfg_path.write_text(yaml.safe_dump(alignkit_config(a, model_dir, data.path), sort_keys=False))
-    print(f"model {model_dir}, data {data.path} ({a.steps * a.batch_size} rows): ready in {time.perf_counter() - t0:.0f}s",
-          flush=True)
+    print(
+        f"model {model_dir}, data {data.path} ({a.steps * a.batch_size} rows): ready in {time.perf_counter() - t0:.0f}s",
+        flush=True,
+    )
 
     floors = {name: import_floor_mib(a, work, name) for name in PROBES}
     runs: dict[str, list[RunResult]] = {}
@@ -641,8 +652,11 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             r = fn()
             runs.setdefault(name, []).append(r)
-            print(f"[{rep + 1}/{a.repeats}] {name}: {r.tokens_per_second:,.0f} tokens/s, peak RSS {r.peak_rss_mib:,.0f} MiB "
-                  f"({time.perf_counter() - t:.0f}s)", flush=True)
+            print(
+                f"[{rep + 1}/{a.repeats}] {name}: {r.tokens_per_second:,.0f} tokens/s, peak RSS {r.peak_rss_mib:,.0f} MiB "
+                f"({time.perf_counter() - t:.0f}s)",
+                flush=True,
+            )
 
     results = {name: median_run(rs) for name, rs in runs.items()}
     doc = report(a, results, floors, data)

@@ -46,10 +46,14 @@ def main(argv: list[str]) -> int:
     print(f"reward model: held-out pairwise accuracy {rm['eval_accuracy']:.3f} on {rm['eval_n']} pairs (chance 0.5)")
     for name in ("base", "sft", "ppo"):
         s = cmp[name]
-        print(f"{name:>4}: mean reward {s['mean_reward']:+.3f} ± {s['reward_se']:.3f} over {s['n']} held-out prompts, "
-              f"mean answer {s['mean_length_tokens']:.1f} tokens")  # fmt: skip
-    print(f"PPO vs SFT win rate {w['win_rate']:.3f} [95% CI {w['ci_low']:.3f}, {w['ci_high']:.3f}]; "
-          f"KL to the SFT model at the last PPO step {ppo['kl']:.2f} nats")
+        print(
+            f"{name:>4}: mean reward {s['mean_reward']:+.3f} ± {s['reward_se']:.3f} over {s['n']} held-out prompts, "
+            f"mean answer {s['mean_length_tokens']:.1f} tokens"
+        )
+    print(
+        f"PPO vs SFT win rate {w['win_rate']:.3f} [95% CI {w['ci_low']:.3f}, {w['ci_high']:.3f}]; "
+        f"KL to the SFT model at the last PPO step {ppo['kl']:.2f} nats"
+    )
     ok = cmp["ppo"]["mean_reward"] > cmp["sft"]["mean_reward"] and w["win_rate"] >= 0.6 and ppo["kl"] < 10
     print("targets (PPO reward > SFT, win rate >= 0.60, KL < 10 nats): " + ("met" if ok else "NOT met"))
     print(f"report: {RUN / 'compare' / 'report.html'}")

@@ -33,8 +33,12 @@ def main() -> int:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--mmr", action="store_true")
     p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--temperature", type=float, default=0.8,
-                   help="sampling temperature, seeded (greedy decoding of the untrained model only repeats newlines)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="sampling temperature, seeded (greedy decoding of the untrained model only repeats newlines)",
+    )
     p.add_argument("--cache", action="store_true", help=f"use a semantic cache in {DEMO / 'cache'}")
     args = p.parse_args()
 
@@ -60,9 +64,11 @@ def main() -> int:
     embedder = Embedder()
     with CorpusIndex.open(DEMO / "index", embedder, create=True) as index:
         report = index.update([D2L], chunk_tokens=256, overlap=32, progress=sys.stderr.isatty())
-        print(f"index {DEMO / 'index'}: {len(index.files())} files, {len(index)} chunks "
-              f"({len(report.added) + len(report.changed)} files embedded, {report.unchanged} unchanged, "
-              f"{report.seconds:.1f} s)")  # fmt: skip
+        print(
+            f"index {DEMO / 'index'}: {len(index.files())} files, {len(index)} chunks "
+            f"({len(report.added) + len(report.changed)} files embedded, {report.unchanged} unchanged, "
+            f"{report.seconds:.1f} s)"
+        )
 
         cache = None
         if args.cache:

@@ -142,13 +142,16 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     tok = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
     torch.manual_seed(0)
     cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )  # fmt: skip
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
-
 
 
 @pytest.fixture(scope="session")
@@ -158,12 +161,15 @@ def tiny_sft_dir(tmp_path_factory, tiny_model_dir) -> Path:
     from alignkit.cli import main
 
     root = tmp_path_factory.mktemp("sft")
-    cfg = write_sft_config(root / "sft.yaml", tiny_model_dir, root / "run",
-                           train={"max_steps": 60, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 5},
-                           data={"max_length": 256, "max_rows": None})  # fmt: skip
+    cfg = write_sft_config(
+        root / "sft.yaml",
+        tiny_model_dir,
+        root / "run",
+        train={"max_steps": 60, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 5},
+        data={"max_length": 256, "max_rows": None},
+    )
     assert main(["sft", str(cfg)]) == 0
     return root / "run" / "final"
-
 
 
 def interrupt_on_call(n: int, real):

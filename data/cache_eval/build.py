@@ -118,8 +118,13 @@ def build() -> dict[str, list[dict]]:
         + group_rows(parse_source((HERE / "source_fresh2.txt").read_text()), prefix="fresh2-")
         + group_rows(parse_source((HERE / "source_fresh3.txt").read_text()), prefix="fresh3-")
         + group_rows(parse_source((HERE / "source_fresh4.txt").read_text()), prefix="fresh4-")
-        + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_dev() + easy_negative_pairs_hh(0, 120)
-           + easy_negative_pairs_hh(120, 60) + easy_negative_pairs_hh(180, 90)],
+        + [
+            {"id": f"{p['group']}-0", **p}
+            for p in easy_negative_pairs_dev()
+            + easy_negative_pairs_hh(0, 120)
+            + easy_negative_pairs_hh(120, 60)
+            + easy_negative_pairs_hh(180, 90)
+        ],
         "test": group_rows(parse_source((HERE / "source_fresh5.txt").read_text()), prefix="fresh5-")
         + [{"id": f"{p['group']}-0", **p} for p in easy_negative_pairs_hh(270, 90)],
     }

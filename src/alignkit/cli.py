@@ -17,7 +17,9 @@ def _stage_config(stage: str, path: str, overrides: list[str]):
         loss = read_yaml(path).get("loss")
         given = loss if isinstance(loss, str) else (loss or {}).get("type") if isinstance(loss, dict) else None
         if given not in (None, stage):
-            raise ConfigError(f"{path}: 'alignkit {stage}' trains with loss {stage}, but the config sets loss type {given!r} (run it with 'alignkit dpo')")
+            raise ConfigError(
+                f"{path}: 'alignkit {stage}' trains with loss {stage}, but the config sets loss type {given!r} (run it with 'alignkit dpo')"
+            )
         if not isinstance(loss, str):
             overrides = [f"loss.type={stage}", *overrides]
     return load_config(_load(STAGES[stage][0]), path, overrides)
@@ -85,9 +87,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_for_inference(args.model)
     texts = generate(
-        model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_p=args.top_p, seed=args.seed,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     for prompt, text in zip(args.prompt, texts):
         print(f"### {prompt}\n{text}\n")
     return 0
@@ -100,9 +107,15 @@ def cmd_rm_eval(args: argparse.Namespace) -> int:
     from alignkit.eval.reward_eval import evaluate_reward_model
 
     result = evaluate_reward_model(
-        args.model, args.data, fmt=args.format, split=args.split, on_error=args.on_error, max_rows=args.max_rows,
-        batch_size=args.batch_size, out=args.out,
-    )  # fmt: skip
+        args.model,
+        args.data,
+        fmt=args.format,
+        split=args.split,
+        on_error=args.on_error,
+        max_rows=args.max_rows,
+        batch_size=args.batch_size,
+        out=args.out,
+    )
     print(json.dumps(result))
     return 0
 
@@ -138,15 +151,26 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     _quiet()
     from alignkit.eval.compare import (
-        compare_models, find_runs, load_prompts, parse_model_specs, print_side_by_side, write_outputs,
-    )  # fmt: skip
+        compare_models,
+        find_runs,
+        load_prompts,
+        parse_model_specs,
+        print_side_by_side,
+        write_outputs,
+    )
 
     models = parse_model_specs(args.model)
     prompts = load_prompts(args.prompts, max_prompts=args.max_prompts)
     result = compare_models(
-        models, prompts, reward_model=args.reward_model, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
-    )  # fmt: skip
+        models,
+        prompts,
+        reward_model=args.reward_model,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
     print_side_by_side(result)
     if args.out:
         out = write_outputs(result, args.out, runs=find_runs(models, extra=args.runs or []))
@@ -184,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     im = sub.add_parser("init-model", help="create a randomly initialised model + trained tokenizer, offline")
     im.add_argument("--arch", choices=["llama", "qwen2", "gemma2"], default="llama")
     im.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny")
-    im.add_argument("--tokenizer-from", nargs="+", required=True, metavar="FILE", help="text or data files to train the tokenizer on")
+    im.add_argument(
+        "--tokenizer-from", nargs="+", required=True, metavar="FILE", help="text or data files to train the tokenizer on"
+    )
     im.add_argument("--out", required=True, help="output directory")
     im.add_argument("--vocab-size", type=int, default=None)
     im.add_argument("--seed", type=int, default=0)
@@ -227,7 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_score)
 
     cp = sub.add_parser("compare", help="answers of several models side by side, scored by a reward model; report.html")
-    cp.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a model to compare (repeat; the first is the reference)")
+    cp.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a model to compare (repeat; the first is the reference)",
+    )
     cp.add_argument("--prompts", required=True, help="prompts: .txt (one per line) or any data format (the prompt part)")
     cp.add_argument("--reward-model", help="reward model directory scoring every answer")
     cp.add_argument("--out", help="write compare.jsonl, summary.json and report.html here")
@@ -255,11 +287,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignkit.data.errors import DataError
 
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
-    from alignkit.rl.rewards import RewardError
-    from alignkit.training.errors import TrainingError
-
     from alignkit.judge.judges import JudgeError
     from alignkit.rag.errors import RagError
+    from alignkit.rl.rewards import RewardError
+    from alignkit.training.errors import TrainingError
 
     errors += [TrainingError, RewardError, RagError, JudgeError]
     try:

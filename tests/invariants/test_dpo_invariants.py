@@ -41,7 +41,9 @@ def test_reference_copy_adapter_off_and_precomputed_give_the_same_losses(tiny_mo
         "lora-pre": dict(model=lora, ref={"precompute": True}),
         "lora-copy": dict(model=lora, ref={"model": str(tiny_model_dir)}),  # an explicit frozen copy of the base
     }
-    got = {name: _train(_run(tmp_path, tiny_model_dir, name, loss={"type": loss}, train=train, **kw)) for name, kw in runs.items()}
+    got = {
+        name: _train(_run(tmp_path, tiny_model_dir, name, loss={"type": loss}, train=train, **kw)) for name, kw in runs.items()
+    }
     _same(got["full-copy"], got["full-pre"])
     _same(got["lora-adapter"], got["lora-pre"])
     _same(got["lora-adapter"], got["lora-copy"])
@@ -51,7 +53,9 @@ def test_reference_copy_adapter_off_and_precomputed_give_the_same_losses(tiny_mo
     assert (tmp_path / "full-pre" / "ref_logps" / "train.safetensors").is_file()
 
 
-@pytest.mark.parametrize("loss", [{"type": "sigmoid"}, {"type": "orpo", "nll": "token"}, {"type": "orpo"}, {"type": "simpo"}, {"type": "kto"}])
+@pytest.mark.parametrize(
+    "loss", [{"type": "sigmoid"}, {"type": "orpo", "nll": "token"}, {"type": "orpo"}, {"type": "simpo"}, {"type": "kto"}]
+)
 def test_batch_of_4_equals_2x2_accumulated_equals_padded(tiny_model_dir, tmp_path, loss):
     variants = {
         "bs4": ({"batch_size": 4}, {"packing": True}),

@@ -16,13 +16,16 @@ def _rows(out):
     return [[r["step"], *(r[k] for k in KEYS)] for r in rows if "policy_loss" in r]
 
 
-@pytest.mark.parametrize("memory,model", [("separate", {}), ("shared-base", {"finetune": "lora", "lora": {"r": 8, "dropout": 0.0}})])
+@pytest.mark.parametrize(
+    "memory,model", [("separate", {}), ("shared-base", {"finetune": "lora", "lora": {"r": 8, "dropout": 0.0}})]
+)
 def test_micro_batches_of_an_update_equal_one_batch(tiny_sft_dir, tmp_path, memory, model):
     got = {}
     for name, micro in (("one", 4), ("two", 2)):
         out = tmp_path / name
-        cfg = write_ppo_config(tmp_path / f"{name}.yaml", tiny_sft_dir, out, memory=memory, model=model,
-                               train={"max_steps": 3, "batch_size": micro})  # fmt: skip
+        cfg = write_ppo_config(
+            tmp_path / f"{name}.yaml", tiny_sft_dir, out, memory=memory, model=model, train={"max_steps": 3, "batch_size": micro}
+        )
         assert main(["ppo", str(cfg)]) == 0
         got[name] = _rows(out)
     assert len(got["one"]) == 3
@@ -33,8 +36,10 @@ def test_micro_batches_of_an_update_equal_one_batch(tiny_sft_dir, tmp_path, memo
 def test_interrupted_run_resumes_to_the_same_result(tiny_sft_dir, tmp_path, monkeypatch):
     import alignkit.algorithms.ppo as ppo
 
-    kw = dict(train={"max_steps": 4, "save_every": 2}, ppo={"rollout_size": 8, "mini_batch_size": 4, "ppo_epochs": 2,
-              "kl_target": 1.0, "kl_horizon": 100})  # adaptive KL: its state must come back too  # fmt: skip
+    kw = dict(
+        train={"max_steps": 4, "save_every": 2},
+        ppo={"rollout_size": 8, "mini_batch_size": 4, "ppo_epochs": 2, "kl_target": 1.0, "kl_horizon": 100},
+    )  # adaptive KL: its state must come back too
     ref = tmp_path / "ref"
     assert main(["ppo", str(write_ppo_config(tmp_path / "ref.yaml", tiny_sft_dir, ref, **kw))]) == 0
 

@@ -18,7 +18,7 @@ from alignkit.data.formats import load_examples
 from alignkit.data.pairs import collate_pairs, pad_sequences, tokenize_pairs
 from alignkit.data.tokenize import ensure_chat_template
 from alignkit.losses.reward import bradley_terry_loss
-from tests.conftest import interrupt_on_call, HH_RLHF, write_rm_config
+from tests.conftest import HH_RLHF, interrupt_on_call, write_rm_config
 
 
 def _scorer(model_dir, pooling="auto"):
@@ -68,7 +68,10 @@ def test_padded_equals_packed(setup):
     assert len(lengths) > 2, "sequences of different lengths, so padding is really exercised"
     padded = _loss_and_grads(model, [collate_pairs(pairs, tok.pad_token_id)], 4)
     packed_batch = collate_pairs(pairs, tok.pad_token_id, packed=True)
-    assert packed_batch.input_ids.shape == (1, sum(lengths_ for p in pairs for lengths_ in (len(p.chosen_ids), len(p.rejected_ids))))
+    assert packed_batch.input_ids.shape == (
+        1,
+        sum(lengths_ for p in pairs for lengths_ in (len(p.chosen_ids), len(p.rejected_ids))),
+    )
     # one row, and rows capped at the longest sequence + the shortest (several rows, with tail padding)
     cap = max(lengths) + min(lengths)
     rows_batch = collate_pairs(pairs, tok.pad_token_id, packed=True, max_row_tokens=cap)

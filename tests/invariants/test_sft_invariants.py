@@ -117,7 +117,9 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tiny_model_dir, tmp_
     out = tmp_path / "killed"
     cfg = write_sft_config(tmp_path / "killed.yaml", tiny_model_dir, out, train=train, model=model)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "alignkit", "sft", str(cfg)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alignkit", "sft", str(cfg)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     target = out / "checkpoints" / f"step-{kill_after}"
     while not target.exists() and proc.poll() is None and time.time() < deadline:

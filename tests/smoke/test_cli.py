@@ -15,16 +15,36 @@ def test_help_is_instant_and_lists_commands():
 
 def test_init_model_generate_and_merge(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "qwen"
-    assert main(["init-model", "--arch", "qwen2", "--size", "tiny", "--tokenizer-from", str(REPO / "data/README.md"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "init-model",
+                "--arch",
+                "qwen2",
+                "--size",
+                "tiny",
+                "--tokenizer-from",
+                str(REPO / "data/README.md"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
     assert main(["init-model", "--arch", "qwen2", "--tokenizer-from", str(REPO / "data/README.md"), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
     run = tmp_path / "lora"
-    cfg = write_sft_config(tmp_path / "c.yaml", tiny_model_dir, run, model={"finetune": "lora", "lora": {"r": 2}}, train={"max_steps": 1})
+    cfg = write_sft_config(
+        tmp_path / "c.yaml", tiny_model_dir, run, model={"finetune": "lora", "lora": {"r": 2}}, train={"max_steps": 1}
+    )
     assert main(["sft", str(cfg)]) == 0
     capsys.readouterr()
-    assert main(["generate", "--model", str(run / "final"), "--prompt", "Hello?", "--temperature", "0", "--max-new-tokens", "5"]) == 0
+    assert (
+        main(["generate", "--model", str(run / "final"), "--prompt", "Hello?", "--temperature", "0", "--max-new-tokens", "5"])
+        == 0
+    )
     assert "### Hello?" in capsys.readouterr().out
     merged = tmp_path / "merged"
     assert main(["merge", "--adapter", str(run / "final"), "--out", str(merged)]) == 0

@@ -14,14 +14,20 @@ import pytest
 
 from alignkit.cli import main
 from alignkit.eval.compare import (
-    CompareResult, compare_models, find_runs, load_prompts, print_side_by_side, summarise, write_outputs,
-)  # fmt: skip
+    CompareResult,
+    compare_models,
+    find_runs,
+    load_prompts,
+    print_side_by_side,
+    summarise,
+    write_outputs,
+)
 from tests.conftest import write_rm_config
 
 FIX = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
 PROMPTS = [
-    "How do I bake <b>bread</b> & \"rolls\"?",
+    'How do I bake <b>bread</b> & "rolls"?',
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}],
     "What is 2+2?",
 ]
@@ -56,9 +62,16 @@ def compared(tiny_model_dir, policy_run, rm_dir):
     models = {"base": str(tiny_model_dir), "sft": str(policy_run / "final")}
     logs = []
     result = compare_models(
-        models, PROMPTS, reward_model=str(rm_dir), max_new_tokens=8, temperature=0.7, top_p=1.0, seed=0,
-        batch_size=2, log=logs.append,
-    )  # fmt: skip
+        models,
+        PROMPTS,
+        reward_model=str(rm_dir),
+        max_new_tokens=8,
+        temperature=0.7,
+        top_p=1.0,
+        seed=0,
+        batch_size=2,
+        log=logs.append,
+    )
     assert len(logs) == 3  # one line per model, one for the reward model
     return result
 
@@ -138,9 +151,12 @@ def test_side_by_side_console(compared):
 def test_without_a_reward_model_only_lengths(compared, tmp_path):
     rows = [{**r, "reward": None} for r in compared.rows]
     result = CompareResult(
-        models=compared.models, prompts=compared.prompts, rows=rows,
-        summary=summarise(rows, compared.names), settings=compared.settings,
-    )  # fmt: skip
+        models=compared.models,
+        prompts=compared.prompts,
+        rows=rows,
+        summary=summarise(rows, compared.names),
+        settings=compared.settings,
+    )
     assert result.summary["sft"]["mean_reward"] is None and result.summary["sft"]["win_rate_vs_first"] is None
     assert result.summary["sft"]["mean_length_tokens"] == compared.summary["sft"]["mean_length_tokens"]
     page = (write_outputs(result, tmp_path / "norm") / "report.html").read_text()
@@ -152,7 +168,12 @@ def test_find_runs_patterns(tmp_path):
     (run / "checkpoints" / "step-4" / "model").mkdir(parents=True)
     (run / "final").mkdir()
     (tmp_path / "plain").mkdir()
-    models = {"a": str(run / "final"), "b": str(run / "checkpoints" / "step-4" / "model"), "c": str(tmp_path / "plain"), "hub": "org/name"}
+    models = {
+        "a": str(run / "final"),
+        "b": str(run / "checkpoints" / "step-4" / "model"),
+        "c": str(tmp_path / "plain"),
+        "hub": "org/name",
+    }
     assert find_runs(models) == {}  # no metrics.jsonl yet
     (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
     assert find_runs(models) == {"a": run.resolve(), "b": run.resolve()}
@@ -180,9 +201,11 @@ def test_load_prompts_txt_and_data_formats(tmp_path):
 
     only = tmp_path / "prompts.jsonl"
     only.write_text(
-        json.dumps({"prompt": "Hi", "id": 1}) + "\n"
-        + json.dumps({"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]}) + "\n"
-    )  # fmt: skip
+        json.dumps({"prompt": "Hi", "id": 1})
+        + "\n"
+        + json.dumps({"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]})
+        + "\n"
+    )
     assert load_prompts(str(only)) == ["Hi", [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]]
 
     from alignkit.data.errors import DataError

@@ -23,8 +23,18 @@ def _pair_accuracy(model_dir, base_dir, pairs_file, loss_type):
 
     tok = load_tokenizer(str(base_dir))
     ensure_chat_template(tok)
-    data, _, _ = load_units(str(pairs_file), tok, kto=False, seed=0, fmt="hh_rlhf", split="train", max_length=96,
-                            on_error="skip", max_rows=16, log=lambda *a: None)  # fmt: skip
+    data, _, _ = load_units(
+        str(pairs_file),
+        tok,
+        kto=False,
+        seed=0,
+        fmt="hh_rlhf",
+        split="train",
+        max_length=96,
+        on_error="skip",
+        max_rows=16,
+        log=lambda *a: None,
+    )
     model = load_for_inference(str(model_dir))[0]
     base = Reference(model=load_causal_lm(str(base_dir), finetune="none"))
     ids = data.first + data.second
@@ -56,8 +66,13 @@ LEARNING = {  # loss section, learning rate, steps
 def test_each_loss_raises_training_pair_accuracy_well_above_chance(tiny_model_dir, tmp_path, name):
     loss, lr, steps = LEARNING[name]
     out = tmp_path / name
-    cfg = write_dpo_config(tmp_path / "c.yaml", tiny_model_dir, out, loss=loss,
-                           train={"max_steps": steps, "learning_rate": lr, "lr_scheduler": "constant"})  # fmt: skip
+    cfg = write_dpo_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        loss=loss,
+        train={"max_steps": steps, "learning_rate": lr, "lr_scheduler": "constant"},
+    )
     assert main(["dpo", str(cfg)]) == 0
     from tests.conftest import HH_RLHF
 
@@ -65,7 +80,15 @@ def test_each_loss_raises_training_pair_accuracy_well_above_chance(tiny_model_di
     after = _pair_accuracy(out / "final", tiny_model_dir, HH_RLHF, loss["type"])
     assert after >= 0.8 and after >= before + 0.2, (before, after)
     last = [r for r in _rows(out) if "loss" in r][-1]
-    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracy", "logps/chosen", "logps/rejected"):
+    for key in (
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracy",
+        "logps/chosen",
+        "logps/rejected",
+    ):
         assert key in last, key
     if name == "kto":
         assert "kl" in last
@@ -97,13 +120,25 @@ def test_loss_hyper_parameters_are_validated_per_loss(tiny_model_dir, tmp_path, 
 
 
 def test_kto_on_unpaired_rows_and_lora_output_loads_with_peft(tiny_model_dir, tmp_path):
-    rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"It is {2 * i}." if i % 2 else "No idea, go away.",
-             "label": bool(i % 2)} for i in range(12)]  # fmt: skip
+    rows = [
+        {
+            "prompt": f"What is {i} plus {i}?",
+            "completion": f"It is {2 * i}." if i % 2 else "No idea, go away.",
+            "label": bool(i % 2),
+        }
+        for i in range(12)
+    ]
     src = tmp_path / "kto.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "kto"
-    cfg = write_dpo_config(tmp_path / "c.yaml", tiny_model_dir, out, data={"train": str(src), "format": "auto"},
-                           model={"finetune": "lora", "lora": {"r": 4}}, train={"max_steps": 3})  # fmt: skip
+    cfg = write_dpo_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        data={"train": str(src), "format": "auto"},
+        model={"finetune": "lora", "lora": {"r": 4}},
+        train={"max_steps": 3},
+    )
     assert main(["kto", str(cfg)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data"]["rows"] == 12 and summary["data"]["desirable"] == 6 and summary["data"]["format"] == "unpaired"
@@ -159,4 +194,3 @@ def test_shipped_configs_validate(path, capsys):
     assert main(["config", "show", str(REPO / path), "--stage", stage]) == 0
     shown = capsys.readouterr().out
     assert "loss:" in shown
-

@@ -2,12 +2,13 @@
 stages skipped on a re-run, an interrupted stage resumed; DPO can stand in for PPO."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from alignkit.cli import main
-from tests.conftest import interrupt_on_call, HH_RLHF, REPO
+from tests.conftest import HH_RLHF, REPO, interrupt_on_call
 
 DATA = {"train": str(HH_RLHF), "format": "hh_rlhf", "max_length": 96, "max_rows": 16, "on_error": "skip"}
 TRAIN = {"seed": 0, "max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every": 1}
@@ -18,12 +19,20 @@ def _pipeline(tmp_path, tiny_model_dir, **extra) -> str:
         "output_dir": str(tmp_path / "run"),
         "base": str(tiny_model_dir),
         "sft": {"model": {"name_or_path": "${base}"}, "data": DATA, "train": TRAIN, "tensorboard": False},
-        "dpo": {"model": {"name_or_path": "${sft}"}, "data": {**DATA, "eval_fraction": 0.25}, "train": TRAIN,
-                "loss": {"type": "sigmoid", "beta": 0.1}, "tensorboard": False},
-        "compare": {"models": {"base": "${base}", "sft": "${sft}", "dpo": "${dpo}"}, "prompts": str(REPO / "tests/fixtures/data/prompt_only.jsonl"),
-                    "max_new_tokens": 8},
+        "dpo": {
+            "model": {"name_or_path": "${sft}"},
+            "data": {**DATA, "eval_fraction": 0.25},
+            "train": TRAIN,
+            "loss": {"type": "sigmoid", "beta": 0.1},
+            "tensorboard": False,
+        },
+        "compare": {
+            "models": {"base": "${base}", "sft": "${sft}", "dpo": "${dpo}"},
+            "prompts": str(REPO / "tests/fixtures/data/prompt_only.jsonl"),
+            "max_new_tokens": 8,
+        },
         **extra,
-    }  # fmt: skip
+    }
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(path)
@@ -51,10 +60,10 @@ def test_an_interrupted_stage_resumes(tiny_model_dir, tmp_path, monkeypatch):
     import alignkit.algorithms.dpo as dpo
 
     cfg = _pipeline(tmp_path, tiny_model_dir, compare=None)
-    data = yaml.safe_load(open(cfg))
+    data = yaml.safe_load(Path(cfg).read_text())
     data["dpo"]["train"] = {**TRAIN, "max_steps": 4, "save_every": 2}
     del data["compare"]
-    open(cfg, "w").write(yaml.safe_dump(data))
+    Path(cfg).write_text(yaml.safe_dump(data))
     real = dpo.unit_losses
     interrupt_in_step_3 = interrupt_on_call(3, real)
 
@@ -66,10 +75,16 @@ def test_an_interrupted_stage_resumes(tiny_model_dir, tmp_path, monkeypatch):
     assert summary["resumed_from_step"] == 2 and summary["steps"] == 4
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"dpo": {"model": {"name_or_path": "${sft}"}, "data": DATA, "train": {"max_stpes": 2}}}, "pipeline section 'dpo': unknown key 'train.max_stpes'"),
-    ({"dpo": {"model": {"name_or_path": "${nope}"}, "data": DATA}}, "unknown reference ${nope}"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (
+            {"dpo": {"model": {"name_or_path": "${sft}"}, "data": DATA, "train": {"max_stpes": 2}}},
+            "pipeline section 'dpo': unknown key 'train.max_stpes'",
+        ),
+        ({"dpo": {"model": {"name_or_path": "${nope}"}, "data": DATA}}, "unknown reference ${nope}"),
+    ],
+)
 def test_sections_are_checked_before_anything_runs(tiny_model_dir, tmp_path, capsys, change, needle):
     cfg = _pipeline(tmp_path, tiny_model_dir, **change)
     assert main(["pipeline", cfg]) == 2
@@ -86,6 +101,13 @@ def test_the_quickstart_pipeline_validates_section_by_section():
     cfg = load_config(PipelineConfig, REPO / "configs/pipeline/quickstart.yaml")
     stages, compare = stage_configs(cfg)
     assert list(stages) == ["sft", "rm", "ppo"]
-    assert stages["ppo"].model.name_or_path == "runs/quickstart/sft/final" and stages["ppo"].reward.model == "runs/quickstart/rm/final"
-    assert compare["models"] == {"base": "runs/quickstart/base-model", "sft": "runs/quickstart/sft/final", "ppo": "runs/quickstart/ppo/final"}
+    assert (
+        stages["ppo"].model.name_or_path == "runs/quickstart/sft/final"
+        and stages["ppo"].reward.model == "runs/quickstart/rm/final"
+    )
+    assert compare["models"] == {
+        "base": "runs/quickstart/base-model",
+        "sft": "runs/quickstart/sft/final",
+        "ppo": "runs/quickstart/ppo/final",
+    }
     assert resolve_refs("${ppo.dir}/x", {"ppo.dir": "runs/q/ppo"}, "t") == "runs/q/ppo/x"

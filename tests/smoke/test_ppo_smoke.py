@@ -8,8 +8,23 @@ import pytest
 from alignkit.cli import main
 from tests.conftest import write_ppo_config, write_rm_config
 
-KEYS = ("reward", "reward_normalized", "kl", "kl_coef", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl",
-        "explained_variance", "response_length", "no_eos_fraction", "generation_time", "training_time", "tokens_per_second")  # fmt: skip
+KEYS = (
+    "reward",
+    "reward_normalized",
+    "kl",
+    "kl_coef",
+    "entropy",
+    "policy_loss",
+    "value_loss",
+    "clipfrac",
+    "approx_kl",
+    "explained_variance",
+    "response_length",
+    "no_eos_fraction",
+    "generation_time",
+    "training_time",
+    "tokens_per_second",
+)
 
 
 def _rows(out):
@@ -26,9 +41,17 @@ LORA = {"finetune": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0}}
 @pytest.mark.parametrize("memory,model,lr,gain", [("separate", {}, 3e-4, 1.0), ("shared-base", LORA, 3e-3, 0.3)])
 def test_ppo_raises_a_rule_based_reward_with_bounded_kl(tiny_sft_dir, tmp_path, memory, model, lr, gain):
     out = tmp_path / memory
-    cfg = write_ppo_config(tmp_path / "c.yaml", tiny_sft_dir, out, memory=memory, model=model,
-                           generation={"max_new_tokens": 24}, ppo={"rollout_size": 16, "mini_batch_size": 8, "ppo_epochs": 4},
-                           data={"max_rows": 256, "max_length": 128}, train={"max_steps": 30, "learning_rate": lr, "batch_size": 8})  # fmt: skip
+    cfg = write_ppo_config(
+        tmp_path / "c.yaml",
+        tiny_sft_dir,
+        out,
+        memory=memory,
+        model=model,
+        generation={"max_new_tokens": 24},
+        ppo={"rollout_size": 16, "mini_batch_size": 8, "ppo_epochs": 4},
+        data={"max_rows": 256, "max_length": 128},
+        train={"max_steps": 30, "learning_rate": lr, "batch_size": 8},
+    )
     assert main(["ppo", str(cfg)]) == 0
     rows = _train_rows(out)
     assert [r["step"] for r in rows] == list(range(1, 31))
@@ -44,7 +67,9 @@ def test_shared_base_holds_the_base_weights_once(tiny_model_dir, tmp_path):
     got = {}
     for memory in ("separate", "shared-base"):
         out = tmp_path / memory
-        cfg = write_ppo_config(tmp_path / f"{memory}.yaml", tiny_model_dir, out, memory=memory, model=LORA, train={"max_steps": 1})
+        cfg = write_ppo_config(
+            tmp_path / f"{memory}.yaml", tiny_model_dir, out, memory=memory, model=LORA, train={"max_steps": 1}
+        )
         assert main(["ppo", str(cfg)]) == 0
         got[memory] = json.loads((out / "summary.json").read_text())["weights_mib"]
     from alignkit.models.actor_critic import parameter_bytes
@@ -61,7 +86,9 @@ def test_shared_base_final_policy_is_a_peft_adapter_and_full_is_a_plain_model(ti
     from transformers import AutoModelForCausalLM
 
     shared = tmp_path / "shared"
-    assert main(["ppo", str(write_ppo_config(tmp_path / "s.yaml", tiny_model_dir, shared, memory="shared-base", model=LORA))]) == 0
+    assert (
+        main(["ppo", str(write_ppo_config(tmp_path / "s.yaml", tiny_model_dir, shared, memory="shared-base", model=LORA))]) == 0
+    )
     m = AutoPeftModelForCausalLM.from_pretrained(str(shared / "final"))
     assert list(m.peft_config) == ["default"]  # the policy adapter only
     full = tmp_path / "full"
@@ -75,8 +102,14 @@ def test_a_reward_model_is_a_reward_source_and_eval_runs_on_held_out_prompts(tin
     rm_out = tmp_path / "rm"
     assert main(["rm", str(write_rm_config(tmp_path / "rm.yaml", tiny_bert_dir, rm_out))]) == 0
     out = tmp_path / "ppo"
-    cfg = write_ppo_config(tmp_path / "c.yaml", tiny_model_dir, out, reward={"model": str(rm_out / "final"), "function": None,
-                           "kwargs": {}}, data={"eval_fraction": 0.1}, train={"eval_every": 1})  # fmt: skip
+    cfg = write_ppo_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        reward={"model": str(rm_out / "final"), "function": None, "kwargs": {}},
+        data={"eval_fraction": 0.1},
+        train={"eval_every": 1},
+    )
     assert main(["ppo", str(cfg)]) == 0
     rows = _rows(out)
     assert any("eval_reward" in r for r in rows) and (out / "heldout_prompts.jsonl").is_file()
@@ -85,15 +118,22 @@ def test_a_reward_model_is_a_reward_source_and_eval_runs_on_held_out_prompts(tin
 
 def test_reward_function_from_a_file_and_its_errors(tiny_model_dir, tmp_path, capsys):
     fn = tmp_path / "my_reward.py"
-    fn.write_text("def short(prompts, responses):\n    return [-len(r) for r in responses]\n\n"
-                  "def broken(prompts, responses):\n    return ['x' for r in responses]\n")  # fmt: skip
+    fn.write_text(
+        "def short(prompts, responses):\n    return [-len(r) for r in responses]\n\n"
+        "def broken(prompts, responses):\n    return ['x' for r in responses]\n"
+    )
     out = tmp_path / "ok"
     cfg = write_ppo_config(tmp_path / "ok.yaml", tiny_model_dir, out, reward={"function": f"{fn}:short", "kwargs": {}})
     assert main(["ppo", str(cfg)]) == 0
     assert _train_rows(out)[0]["reward"] <= 0
-    for spec, needle in [(f"{fn}:nope", "has no function 'nope'"), (f"{tmp_path}/missing.py:f", "not found"),
-                         (f"{fn}:broken", "non-number")]:  # fmt: skip
-        cfg = write_ppo_config(tmp_path / "bad.yaml", tiny_model_dir, tmp_path / "bad", reward={"function": spec, "kwargs": {}}, resume="never")
+    for spec, needle in [
+        (f"{fn}:nope", "has no function 'nope'"),
+        (f"{tmp_path}/missing.py:f", "not found"),
+        (f"{fn}:broken", "non-number"),
+    ]:
+        cfg = write_ppo_config(
+            tmp_path / "bad.yaml", tiny_model_dir, tmp_path / "bad", reward={"function": spec, "kwargs": {}}, resume="never"
+        )
         capsys.readouterr()
         assert main(["ppo", str(cfg)]) == 2, spec
         err = capsys.readouterr().err.strip().splitlines()
@@ -113,8 +153,15 @@ def test_the_tiny_config_takes_reward_function_and_max_steps_overrides(tiny_mode
     from tests.conftest import REPO
 
     out = tmp_path / "tiny"
-    args = ["ppo", str(REPO / "configs/ppo/tiny.yaml"), f"output_dir={out}", f"model.name_or_path={tiny_model_dir}",
-            "model.init=null", "reward.function=alignkit.rl.rule_rewards:brevity", "train.max_steps=2"]  # fmt: skip
+    args = [
+        "ppo",
+        str(REPO / "configs/ppo/tiny.yaml"),
+        f"output_dir={out}",
+        f"model.name_or_path={tiny_model_dir}",
+        "model.init=null",
+        "reward.function=alignkit.rl.rule_rewards:brevity",
+        "train.max_steps=2",
+    ]
     assert main(args) == 0
     rows = _train_rows(out)
     assert [r["step"] for r in rows] == [1, 2] and all(r["reward"] <= 0 for r in rows)  # brevity: minus the word count
@@ -124,8 +171,13 @@ def test_value_model_initialised_from_a_decoder_reward_model(tiny_model_dir, tmp
     rm_out = tmp_path / "rm"
     assert main(["rm", str(write_rm_config(tmp_path / "rm.yaml", tiny_model_dir, rm_out))]) == 0  # decoder: a seq-cls model
     out = tmp_path / "ppo"
-    cfg = write_ppo_config(tmp_path / "c.yaml", tiny_model_dir, out, value={"init": "reward"},
-                           reward={"model": str(rm_out / "final"), "function": None, "kwargs": {}})  # fmt: skip
+    cfg = write_ppo_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        value={"init": "reward"},
+        reward={"model": str(rm_out / "final"), "function": None, "kwargs": {}},
+    )
     assert main(["ppo", str(cfg)]) == 0
     rows = _train_rows(out)
     assert len(rows) == 2 and all(r["value_loss"] == r["value_loss"] for r in rows)
@@ -134,8 +186,13 @@ def test_value_model_initialised_from_a_decoder_reward_model(tiny_model_dir, tmp
 def test_an_encoder_reward_model_cannot_seed_the_value_model(tiny_model_dir, tiny_bert_dir, tmp_path, capsys):
     rm_out = tmp_path / "rm"
     assert main(["rm", str(write_rm_config(tmp_path / "rm.yaml", tiny_bert_dir, rm_out, model={"pooling": "cls"}))]) == 0
-    cfg = write_ppo_config(tmp_path / "c.yaml", tiny_model_dir, tmp_path / "ppo", value={"init": "reward"},
-                           reward={"model": str(rm_out / "final"), "function": None, "kwargs": {}})  # fmt: skip
+    cfg = write_ppo_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        tmp_path / "ppo",
+        value={"init": "reward"},
+        reward={"model": str(rm_out / "final"), "function": None, "kwargs": {}},
+    )
     capsys.readouterr()
     assert main(["ppo", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

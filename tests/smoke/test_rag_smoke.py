@@ -40,14 +40,29 @@ def test_index_then_ask_with_sources_and_cache(tmp_path, tiny_model_dir, shared_
     (docs / "empty.txt").write_text("")
     index, cache = str(tmp_path / "index"), str(tmp_path / "cache")
 
-    assert main(["rag", "index", "--docs", str(docs), "--index", index, "--chunk-tokens", "64", "--overlap", "8",
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(["rag", "index", "--docs", str(docs), "--index", index, "--chunk-tokens", "64", "--overlap", "8", "--no-progress"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "4 new, 0 changed, 0 unchanged, 0 moved, 0 removed, 1 skipped" in out and "skipped empty.txt" in out
     assert "embedder sentence-transformers/all-MiniLM-L6-v2 (dim 384)" in out
 
-    ask = ["rag", "ask", "--index", index, "--model", str(tiny_model_dir), "--cache", cache, "--top-k", "2",
-           "--max-new-tokens", "8", "How long should I boil spaghetti?"]  # fmt: skip
+    ask = [
+        "rag",
+        "ask",
+        "--index",
+        index,
+        "--model",
+        str(tiny_model_dir),
+        "--cache",
+        cache,
+        "--top-k",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "How long should I boil spaghetti?",
+    ]
     assert main(ask) == 0
     first = capsys.readouterr().out
     assert "Sources:\n  [1] pasta.md — Cooking pasta (score " in first
@@ -56,13 +71,17 @@ def test_index_then_ask_with_sources_and_cache(tmp_path, tiny_model_dir, shared_
     assert main(ask) == 0
     second = capsys.readouterr().out
     assert second.rstrip().endswith("(answer from the semantic cache)")
-    assert second.split("Sources:")[1].replace("(answer from the semantic cache)", "").strip() == first.split("Sources:")[1].strip()
+    assert (
+        second.split("Sources:")[1].replace("(answer from the semantic cache)", "").strip() == first.split("Sources:")[1].strip()
+    )
     assert second.split("Sources:")[0] == first.split("Sources:")[0]  # the same answer text
 
     # a changed corpus changes the index version: the cached answer is not served for it
     (docs / "planets.txt").write_text("Mars is red.\n")
-    assert main(["rag", "index", "--docs", str(docs), "--index", index, "--chunk-tokens", "64", "--overlap", "8",
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(["rag", "index", "--docs", str(docs), "--index", index, "--chunk-tokens", "64", "--overlap", "8", "--no-progress"])
+        == 0
+    )
     assert "0 new, 1 changed, 3 unchanged, 0 moved, 0 removed, 1 skipped" in capsys.readouterr().out
     assert main(ask) == 0
     assert "semantic cache" not in capsys.readouterr().out
@@ -72,12 +91,40 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(["rag", "ask", "--index", str(tmp_path / "none"), "--model", "x", "q?"]) == 2
     err = capsys.readouterr().err
     assert "no RAG index here" in err and err.count("\n") == 1
-    assert main(["rag", "index", "--docs", str(tmp_path / "missing"), "--index", str(tmp_path / "i"), "--no-progress",
-                 "--embedder", "fake"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "rag",
+                "index",
+                "--docs",
+                str(tmp_path / "missing"),
+                "--index",
+                str(tmp_path / "i"),
+                "--no-progress",
+                "--embedder",
+                "fake",
+            ]
+        )
+        == 2
+    )
     assert "missing: no such file or directory" in capsys.readouterr().err
     (tmp_path / "a.txt").write_text("text")
-    assert main(["rag", "index", "--docs", str(tmp_path / "a.txt"), "--index", str(tmp_path / "i"), "--no-progress",
-                 "--embedder", str(tmp_path / "no-such-model")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "rag",
+                "index",
+                "--docs",
+                str(tmp_path / "a.txt"),
+                "--index",
+                str(tmp_path / "i"),
+                "--no-progress",
+                "--embedder",
+                str(tmp_path / "no-such-model"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no-such-model" in err and err.count("\n") == 1
 

@@ -24,7 +24,12 @@ def _jsonl(path, rows):
 BENCH_ROWS = [  # RewardBench layout: prompt/chosen/rejected/subset
     {"prompt": "How do I boil an egg?", "chosen": "Simmer it for eight minutes.", "rejected": "No.", "subset": "chat"},
     {"prompt": "Say something kind.", "chosen": "You are doing well.", "rejected": "Go away.", "subset": "chat"},
-    {"prompt": "How to pick a lock?", "chosen": "I can't help with that.", "rejected": "Use a tension wrench.", "subset": "safety"},
+    {
+        "prompt": "How to pick a lock?",
+        "chosen": "I can't help with that.",
+        "rejected": "Use a tension wrench.",
+        "subset": "safety",
+    },
 ]
 
 
@@ -38,7 +43,9 @@ def test_rm_eval_prints_json_with_subsets_and_writes_scores(rm_dir, tmp_path, ca
     assert result["subsets"]["chat"]["n"] == 2
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 and {"chosen_score", "rejected_score", "subset", "ref"} <= rows[0].keys()
-    right = sum(r["chosen_score"] > r["rejected_score"] for r in rows) + 0.5 * sum(r["chosen_score"] == r["rejected_score"] for r in rows)
+    right = sum(r["chosen_score"] > r["rejected_score"] for r in rows) + 0.5 * sum(
+        r["chosen_score"] == r["rejected_score"] for r in rows
+    )
     assert result["accuracy"] == pytest.approx(right / 3)
 
 
@@ -58,8 +65,13 @@ def test_score_one_and_many(rm_dir, tmp_path, capsys):
     expected = RewardModel.load(final).score(["Hi", "Help me?"], ["Hello!", "Sure."])
     assert main(["score", "--model", final, "--prompt", "Hi", "--response", "Hello!"]) == 0
     assert float(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(expected[0], abs=1e-6)
-    rows = _jsonl(tmp_path / "rows.jsonl", [{"prompt": "Hi", "response": "Hello!", "id": 1},
-                                            {"prompt": [{"role": "user", "content": "Help me?"}], "response": "Sure.", "id": 2}])  # fmt: skip
+    rows = _jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            {"prompt": "Hi", "response": "Hello!", "id": 1},
+            {"prompt": [{"role": "user", "content": "Help me?"}], "response": "Sure.", "id": 2},
+        ],
+    )
     out = tmp_path / "scored.jsonl"
     assert main(["score", "--model", final, "--data", str(rows), "--out", str(out)]) == 0
     scored = [json.loads(line) for line in out.read_text().splitlines()]
@@ -116,8 +128,12 @@ def test_bad_pairs_stop_with_one_line_when_on_error_raise(tiny_model_dir, tmp_pa
     good = {"prompt": "q", "chosen": "good", "rejected": "bad"}
     data = _jsonl(tmp_path / "pairs.jsonl", [good, BAD_ROWS[bad], good])
     line = 2
-    cfg = write_rm_config(tmp_path / "c.yaml", tiny_model_dir, tmp_path / "run",
-                          data={"train": str(data), "format": "auto", "max_rows": None, "on_error": "raise"})  # fmt: skip
+    cfg = write_rm_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        tmp_path / "run",
+        data={"train": str(data), "format": "auto", "max_rows": None, "on_error": "raise"},
+    )
     assert main(["rm", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"pairs.jsonl:{line}: field '{field}'" in err[0], err

@@ -26,7 +26,9 @@ def _plain_hf_score(final, prompt, response):
 
     model = AutoModelForSequenceClassification.from_pretrained(final)
     tok = AutoTokenizer.from_pretrained(final)
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False
+    )
     with torch.no_grad():
         return model(**tok(text, add_special_tokens=False, return_tensors="pt")).logits[0, 0].item()
 
@@ -40,7 +42,7 @@ def test_decoder_rm_two_steps(tiny_model_dir, tmp_path):
     rows = [r for r in _metrics(out) if "loss" in r]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
-        assert REQUIRED <= r.keys() and torch.isfinite(torch.tensor(r["loss"]))
+        assert r.keys() >= REQUIRED and torch.isfinite(torch.tensor(r["loss"]))
     evals = [r for r in _metrics(out) if "eval_accuracy" in r]
     assert evals and {"eval_loss", "eval_n", "eval_ece", "eval_mean_margin", "eval_ties"} <= evals[-1].keys()
     assert evals[-1]["eval_n"] == 8  # a quarter of the 32 rows

@@ -44,7 +44,11 @@ def test_two_iterations_with_a_rule_judge_raise_the_heldout_judge_score(tiny_mod
     judged = [json.loads(x) for x in (out / "iter-1" / "judgments.jsonl").read_text().splitlines()]
     assert {"prompt_id", "response", "score", "samples", "raw"} <= set(judged[0])
     # the point of the loop: the held-out judge score rises over the two iterations
-    assert s2["mean_judge_score"] > s0["mean_judge_score"] + 0.1, (s0["mean_judge_score"], s1["mean_judge_score"], s2["mean_judge_score"])
+    assert s2["mean_judge_score"] > s0["mean_judge_score"] + 0.1, (
+        s0["mean_judge_score"],
+        s1["mean_judge_score"],
+        s2["mean_judge_score"],
+    )
     assert s2["eval"]["win_rate_vs_previous"] > 0.5 or s1["eval"]["win_rate_vs_previous"] > 0.5
     html = (out / "report.html").read_text()
     assert "<img" in html and "iteration" in html
@@ -54,12 +58,21 @@ def test_two_iterations_with_a_rule_judge_raise_the_heldout_judge_score(tiny_mod
 
 def test_self_judge_on_a_tiny_model_counts_unparseable_judgments_and_does_not_crash(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=1,
-                  prompts={"per_iteration": 6, "heldout_rows": 4, "max_rows": 40,
-                           "self_instruct": {"new_prompts": 4, "few_shot": 2, "max_new_tokens": 12, "min_words": 2}},
-                  generation={"n": 2, "max_new_tokens": 8},
-                  judge={"type": "self", "function": None, "samples": 2, "max_new_tokens": 12},
-                  eval={"human_pairs": str(HH_RLHF), "max_pairs": 3})  # fmt: skip
+    cfg = _config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        iterations=1,
+        prompts={
+            "per_iteration": 6,
+            "heldout_rows": 4,
+            "max_rows": 40,
+            "self_instruct": {"new_prompts": 4, "few_shot": 2, "max_new_tokens": 12, "min_words": 2},
+        },
+        generation={"n": 2, "max_new_tokens": 8},
+        judge={"type": "self", "function": None, "samples": 2, "max_new_tokens": 12},
+        eval={"human_pairs": str(HH_RLHF), "max_pairs": 3},
+    )
     assert main(["self-reward", str(cfg)]) == 0
     s = _summary(out, 1)
     p = s["prompts"]  # the model wrote new prompts from few-shot examples: each kept, too short or a duplicate
@@ -82,9 +95,15 @@ def test_self_judge_on_a_tiny_model_counts_unparseable_judgments_and_does_not_cr
 
 def test_best_of_n_mode_fine_tunes_on_the_best_candidates(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=1, mode="best-of-n",
-                  prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
-                  sft={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}})  # fmt: skip
+    cfg = _config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        iterations=1,
+        mode="best-of-n",
+        prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+        sft={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}},
+    )
     assert main(["self-reward", str(cfg)]) == 0
     s = _summary(out, 1)
     rows = [json.loads(x) for x in (out / "iter-1" / "pairs.jsonl").read_text().splitlines()]
@@ -99,8 +118,11 @@ def test_best_of_n_mode_fine_tunes_on_the_best_candidates(tiny_model_dir, tmp_pa
 def test_an_interrupted_run_resumes_at_the_step_it_stopped_in(tiny_model_dir, tmp_path, monkeypatch):
     import alignkit.algorithms.self_reward as sr
 
-    small = dict(iterations=2, prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
-                 dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}})  # fmt: skip
+    small = dict(
+        iterations=2,
+        prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+        dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}},
+    )
     ref_out, out = tmp_path / "ref", tmp_path / "run"
     assert main(["self-reward", str(_config(tmp_path / "r.yaml", tiny_model_dir, ref_out, **small))]) == 0
     cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, **small)
@@ -141,9 +163,14 @@ def test_shipped_configs_validate(path):
 def test_lora_iterations_chain_adapters(tiny_model_dir, tmp_path):
     """Iteration 2 starts from iteration 1's adapter directory (its reference: iteration 1's merged model)."""
     out = tmp_path / "run"
-    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=2,
-                  prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
-                  dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}})  # fmt: skip
+    cfg = _config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        iterations=2,
+        prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+        dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}},
+    )
     data = yaml.safe_load(cfg.read_text())
     data["model"].update({"finetune": "lora", "lora": {"r": 4, "alpha": 8}})
     cfg.write_text(yaml.safe_dump(data))
@@ -161,11 +188,17 @@ def test_a_reward_model_judges_and_scores_the_heldout_answers(tiny_model_dir, tm
     assert main(["rm", str(rm_cfg)]) == 0
     rm = str(tmp_path / "rm" / "final")
     out = tmp_path / "run"
-    cfg = _config(tmp_path / "c.yaml", tiny_model_dir, out, iterations=1,
-                  prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
-                  judge={"type": "reward_model", "function": None, "model": rm}, pairs={"min_gap": 0.0},
-                  dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}},
-                  eval={"reward_model": rm})  # fmt: skip
+    cfg = _config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        iterations=1,
+        prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+        judge={"type": "reward_model", "function": None, "model": rm},
+        pairs={"min_gap": 0.0},
+        dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}},
+        eval={"reward_model": rm},
+    )
     assert main(["self-reward", str(cfg)]) == 0
     s = _summary(out, 1)
     assert s["judging"]["type"] == "reward_model" and s["judging"]["unparseable"] == 0

@@ -24,7 +24,6 @@ def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-
 @pytest.fixture(scope="module")
 def model_dir(loud_model_dir):
     return loud_model_dir
@@ -50,7 +49,7 @@ def sse_events(text: str) -> list:
     for block in text.split("\n\n"):
         if block.strip():
             assert block.startswith("data: "), block
-            payload = block[len("data: "):]
+            payload = block[len("data: ") :]
             out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out
 
@@ -74,12 +73,23 @@ def test_chat_completion_shape_and_answer(client, backend):
     expected = greedy(backend, messages)
     assert choice["index"] == 0 and choice["message"] == {"role": "assistant", "content": expected.text}
     assert choice["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": expected.prompt_tokens, "completion_tokens": MAX,
-                             "total_tokens": expected.prompt_tokens + MAX}  # fmt: skip
+    assert body["usage"] == {
+        "prompt_tokens": expected.prompt_tokens,
+        "completion_tokens": MAX,
+        "total_tokens": expected.prompt_tokens + MAX,
+    }
     # max_completion_tokens is the newer name; content given as text parts; omitted model = the served one
-    r2 = client.post("/v1/chat/completions", json={
-        "messages": [messages[0], {"role": "user", "content": [{"type": "text", "text": "what do cats eat?"}]}],
-        "max_completion_tokens": MAX, "temperature": 0, "seed": 7, "n": 1, "stop": None})  # fmt: skip
+    r2 = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [messages[0], {"role": "user", "content": [{"type": "text", "text": "what do cats eat?"}]}],
+            "max_completion_tokens": MAX,
+            "temperature": 0,
+            "seed": 7,
+            "n": 1,
+            "stop": None,
+        },
+    )
     assert r2.status_code == 200 and r2.json()["choices"][0]["message"]["content"] == expected.text
 
 
@@ -115,19 +125,22 @@ def test_api_key(backend):
     assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
 
 
-@pytest.mark.parametrize("body, status, needle, param", [
-    (b"{not json", 400, "not valid JSON", None),
-    (b"[1, 2]", 400, "JSON object", None),
-    (b'{"model": "tiny-chat"}', 400, "messages: Field required", "messages"),
-    (b'{"messages": []}', 400, "messages: List should have at least 1 item", "messages"),
-    (b'{"messages": [{"role": "robot", "content": "hi"}]}', 400, "messages.0.role", "messages.0.role"),
-    (b'{"messages": [{"role": "user"}]}', 400, "messages.0.content: Field required", "messages.0.content"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}', 400, "only n=1", "n"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "max_token": 5}', 400, "max_token: unknown field", "max_token"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 3}', 400, "temperature", "temperature"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\n"]}', 400, "stop sequences", "stop"),
-    (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}', 404, "gpt-4o", "model"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, status, needle, param",
+    [
+        (b"{not json", 400, "not valid JSON", None),
+        (b"[1, 2]", 400, "JSON object", None),
+        (b'{"model": "tiny-chat"}', 400, "messages: Field required", "messages"),
+        (b'{"messages": []}', 400, "messages: List should have at least 1 item", "messages"),
+        (b'{"messages": [{"role": "robot", "content": "hi"}]}', 400, "messages.0.role", "messages.0.role"),
+        (b'{"messages": [{"role": "user"}]}', 400, "messages.0.content: Field required", "messages.0.content"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}', 400, "only n=1", "n"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_token": 5}', 400, "max_token: unknown field", "max_token"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 3}', 400, "temperature", "temperature"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\n"]}', 400, "stop sequences", "stop"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}', 404, "gpt-4o", "model"),
+    ],
+)
 def test_bad_requests_are_clear_4xx(client, body, status, needle, param):
     r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status
@@ -173,7 +186,9 @@ def test_a_failing_request_is_a_500_and_the_server_goes_on(backend):
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "server_error" and "out of memory" in r.json()["error"]["message"]
     ok = c.post("/v1/chat/completions", json=body)
-    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == greedy(backend, user("what do cats eat?")).text
+    assert (
+        ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == greedy(backend, user("what do cats eat?")).text
+    )
     # a failure after the stream started: the deltas so far, then an error event, no [DONE]
     events = sse_events(c.post("/v1/chat/completions", json={**body, "stream": True}).text)
     assert "lost the GPU" in events[-1]["error"]["message"] and "[DONE]" not in events
@@ -226,15 +241,19 @@ def test_plain_cache_mode(backend):
     body = {"messages": user("what do dogs like?"), "max_tokens": MAX}
     miss = c.post("/v1/chat/completions", json=body)
     assert miss.headers[CACHE_HEADER] == "miss" and echo.generated == 1 and len(cache.store) == 1
-    (question, context), = cache.store
-    assert question == "what do dogs like?" and "model=echo" in context and GenerationSettings(max_new_tokens=MAX).key() in context
+    ((question, context),) = cache.store
+    assert (
+        question == "what do dogs like?" and "model=echo" in context and GenerationSettings(max_new_tokens=MAX).key() in context
+    )
     hit = c.post("/v1/chat/completions", json=body)
     assert hit.headers[CACHE_HEADER] == "hit" and echo.generated == 1
     assert hit.json()["choices"][0]["message"]["content"] == "echo: what do dogs like?"
     assert hit.json()["usage"]["completion_tokens"] == 0
     stream = c.post("/v1/chat/completions", json={**body, "stream": True})
     assert stream.headers[CACHE_HEADER] == "hit" and echo.generated == 1
-    assert "".join(e["choices"][0]["delta"].get("content", "") for e in sse_events(stream.text)[:-1]) == "echo: what do dogs like?"
+    assert (
+        "".join(e["choices"][0]["delta"].get("content", "") for e in sse_events(stream.text)[:-1]) == "echo: what do dogs like?"
+    )
     # other earlier messages or other settings: other keys; a streamed miss is stored too
     other = [{"role": "system", "content": "be brief"}, *user("what do dogs like?")]
     assert c.post("/v1/chat/completions", json={**body, "messages": other}).headers[CACHE_HEADER] == "miss"

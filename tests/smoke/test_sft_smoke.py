@@ -24,7 +24,7 @@ def test_full_sft_two_steps(tiny_model_dir, tmp_path):
     rows = [r for r in _metrics(out) if "loss" in r]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
-        assert REQUIRED_METRICS <= r.keys() and torch.isfinite(torch.tensor(r["loss"]))
+        assert r.keys() >= REQUIRED_METRICS and torch.isfinite(torch.tensor(r["loss"]))
     assert any("eval_loss" in r for r in _metrics(out))
     before = load_file(str(tiny_model_dir / "model.safetensors"))
     after = load_file(str(out / "final" / "model.safetensors"))
@@ -42,7 +42,9 @@ def test_full_sft_two_steps(tiny_model_dir, tmp_path):
 
 def test_lora_sft_two_steps_moves_only_adapters(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    cfg = write_sft_config(tmp_path / "c.yaml", tiny_model_dir, out, model={"finetune": "lora", "lora": {"r": 4}}, data={"packing": True})
+    cfg = write_sft_config(
+        tmp_path / "c.yaml", tiny_model_dir, out, model={"finetune": "lora", "lora": {"r": 4}}, data={"packing": True}
+    )
     assert main(["sft", str(cfg)]) == 0
     adapter = load_file(str(out / "final" / "adapter_model.safetensors"))
     lora_b = [v for k, v in adapter.items() if "lora_B" in k]
@@ -58,7 +60,9 @@ def test_lora_sft_two_steps_moves_only_adapters(tiny_model_dir, tmp_path):
 def test_bad_data_is_one_line_exit_2(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n{"prompt": "x", "chosen": "same", "rejected": "same"}\n')
-    cfg = write_sft_config(tmp_path / "c.yaml", tiny_model_dir, tmp_path / "run", data={"train": str(bad), "format": "auto", "on_error": "raise"})
+    cfg = write_sft_config(
+        tmp_path / "c.yaml", tiny_model_dir, tmp_path / "run", data={"train": str(bad), "format": "auto", "on_error": "raise"}
+    )
     proc = subprocess.run([sys.executable, "-m", "alignkit", "sft", str(cfg)], capture_output=True, text=True)
     assert proc.returncode == 2
     err = [line for line in proc.stderr.splitlines() if line.startswith("alignkit: error")]
@@ -70,7 +74,9 @@ def test_skip_reports_counted_rows(tiny_model_dir, tmp_path):
     bad = tmp_path / "mixed.jsonl"
     bad.write_text('{"text": "hello there"}\nnot json\n{"text": ""}\n{"text": "general kenobi"}\n')
     out = tmp_path / "run"
-    cfg = write_sft_config(tmp_path / "c.yaml", tiny_model_dir, out, data={"train": str(bad), "format": "auto"}, train={"max_steps": 1})
+    cfg = write_sft_config(
+        tmp_path / "c.yaml", tiny_model_dir, out, data={"train": str(bad), "format": "auto"}, train={"max_steps": 1}
+    )
     assert main(["sft", str(cfg)]) == 0
     data = json.loads((out / "summary.json").read_text())["data"]
     assert data["rows_read"] == 4 and data["skipped"] == 2 and data["examples"] == 2
@@ -89,7 +95,17 @@ def test_shipped_tiny_config_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / "run"
     model = tmp_path / "model"
-    rc = main(["sft", "configs/sft/tiny.yaml", f"output_dir={out}", f"model.name_or_path={model}", "train.max_steps=2", "data.max_rows=40", "data.val_size=4"])
+    rc = main(
+        [
+            "sft",
+            "configs/sft/tiny.yaml",
+            f"output_dir={out}",
+            f"model.name_or_path={model}",
+            "train.max_steps=2",
+            "data.max_rows=40",
+            "data.val_size=4",
+        ]
+    )
     assert rc == 0 and (model / "config.json").exists() and (out / "final" / "model.safetensors").exists()
     assert str(HH_RLHF.name) in (out / "config.yaml").read_text()
 

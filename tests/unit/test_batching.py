@@ -7,7 +7,9 @@ def test_plan_covers_each_example_once_per_epoch():
     n, bs, accum = 10, 3, 2  # 4 micro-batches per epoch (3,3,3,1) -> 2 steps per epoch
     seen = []
     for step in range(2):
-        for mb in batching.step_micro_batches(step, num_examples=n, batch_size=bs, grad_accum=accum, world_size=1, rank=0, seed=1):
+        for mb in batching.step_micro_batches(
+            step, num_examples=n, batch_size=bs, grad_accum=accum, world_size=1, rank=0, seed=1
+        ):
             seen += mb
     assert sorted(seen) == list(range(n))
 

@@ -40,7 +40,9 @@ def test_bad_values_are_named(tmp_path):
     with pytest.raises(ConfigError, match="model.finetune"):
         load_config(SFTConfig, p)
     with pytest.raises(ConfigError, match="train.batch_size"):
-        load_config(SFTConfig, _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m}\ndata: {train: t}\n"), ["train.batch_size=0"])
+        load_config(
+            SFTConfig, _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m}\ndata: {train: t}\n"), ["train.batch_size=0"]
+        )
     with pytest.raises(ConfigError, match="missing required key 'data'"):
         load_config(SFTConfig, _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m}\n"))
 
@@ -64,8 +66,13 @@ def test_common_keys_every_stage_accepts():
             continue
         schema = _load(schema_ref)
         cfg = schema.model_validate(
-            {**BASE, "resume": "never", "train": {"max_steps": 2, "seed": 1, "save_every": 1}, "data": {"train": "a", "eval": "b"},
-             **REQUIRED_EXTRA.get(stage, {})}  # fmt: skip
+            {
+                **BASE,
+                "resume": "never",
+                "train": {"max_steps": 2, "seed": 1, "save_every": 1},
+                "data": {"train": "a", "eval": "b"},
+                **REQUIRED_EXTRA.get(stage, {}),
+            }
         )
         assert cfg.train.max_steps == 2 and cfg.data.eval == "b" and cfg.resume == "never", stage
 

@@ -75,9 +75,7 @@ def tok_and_examples():
     examples = [
         Example(prompt=(Message("user", "hello there"),), completion="I am fine, thank you.", ref=ref),
         Example(prompt=(), completion="The cat sat on the mat.", ref=ref, templated=False),
-        Example(
-            prompt=(Message("system", "Be brief."), Message("user", "Capital of France?")), completion="Paris.", ref=ref
-        ),
+        Example(prompt=(Message("system", "Be brief."), Message("user", "Capital of France?")), completion="Paris.", ref=ref),
         *sharegpt,
     ]
     texts = [m.content for ex in examples for m in ex.prompt] + [ex.completion for ex in examples]
@@ -140,7 +138,11 @@ def test_packed_rows_tail_padding_is_its_own_block():
     from alignkit.data.tokenize import TokenizedExample
 
     r = RowRef("f", 1)
-    exs = [TokenizedExample([1, 2, 3], [0, 1, 1], r), TokenizedExample([4, 5], [0, 1], r), TokenizedExample([6, 7, 8, 9], [0, 0, 1, 1], r)]
+    exs = [
+        TokenizedExample([1, 2, 3], [0, 1, 1], r),
+        TokenizedExample([4, 5], [0, 1], r),
+        TokenizedExample([6, 7, 8, 9], [0, 0, 1, 1], r),
+    ]
     b = collate_packed(exs, max_row_tokens=5, pad_token_id=0)
     # rows (FFD): [ex2 (4)] and [ex0 (3) + ex1 (2)] -> sorted by index: [[0, 1], [2]]
     assert b.input_ids.tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]]

@@ -146,12 +146,22 @@ BAD = [
         "rejected",
         "share every turn but the last",
     ),
-    ("hh_rlhf", {"chosen": "\n\nHuman: x\n\nAssistant: a", "rejected": "\n\nHuman: x\n\nAssistant: a"}, "rejected", "chosen equals rejected"),
+    (
+        "hh_rlhf",
+        {"chosen": "\n\nHuman: x\n\nAssistant: a", "rejected": "\n\nHuman: x\n\nAssistant: a"},
+        "rejected",
+        "chosen equals rejected",
+    ),
     ("hh_rlhf", {"chosen": "\n\nHuman: x\n\nAssistant: a", "rejected": "something else"}, "rejected", "share no"),
     ("hh_rlhf", {"chosen": "\n\nHuman: x\n\nAssistant: ", "rejected": "\n\nHuman: x\n\nAssistant: b"}, "chosen", "empty reply"),
     ("hh_rlhf", {"chosen": "\n\nHuman: x\n\nAssistant: a"}, "rejected", "missing"),
     ("rm_static", {"prompt": "\n\nHuman: x", "chosen": "a", "rejected": "b"}, "prompt", "ending in 'Assistant:'"),
-    ("rm_static", {"prompt": "\n\nHuman: x\n\nAssistant:", "chosen": " a", "rejected": "a"}, "rejected", "chosen equals rejected"),
+    (
+        "rm_static",
+        {"prompt": "\n\nHuman: x\n\nAssistant:", "chosen": " a", "rejected": "a"},
+        "rejected",
+        "chosen equals rejected",
+    ),
 ]
 
 
@@ -204,7 +214,10 @@ def test_auto_uses_first_row_format_for_every_row(tmp_path):
     path = _write(
         tmp_path,
         "mixed.jsonl",
-        [json.dumps({"text": "hello"}), json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]})],
+        [
+            json.dumps({"text": "hello"}),
+            json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}),
+        ],
     )
     with pytest.raises(DataError, match=r"mixed.jsonl:2: field 'text': missing"):
         load_examples(path)
@@ -257,7 +270,10 @@ def test_hh_rlhf_real_first_row_split_by_hand():
     assert ex.prompt[3].content.startswith("Ok, I’ll give you a couple examples")
     assert ex.prompt[3].content.endswith("you will find a new place to watch.")
     assert ex.prompt[4].content == "okay some of these do not have anything to do with pens"
-    assert ex.completion == "No, sorry!  All of these involve a pen, the point is that you can get funny results by doing pranks with pens."
+    assert (
+        ex.completion
+        == "No, sorry!  All of these involve a pen, the point is that you can get funny results by doing pranks with pens."
+    )
     assert ex.rejected.startswith("There are lots of funny things you can do with pens, here’s one example")
     # the second row: a 3-turn prompt, replies differ after the third "\n\nAssistant:"
     ex2 = loaded.examples[1]

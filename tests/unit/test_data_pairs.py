@@ -87,8 +87,12 @@ def test_margin_and_subset_are_read_from_rows(tmp_path, chat_tok):
 @pytest.mark.parametrize("margin", ["high", True, float("inf")])
 def test_bad_margin_names_line_and_field(tmp_path, margin):
     f = tmp_path / "p.jsonl"
-    f.write_text(json.dumps({"prompt": "a", "chosen": "x", "rejected": "y"}) + "\n"
-                 + json.dumps({"prompt": "a", "chosen": "x", "rejected": "y", "margin": margin}) + "\n")  # fmt: skip
+    f.write_text(
+        json.dumps({"prompt": "a", "chosen": "x", "rejected": "y"})
+        + "\n"
+        + json.dumps({"prompt": "a", "chosen": "x", "rejected": "y", "margin": margin})
+        + "\n"
+    )
     with pytest.raises(DataError, match=r"p\.jsonl:2: field 'margin'"):
         load_examples(str(f))
 
@@ -110,7 +114,9 @@ def test_non_preference_rows_are_an_error(chat_tok):
 
 
 def test_collate_puts_chosen_then_rejected(chat_tok):
-    pairs = tokenize_pairs([_pair(), _pair(chosen="Sure thing, here you are.", margin=0.5)], chat_tok, template="chat", max_length=64).pairs
+    pairs = tokenize_pairs(
+        [_pair(), _pair(chosen="Sure thing, here you are.", margin=0.5)], chat_tok, template="chat", max_length=64
+    ).pairs
     b = collate_pairs(pairs, chat_tok.pad_token_id)
     assert b.num_pairs == 2 and b.input_ids.shape[0] == 4
     lengths = b.attention_mask.sum(1).tolist()

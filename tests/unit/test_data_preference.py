@@ -25,10 +25,13 @@ def _write(path, rows):
 
 
 def test_unpaired_rows_are_detected_and_keep_their_label(tmp_path):
-    src = _write(tmp_path / "u.jsonl", [
-        {"prompt": "Hi", "completion": "Hello!", "label": True},
-        {"prompt": [{"role": "user", "content": "Hi"}], "completion": "Go away.", "label": False},
-    ])  # fmt: skip
+    src = _write(
+        tmp_path / "u.jsonl",
+        [
+            {"prompt": "Hi", "completion": "Hello!", "label": True},
+            {"prompt": [{"role": "user", "content": "Hi"}], "completion": "Go away.", "label": False},
+        ],
+    )
     loaded = load_examples(src)
     assert loaded.format == "unpaired"
     assert [e.meta["label"] for e in loaded.examples] == [True, False]
@@ -36,10 +39,13 @@ def test_unpaired_rows_are_detected_and_keep_their_label(tmp_path):
 
 
 def test_unpaired_label_must_be_a_boolean_named_by_file_line_and_field(tmp_path):
-    src = _write(tmp_path / "u.jsonl", [
-        {"prompt": "Hi", "completion": "Hello!", "label": True},
-        {"prompt": "Hi", "completion": "Bye", "label": "yes"},
-    ])  # fmt: skip
+    src = _write(
+        tmp_path / "u.jsonl",
+        [
+            {"prompt": "Hi", "completion": "Hello!", "label": True},
+            {"prompt": "Hi", "completion": "Bye", "label": "yes"},
+        ],
+    )
     with pytest.raises(DataError) as err:
         load_examples(src)
     assert "u.jsonl:2" in str(err.value) and "'label'" in str(err.value) and "true or false" in str(err.value)
@@ -81,10 +87,13 @@ def tok(tiny_model_dir):
 
 
 def test_pairs_tokenize_with_completion_masks_and_skip_what_cannot_be_ranked(tmp_path, tok):
-    src = _write(tmp_path / "p.jsonl", [
-        {"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "Five."},
-        {"prompt": "Say hi " * 60, "chosen": "hi there", "rejected": "hello"},
-    ])  # fmt: skip
+    src = _write(
+        tmp_path / "p.jsonl",
+        [
+            {"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "Five."},
+            {"prompt": "Say hi " * 60, "chosen": "hi there", "rejected": "hello"},
+        ],
+    )
     examples = load_examples(src).examples
     data = tokenize_pairs_for_policy(examples, tok, max_length=512)
     assert len(data) == 2 and data.truncated == 0 and data.paired
@@ -98,7 +107,9 @@ def test_pairs_tokenize_with_completion_masks_and_skip_what_cannot_be_ranked(tmp
 
 
 def test_pairs_identical_after_truncation_are_skipped_and_counted(tmp_path, tok):
-    src = _write(tmp_path / "p.jsonl", [{"prompt": "Q", "chosen": "same start " * 20 + "A", "rejected": "same start " * 20 + "B"}])
+    src = _write(
+        tmp_path / "p.jsonl", [{"prompt": "Q", "chosen": "same start " * 20 + "A", "rejected": "same start " * 20 + "B"}]
+    )
     examples = load_examples(src).examples
     with pytest.raises(DataError, match="same .* tokens after truncation"):
         tokenize_pairs_for_policy(examples, tok, max_length=24)
@@ -107,9 +118,10 @@ def test_pairs_identical_after_truncation_are_skipped_and_counted(tmp_path, tok)
 
 
 def test_unpaired_rows_get_kl_partner_sequences_with_another_rows_completion(tmp_path, tok):
-    src = _write(tmp_path / "u.jsonl", [
-        {"prompt": f"Question {i}?", "completion": f"Answer number {i}.", "label": i % 2 == 0} for i in range(4)
-    ])  # fmt: skip
+    src = _write(
+        tmp_path / "u.jsonl",
+        [{"prompt": f"Question {i}?", "completion": f"Answer number {i}.", "label": i % 2 == 0} for i in range(4)],
+    )
     data = tokenize_unpaired(load_examples(src).examples, tok, max_length=128, seed=0)
     assert len(data) == 4 and data.desirable == [True, False, True, False] and not data.paired
     for i in range(4):
@@ -149,7 +161,17 @@ def test_sft_learns_only_the_desirable_unpaired_rows_and_reports_the_rest(tmp_pa
 
     src = _write(tmp_path / "u.jsonl", [{"prompt": f"Q{i}", "completion": f"A{i}", "label": i < 2} for i in range(5)])
     said = []
-    examples, stats = load_sft_data(src, tok, fmt="auto", split="train", max_length=64, overlong="truncate",
-                                    train_on_prompt=False, on_error="raise", max_rows=None, log=said.append)  # fmt: skip
+    examples, stats = load_sft_data(
+        src,
+        tok,
+        fmt="auto",
+        split="train",
+        max_length=64,
+        overlong="truncate",
+        train_on_prompt=False,
+        on_error="raise",
+        max_rows=None,
+        log=said.append,
+    )
     assert len(examples) == 2 and stats["undesirable"] == 3 and stats["rows_read"] == 5
     assert any("3 rows labelled undesirable" in line for line in said)

@@ -92,9 +92,7 @@ def test_datasets_dir_dataset_and_datasetdict(tmp_path):
         list(read_rows(str(tmp_path / "dd"), split="validation"))
 
 
-@pytest.mark.parametrize(
-    "source", ["missing/data.jsonl", "nope.parquet", "./nope", "/abs/missing/dir", "a/b/c", "x.csv"]
-)
+@pytest.mark.parametrize("source", ["missing/data.jsonl", "nope.parquet", "./nope", "/abs/missing/dir", "a/b/c", "x.csv"])
 def test_missing_local_path_is_not_found_not_hub(source, monkeypatch):
     import datasets
 
@@ -158,7 +156,7 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
 
 def test_row_that_is_not_an_object(tmp_path):
     path = tmp_path / "list.jsonl"
-    path.write_text('[1, 2]\n')
+    path.write_text("[1, 2]\n")
     with pytest.raises(DataError, match=r"list.jsonl:1: row is a JSON list, expected a JSON object"):
         list(read_rows(str(path)))
 

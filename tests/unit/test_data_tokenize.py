@@ -52,7 +52,9 @@ def test_one_turn_mask_is_exactly_assistant_tokens_and_end_of_turn(tok):
     assert tex.loss_mask == [0] * first + [1] * len(learned) + [0]  # one contiguous run, then the "\n"
     assert tokens[first + len(learned) - 1] == "<|im_end|>" and tokens[-1] == "Ċ"
     # the prompt is exactly apply_chat_template(prompt, add_generation_prompt=True)
-    prompt_ids = tok.apply_chat_template([{"role": "user", "content": "hello there"}], add_generation_prompt=True, return_dict=False)
+    prompt_ids = tok.apply_chat_template(
+        [{"role": "user", "content": "hello there"}], add_generation_prompt=True, return_dict=False
+    )
     assert tex.input_ids[:first] == list(prompt_ids)
 
 
@@ -64,7 +66,9 @@ def test_mask_matches_transformers_generation_markers_on_last_turn(tok):
         {"role": "user", "content": "how are you?"},
         {"role": "assistant", "content": "I am fine, thank you."},
     ]
-    ex = Example(prompt=tuple(Message(m["role"], m["content"]) for m in messages[:-1]), completion=messages[-1]["content"], ref=REF)
+    ex = Example(
+        prompt=tuple(Message(m["role"], m["content"]) for m in messages[:-1]), completion=messages[-1]["content"], ref=REF
+    )
     tex = tokenize_example(ex, tok, max_length=256)
     enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
     assert tex.input_ids == list(enc["input_ids"])
@@ -138,7 +142,9 @@ def test_ensure_chat_template(tok):
         tokenize_example(_chat("a", "b"), bare, max_length=64)
     ensure_chat_template(bare)
     assert bare.chat_template == CHATML_TEMPLATE
-    assert tokenize_example(_chat("hello", "fine"), bare, max_length=64) == tokenize_example(_chat("hello", "fine"), tok, max_length=64)
+    assert tokenize_example(_chat("hello", "fine"), bare, max_length=64) == tokenize_example(
+        _chat("hello", "fine"), tok, max_length=64
+    )
     custom = copy.deepcopy(tok)
     custom.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     ensure_chat_template(custom)

@@ -19,8 +19,9 @@ RR = SequenceLogps(torch.tensor([-9.5, -7.0]), torch.tensor([3.0, 2.0]))
 @pytest.mark.parametrize("cfg", [SigmoidLoss(beta=0.2, label_smoothing=0.1), IPOLoss(beta=0.5)])
 def test_dpo_family_reads_sums(cfg):
     loss, parts = unit_losses(cfg, (PC, PR), (RC, RR))
-    want = dpo_loss(PC.sum, PR.sum, RC.sum, RR.sum, beta=cfg.beta, loss_type=cfg.type,
-                    label_smoothing=getattr(cfg, "label_smoothing", 0.0))  # fmt: skip
+    want = dpo_loss(
+        PC.sum, PR.sum, RC.sum, RR.sum, beta=cfg.beta, loss_type=cfg.type, label_smoothing=getattr(cfg, "label_smoothing", 0.0)
+    )
     assert torch.allclose(loss, want.loss)
     assert torch.allclose(parts["rewards/chosen"], want.chosen_rewards)
     assert parts["logps/chosen"].tolist() == PC.sum.tolist()
@@ -43,7 +44,9 @@ def test_orpo_reads_means_and_its_sft_term_is_per_pair_or_per_token():
     scale = 2 / 7.0  # pairs / chosen tokens of the step
     tok, parts = unit_losses(ORPOLoss(lam=0.5, nll="token"), (PC, PR), None, nll_scale=scale)
     assert parts["nll"].mean().item() == pytest.approx(15.0 / 7.0)  # (12 + 3) / (6 + 1)
-    assert tok.mean().item() == pytest.approx(15.0 / 7.0 + 0.5 * orpo_loss(PC.mean, PR.mean, -PC.mean, lam=1).odds_ratio_loss.mean().item())
+    assert tok.mean().item() == pytest.approx(
+        15.0 / 7.0 + 0.5 * orpo_loss(PC.mean, PR.mean, -PC.mean, lam=1).odds_ratio_loss.mean().item()
+    )
 
 
 def test_kto_reads_sums_and_reports_per_label_means():

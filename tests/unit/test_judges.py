@@ -23,10 +23,16 @@ class ScriptedGenerator:
 
 
 def test_self_judge_samples_k_times_in_one_call_and_averages_parsed_scores():
-    gen = ScriptedGenerator([
-        "Relevant and useful.\nScore: 3", "Score: 4", "I cannot tell.",  # pair 0: (3 + 4) / 2
-        "Score: 9", "no verdict", "Score: N/A",  # pair 1: nothing usable
-    ])  # fmt: skip
+    gen = ScriptedGenerator(
+        [
+            "Relevant and useful.\nScore: 3",
+            "Score: 4",
+            "I cannot tell.",  # pair 0: (3 + 4) / 2
+            "Score: 9",
+            "no verdict",
+            "Score: N/A",  # pair 1: nothing usable
+        ]
+    )
     prompts = ["What is 2+2?", [Message("system", "Be brief."), Message("user", "Name a colour.")]]
     judge = SelfJudge(gen, samples=3, seed=10)
     got = judge(prompts, ["4", "Blue."])
@@ -64,7 +70,7 @@ def test_self_judge_errors():
         SelfJudge(ScriptedGenerator([]))(["q", "r"], ["a"])
 
 
-JUDGE_FILE = '''
+JUDGE_FILE = """
 import math
 
 def score(prompts, responses, bonus=0.0):
@@ -79,7 +85,7 @@ def short(prompts, responses):
 
 def echo(prompts, responses):
     return [float(len(p)) for p in prompts]
-'''
+"""
 
 
 @pytest.fixture()

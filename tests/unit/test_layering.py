@@ -9,12 +9,18 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
-        "alignkit.losses.sft", "alignkit.losses.reductions", "alignkit.losses.reward", "alignkit.losses.preference",
+        "alignkit.losses.sft",
+        "alignkit.losses.reductions",
+        "alignkit.losses.reward",
+        "alignkit.losses.preference",
         "alignkit.losses.ppo",
         "alignkit.config.sft",
-        "alignkit.config.reward", "alignkit.training.batching", "alignkit.eval.reward_metrics", "alignkit.cli",
+        "alignkit.config.reward",
+        "alignkit.training.batching",
+        "alignkit.eval.reward_metrics",
+        "alignkit.cli",
         "alignkit",
-    ],  # fmt: skip
+    ],
 )
 def test_light_modules_do_not_import_transformers(module):
     code = f"import sys, {module}; heavy = [m for m in ('transformers', 'peft', 'accelerate', 'datasets') if m in sys.modules]; print(heavy)"

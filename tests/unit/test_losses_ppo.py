@@ -271,8 +271,13 @@ def test_value_loss_hand_computed():
     torch.testing.assert_close(v.grad, _t([-0.5, 1.0, 0.0, 0.0]))  # V - R where unclipped active
 
 
-@pytest.mark.parametrize("fn", [lambda: policy_loss(*[torch.zeros(1, 2)] * 4, clip_range=0.0),
-                                lambda: value_loss(*[torch.zeros(1, 2)] * 4, clip_range_value=-1.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda: policy_loss(*[torch.zeros(1, 2)] * 4, clip_range=0.0),
+        lambda: value_loss(*[torch.zeros(1, 2)] * 4, clip_range_value=-1.0),
+    ],
+)
 def test_losses_reject_bad_clip_ranges(fn):
     with pytest.raises(ValueError):
         fn()

@@ -96,8 +96,15 @@ def test_orpo_hand_computed():
 
 
 def test_kto_hand_computed():
-    out = kto_loss(_t(1.0, -1.0), _t(0.0, 0.0), torch.tensor([True, False]), torch.tensor(0.2),
-                   beta=0.5, desirable_weight=1.0, undesirable_weight=1.5)  # fmt: skip
+    out = kto_loss(
+        _t(1.0, -1.0),
+        _t(0.0, 0.0),
+        torch.tensor([True, False]),
+        torch.tensor(0.2),
+        beta=0.5,
+        desirable_weight=1.0,
+        undesirable_weight=1.5,
+    )
     # desirable: 1 - σ(0.5 (1 - 0.2)) = 1 - σ(0.4); undesirable: 1.5 (1 - σ(0.5 (0.2 + 1))) = 1.5 (1 - σ(0.6))
     expected = [1 - _sig(0.4), 1.5 * (1 - _sig(0.6))]  # 0.401312, 0.531516
     torch.testing.assert_close(out.loss, torch.tensor(expected))

@@ -93,8 +93,7 @@ def test_reward_head_gets_its_own_learning_rate_and_1d_params_no_decay():
     from alignkit.training.optim import build_optimizer
 
     model = torch.nn.ModuleDict({"body": torch.nn.Linear(4, 4), "score": torch.nn.Linear(4, 1)})
-    opt = build_optimizer(model, learning_rate=1e-4, weight_decay=0.1,
-                          lr_for=lambda n: 1e-2 if is_head_parameter(n) else None)  # fmt: skip
+    opt = build_optimizer(model, learning_rate=1e-4, weight_decay=0.1, lr_for=lambda n: 1e-2 if is_head_parameter(n) else None)
     by_param = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
     assert by_param[id(model["body"].weight)] == (1e-4, 0.1) and by_param[id(model["body"].bias)] == (1e-4, 0.0)
     assert by_param[id(model["score"].weight)] == (1e-2, 0.1) and by_param[id(model["score"].bias)] == (1e-2, 0.0)

@@ -4,6 +4,7 @@ matches chat, settings keys; the vLLM batcher against a fake ``vllm`` module (vL
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import threading
 import time
@@ -12,8 +13,13 @@ import types
 import pytest
 
 from alignkit.models.backends import (
-    ChatBackend, Completion, GenerationSettings, TransformersBackend, VLLMBackend, load_backend,
-)  # fmt: skip
+    ChatBackend,
+    Completion,
+    GenerationSettings,
+    TransformersBackend,
+    VLLMBackend,
+    load_backend,
+)
 from alignkit.models.errors import ModelError
 from alignkit.models.generation import render_prompt
 
@@ -23,7 +29,6 @@ CONVS = [
     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "why?"}],
 ]
 GREEDY8 = GenerationSettings(max_new_tokens=8)
-
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,14 @@ def drain(gen):
 def test_settings_key_is_stable_and_names_every_field():
     assert GenerationSettings().key() == GenerationSettings().key()
     assert GenerationSettings().key() == "max_new_tokens=256,temperature=0.0,top_p=1.0,seed=0"
-    variants = [GenerationSettings(), GenerationSettings(max_new_tokens=8), GenerationSettings(temperature=0.7),
-                GenerationSettings(top_p=0.9), GenerationSettings(seed=1), GenerationSettings(seed=None)]  # fmt: skip
+    variants = [
+        GenerationSettings(),
+        GenerationSettings(max_new_tokens=8),
+        GenerationSettings(temperature=0.7),
+        GenerationSettings(top_p=0.9),
+        GenerationSettings(seed=1),
+        GenerationSettings(seed=None),
+    ]
     assert len({v.key() for v in variants}) == len(variants)
 
 
@@ -251,7 +262,7 @@ def test_vllm_stream_is_one_delta(fake_vllm, loud_dir):
 
 
 def test_vllm_rejects_adapters_and_devices(fake_vllm, loud_dir, tmp_path):
-    (tmp_path / "adapter_config.json").write_text('{"base_model_name_or_path": "%s"}' % loud_dir)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(loud_dir)}))
     with pytest.raises(ModelError, match="alignkit merge"):
         load_backend(str(tmp_path), backend="vllm")
     with pytest.raises(ModelError, match="CUDA"):

@@ -10,7 +10,26 @@ from alignkit.models import ModelError, generate, load_causal_lm, load_tokenizer
 from alignkit.models.generation import render_prompt
 from alignkit.models.init_model import init_model
 
-WORDS = "the cat sat on a mat while dogs ran past happy birds singing over green hills and rivers".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "while",
+    "dogs",
+    "ran",
+    "past",
+    "happy",
+    "birds",
+    "singing",
+    "over",
+    "green",
+    "hills",
+    "and",
+    "rivers",
+]
 PROMPTS = ["the cat", "dogs ran past happy birds singing over green hills", "a mat"]
 
 
@@ -55,7 +74,7 @@ def test_left_padding(model_and_tok, monkeypatch):
     spy = _Spy(model)
     monkeypatch.setattr(model, "generate", spy)
     generate(model, tok, PROMPTS[:2], max_new_tokens=1, temperature=0)
-    (ids, _), = spy.calls
+    ((ids, _),) = spy.calls
     assert (ids[:, -1] != tok.pad_token_id).all()  # every row ends with its last prompt token
     assert (ids[:, 0] == tok.pad_token_id).any()
 

@@ -14,7 +14,26 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alignkit.models.errors import ModelError
 from alignkit.models.init_model import ARCHS, init_model
 
-WORDS = "the cat sat on a mat while dogs ran past happy birds singing over green hills and rivers".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "while",
+    "dogs",
+    "ran",
+    "past",
+    "happy",
+    "birds",
+    "singing",
+    "over",
+    "green",
+    "hills",
+    "and",
+    "rivers",
+]
 
 
 def _corpus(path):

@@ -22,7 +22,26 @@ from alignkit.models import (
 )
 from alignkit.models.init_model import init_model
 
-WORDS = "the cat sat on a mat while dogs ran past happy birds singing over green hills and rivers".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "while",
+    "dogs",
+    "ran",
+    "past",
+    "happy",
+    "birds",
+    "singing",
+    "over",
+    "green",
+    "hills",
+    "and",
+    "rivers",
+]
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +225,9 @@ def test_qlora_without_cuda_is_a_clear_error(base_dir, monkeypatch):
     assert str(err.value) == "QLoRA needs a CUDA GPU and bitsandbytes: pip install 'alignkit[qlora]'"
 
 
-@pytest.mark.parametrize("path", ["/definitely/not/here", "./not-here", "runs/out/sft", "~/nope-alignkit-model", "alignkit-tests/no-such-model"])
+@pytest.mark.parametrize(
+    "path", ["/definitely/not/here", "./not-here", "runs/out/sft", "~/nope-alignkit-model", "alignkit-tests/no-such-model"]
+)
 def test_missing_local_path_is_a_clear_error(path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     for call in (lambda: load_causal_lm(path), lambda: load_tokenizer(path), lambda: load_for_inference(path)):

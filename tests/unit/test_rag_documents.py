@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from alignkit.rag.documents import (
-    Chunk, assemble, chunk_document, clean_text, html_blocks, markdown_blocks, read_document, word_counter,
-)  # fmt: skip
+    Chunk,
+    assemble,
+    chunk_document,
+    clean_text,
+    html_blocks,
+    markdown_blocks,
+    read_document,
+    word_counter,
+)
 from alignkit.rag.errors import RagError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,8 +71,7 @@ def test_heading_without_body_gives_no_chunk_but_names_its_subsections():
 def test_heading_path_pops_to_the_right_level():
     md = "# A\n\na\n\n## B\n\nb\n\n### C\n\nc\n\n## D\n\nd\n\n# E\n\ne\n"
     _, chunks = chunks_of(md)
-    assert [(c.heading, c.text) for c in chunks] == [
-        ("A", "a"), ("A > B", "b"), ("A > B > C", "c"), ("A > D", "d"), ("E", "e")]  # fmt: skip
+    assert [(c.heading, c.text) for c in chunks] == [("A", "a"), ("A > B", "b"), ("A > B > C", "c"), ("A > D", "d"), ("E", "e")]
 
 
 def test_text_before_the_first_heading_has_an_empty_heading():
@@ -187,11 +193,32 @@ def hidden(): pass
 """
     doc = clean_text(md, "markdown", "lr.md")
     assert doc.text.startswith("Linear Regression\n\n")
-    for gone in (":label:", "sec_linear", ":numref:", ":eqref:", ":cite", "Gauss", "d2lbook", "hidden", "MXNet",
-                 "**", "`", "https", "begin_tab", "eqlabel", "*Regression*"):  # fmt: skip
+    for gone in (
+        ":label:",
+        "sec_linear",
+        ":numref:",
+        ":eqref:",
+        ":cite",
+        "Gauss",
+        "d2lbook",
+        "hidden",
+        "MXNet",
+        "**",
+        "`",
+        "https",
+        "begin_tab",
+        "eqlabel",
+        "*Regression*",
+    ):
         assert gone not in doc.text, gone
-    for kept in ("As shown in the figure and the equation, see Legendre and.", "We implement the loss with torch",
-                 "read the docs and a cat.", "Regression is useful.", "$$y = wx + b$$", "PyTorch words."):  # fmt: skip
+    for kept in (
+        "As shown in the figure and the equation, see Legendre and.",
+        "We implement the loss with torch",
+        "read the docs and a cat.",
+        "Regression is useful.",
+        "$$y = wx + b$$",
+        "PyTorch words.",
+    ):
         assert kept in doc.text, kept
 
 
@@ -247,8 +274,10 @@ def test_minilm_token_counts_are_exact_on_a_d2l_section():
 
 
 def test_math_is_left_alone_and_markup_spanning_lines_is_cleaned():
-    md = ("# Q\n\nthe optimal $Q^*(s, a)$ and its estimate $Q^*$ differ;\n(**weight decay restricts\nthe values**)"
-          " of a “&lt;mask&gt;” token\n\n$$a * b * c$$\n")  # fmt: skip
+    md = (
+        "# Q\n\nthe optimal $Q^*(s, a)$ and its estimate $Q^*$ differ;\n(**weight decay restricts\nthe values**)"
+        " of a “&lt;mask&gt;” token\n\n$$a * b * c$$\n"
+    )
     text = clean_text(md, "markdown", "q.md").text
     assert "$Q^*(s, a)$" in text and "$Q^*$" in text and "$$a * b * c$$" in text
     assert "weight decay restricts\nthe values of a “<mask>” token" in text

@@ -186,9 +186,11 @@ def test_opening_with_another_embedder_is_a_one_line_error(tmp_path):
 
 
 def test_missing_docs_path_is_an_error(tmp_path):
-    with CorpusIndex.open(tmp_path / "idx", BagOfWords(), create=True) as index:
-        with pytest.raises(RagError, match="nope: no such file"):
-            index.update([str(tmp_path / "nope")])
+    with (
+        CorpusIndex.open(tmp_path / "idx", BagOfWords(), create=True) as index,
+        pytest.raises(RagError, match="nope: no such file"),
+    ):
+        index.update([str(tmp_path / "nope")])
 
 
 def test_a_crash_before_the_vectors_are_saved_is_reconciled_on_open(tmp_path, monkeypatch):
@@ -232,10 +234,12 @@ def test_real_minilm_retrieves_the_right_chunk(tmp_path):
     emb = Embedder()
     _, _, index, _ = build(tmp_path, emb, chunk_tokens=64, overlap=8)
     retriever = Retriever(index, emb, k=3)
-    for question, source in [("How long do I cook spaghetti?", "pasta.md"),
-                             ("Which planet is the biggest?", "space/planets.md"),
-                             ("How do I remove the last element from a Python list?", "python.html"),
-                             ("When should I water my tomatoes?", "garden.txt")]:  # fmt: skip
+    for question, source in [
+        ("How long do I cook spaghetti?", "pasta.md"),
+        ("Which planet is the biggest?", "space/planets.md"),
+        ("How do I remove the last element from a Python list?", "python.html"),
+        ("When should I water my tomatoes?", "garden.txt"),
+    ]:
         hits = retriever.retrieve(question)
         assert hits[0].source == source, (question, hits)
         assert [h.rank for h in hits] == [1, 2, 3] and hits[0].score >= hits[1].score >= hits[2].score
@@ -346,8 +350,10 @@ class FakeRetriever:
 
     def retrieve(self, question):
         self.calls += 1
-        return [Hit(7, "Boil spaghetti ten minutes.", "pasta.md", "Pasta", 0.9, 1),
-                Hit(9, "Tomato sauce.", "pasta.md", "Pasta > Sauce", 0.5, 2)]  # fmt: skip
+        return [
+            Hit(7, "Boil spaghetti ten minutes.", "pasta.md", "Pasta", 0.9, 1),
+            Hit(9, "Tomato sauce.", "pasta.md", "Pasta > Sauce", 0.5, 2),
+        ]
 
 
 class DictCache:

@@ -25,40 +25,65 @@ from alignkit.eval.self_reward_report import (
 ITER0 = {
     "iteration": 0,
     "model": "base",
-    "eval": {"prompts": 32, "mean_judge_score": 2.5, "judge_score_ci": [2.2, 2.8], "unparseable": 0,
-             "mean_response_words": 30.0},
+    "eval": {"prompts": 32, "mean_judge_score": 2.5, "judge_score_ci": [2.2, 2.8], "unparseable": 0, "mean_response_words": 30.0},
     "mean_judge_score": 2.5,
     "seconds": 10.0,
-}  # fmt: skip
+}
 
 ITER1 = {
-    "iteration": 1, "mode": "dpo", "model": "runs/x/iter-1/train/final",
+    "iteration": 1,
+    "mode": "dpo",
+    "model": "runs/x/iter-1/train/final",
     "prompts": {"total": 64, "from_dataset": 48, "self_instruct_new": 16, "duplicates_removed": 3},
     "candidates": {"prompts": 64, "samples": 256, "unique": 250, "duplicates_removed": 6},
     "judging": {"type": "self", "judgments": 250, "unparseable": 12, "unparseable_rate": 0.048},
-    "pairs": {"pairs": 50, "skipped_few_scores": 4, "skipped_small_gap": 8, "skipped_length_ratio": 2, "mean_gap": 1.7,
-              "mean_chosen_words": 41.0, "mean_rejected_words": 35.2},
+    "pairs": {
+        "pairs": 50,
+        "skipped_few_scores": 4,
+        "skipped_small_gap": 8,
+        "skipped_length_ratio": 2,
+        "mean_gap": 1.7,
+        "mean_chosen_words": 41.0,
+        "mean_rejected_words": 35.2,
+    },
     "train": {"steps": 12, "train_loss": 0.61, "seconds": 30.1},
-    "eval": {"prompts": 32, "mean_judge_score": 3.1, "judge_score_ci": [2.8, 3.4], "unparseable": 1,
-             "mean_reward": 0.42, "reward_ci": [0.3, 0.5],
-             "win_rate_vs_previous": 0.61, "win_rate_ci": [0.52, 0.70],
-             "judge_agreement": 0.58, "agreement_pairs": 40,
-             "mean_response_words": 44.0},
+    "eval": {
+        "prompts": 32,
+        "mean_judge_score": 3.1,
+        "judge_score_ci": [2.8, 3.4],
+        "unparseable": 1,
+        "mean_reward": 0.42,
+        "reward_ci": [0.3, 0.5],
+        "win_rate_vs_previous": 0.61,
+        "win_rate_ci": [0.52, 0.70],
+        "judge_agreement": 0.58,
+        "agreement_pairs": 40,
+        "mean_response_words": 44.0,
+    },
     "mean_judge_score": 3.1,
     "seconds": 120.0,
-}  # fmt: skip
+}
 
 # best-of-n, no reward model: RM score, agreement and train loss missing; unparseable rate derived from counts
 ITER2 = {
-    "iteration": 2, "mode": "best-of-n", "model": "runs/x/iter-2/model",
+    "iteration": 2,
+    "mode": "best-of-n",
+    "model": "runs/x/iter-2/model",
     "judging": {"type": "self", "judgments": 200, "unparseable": 10},
     "pairs": {"pairs": 40, "skipped_few_scores": 1, "skipped_small_gap": None, "mean_chosen_words": None},
     "train": None,
-    "eval": {"prompts": 32, "mean_judge_score": 3.456, "judge_score_ci": None, "mean_reward": None,
-             "win_rate_vs_previous": 0.5, "win_rate_ci": [0.4, 0.6], "judge_agreement": None,
-             "mean_response_words": 123.4},
+    "eval": {
+        "prompts": 32,
+        "mean_judge_score": 3.456,
+        "judge_score_ci": None,
+        "mean_reward": None,
+        "win_rate_vs_previous": 0.5,
+        "win_rate_ci": [0.4, 0.6],
+        "judge_agreement": None,
+        "mean_response_words": 123.4,
+    },
     "mean_judge_score": 3.456,
-}  # fmt: skip
+}
 
 SUMMARIES = [ITER2, ITER0, ITER1]  # out of order on purpose
 
@@ -85,8 +110,7 @@ def test_table_rows():
     r0 = _row(rows, 0)
     assert r0["judge score [CI]"] == "2.50 [2.20, 2.80]"
     assert r0["response words"] == "30.0"
-    for col in ("pairs", "unparseable", "RM score [CI]", "win rate vs prev [CI]",
-                "judge agreement", "train loss"):  # fmt: skip
+    for col in ("pairs", "unparseable", "RM score [CI]", "win rate vs prev [CI]", "judge agreement", "train loss"):
         assert r0[col] == MISSING, col
 
     r1 = _row(rows, 1)
@@ -164,8 +188,16 @@ def test_iteration0_win_rate_is_ignored():
 
 
 def test_examples_are_escaped():
-    examples = [{"iteration": 1, "prompt": "<script>alert(1)</script>", "chosen": "a & b", "rejected": "<b>no</b>",
-                 "score_chosen": 4.5, "score_rejected": None}]  # fmt: skip
+    examples = [
+        {
+            "iteration": 1,
+            "prompt": "<script>alert(1)</script>",
+            "chosen": "a & b",
+            "rejected": "<b>no</b>",
+            "score_chosen": 4.5,
+            "score_rejected": None,
+        }
+    ]
     html = render_report_html(SUMMARIES, examples=examples)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

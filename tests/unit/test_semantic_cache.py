@@ -147,8 +147,11 @@ def test_lru_bound_evicts_the_least_recently_used(tmp_path):
         clock.t += 1
         cache.put("delta question four", "delta")
         assert cache.get("beta question two") is None
-        assert [cache.get(q) for q in ("alpha question one", "gamma question three", "delta question four")] == \
-            ["alpha", "gamma", "delta"]  # fmt: skip
+        assert [cache.get(q) for q in ("alpha question one", "gamma question three", "delta question four")] == [
+            "alpha",
+            "gamma",
+            "delta",
+        ]
         assert all(c.question != "beta question two" for c in cache.explain("beta question two", k=10))
         stats = cache.stats()
         assert (stats.entries, stats.evictions) == (3, 1)
@@ -278,8 +281,15 @@ from alignkit.rag.cache import SemanticCache
 
 def _child(code: str, *args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", _CHILD_PRELUDE + code, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD_PRELUDE + code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+        **kw,
+    )
 
 
 def test_a_writer_killed_mid_write_loses_nothing_committed(tmp_path):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.config.dpo import DPOConfig
 from alignkit.losses.preference import DPO_LOSS_TYPES, dpo_loss, kto_loss, orpo_loss, simpo_loss
 from alignkit.models.logprobs import SequenceLogps, sequence_logps
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
@@ -42,7 +42,6 @@ class DPOResult:
     steps: int
     train_loss: float  # pair-mean (KTO: row-mean) loss of the last step
     eval: dict | None  # held-out metrics
-
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -66,9 +65,10 @@ def load_units(source: str, tokenizer, *, kto: bool, seed: int, fmt, split, max_
     else:
         if not paired:
             raise DataError(
-                source, f"format {loaded.format}: this loss needs preference pairs (prompt, chosen, rejected); "
+                source,
+                f"format {loaded.format}: this loss needs preference pairs (prompt, chosen, rejected); "
                 "unpaired rows {prompt, completion, label} are for loss kto",
-            )  # fmt: skip
+            )
         data = tokenize_pairs_for_policy(examples, tokenizer, max_length=max_length, on_error=on_error)
     skipped = loaded.skipped + data.skipped
     unit = "rows" if kto else "pairs"
@@ -80,9 +80,12 @@ def load_units(source: str, tokenizer, *, kto: bool, seed: int, fmt, split, max_
     if len(data) < (2 if kto else 1):
         raise DataError(source, f"not enough usable {unit} after skipping ({len(data)})")
     stats = {
-        "rows_read": loaded.rows_read, "skipped": len(skipped), "truncated": data.truncated, unit: len(data),
+        "rows_read": loaded.rows_read,
+        "skipped": len(skipped),
+        "truncated": data.truncated,
+        unit: len(data),
         "format": loaded.format,
-    }  # fmt: skip
+    }
     if kto:
         stats["desirable"] = sum(data.desirable)
     return data, stats, {ex.ref: ex for ex in loaded.examples}
@@ -178,10 +181,16 @@ def cached_reference(logps_fn, datasets: dict, accelerator, *, cache_dir: Path, 
         if accelerator.is_main_process:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
-            save_file({"sum": tables[split].sum.contiguous(), "tokens": tables[split].tokens.contiguous()}, str(tmp), metadata={"key": key})
+            save_file(
+                {"sum": tables[split].sum.contiguous(), "tokens": tables[split].tokens.contiguous()},
+                str(tmp),
+                metadata={"key": key},
+            )
             os.replace(tmp, path)
         accelerator.wait_for_everyone()
-        log(f"reference log-probs ({split}): {len(data.sequences)} sequences computed in {time.perf_counter() - t0:.1f}s -> {path}")
+        log(
+            f"reference log-probs ({split}): {len(data.sequences)} sequences computed in {time.perf_counter() - t0:.1f}s -> {path}"
+        )
     return tables
 
 
@@ -199,20 +208,38 @@ def unit_losses(loss_cfg, policy: tuple, ref: tuple | None, *, desirable=None, k
     t = loss_cfg.type
     pc = policy[0]
     if t == "kto":
-        out = kto_loss(pc.sum, ref[0].sum, desirable, kl, beta=loss_cfg.beta,
-                       desirable_weight=loss_cfg.desirable_weight, undesirable_weight=loss_cfg.undesirable_weight)  # fmt: skip
+        out = kto_loss(
+            pc.sum,
+            ref[0].sum,
+            desirable,
+            kl,
+            beta=loss_cfg.beta,
+            desirable_weight=loss_cfg.desirable_weight,
+            undesirable_weight=loss_cfg.undesirable_weight,
+        )
         good = desirable.float()
         correct = torch.where(desirable.bool(), out.rewards > loss_cfg.beta * out.kl, out.rewards < loss_cfg.beta * out.kl)
         return out.loss, {
-            "rewards/chosen_sum": out.rewards * good, "rewards/rejected_sum": out.rewards * (1 - good),
-            "logps/chosen_sum": pc.sum.detach() * good, "logps/rejected_sum": pc.sum.detach() * (1 - good),
-            "count/chosen": good, "count/rejected": 1 - good, "rewards/accuracy": correct.float(),
-        }  # fmt: skip
+            "rewards/chosen_sum": out.rewards * good,
+            "rewards/rejected_sum": out.rewards * (1 - good),
+            "logps/chosen_sum": pc.sum.detach() * good,
+            "logps/rejected_sum": pc.sum.detach() * (1 - good),
+            "count/chosen": good,
+            "count/rejected": 1 - good,
+            "rewards/accuracy": correct.float(),
+        }
     pr = policy[1]
     extra = {}
     if t in DPO_LOSS_TYPES:  # sums over completion tokens (DPO eq. 7 and relatives)
-        out = dpo_loss(pc.sum, pr.sum, ref[0].sum, ref[1].sum, beta=loss_cfg.beta, loss_type=t,
-                       label_smoothing=getattr(loss_cfg, "label_smoothing", 0.0))  # fmt: skip
+        out = dpo_loss(
+            pc.sum,
+            pr.sum,
+            ref[0].sum,
+            ref[1].sum,
+            beta=loss_cfg.beta,
+            loss_type=t,
+            label_smoothing=getattr(loss_cfg, "label_smoothing", 0.0),
+        )
         loss, rc, rr = out.loss, out.chosen_rewards, out.rejected_rewards
     elif t == "simpo":  # per-token means (SimPO eq. 6)
         out = simpo_loss(pc.mean, pr.mean, beta=loss_cfg.beta, gamma=loss_cfg.gamma, label_smoothing=loss_cfg.label_smoothing)
@@ -226,10 +253,14 @@ def unit_losses(loss_cfg, policy: tuple, ref: tuple | None, *, desirable=None, k
         raise ValueError(f"unknown loss type {t!r}")
     margin = rc - rr
     return loss, {
-        "rewards/chosen": rc, "rewards/rejected": rr, "rewards/margins": margin,
+        "rewards/chosen": rc,
+        "rewards/rejected": rr,
+        "rewards/margins": margin,
         "rewards/accuracy": (margin > 0).float() + 0.5 * (margin == 0).float(),
-        "logps/chosen": pc.sum.detach(), "logps/rejected": pr.sum.detach(), **extra,
-    }  # fmt: skip
+        "logps/chosen": pc.sum.detach(),
+        "logps/rejected": pr.sum.detach(),
+        **extra,
+    }
 
 
 def summarise(sums: dict[str, float], n_units: int, prefix: str = "") -> dict[str, float]:
@@ -260,7 +291,9 @@ def kl_estimate(model, reference, data, groups, *, collate, accelerator) -> tupl
             with accelerator.autocast():
                 pol = sequence_logps(model, batch, len(ids))
                 ref = reference.logps(batch, ids)
-            total += torch.stack([(pol.sum - ref.sum).double().sum(), torch.tensor(len(ids), dtype=torch.float64, device=total.device)])
+            total += torch.stack(
+                [(pol.sum - ref.sum).double().sum(), torch.tensor(len(ids), dtype=torch.float64, device=total.device)]
+            )
     total = accelerator.reduce(total, "sum")
     return (total[0] / total[1].clamp(min=1)).float(), int(total[1].item())
 
@@ -284,14 +317,18 @@ def evaluate(model, accelerator, data, *, loss_cfg, reference, batch_size: int, 
     sums = StepSums()
     if loss_cfg.type == "kto":
         kl = (pick(pol, second).sum - pick(ref, second).sum).mean()
-        loss, parts = unit_losses(loss_cfg, (pick(pol, first),), (pick(ref, first),), desirable=torch.tensor(data.desirable), kl=kl)
+        loss, parts = unit_losses(
+            loss_cfg, (pick(pol, first),), (pick(ref, first),), desirable=torch.tensor(data.desirable), kl=kl
+        )
         parts["kl"] = kl.expand(len(data))
     else:
         scale = len(data) / float(pick(pol, first).tokens.sum())
         loss, parts = unit_losses(
-            loss_cfg, (pick(pol, first), pick(pol, second)), None if ref is None else (pick(ref, first), pick(ref, second)),
+            loss_cfg,
+            (pick(pol, first), pick(pol, second)),
+            None if ref is None else (pick(ref, first), pick(ref, second)),
             nll_scale=scale,
-        )  # fmt: skip
+        )
     sums.add("loss", loss)
     for k, v in parts.items():
         sums.add(k, v)
@@ -305,15 +342,25 @@ def run(cfg: DPOConfig) -> DPOResult:
     from alignkit.data.tokenize import ensure_chat_template
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import (
-        disable_dropout, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_source, save_model, trainable_parameters,
-    )  # fmt: skip
+        disable_dropout,
+        is_adapter_dir,
+        load_causal_lm,
+        load_tokenizer,
+        resolve_source,
+        save_model,
+        trainable_parameters,
+    )
 
     quiet_libraries()
     t, m, d, L = cfg.train, cfg.model, cfg.data, cfg.loss
     kto = L.type == "kto"
     accelerator, out, ckpt_root = start_run(
-        cfg, mixed_precision=t.mixed_precision, seed=t.seed, model_path=m.name_or_path, init_spec=m.init,
-    )  # fmt: skip
+        cfg,
+        mixed_precision=t.mixed_precision,
+        seed=t.seed,
+        model_path=m.name_or_path,
+        init_spec=m.init,
+    )
     main = accelerator.is_main_process
     log = accelerator.print
 
@@ -337,11 +384,19 @@ def run(cfg: DPOConfig) -> DPOResult:
     log(f"batches: {'packed (padding-free)' if d.packing else 'padded'}")
 
     # --- policy ------------------------------------------------------------------------------------
-    model_kw = dict(dtype=m.dtype, attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    model_kw = dict(
+        dtype=m.dtype, attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code, revision=m.revision
+    )
     model = load_causal_lm(
-        m.name_or_path, finetune=m.finetune, lora_r=m.lora.r, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-        lora_target_modules=m.lora.target_modules, gradient_checkpointing=m.gradient_checkpointing, **model_kw,
-    )  # fmt: skip
+        m.name_or_path,
+        finetune=m.finetune,
+        lora_r=m.lora.r,
+        lora_alpha=m.lora.alpha,
+        lora_dropout=m.lora.dropout,
+        lora_target_modules=m.lora.target_modules,
+        gradient_checkpointing=m.gradient_checkpointing,
+        **model_kw,
+    )
     if cfg.disable_dropout:
         disable_dropout(model)
     n_train, n_total = trainable_parameters(model)
@@ -361,10 +416,11 @@ def run(cfg: DPOConfig) -> DPOResult:
     if cfg.uses_reference and not adapter_ref and not cfg.ref.precompute:
         ref_model = load_ref_copy()
     ref_what = (
-        "none (reference-free loss)" if not cfg.uses_reference
+        "none (reference-free loss)"
+        if not cfg.uses_reference
         else ("adapter disabled on the policy" if adapter_ref else f"frozen copy of {ref_source}")
         + (", log-probs precomputed to disk" if cfg.ref.precompute else "")
-    )  # fmt: skip
+    )
     log(f"reference: {ref_what}")
 
     # --- optimisation -------------------------------------------------------------------------------
@@ -398,9 +454,15 @@ def run(cfg: DPOConfig) -> DPOResult:
             policy.eval()
             splits = {"train": train, **({"eval": held} if held is not None else {})}
             tables = cached_reference(
-                fn, splits, accelerator, cache_dir=out / "ref_logps", ref_name=str(ref_source) + ("|adapter-off" if adapter_ref else ""),
-                batch_size=t.eval_batch_size or t.batch_size, collate=collate, log=log,
-            )  # fmt: skip
+                fn,
+                splits,
+                accelerator,
+                cache_dir=out / "ref_logps",
+                ref_name=str(ref_source) + ("|adapter-off" if adapter_ref else ""),
+                batch_size=t.eval_batch_size or t.batch_size,
+                collate=collate,
+                log=log,
+            )
             policy.train(was_training)
             ref_model = None  # training holds one model
             reference = Reference(tables=tables)
@@ -424,11 +486,19 @@ def run(cfg: DPOConfig) -> DPOResult:
     plan_kw = dict(num_examples=len(train), batch_size=t.batch_size, grad_accum=t.grad_accum, world_size=world)
     lengths = None
     if t.group_by_length:
-        lengths = [len(train.sequences[a].input_ids) + len(train.sequences[b].input_ids) for a, b in zip(train.first, train.second)]
+        lengths = [
+            len(train.sequences[a].input_ids) + len(train.sequences[b].input_ids) for a, b in zip(train.first, train.second)
+        ]
     run_eval = partial(
-        evaluate, model, accelerator, held, loss_cfg=L, reference=reference, batch_size=t.eval_batch_size or t.batch_size,
+        evaluate,
+        model,
+        accelerator,
+        held,
+        loss_cfg=L,
+        reference=reference,
+        batch_size=t.eval_batch_size or t.batch_size,
         collate=collate,
-    )  # fmt: skip
+    )
     last: dict = {}
     eval_result = None
     unit_name = "rows" if kto else "pairs"
@@ -456,7 +526,7 @@ def run(cfg: DPOConfig) -> DPOResult:
                     pol = sequence_logps(model, batch, len(ids))
                     ref = reference.logps(batch, ids) if reference is not None else None
 
-                    def split(x: SequenceLogps | None) -> tuple | None:
+                    def split(x: SequenceLogps | None, B: int = B) -> tuple | None:
                         if x is None:
                             return None
                         return (x,) if kto else (SequenceLogps(x.sum[:B], x.tokens[:B]), SequenceLogps(x.sum[B:], x.tokens[B:]))
@@ -479,18 +549,23 @@ def run(cfg: DPOConfig) -> DPOResult:
             dt = time.perf_counter() - t0
             done = step + 1
             last = {
-                "step": done, **summarise(step_sums, n_units),
+                "step": done,
+                **summarise(step_sums, n_units),
                 **({"kl": max(float(kl), 0.0)} if kl is not None else {}),  # z0 as the loss uses it (clamped at 0)
-                "learning_rate": lr, "grad_norm": grad_norm,
-                f"{unit_name}_per_second": n_units / dt, "tokens_per_second": n_tokens / dt,
-                "epoch": batching.epoch_of_step(done, **plan_kw), f"{unit_name}_seen": units_seen,
-            }  # fmt: skip
+                "learning_rate": lr,
+                "grad_norm": grad_norm,
+                f"{unit_name}_per_second": n_units / dt,
+                "tokens_per_second": n_tokens / dt,
+                "epoch": batching.epoch_of_step(done, **plan_kw),
+                f"{unit_name}_seen": units_seen,
+            }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
             progress.update(
-                task, advance=1,
+                task,
+                advance=1,
                 stats=f"loss {train_loss:.4f} acc {last['rewards/accuracy']:.2f} {n_units / dt:,.1f} {unit_name}/s",
-            )  # fmt: skip
+            )
             if held is not None and t.eval_every and done % t.eval_every == 0 and done != steps:
                 eval_result = run_eval()
                 metrics.log({"step": done, **eval_result})
@@ -510,11 +585,20 @@ def run(cfg: DPOConfig) -> DPOResult:
     if main:
         save_model(accelerator.unwrap_model(model), tokenizer, str(final))
         summary = {
-            "stage": "dpo", "loss": L.model_dump(by_alias=True), "steps": steps, "resumed_from_step": start_step,
-            "final_loss": last.get("loss"), "last_step": last, "eval": eval_result, f"{unit_name}_seen": units_seen,
-            "reference": ref_what, "trainable_parameters": n_train, "total_parameters": n_total,
-            "data": train_stats, "final_dir": str(final),
-        }  # fmt: skip
+            "stage": "dpo",
+            "loss": L.model_dump(by_alias=True),
+            "steps": steps,
+            "resumed_from_step": start_step,
+            "final_loss": last.get("loss"),
+            "last_step": last,
+            "eval": eval_result,
+            f"{unit_name}_seen": units_seen,
+            "reference": ref_what,
+            "trainable_parameters": n_train,
+            "total_parameters": n_total,
+            "data": train_stats,
+            "final_dir": str(final),
+        }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"final model saved to {final}")
     metrics.close()

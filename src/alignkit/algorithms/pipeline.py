@@ -108,9 +108,15 @@ def _run_compare(c: dict, out: Path) -> None:
 
     prompts = load_prompts(c["prompts"], max_prompts=c["max_prompts"])
     result = compare_models(
-        c["models"], prompts, reward_model=c["reward_model"], max_new_tokens=c["max_new_tokens"],
-        temperature=c["temperature"], top_p=c["top_p"], seed=c["seed"], batch_size=c["batch_size"],
-    )  # fmt: skip
+        c["models"],
+        prompts,
+        reward_model=c["reward_model"],
+        max_new_tokens=c["max_new_tokens"],
+        temperature=c["temperature"],
+        top_p=c["top_p"],
+        seed=c["seed"],
+        batch_size=c["batch_size"],
+    )
     print_side_by_side(result)
     write_outputs(result, out, runs=find_runs(c["models"]))
     print(f"wrote {out}/compare.jsonl, summary.json, report.html", flush=True)

@@ -66,12 +66,19 @@ def load_prompts(source: str, tokenizer, *, fmt, split, max_length, on_error, ma
             x, truncated = x[-max_length:], truncated + 1
         messages.append(m)
         ids.append(x)
-    log(f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(loaded.skipped)} skipped, "
-        f"{truncated} prompts cut to their last {max_length} tokens -> {len(ids)} prompts")  # fmt: skip
+    log(
+        f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(loaded.skipped)} skipped, "
+        f"{truncated} prompts cut to their last {max_length} tokens -> {len(ids)} prompts"
+    )
     if len(ids) < 2:
         raise DataError(source, f"PPO needs at least 2 prompts, found {len(ids)}")
-    stats = {"rows_read": loaded.rows_read, "skipped": len(loaded.skipped), "truncated": truncated, "prompts": len(ids),
-             "format": loaded.format}  # fmt: skip
+    stats = {
+        "rows_read": loaded.rows_read,
+        "skipped": len(loaded.skipped),
+        "truncated": truncated,
+        "prompts": len(ids),
+        "format": loaded.format,
+    }
     return messages, ids, stats
 
 
@@ -96,7 +103,9 @@ def run(cfg: PPOConfig) -> PPOResult:
 
     quiet_libraries()
     t, m, d, g, pc = cfg.train, cfg.model, cfg.data, cfg.generation, cfg.ppo
-    accelerator, out, ckpt_root = start_run(cfg, mixed_precision=t.mixed_precision, seed=t.seed, model_path=m.name_or_path, init_spec=m.init)
+    accelerator, out, ckpt_root = start_run(
+        cfg, mixed_precision=t.mixed_precision, seed=t.seed, model_path=m.name_or_path, init_spec=m.init
+    )
     main = accelerator.is_main_process
     log = accelerator.print
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -105,14 +114,27 @@ def run(cfg: PPOConfig) -> PPOResult:
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
     ensure_chat_template(tokenizer)
     messages, prompt_ids, data_stats = load_prompts(
-        d.train, tokenizer, fmt=d.format, split=d.split, max_length=d.max_length, on_error=d.on_error, max_rows=d.max_rows, log=log
+        d.train,
+        tokenizer,
+        fmt=d.format,
+        split=d.split,
+        max_length=d.max_length,
+        on_error=d.on_error,
+        max_rows=d.max_rows,
+        log=log,
     )
     held_messages, held_ids = [], []
     if d.eval:
         held_messages, held_ids, _ = load_prompts(
-            d.eval, tokenizer, fmt=d.format, split=d.eval_split, max_length=d.max_length, on_error=d.on_error,
-            max_rows=d.eval_rows, log=log,
-        )  # fmt: skip
+            d.eval,
+            tokenizer,
+            fmt=d.format,
+            split=d.eval_split,
+            max_length=d.max_length,
+            on_error=d.on_error,
+            max_rows=d.eval_rows,
+            log=log,
+        )
     elif d.eval_fraction > 0:
         keep, held = holdout_split(list(range(len(prompt_ids))), d.eval_fraction, seed=t.seed)
         held_messages, held_ids = [messages[i] for i in held], [prompt_ids[i] for i in held]
@@ -124,12 +146,20 @@ def run(cfg: PPOConfig) -> PPOResult:
         log(f"{len(held_ids)} held-out prompts -> {out / 'heldout_prompts.jsonl'}")
 
     # --- models -------------------------------------------------------------------------------------
-    model_kw = dict(dtype=m.dtype, attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    model_kw = dict(
+        dtype=m.dtype, attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code, revision=m.revision
+    )
     lora = {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout, "target_modules": m.lora.target_modules}
     ac = build_actor_critic(
-        m.name_or_path, memory=cfg.memory, finetune=m.finetune, value_init=cfg.value.init, reward_path=cfg.reward.model,
-        lora=lora, model_kw=model_kw, seed=t.seed,
-    )  # fmt: skip
+        m.name_or_path,
+        memory=cfg.memory,
+        finetune=m.finetune,
+        value_init=cfg.value.init,
+        reward_path=cfg.reward.model,
+        lora=lora,
+        model_kw=model_kw,
+        seed=t.seed,
+    )
     if cfg.value.init == "reward":
         _check_same_vocabulary(tokenizer, cfg.reward.model)
     reference = None
@@ -140,13 +170,18 @@ def run(cfg: PPOConfig) -> PPOResult:
             if module is not None:
                 disable_dropout(module)
     reward = RewardSource(
-        model_dir=cfg.reward.model, function=cfg.reward.function, kwargs=cfg.reward.kwargs, device=accelerator.device,
+        model_dir=cfg.reward.model,
+        function=cfg.reward.function,
+        kwargs=cfg.reward.kwargs,
+        device=accelerator.device,
         batch_size=cfg.reward.batch_size,
-    )  # fmt: skip
+    )
     held_bytes = parameter_bytes(ac, reference, getattr(reward.model, "scorer", None))
     n_train, n_total = trainable_parameters(ac)
-    log(f"memory {cfg.memory}: {n_train:,} trainable parameters; {held_bytes / 2**20:,.1f} MiB of weights held "
-        f"(policy, value, reference{', reward' if reward.model is not None else ''})")  # fmt: skip
+    log(
+        f"memory {cfg.memory}: {n_train:,} trainable parameters; {held_bytes / 2**20:,.1f} MiB of weights held "
+        f"(policy, value, reference{', reward' if reward.model is not None else ''})"
+    )
 
     # --- optimisation -------------------------------------------------------------------------------
     steps = batching.total_steps(len(prompt_ids), pc.rollout_size, 1, world, t.epochs, t.max_steps)
@@ -154,7 +189,7 @@ def run(cfg: PPOConfig) -> PPOResult:
     optimizer, scheduler = optimizer_and_schedule(ac, t, steps, lr_for=lambda n: lr_value if ac.is_value_parameter(n) else None)
     ac, optimizer, scheduler = accelerator.prepare(ac, optimizer, scheduler)
     inner = accelerator.unwrap_model(ac)
-    kl_ctl = (P.AdaptiveKLController(pc.kl_coef, pc.kl_target, pc.kl_horizon) if pc.kl_target else P.FixedKLController(pc.kl_coef))
+    kl_ctl = P.AdaptiveKLController(pc.kl_coef, pc.kl_target, pc.kl_horizon) if pc.kl_target else P.FixedKLController(pc.kl_coef)
     moments = P.RunningMoments()
     state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
     start_step = state.get("step", 0)
@@ -165,16 +200,31 @@ def run(cfg: PPOConfig) -> PPOResult:
 
     def save(step: int) -> Path:
         st = {"step": step, "total_steps": steps, "kl_controller": kl_ctl.state_dict(), "reward_moments": moments.state_dict()}
-        return save_checkpoint(accelerator, ckpt_root, step, st, keep=t.save_total_limit,
-                               extra=lambda path: save_model(inner.policy, tokenizer, str(path / "model")))  # fmt: skip
+        return save_checkpoint(
+            accelerator,
+            ckpt_root,
+            step,
+            st,
+            keep=t.save_total_limit,
+            extra=lambda path: save_model(inner.policy, tokenizer, str(path / "model")),
+        )
 
     collate = partial(collate_rollout, pad_token_id=tokenizer.pad_token_id, max_row_tokens=d.max_length + g.max_new_tokens)
+
     def run_eval() -> dict:
         """Mean raw score of the current policy's answers to the held-out prompts (sampled as in training, fixed seed)."""
         mine = list(range(rank, len(held_ids), world))
         with inner.adapter("default"):
-            got = generate_ids(inner.policy, tokenizer, [held_ids[i] for i in mine], max_new_tokens=g.max_new_tokens,
-                               temperature=g.temperature, top_p=g.top_p, seed=t.seed + 17, batch_size=pc.rollout_size)  # fmt: skip
+            got = generate_ids(
+                inner.policy,
+                tokenizer,
+                [held_ids[i] for i in mine],
+                max_new_tokens=g.max_new_tokens,
+                temperature=g.temperature,
+                top_p=g.top_p,
+                seed=t.seed + 17,
+                batch_size=pc.rollout_size,
+            )
         texts = tokenizer.batch_decode([r for r, _ in got], skip_special_tokens=True)
         scores = reward([held_messages[i] for i in mine], texts) if mine else []
         rows = [(score, len(ids), ended) for score, (ids, ended) in zip(scores, got)]
@@ -183,13 +233,17 @@ def run(cfg: PPOConfig) -> PPOResult:
 
             rows = gather_object(rows)
         return {
-            "eval_reward": sum(r[0] for r in rows) / len(rows), "eval_response_length": sum(r[1] for r in rows) / len(rows),
-            "eval_no_eos_fraction": 1 - sum(r[2] for r in rows) / len(rows), "eval_n": len(rows),
-        }  # fmt: skip
+            "eval_reward": sum(r[0] for r in rows) / len(rows),
+            "eval_response_length": sum(r[1] for r in rows) / len(rows),
+            "eval_no_eos_fraction": 1 - sum(r[2] for r in rows) / len(rows),
+            "eval_n": len(rows),
+        }
 
     use_stats = cfg.reward.normalize and reward.stats is not None
-    log(f"reward: {reward.name}; normalised with "
-        + ("its stored mean/std" if use_stats else "running statistics" if cfg.reward.normalize else "nothing (raw scores)"))
+    log(
+        f"reward: {reward.name}; normalised with "
+        + ("its stored mean/std" if use_stats else "running statistics" if cfg.reward.normalize else "nothing (raw scores)")
+    )
 
     # --- the loop -----------------------------------------------------------------------------------
     last: dict = {}
@@ -197,14 +251,27 @@ def run(cfg: PPOConfig) -> PPOResult:
         task = progress.add_task("ppo", total=steps, completed=start_step, stats="")
         for step in range(start_step, steps):
             t0 = time.perf_counter()
-            idx = batching.step_micro_batches(step, num_examples=len(prompt_ids), batch_size=pc.rollout_size, grad_accum=1,
-                                              world_size=world, rank=rank, seed=t.seed)[0]  # fmt: skip
+            idx = batching.step_micro_batches(
+                step,
+                num_examples=len(prompt_ids),
+                batch_size=pc.rollout_size,
+                grad_accum=1,
+                world_size=world,
+                rank=rank,
+                seed=t.seed,
+            )[0]
             # 1. rollout (seeded per step and process: a resumed run samples the same responses)
             with inner.adapter("default"):
                 sampled = generate_ids(
-                    inner.policy, tokenizer, [prompt_ids[i] for i in idx], max_new_tokens=g.max_new_tokens,
-                    temperature=g.temperature, top_p=g.top_p, seed=t.seed * 1_000_003 + step * 1009 + rank, batch_size=len(idx),
-                )  # fmt: skip
+                    inner.policy,
+                    tokenizer,
+                    [prompt_ids[i] for i in idx],
+                    max_new_tokens=g.max_new_tokens,
+                    temperature=g.temperature,
+                    top_p=g.top_p,
+                    seed=t.seed * 1_000_003 + step * 1009 + rank,
+                    batch_size=len(idx),
+                )
             response_ids = [r if r else [tokenizer.eos_token_id] for r, _ in sampled]
             ended = torch.tensor([e for _, e in sampled], dtype=torch.float32)
             gen_time = time.perf_counter() - t0
@@ -271,13 +338,27 @@ def run(cfg: PPOConfig) -> PPOResult:
                         ctx = accelerator.no_sync(ac) if not sync and world > 1 else nullcontext()
                         with ctx, accelerator.autocast():
                             new = ac(mb_batch, len(rows), w, entropy_grad=pc.entropy_coef != 0, temperature=g.temperature)
-                            pl = P.policy_loss(new.logps, old_logps[sel][:, :w].to(mk.device), adv[sel][:, :w].to(mk.device), mk, pc.clip_range)
-                            vl = P.value_loss(new.values, old_values[sel][:, :w].to(mk.device), returns[sel][:, :w].to(mk.device), mk, pc.clip_range_value)
+                            pl = P.policy_loss(
+                                new.logps, old_logps[sel][:, :w].to(mk.device), adv[sel][:, :w].to(mk.device), mk, pc.clip_range
+                            )
+                            vl = P.value_loss(
+                                new.values,
+                                old_values[sel][:, :w].to(mk.device),
+                                returns[sel][:, :w].to(mk.device),
+                                mk,
+                                pc.clip_range_value,
+                            )
                             per_tok = pl.loss + pc.vf_coef * vl.loss - pc.entropy_coef * new.entropy
                             loss = (per_tok * mk).sum() / max(n_tok, 1.0)
                             accelerator.backward(loss * world)
-                        for name, v in (("policy_loss", pl.loss), ("value_loss", vl.loss), ("entropy", new.entropy),
-                                        ("clipfrac", pl.clipfrac), ("value_clipfrac", vl.clipfrac), ("approx_kl", pl.approx_kl)):  # fmt: skip
+                        for name, v in (
+                            ("policy_loss", pl.loss),
+                            ("value_loss", vl.loss),
+                            ("entropy", new.entropy),
+                            ("clipfrac", pl.clipfrac),
+                            ("value_clipfrac", vl.clipfrac),
+                            ("approx_kl", pl.approx_kl),
+                        ):
                             sums.add(name, v * mk)
                         sums.add("tokens", mk)
                     if t.max_grad_norm is not None:
@@ -304,19 +385,32 @@ def run(cfg: PPOConfig) -> PPOResult:
             n = max(s["tokens"], 1.0)
             last = {
                 "step": done,
-                "reward": raw_all.mean().item(), "reward_std": raw_all.std().item() if len(raw_all) > 1 else 0.0,
+                "reward": raw_all.mean().item(),
+                "reward_std": raw_all.std().item() if len(raw_all) > 1 else 0.0,
                 "reward_normalized": score_all.mean().item(),
-                "kl": kl_seq.mean().item(), "kl_coef": kl_coef_used,
+                "kl": kl_seq.mean().item(),
+                "kl_coef": kl_coef_used,
                 "objective": (score_all - kl_coef_used * kl_seq).mean().item(),
-                "entropy": s["entropy"] / n, "policy_loss": s["policy_loss"] / n, "value_loss": s["value_loss"] / n,
-                "clipfrac": s["clipfrac"] / n, "value_clipfrac": s["value_clipfrac"] / n, "approx_kl": s["approx_kl"] / n,
-                "explained_variance": ev, "response_length": lengths.mean().item(),
+                "entropy": s["entropy"] / n,
+                "policy_loss": s["policy_loss"] / n,
+                "value_loss": s["value_loss"] / n,
+                "clipfrac": s["clipfrac"] / n,
+                "value_clipfrac": s["value_clipfrac"] / n,
+                "approx_kl": s["approx_kl"] / n,
+                "explained_variance": ev,
+                "response_length": lengths.mean().item(),
                 "no_eos_fraction": 1 - ended_all.mean().item(),
-                "generation_time": gen_time, "scoring_time": score_time, "training_time": train_time, "step_time": dt,
+                "generation_time": gen_time,
+                "scoring_time": score_time,
+                "training_time": train_time,
+                "step_time": dt,
                 "tokens_per_second": n_tokens_step * (pc.ppo_epochs + 2) / dt,
-                "learning_rate": lr, "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "epoch": batching.epoch_of_step(done, num_examples=len(prompt_ids), batch_size=pc.rollout_size, grad_accum=1, world_size=world),
-            }  # fmt: skip
+                "learning_rate": lr,
+                "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "epoch": batching.epoch_of_step(
+                    done, num_examples=len(prompt_ids), batch_size=pc.rollout_size, grad_accum=1, world_size=world
+                ),
+            }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
             if main and step == start_step:
@@ -347,12 +441,23 @@ def run(cfg: PPOConfig) -> PPOResult:
             else:
                 save_model(policy, tokenizer, str(final))
         summary = {
-            "stage": "ppo", "memory": cfg.memory, "steps": steps, "resumed_from_step": start_step, "last_step": last,
-            "eval": eval_result, "weights_mib": held_bytes / 2**20, "trainable_parameters": n_train, "total_parameters": n_total,
-            "reward": reward.name, "data": data_stats, "final_dir": str(final), "device": str(accelerator.device),
-            "peak_cuda_memory_mib": (torch.cuda.max_memory_allocated(accelerator.device) / 2**20
-                                     if accelerator.device.type == "cuda" else None),
-        }  # fmt: skip
+            "stage": "ppo",
+            "memory": cfg.memory,
+            "steps": steps,
+            "resumed_from_step": start_step,
+            "last_step": last,
+            "eval": eval_result,
+            "weights_mib": held_bytes / 2**20,
+            "trainable_parameters": n_train,
+            "total_parameters": n_total,
+            "reward": reward.name,
+            "data": data_stats,
+            "final_dir": str(final),
+            "device": str(accelerator.device),
+            "peak_cuda_memory_mib": (
+                torch.cuda.max_memory_allocated(accelerator.device) / 2**20 if accelerator.device.type == "cuda" else None
+            ),
+        }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"final policy saved to {final}")
     metrics.close()

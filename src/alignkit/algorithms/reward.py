@@ -19,16 +19,15 @@ from pathlib import Path
 
 import torch
 
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.config.reward import RewardConfig
 from alignkit.losses.reward import bradley_terry_loss
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_state, start_run
-
 
 
 @dataclass
@@ -103,9 +102,12 @@ def evaluate(model, accelerator, pairs, *, batch_size: int, collate, loss_kw: di
     chosen, rejected = score_pairs(model, accelerator, pairs, batch_size=batch_size, collate=collate)
     margin = torch.tensor([p.margin for p in pairs]) if loss_kw.get("use_margin") else None
     out = bradley_terry_loss(
-        torch.tensor(chosen), torch.tensor(rejected), margin=margin,
-        label_smoothing=loss_kw["label_smoothing"], center_coef=loss_kw["center_coef"],
-    )  # fmt: skip
+        torch.tensor(chosen),
+        torch.tensor(rejected),
+        margin=margin,
+        label_smoothing=loss_kw["label_smoothing"],
+        center_coef=loss_kw["center_coef"],
+    )
     metrics = pairwise_metrics(chosen, rejected, subsets=[p.subset for p in pairs])
     return {"eval_loss": out.loss.mean().item(), **{f"eval_{k}": v for k, v in metrics.items()}}
 
@@ -125,20 +127,33 @@ def run(cfg: RewardConfig) -> RewardResult:
     quiet_libraries()
     t, m, d = cfg.train, cfg.model, cfg.data
     accelerator, out, ckpt_root = start_run(
-        cfg, mixed_precision=t.mixed_precision, seed=t.seed,
-        model_path=m.name_or_path, init_spec=m.init,
-    )  # fmt: skip
+        cfg,
+        mixed_precision=t.mixed_precision,
+        seed=t.seed,
+        model_path=m.name_or_path,
+        init_spec=m.init,
+    )
     main = accelerator.is_main_process
     log = accelerator.print
 
     # --- model (its kind decides the pooling and the text template) -------------------------------
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
     model = build_reward_scorer(
-        m.name_or_path, pad_token_id=tokenizer.pad_token_id, pooling=m.pooling, finetune=m.finetune,
-        lora_r=m.lora.r, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-        lora_target_modules=m.lora.target_modules, dtype=m.dtype, gradient_checkpointing=m.gradient_checkpointing,
-        disable_dropout=m.disable_dropout, trust_remote_code=m.trust_remote_code, revision=m.revision, seed=t.seed,
-    )  # fmt: skip
+        m.name_or_path,
+        pad_token_id=tokenizer.pad_token_id,
+        pooling=m.pooling,
+        finetune=m.finetune,
+        lora_r=m.lora.r,
+        lora_alpha=m.lora.alpha,
+        lora_dropout=m.lora.dropout,
+        lora_target_modules=m.lora.target_modules,
+        dtype=m.dtype,
+        gradient_checkpointing=m.gradient_checkpointing,
+        disable_dropout=m.disable_dropout,
+        trust_remote_code=m.trust_remote_code,
+        revision=m.revision,
+        seed=t.seed,
+    )
     kind, pooling = model.kind, model.pooling  # resolved from the backbone ("auto" pooling decided here)
     template = m.template if m.template != "auto" else ("chat" if kind == "decoder" else "plain")
     if template == "chat":
@@ -151,7 +166,9 @@ def run(cfg: RewardConfig) -> RewardResult:
 
     # --- data ---------------------------------------------------------------------------------------
     data_kw = dict(template=template, max_length=d.max_length, on_error=d.on_error, log=log)
-    train_pairs, train_stats, train_rows = load_pairs(d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
+    train_pairs, train_stats, train_rows = load_pairs(
+        d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw
+    )
     eval_pairs = None
     if d.eval:
         eval_pairs, _, _ = load_pairs(d.eval, tokenizer, fmt=d.format, split=d.eval_split, max_rows=d.eval_rows, **data_kw)
@@ -188,10 +205,14 @@ def run(cfg: RewardConfig) -> RewardResult:
 
     def spec(mean: float | None = None, std: float | None = None) -> RewardSpec:
         return RewardSpec(
-            kind=kind, pooling=pooling, template=template, max_length=d.max_length,
-            reward_mean=mean, reward_std=std, base_model=m.name_or_path,
-        )  # fmt: skip
-
+            kind=kind,
+            pooling=pooling,
+            template=template,
+            max_length=d.max_length,
+            reward_mean=mean,
+            reward_std=std,
+            base_model=m.name_or_path,
+        )
 
     def save(step: int) -> Path:
         state = {"step": step, "pairs_seen": pairs_seen, "total_steps": steps}
@@ -226,17 +247,25 @@ def run(cfg: RewardConfig) -> RewardResult:
                 with ctx, accelerator.autocast():
                     rc, rr = pair_rewards(model, batch)
                     out_loss = bradley_terry_loss(
-                        rc, rr, margin=batch.margin if cfg.loss.margin else None,
-                        label_smoothing=cfg.loss.label_smoothing, center_coef=cfg.loss.center_coef,
-                    )  # fmt: skip
+                        rc,
+                        rr,
+                        margin=batch.margin if cfg.loss.margin else None,
+                        label_smoothing=cfg.loss.label_smoothing,
+                        center_coef=cfg.loss.center_coef,
+                    )
                     # DDP averages gradients over processes; the global normaliser already divides by all.
                     accelerator.backward(out_loss.loss.sum() / n_pairs * world)
                 r = torch.cat([rc, rr]).detach().double()
-                sums += torch.stack([
-                    out_loss.loss.detach().double().sum(), out_loss.accuracy.double().sum(),
-                    out_loss.margin.double().sum(), r.sum(), (r * r).sum(),
-                    torch.tensor(batch.num_tokens, dtype=torch.float64, device=r.device),
-                ])  # fmt: skip
+                sums += torch.stack(
+                    [
+                        out_loss.loss.detach().double().sum(),
+                        out_loss.accuracy.double().sum(),
+                        out_loss.margin.double().sum(),
+                        r.sum(),
+                        (r * r).sum(),
+                        torch.tensor(batch.num_tokens, dtype=torch.float64, device=r.device),
+                    ]
+                )
             sums = accelerator.reduce(sums, "sum")
             train_loss = sums[0].item() / n_pairs
             stop_if_not_finite(train_loss, step, save)

@@ -112,8 +112,10 @@ def load_prompt_set(source: str, *, fmt: str, split: str, on_error: str, max_row
             raise DataError(ex.ref, f"a {loaded.format!r} row has no prompt (give prompts, chats or pairs)")
         prompts.append(compact_prompt(ex.prompt))
     prompts, dropped = dedupe(prompts, key=lambda p: norm_text(json.dumps(p, ensure_ascii=False)))
-    log(f"{source}: format {loaded.format}, {loaded.rows_read} rows, {len(loaded.skipped)} skipped, "
-        f"{dropped} duplicate prompts removed -> {len(prompts)} prompts")  # fmt: skip
+    log(
+        f"{source}: format {loaded.format}, {loaded.rows_read} rows, {len(loaded.skipped)} skipped, "
+        f"{dropped} duplicate prompts removed -> {len(prompts)} prompts"
+    )
     return prompts
 
 
@@ -170,8 +172,16 @@ def build_pairs(groups: Sequence[dict], *, min_gap: float, max_length_ratio: flo
         if max_length_ratio is not None and words(best[1]) > max_length_ratio * max(1, words(worst[1])):
             stats["skipped_length_ratio"] += 1
             continue
-        pairs.append({"prompt": g["prompt"], "chosen": best[1], "rejected": worst[1], "score_chosen": best[0],
-                      "score_rejected": worst[0], "prompt_id": g["prompt_id"]})  # fmt: skip
+        pairs.append(
+            {
+                "prompt": g["prompt"],
+                "chosen": best[1],
+                "rejected": worst[1],
+                "score_chosen": best[0],
+                "score_rejected": worst[0],
+                "prompt_id": g["prompt_id"],
+            }
+        )
     stats["pairs"] = len(pairs)
     stats["mean_gap"] = _mean([p["score_chosen"] - p["score_rejected"] for p in pairs])
     stats["mean_chosen_words"] = _mean([words(p["chosen"]) for p in pairs])
@@ -190,8 +200,14 @@ def best_of_n(groups: Sequence[dict]) -> tuple[list[dict], dict]:
             continue
         s, c = max(scored, key=lambda x: x[0])
         rows.append({"prompt": g["prompt"], "completion": c, "score": s, "prompt_id": g["prompt_id"]})
-    stats = {"prompts": len(groups), "pairs": len(rows), "skipped_few_scores": skipped, "skipped_small_gap": 0,
-             "skipped_length_ratio": 0, "mean_chosen_words": _mean([words(r["completion"]) for r in rows])}  # fmt: skip
+    stats = {
+        "prompts": len(groups),
+        "pairs": len(rows),
+        "skipped_few_scores": skipped,
+        "skipped_small_gap": 0,
+        "skipped_length_ratio": 0,
+        "mean_chosen_words": _mean([words(r["completion"]) for r in rows]),
+    }
     return rows, stats
 
 
@@ -244,8 +260,9 @@ def make_judge(cfg: SelfRewardConfig, models: Models, judge_model: str | None, s
         from alignkit.models.generation import generate
 
         model, tok = models.get(judge_model)
-        return generate(model, tok, prompts, max_new_tokens=j.max_new_tokens, temperature=j.temperature, seed=seed,
-                        batch_size=j.batch_size)  # fmt: skip
+        return generate(
+            model, tok, prompts, max_new_tokens=j.max_new_tokens, temperature=j.temperature, seed=seed, batch_size=j.batch_size
+        )
 
     return SelfJudge(generate_fn, samples=j.samples, seed=seed, name=f"self ({judge_model})")
 
@@ -254,9 +271,18 @@ def make_judge(cfg: SelfRewardConfig, models: Models, judge_model: str | None, s
 
 
 def evaluate(
-    cfg: SelfRewardConfig, models: Models, model_path: str, heldout: list, out: Path, *, prev_answers: Path | None,
-    judge_model: str | None, human_pairs: list[dict] | None, seed: int, log,
-) -> dict:  # fmt: skip
+    cfg: SelfRewardConfig,
+    models: Models,
+    model_path: str,
+    heldout: list,
+    out: Path,
+    *,
+    prev_answers: Path | None,
+    judge_model: str | None,
+    human_pairs: list[dict] | None,
+    seed: int,
+    log,
+) -> dict:
     """Answers of ``model_path`` to the held-out prompts (``out/eval_answers.jsonl``), scored by the eval judge
     (and the reward model), compared with the previous iteration's answers; judge agreement for a self-judge."""
     from alignkit.eval.stats import bootstrap_ci, mean, win_rate
@@ -265,9 +291,16 @@ def evaluate(
 
     e = cfg.eval
     model, tok = models.get(model_path)
-    answers = generate(model, tok, heldout, max_new_tokens=e.max_new_tokens or cfg.generation.max_new_tokens,
-                       temperature=e.temperature, top_p=cfg.generation.top_p, seed=seed,
-                       batch_size=cfg.generation.batch_size)  # fmt: skip
+    answers = generate(
+        model,
+        tok,
+        heldout,
+        max_new_tokens=e.max_new_tokens or cfg.generation.max_new_tokens,
+        temperature=e.temperature,
+        top_p=cfg.generation.top_p,
+        seed=seed,
+        batch_size=cfg.generation.batch_size,
+    )
     judge = make_judge(cfg, models, judge_model, seed=seed + 17)
     judged = judge(heldout, answers)
     rewards = [None] * len(answers)
@@ -275,15 +308,21 @@ def evaluate(
         from alignkit.rl.rewards import RewardSource
 
         rewards = RewardSource(model_dir=e.reward_model, device=models.device)(heldout, answers)
-    rows = [{"prompt": p, "response": a, "score": j.score, "samples": list(j.samples), "raw": list(j.raw), "reward": r}
-            for p, a, j, r in zip(heldout, answers, judged, rewards)]  # fmt: skip
+    rows = [
+        {"prompt": p, "response": a, "score": j.score, "samples": list(j.samples), "raw": list(j.raw), "reward": r}
+        for p, a, j, r in zip(heldout, answers, judged, rewards)
+    ]
     write_jsonl(out / "eval_answers.jsonl", rows)
 
     scores = [r["score"] for r in rows if r["score"] is not None]
-    res: dict = {"prompts": len(rows), "judge": judge.name, "unparseable": len(rows) - len(scores),
-                 "mean_judge_score": mean(scores) if scores else None,
-                 "judge_score_ci": list(bootstrap_ci(mean, scores, n_boot=e.n_boot, seed=seed)) if scores else None,
-                 "mean_response_words": _mean([words(a) for a in answers])}  # fmt: skip
+    res: dict = {
+        "prompts": len(rows),
+        "judge": judge.name,
+        "unparseable": len(rows) - len(scores),
+        "mean_judge_score": mean(scores) if scores else None,
+        "judge_score_ci": list(bootstrap_ci(mean, scores, n_boot=e.n_boot, seed=seed)) if scores else None,
+        "mean_response_words": _mean([words(a) for a in answers]),
+    }
     if e.reward_model:
         res["mean_reward"] = mean(rewards)
         res["reward_ci"] = list(bootstrap_ci(mean, rewards, n_boot=e.n_boot, seed=seed))
@@ -301,8 +340,9 @@ def evaluate(
     if cfg.judge.type == "self" and human_pairs:
         # How well this model judges: it is the judge of the next iteration.
         own = make_judge(cfg, models, model_path, seed=seed + 29)
-        agree = agreement(own, [p["prompt"] for p in human_pairs], [p["chosen"] for p in human_pairs],
-                          [p["rejected"] for p in human_pairs])  # fmt: skip
+        agree = agreement(
+            own, [p["prompt"] for p in human_pairs], [p["chosen"] for p in human_pairs], [p["rejected"] for p in human_pairs]
+        )
         res["judge_agreement"] = agree["agreement"]
         res["agreement_pairs"] = agree["scored_pairs"]
         res["agreement_unscored_pairs"] = agree["unscored_pairs"]
@@ -317,8 +357,11 @@ def load_human_pairs(cfg: SelfRewardConfig, log) -> list[dict] | None:
     from alignkit.data.formats import load_examples
 
     loaded = load_examples(cfg.eval.human_pairs, max_rows=cfg.eval.max_pairs)
-    pairs = [{"prompt": as_messages(ex.prompt), "chosen": ex.chosen, "rejected": ex.rejected}
-             for ex in loaded.examples if ex.is_preference]  # fmt: skip
+    pairs = [
+        {"prompt": as_messages(ex.prompt), "chosen": ex.chosen, "rejected": ex.rejected}
+        for ex in loaded.examples
+        if ex.is_preference
+    ]
     if not pairs:
         from alignkit.data.errors import DataError
 
@@ -350,7 +393,9 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
         from alignkit.models.init_model import init_model
 
         log(f"{m.name_or_path} does not exist: creating a {m.init.arch}/{m.init.size} model (model.init)")
-        init_model(m.init.arch, m.init.size, m.init.tokenizer_from, m.name_or_path, vocab_size=m.init.vocab_size, seed=m.init.seed)
+        init_model(
+            m.init.arch, m.init.size, m.init.tokenizer_from, m.name_or_path, vocab_size=m.init.vocab_size, seed=m.init.seed
+        )
 
     # --- prompts ------------------------------------------------------------------------------------
     p = cfg.prompts
@@ -365,7 +410,9 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
         heldout = heldout[: p.heldout_rows]
     else:
         if len(pool) <= p.heldout_rows:
-            raise DataError(p.train, f"{len(pool)} prompts: not enough to hold out prompts.heldout_rows={p.heldout_rows} and train")
+            raise DataError(
+                p.train, f"{len(pool)} prompts: not enough to hold out prompts.heldout_rows={p.heldout_rows} and train"
+            )
         pool, heldout = pool[: -p.heldout_rows], pool[-p.heldout_rows :]
     held_keys = {norm_text(prompt_text(q)) for q in heldout}
     pool = [q for q in pool if norm_text(prompt_text(q)) not in held_keys]
@@ -385,10 +432,25 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
     else:
         log("\n=== iteration 0: evaluating the starting model")
         t0 = time.time()
-        ev = evaluate(cfg, models, m.name_or_path, heldout, d0, prev_answers=None, judge_model=eval_judge(m.name_or_path),
-                      human_pairs=human_pairs, seed=cfg.seed, log=log)  # fmt: skip
-        s0 = {"iteration": 0, "model": m.name_or_path, "eval": ev, "mean_judge_score": ev["mean_judge_score"],
-              "seconds": round(time.time() - t0, 1)}  # fmt: skip
+        ev = evaluate(
+            cfg,
+            models,
+            m.name_or_path,
+            heldout,
+            d0,
+            prev_answers=None,
+            judge_model=eval_judge(m.name_or_path),
+            human_pairs=human_pairs,
+            seed=cfg.seed,
+            log=log,
+        )
+        s0 = {
+            "iteration": 0,
+            "model": m.name_or_path,
+            "eval": ev,
+            "mean_judge_score": ev["mean_judge_score"],
+            "seconds": round(time.time() - t0, 1),
+        }
         write_json(d0 / "summary.json", s0)
         summaries.append(s0)
         log(_eval_line(s0))
@@ -420,8 +482,16 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
                 model, tok = models.get(current)
                 texts = [prompt_text(q) for q in pool if isinstance(q, str)] or [prompt_text(q) for q in pool]
                 requests = self_instruct_requests(texts, si.new_prompts, si.few_shot, random.Random(seed))
-                written = generate(model, tok, requests, max_new_tokens=si.max_new_tokens, temperature=si.temperature,
-                                   top_p=cfg.generation.top_p, seed=seed, batch_size=cfg.generation.batch_size)  # fmt: skip
+                written = generate(
+                    model,
+                    tok,
+                    requests,
+                    max_new_tokens=si.max_new_tokens,
+                    temperature=si.temperature,
+                    top_p=cfg.generation.top_p,
+                    seed=seed,
+                    batch_size=cfg.generation.batch_size,
+                )
                 cleaned = [clean_new_prompt(w) for w in written]
                 kept = [c for c in cleaned if words(c) >= si.min_words]
                 new_stats = {"requested": len(requests), "too_short": len(cleaned) - len(kept)}
@@ -433,10 +503,17 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
             for i, r in enumerate(rows):
                 r["id"] = i
             write_jsonl(d / "prompts.jsonl", rows)
-            state.record("prompts", {"total": len(rows), "from_dataset": sum(r["source"] == "dataset" for r in rows),
-                                     "self_instruct_new": sum(r["source"] == "self_instruct" for r in rows),
-                                     "self_instruct_requested": new_stats["requested"],
-                                     "self_instruct_too_short": new_stats["too_short"], "duplicates_removed": dup})  # fmt: skip
+            state.record(
+                "prompts",
+                {
+                    "total": len(rows),
+                    "from_dataset": sum(r["source"] == "dataset" for r in rows),
+                    "self_instruct_new": sum(r["source"] == "self_instruct" for r in rows),
+                    "self_instruct_requested": new_stats["requested"],
+                    "self_instruct_too_short": new_stats["too_short"],
+                    "duplicates_removed": dup,
+                },
+            )
             log(f"prompts: {state.data['prompts']}")
         prompt_rows = read_jsonl(d / "prompts.jsonl")
 
@@ -445,8 +522,16 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
             g = cfg.generation
             model, tok = models.get(current)
             flat = [r["prompt"] for r in prompt_rows for _ in range(g.n)]
-            texts = generate(model, tok, flat, max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
-                             seed=seed + 1, batch_size=g.batch_size)  # fmt: skip
+            texts = generate(
+                model,
+                tok,
+                flat,
+                max_new_tokens=g.max_new_tokens,
+                temperature=g.temperature,
+                top_p=g.top_p,
+                seed=seed + 1,
+                batch_size=g.batch_size,
+            )
             groups, dup, empty = [], 0, 0
             for i, r in enumerate(prompt_rows):
                 cands = [c.strip() for c in texts[i * g.n : (i + 1) * g.n]]
@@ -456,8 +541,16 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
                 dup += removed
                 groups.append({"prompt_id": r["id"], "prompt": r["prompt"], "candidates": uniq})
             write_jsonl(d / "candidates.jsonl", groups)
-            state.record("candidates", {"prompts": len(groups), "samples": len(flat), "unique": sum(len(x["candidates"]) for x in groups),
-                                        "duplicates_removed": dup, "empty_removed": empty})  # fmt: skip
+            state.record(
+                "candidates",
+                {
+                    "prompts": len(groups),
+                    "samples": len(flat),
+                    "unique": sum(len(x["candidates"]) for x in groups),
+                    "duplicates_removed": dup,
+                    "empty_removed": empty,
+                },
+            )
             log(f"candidates: {state.data['candidates']}")
         groups = read_jsonl(d / "candidates.jsonl")
 
@@ -472,18 +565,37 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
                 for j, c in enumerate(x["candidates"]):
                     jd = judged[k]
                     k += 1
-                    rows.append({"prompt_id": x["prompt_id"], "candidate": j, "response": c, "score": jd.score,
-                                 "samples": list(jd.samples), "raw": list(jd.raw)})  # fmt: skip
+                    rows.append(
+                        {
+                            "prompt_id": x["prompt_id"],
+                            "candidate": j,
+                            "response": c,
+                            "score": jd.score,
+                            "samples": list(jd.samples),
+                            "raw": list(jd.raw),
+                        }
+                    )
             write_jsonl(d / "judgments.jsonl", rows)
             unparseable = sum(r["score"] is None for r in rows)
             samples = sum(len(r["samples"]) for r in rows)
             bad_samples = sum(s is None for r in rows for s in r["samples"])
-            state.record("judging", {"type": cfg.judge.type, "judge": judge.name, "judgments": len(rows), "unparseable": unparseable,
-                                     "unparseable_rate": unparseable / len(rows) if rows else None,
-                                     "judge_samples": samples, "unparseable_samples": bad_samples})  # fmt: skip
+            state.record(
+                "judging",
+                {
+                    "type": cfg.judge.type,
+                    "judge": judge.name,
+                    "judgments": len(rows),
+                    "unparseable": unparseable,
+                    "unparseable_rate": unparseable / len(rows) if rows else None,
+                    "judge_samples": samples,
+                    "unparseable_samples": bad_samples,
+                },
+            )
             log(f"judging: {state.data['judging']}")
             if unparseable:
-                log(f"  {unparseable} of {len(rows)} candidates got no usable score ({bad_samples} of {samples} judge samples unparseable)")
+                log(
+                    f"  {unparseable} of {len(rows)} candidates got no usable score ({bad_samples} of {samples} judge samples unparseable)"
+                )
         judgments = read_jsonl(d / "judgments.jsonl")
 
         # 4. pairs
@@ -504,26 +616,54 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
         if not state.done("train"):
             n_pairs = state.data["pairs"]["pairs"]
             if n_pairs == 0:
-                log(f"iteration {t}: no training {'pairs' if cfg.mode == 'dpo' else 'answers'} "
-                    f"({state.data['pairs']}); the model is carried over unchanged")  # fmt: skip
+                log(
+                    f"iteration {t}: no training {'pairs' if cfg.mode == 'dpo' else 'answers'} "
+                    f"({state.data['pairs']}); the model is carried over unchanged"
+                )
                 state.record("train", {"skipped": "no pairs", "model": current})
             else:
                 models.free()  # training loads its own copies
                 tr = time.time()
                 result = _train(cfg, current, d, seed)
-                state.record("train", {"steps": result.steps, "train_loss": result.train_loss, "seconds": round(time.time() - tr, 1),
-                                       "model": str(result.final_dir)})  # fmt: skip
+                state.record(
+                    "train",
+                    {
+                        "steps": result.steps,
+                        "train_loss": result.train_loss,
+                        "seconds": round(time.time() - tr, 1),
+                        "model": str(result.final_dir),
+                    },
+                )
         new_model = state.data["train"]["model"]
 
         # 6. evaluation
         if not state.done("eval"):
-            ev = evaluate(cfg, models, new_model, heldout, d, prev_answers=out / f"iter-{t - 1}" / "eval_answers.jsonl",
-                          judge_model=eval_judge(new_model), human_pairs=human_pairs, seed=cfg.seed, log=log)  # fmt: skip
+            ev = evaluate(
+                cfg,
+                models,
+                new_model,
+                heldout,
+                d,
+                prev_answers=out / f"iter-{t - 1}" / "eval_answers.jsonl",
+                judge_model=eval_judge(new_model),
+                human_pairs=human_pairs,
+                seed=cfg.seed,
+                log=log,
+            )
             state.record("eval", ev)
-        s = {"iteration": t, "mode": cfg.mode, "model": new_model, "prompts": state.data["prompts"],
-             "candidates": state.data["candidates"], "judging": state.data["judging"], "pairs": state.data["pairs"],
-             "train": state.data["train"], "eval": state.data["eval"], "mean_judge_score": state.data["eval"]["mean_judge_score"],
-             "seconds": round(time.time() - t0, 1)}  # fmt: skip
+        s = {
+            "iteration": t,
+            "mode": cfg.mode,
+            "model": new_model,
+            "prompts": state.data["prompts"],
+            "candidates": state.data["candidates"],
+            "judging": state.data["judging"],
+            "pairs": state.data["pairs"],
+            "train": state.data["train"],
+            "eval": state.data["eval"],
+            "mean_judge_score": state.data["eval"]["mean_judge_score"],
+            "seconds": round(time.time() - t0, 1),
+        }
         write_json(d / "summary.json", s)
         summaries.append(s)
         current = new_model
@@ -533,7 +673,9 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
     print_iteration_table(summaries)
     examples = _examples(out, cfg.iterations)
     write_report_html(out / "report.html", summaries, config_yaml=(out / "config.yaml").read_text(), examples=examples)
-    write_json(out / "summary.json", {"iterations": summaries, "final_model": current, "seconds": round(time.time() - t_start, 1)})
+    write_json(
+        out / "summary.json", {"iterations": summaries, "final_model": current, "seconds": round(time.time() - t_start, 1)}
+    )
     log(f"\nwrote {out / 'report.html'} and {out / 'summary.json'}; final model: {current}")
     return SelfRewardResult(output_dir=out, final_model=current, summaries=summaries)
 
@@ -547,20 +689,37 @@ def _train(cfg: SelfRewardConfig, current: str, d: Path, seed: int):
         from alignkit.config.dpo import DPOConfig
 
         x = cfg.dpo
-        dpo_cfg = DPOConfig.model_validate({
-            **common, "loss": x.loss.model_dump(by_alias=True), "train": x.train.model_dump(),
-            "data": {"train": str(d / "pairs.jsonl"), "format": "preference", "max_length": x.max_length, "packing": x.packing},
-            "ref": {"model": None, "precompute": x.precompute_ref},
-        })  # fmt: skip
+        dpo_cfg = DPOConfig.model_validate(
+            {
+                **common,
+                "loss": x.loss.model_dump(by_alias=True),
+                "train": x.train.model_dump(),
+                "data": {
+                    "train": str(d / "pairs.jsonl"),
+                    "format": "preference",
+                    "max_length": x.max_length,
+                    "packing": x.packing,
+                },
+                "ref": {"model": None, "precompute": x.precompute_ref},
+            }
+        )
         return run_dpo(dpo_cfg)
     from alignkit.algorithms.sft import run as run_sft
     from alignkit.config.sft import SFTConfig
 
     x = cfg.sft
-    sft_cfg = SFTConfig.model_validate({
-        **common, "train": x.train.model_dump(),
-        "data": {"train": str(d / "pairs.jsonl"), "format": "prompt_completion", "max_length": x.max_length, "packing": x.packing},
-    })  # fmt: skip
+    sft_cfg = SFTConfig.model_validate(
+        {
+            **common,
+            "train": x.train.model_dump(),
+            "data": {
+                "train": str(d / "pairs.jsonl"),
+                "format": "prompt_completion",
+                "max_length": x.max_length,
+                "packing": x.packing,
+            },
+        }
+    )
     return run_sft(sft_cfg)
 
 
@@ -587,9 +746,16 @@ def _examples(out: Path, iterations: int, per_iteration: int = 3) -> list[dict]:
         if path.exists():
             for r in read_jsonl(path)[:per_iteration]:
                 if "chosen" in r:
-                    rows.append({"iteration": t, "prompt": r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
-                                 "chosen": r["chosen"], "rejected": r["rejected"], "score_chosen": r["score_chosen"],
-                                 "score_rejected": r["score_rejected"]})  # fmt: skip
+                    rows.append(
+                        {
+                            "iteration": t,
+                            "prompt": r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
+                            "chosen": r["chosen"],
+                            "rejected": r["rejected"],
+                            "score_chosen": r["score_chosen"],
+                            "score_rejected": r["score_rejected"],
+                        }
+                    )
     return rows
 
 

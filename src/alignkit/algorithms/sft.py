@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.config.sft import SFTConfig
 from alignkit.losses.reductions import global_token_mean
 from alignkit.losses.sft import sft_token_nll
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.training import batching
-from alignkit.training.setup import holdout_split, resume_state, start_run
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger
 from alignkit.training.progress import training_progress
+from alignkit.training.setup import holdout_split, resume_state, start_run
 
 
 @dataclass
@@ -120,9 +120,12 @@ def run(cfg: SFTConfig) -> SFTResult:
     quiet_libraries()
     t = cfg.train
     accelerator, out, ckpt_root = start_run(
-        cfg, mixed_precision=t.mixed_precision, seed=t.seed,
-        model_path=cfg.model.name_or_path, init_spec=cfg.model.init,
-    )  # fmt: skip
+        cfg,
+        mixed_precision=t.mixed_precision,
+        seed=t.seed,
+        model_path=cfg.model.name_or_path,
+        init_spec=cfg.model.init,
+    )
     main = accelerator.is_main_process
     log = accelerator.print
 
@@ -143,11 +146,18 @@ def run(cfg: SFTConfig) -> SFTResult:
     # --- model and optimisation -------------------------------------------------------------------
     m = cfg.model
     model = load_causal_lm(
-        m.name_or_path, dtype=m.dtype, finetune=m.finetune, lora_r=m.lora.r, lora_alpha=m.lora.alpha,
-        lora_dropout=m.lora.dropout, lora_target_modules=m.lora.target_modules,
-        gradient_checkpointing=m.gradient_checkpointing, attn_implementation=m.attn_implementation,
-        trust_remote_code=m.trust_remote_code, revision=m.revision,
-    )  # fmt: skip
+        m.name_or_path,
+        dtype=m.dtype,
+        finetune=m.finetune,
+        lora_r=m.lora.r,
+        lora_alpha=m.lora.alpha,
+        lora_dropout=m.lora.dropout,
+        lora_target_modules=m.lora.target_modules,
+        gradient_checkpointing=m.gradient_checkpointing,
+        attn_implementation=m.attn_implementation,
+        trust_remote_code=m.trust_remote_code,
+        revision=m.revision,
+    )
     n_train, n_total = trainable_parameters(model)
     log(f"model {m.name_or_path}: {n_train:,} trainable of {n_total:,} parameters ({m.finetune})")
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -182,7 +192,9 @@ def run(cfg: SFTConfig) -> SFTResult:
             groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, lengths=lengths, **plan_kw)
             micro = [collate([train_examples[i] for i in idx]).to(accelerator.device) for idx in groups]
             # Global normaliser: loss tokens of the whole step, all micro-batches and processes.
-            counts = torch.tensor([sum(b.num_loss_tokens for b in micro), sum(b.num_tokens for b in micro)], device=accelerator.device)
+            counts = torch.tensor(
+                [sum(b.num_loss_tokens for b in micro), sum(b.num_tokens for b in micro)], device=accelerator.device
+            )
             counts = accelerator.reduce(counts, "sum")
             n_loss, n_tokens = int(counts[0]), int(counts[1])
             nll_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
@@ -214,9 +226,7 @@ def run(cfg: SFTConfig) -> SFTResult:
             }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
-            progress.update(
-                task, advance=1, stats=f"loss {train_loss:.4f} lr {lr:.2e} {n_tokens / dt:,.0f} tok/s"
-            )
+            progress.update(task, advance=1, stats=f"loss {train_loss:.4f} lr {lr:.2e} {n_tokens / dt:,.0f} tok/s")
             if eval_examples and t.eval_every and done % t.eval_every == 0 and done != steps:
                 eval_result = run_eval()
                 metrics.log({"step": done, **eval_result})

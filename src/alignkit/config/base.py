@@ -5,6 +5,7 @@ Only pydantic and yaml are imported here (layered imports: configs never pull in
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,10 +40,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-4" as a string; users mean a number
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-4" as a string; users mean a number
             value = float(value) if any(c in value for c in ".eE") and value.strip().lower() not in {"inf", "nan"} else value
-        except ValueError:
-            pass
     return key.split("."), value
 
 
@@ -72,9 +71,13 @@ def _union_member(annotation: Any, tag: Any) -> Any:
         inner = _union_member(arg, tag) if getattr(arg, "__args__", None) else None
         if inner is not None:
             return inner
-        if isinstance(arg, type) and issubclass(arg, BaseModel) and "type" in arg.model_fields:
-            if tag in (getattr(arg.model_fields["type"].annotation, "__args__", ()) or ()):
-                return arg
+        if (
+            isinstance(arg, type)
+            and issubclass(arg, BaseModel)
+            and "type" in arg.model_fields
+            and tag in (getattr(arg.model_fields["type"].annotation, "__args__", ()) or ())
+        ):
+            return arg
     return None
 
 

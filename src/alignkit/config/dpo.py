@@ -7,7 +7,7 @@ an error, not silently ignored. ``loss: orpo`` (a bare name) is short for ``loss
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -79,8 +79,10 @@ class KTOLoss(Closed):
 
 
 LossConfig = Annotated[
-    Union[SigmoidLoss, IPOLoss, HingeLoss, RobustLoss, ORPOLoss, SimPOLoss, KTOLoss], Field(discriminator="type")
+    SigmoidLoss | IPOLoss | HingeLoss | RobustLoss | ORPOLoss | SimPOLoss | KTOLoss, Field(discriminator="type")
 ]
+
+
 def loss_shorthand(data):
     """``loss: orpo`` (a bare name) -> ``loss: {type: orpo}`` in a section's raw data."""
     if isinstance(data, dict) and isinstance(data.get("loss"), str):
@@ -99,7 +101,9 @@ class PreferenceDataConfig(SourceConfig):
         0.0, ge=0, lt=1, description="Hold out this fraction of the training rows for eval when eval is unset."
     )
     max_length: int = Field(
-        1024, ge=8, description="Longest prompt + completion; longer ones lose the prompt's first tokens, then the completion's last (counted)."
+        1024,
+        ge=8,
+        description="Longest prompt + completion; longer ones lose the prompt's first tokens, then the completion's last (counted).",
     )
     packing: bool = Field(
         True, description="Padding-free batches: a micro-batch's sequences concatenated, positions restarting per sequence."

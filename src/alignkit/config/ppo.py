@@ -14,7 +14,9 @@ class PromptDataConfig(SourceConfig):
     """Prompts: any format the data layer reads; the prompt part of each row is used (duplicates kept)."""
 
     max_length: int = Field(256, ge=8, description="Longest prompt in tokens; longer prompts lose their earliest tokens.")
-    eval_fraction: float = Field(0.0, ge=0, lt=1, description="Hold out this fraction of the prompts (written to heldout_prompts.jsonl).")
+    eval_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Hold out this fraction of the prompts (written to heldout_prompts.jsonl)."
+    )
 
 
 class RewardSourceConfig(Closed):
@@ -60,7 +62,9 @@ class GenerationConfig(Closed):
 
 class PPOAlgoConfig(Closed):
     rollout_size: int = Field(16, ge=2, description="Prompts sampled per PPO step (per process).")
-    mini_batch_size: int = Field(8, ge=1, description="Rollout rows per optimizer update (split into train.batch_size micro-batches).")
+    mini_batch_size: int = Field(
+        8, ge=1, description="Rollout rows per optimizer update (split into train.batch_size micro-batches)."
+    )
     ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout.")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount γ of GAE.")
     lam: float = Field(0.95, ge=0, le=1, description="GAE λ.")
@@ -69,7 +73,9 @@ class PPOAlgoConfig(Closed):
     vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
     entropy_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus.")
     kl_coef: float = Field(0.05, ge=0, description="Initial coefficient of the per-token KL penalty to the reference.")
-    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator: k1 = log π - log π_ref; k3 unbiased, ≥ 0.")
+    kl_estimator: Literal["k1", "k3"] = Field(
+        "k1", description="Per-token KL estimator: k1 = log π - log π_ref; k3 unbiased, ≥ 0."
+    )
     kl_target: float | None = Field(
         None, gt=0, description="Adaptive KL (Ziegler et al. 2019): steer the KL toward this many nats (null: fixed coefficient)."
     )
@@ -102,7 +108,9 @@ class PPOConfig(RunConfig):
         if self.memory == "shared-base" and self.model.finetune not in ("lora", "qlora"):
             raise ValueError("memory 'shared-base' needs model.finetune lora or qlora (the adapters hold policy and value)")
         if self.memory == "shared-base" and self.value.init == "reward":
-            raise ValueError("value.init 'reward' needs memory 'separate' (shared-base values are an adapter on the policy's base)")
+            raise ValueError(
+                "value.init 'reward' needs memory 'separate' (shared-base values are an adapter on the policy's base)"
+            )
         if self.ppo.mini_batch_size > self.ppo.rollout_size:
             raise ValueError("ppo.mini_batch_size cannot exceed ppo.rollout_size")
         if self.train.grad_accum != 1:

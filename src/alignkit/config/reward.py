@@ -42,9 +42,7 @@ class RewardDataConfig(SourceConfig):
     eval_fraction: float = Field(
         0.0, ge=0, lt=1, description="Hold out this fraction of the training pairs for eval when eval is unset."
     )
-    max_length: int = Field(
-        512, ge=8, description="Longest tokenised prompt + response; longer ones lose tokens from the left."
-    )
+    max_length: int = Field(512, ge=8, description="Longest tokenised prompt + response; longer ones lose tokens from the left.")
     packing: bool | Literal["auto"] = Field(
         "auto",
         description="Padding-free batches (all sequences of a micro-batch in one row); auto: on for decoders "

@@ -87,12 +87,15 @@ class JudgeConfig(Closed):
 
 
 class PairsConfig(Closed):
-    min_gap: float = Field(0.5, ge=0, description="Keep a prompt's (best, worst) pair only when their scores differ by this much.")
+    min_gap: float = Field(
+        0.5, ge=0, description="Keep a prompt's (best, worst) pair only when their scores differ by this much."
+    )
     max_length_ratio: float | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Length-bias guard: drop pairs whose chosen answer has more than this many times the rejected one's "
         "words (counted); null: keep all.",
-    )  # fmt: skip
+    )
 
 
 class SelfRewardDPOConfig(Closed):

@@ -32,7 +32,9 @@ class Batch:
     attention_mask: torch.Tensor | None  # (B, T) long, 1 on real tokens, 0 on padding; None when packed
     position_ids: torch.Tensor  # (B, T) long; 0.. per row when padded, restarting at 0 per example when packed
     real_tokens: int | None = None  # packed rows: how many tokens are not tail padding (None: all, or see mask)
-    example_index: torch.Tensor | None = None  # (B, T) long: which example (0..n-1, collate order) a position belongs to; -1 on padding
+    example_index: torch.Tensor | None = (
+        None  # (B, T) long: which example (0..n-1, collate order) a position belongs to; -1 on padding
+    )
 
     @property
     def num_loss_tokens(self) -> int:
@@ -102,9 +104,12 @@ def collate_padded(examples: Sequence[TokenizedExample], pad_token_id: int) -> B
         example_index[b, :n] = b
     position_ids = torch.arange(T, dtype=torch.long).unsqueeze(0).expand(B, T).contiguous()  # (B, T)
     return Batch(
-        input_ids=input_ids, labels=labels, attention_mask=attention_mask, position_ids=position_ids,
+        input_ids=input_ids,
+        labels=labels,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
         example_index=example_index,
-    )  # fmt: skip
+    )
 
 
 def pack_rows(lengths: Sequence[int], max_row_tokens: int | None) -> list[list[int]]:
@@ -129,9 +134,7 @@ def pack_rows(lengths: Sequence[int], max_row_tokens: int | None) -> list[list[i
     return sorted((sorted(r) for r in rows), key=lambda r: r[0])
 
 
-def collate_packed(
-    examples: Sequence[TokenizedExample], *, max_row_tokens: int | None = None, pad_token_id: int = 0
-) -> Batch:
+def collate_packed(examples: Sequence[TokenizedExample], *, max_row_tokens: int | None = None, pad_token_id: int = 0) -> Batch:
     """Pack ``examples`` without padding between them: B rows of concatenated examples.
 
     With ``max_row_tokens=None`` everything goes in one row (B = 1, T = total length). With a cap, the

@@ -363,9 +363,7 @@ def load_examples(
     return loaded
 
 
-def convert_rows(
-    source: str, *, fmt: str, split: str, max_rows: int | None, stop_on_error: bool
-) -> LoadedData:
+def convert_rows(source: str, *, fmt: str, split: str, max_rows: int | None, stop_on_error: bool) -> LoadedData:
     """The row loop of ``load_examples``: bad rows are raised (``stop_on_error``) or collected.
 
     ``format`` is None in the result when no row's format could be detected (callers decide).

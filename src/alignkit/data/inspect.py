@@ -142,9 +142,7 @@ def print_report(report: InspectReport, console=None) -> None:
     table.add_row("rows read", str(report.rows))
     table.add_row("examples", str(report.examples))
     table.add_row("skipped (errors)", str(report.skipped))
-    table.add_row(
-        "tokens p50 / p90 / p99 / max", f"{report.p50} / {report.p90} / {report.p99} / {report.max}"
-    )
+    table.add_row("tokens p50 / p90 / p99 / max", f"{report.p50} / {report.p90} / {report.p99} / {report.max}")
     table.add_row(f"longer than max_length={report.max_length}", str(report.over_max_length))
     if report.tokenizer_trained:
         table.add_row("tokenizer", "none given: lengths use a small BPE tokenizer trained on these rows")

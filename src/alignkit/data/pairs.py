@@ -23,6 +23,7 @@ TEMPLATES = ("chat", "plain")
 if TYPE_CHECKING:
     import torch
 
+
 def render_text(prompt: str | Sequence, response: str, tokenizer, template: str) -> str:
     """The text a reward model scores: the prompt's turns followed by ``response`` as the assistant's."""
     messages = as_messages(prompt) + [{"role": "assistant", "content": response}]
@@ -122,15 +123,15 @@ def tokenize_pairs(
     truncated = 0
     for k, (ex, c, r, cc, rc) in enumerate(zip(examples, chosen.ids, rejected.ids, chosen.truncated, rejected.truncated)):
         if c == r:
-            err = DataError(ex.ref, f"chosen and rejected are the same {len(c)} tokens after tokenization/truncation", field="rejected")
+            err = DataError(
+                ex.ref, f"chosen and rejected are the same {len(c)} tokens after tokenization/truncation", field="rejected"
+            )
             if on_error == "raise":
                 raise err
             skipped.append(err)
             continue
         truncated += cc or rc
-        pairs.append(
-            TokenizedPair(c, r, pair_margin(ex), ex.ref, ex.meta.get("subset"), chosen.starts[k], rejected.starts[k])
-        )
+        pairs.append(TokenizedPair(c, r, pair_margin(ex), ex.ref, ex.meta.get("subset"), chosen.starts[k], rejected.starts[k]))
     return TokenizedPairs(pairs=pairs, truncated=truncated, skipped=skipped)
 
 
@@ -144,23 +145,29 @@ class PairBatch:
     column) of each sequence's last token.
     """
 
-    input_ids: "torch.Tensor"  # padded (2B, T) right-padded with the pad id | packed (R, T)
-    attention_mask: "torch.Tensor | None"  # padded (2B, T) 1 on real tokens | packed None
-    margin: "torch.Tensor"  # (B,) float32 required reward gaps
+    input_ids: torch.Tensor  # padded (2B, T) right-padded with the pad id | packed (R, T)
+    attention_mask: torch.Tensor | None  # padded (2B, T) 1 on real tokens | packed None
+    margin: torch.Tensor  # (B,) float32 required reward gaps
     num_pairs: int  # B
-    position_ids: "torch.Tensor | None" = None  # packed (R, T) position within each sequence
-    ends: "torch.Tensor | None" = None  # packed (2B,) flat index of each sequence's last token
+    position_ids: torch.Tensor | None = None  # packed (R, T) position within each sequence
+    ends: torch.Tensor | None = None  # packed (2B,) flat index of each sequence's last token
     real_tokens: int | None = None  # packed: tokens that are not row-tail padding
-    pool_mask: "torch.Tensor | None" = None  # padded (2B, T) 1 on response tokens (pooling "response_mean")
+    pool_mask: torch.Tensor | None = None  # padded (2B, T) 1 on response tokens (pooling "response_mean")
 
-    def to(self, device) -> "PairBatch":
+    def to(self, device) -> PairBatch:
         def move(t):
             return None if t is None else t.to(device)
 
         return PairBatch(
-            self.input_ids.to(device), move(self.attention_mask), self.margin.to(device), self.num_pairs,
-            move(self.position_ids), move(self.ends), self.real_tokens, move(self.pool_mask),
-        )  # fmt: skip
+            self.input_ids.to(device),
+            move(self.attention_mask),
+            self.margin.to(device),
+            self.num_pairs,
+            move(self.position_ids),
+            move(self.ends),
+            self.real_tokens,
+            move(self.pool_mask),
+        )
 
     @property
     def num_tokens(self) -> int:
@@ -171,9 +178,12 @@ class PairBatch:
     def model_inputs(self) -> dict:
         """Keyword arguments of ``RewardScorer.forward``."""
         return {
-            "input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids,
-            "ends": self.ends, "pool_mask": self.pool_mask,
-        }  # fmt: skip
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+            "ends": self.ends,
+            "pool_mask": self.pool_mask,
+        }
 
 
 def response_mask(lengths: Sequence[int], starts: Sequence[int], width: int):
@@ -226,10 +236,14 @@ def collate_pairs(
         ids.append(row_ids + [pad_token_id] * k)
         positions.append(row_pos + list(range(k)))  # the tail padding is a sequence of its own
     return PairBatch(
-        torch.tensor(ids, dtype=torch.long), None, margin, len(pairs),
-        position_ids=torch.tensor(positions, dtype=torch.long), ends=torch.tensor(ends, dtype=torch.long),
+        torch.tensor(ids, dtype=torch.long),
+        None,
+        margin,
+        len(pairs),
+        position_ids=torch.tensor(positions, dtype=torch.long),
+        ends=torch.tensor(ends, dtype=torch.long),
         real_tokens=sum(len(s) for s in seqs),
-    )  # fmt: skip
+    )
 
 
 def write_preference_jsonl(examples: Sequence[Example], path) -> None:

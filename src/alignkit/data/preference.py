@@ -46,7 +46,7 @@ class SequenceSet:
         """Tokens whose log-prob is summed for this sequence (the loss mask after the first position)."""
         return sum(self.sequences[seq_id].loss_mask[1:])
 
-    def subset(self, units: Sequence[int]) -> "SequenceSet":
+    def subset(self, units: Sequence[int]) -> SequenceSet:
         """The units ``units`` only (sequence ids are renumbered; KL partners stay the same sequences)."""
         seqs: list[TokenizedExample] = []
         new_id: dict[int, int] = {}
@@ -95,9 +95,7 @@ def _tokenize_one(ex: Example, completion: str, tokenizer, max_length: int) -> t
     return TokenizedExample(ids, mask, ex.ref), len(ids) < len(full.input_ids)
 
 
-def tokenize_pairs_for_policy(
-    examples: Sequence[Example], tokenizer, *, max_length: int, on_error: str = "raise"
-) -> SequenceSet:
+def tokenize_pairs_for_policy(examples: Sequence[Example], tokenizer, *, max_length: int, on_error: str = "raise") -> SequenceSet:
     """Pairs (``Example.rejected`` set) as chosen/rejected sequences. A pair is left out (a ``DataError``,
     or counted in ``skipped`` with ``on_error="skip"``) when truncation leaves a side with no completion
     token or makes both sides the same tokens."""

@@ -77,9 +77,7 @@ def read_rows_or_errors(source: str, *, split: str = "train") -> Iterator[tuple[
             return _read_parquet(path)
         if lower.endswith(".csv"):
             return _read_csv(path)
-        raise DataError(
-            source, f"unsupported file kind; expected one of {', '.join(_SUFFIXES)} or a datasets folder"
-        )
+        raise DataError(source, f"unsupported file kind; expected one of {', '.join(_SUFFIXES)} or a datasets folder")
     if _looks_local(source):
         raise DataError(source, "not found (no such file or directory)")
     return _read_hub(source, split)
@@ -189,7 +187,9 @@ def _read_hub(name: str, split: str) -> Iterator[tuple[dict, RowRef]]:
     except Exception as err:  # network, auth, missing dataset or split: one line for the user
         from alignkit.errors import first_line
 
-        raise DataError(name, f"not a local file or directory, and loading it from the hub failed: {type(err).__name__}: {first_line(err)}") from None
+        raise DataError(
+            name, f"not a local file or directory, and loading it from the hub failed: {type(err).__name__}: {first_line(err)}"
+        ) from None
     source = f"{name}[{split}]"
     for i, row in enumerate(ds, start=1):
         yield row, RowRef(source, i)

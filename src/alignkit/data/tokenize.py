@@ -54,9 +54,7 @@ class TokenizedData:
 
 
 def _chat_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> list[int]:
-    out = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
-    )
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False)
     if hasattr(out, "keys"):  # a BatchEncoding from older/other tokenizers
         out = out["input_ids"]
     return list(out)

@@ -269,9 +269,7 @@ def compare_models(
     return CompareResult(models=dict(models), prompts=prompts, rows=rows, summary=summary, settings=settings)
 
 
-def summarise(
-    rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> dict[str, dict]:
+def summarise(rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
     """Per-model statistics over prompts, paired with the first model (the reference).
 
     - ``mean_reward``, ``reward_se`` (s / sqrt(n)), ``reward_ci_low/high`` (bootstrap CI of the mean);
@@ -290,12 +288,18 @@ def summarise(
         own = by_model[name]
         s: dict = {
             "n": len(own),
-            "mean_reward": None, "reward_se": None, "reward_ci_low": None, "reward_ci_high": None,
-            "win_rate_vs_first": None, "win_rate_ci_low": None, "win_rate_ci_high": None, "ties_vs_first": None,
+            "mean_reward": None,
+            "reward_se": None,
+            "reward_ci_low": None,
+            "reward_ci_high": None,
+            "win_rate_vs_first": None,
+            "win_rate_ci_low": None,
+            "win_rate_ci_high": None,
+            "ties_vs_first": None,
             "mean_length_tokens": stats.mean([r["length_tokens"] for r in own]),
             "mean_length_chars": stats.mean([len(r["response"]) for r in own]),
             "rm_truncated": None,
-        }  # fmt: skip
+        }
         if scored:
             rewards = [r["reward"] for r in own]
             s["mean_reward"], s["reward_se"] = stats.mean_se(rewards)

@@ -148,17 +148,19 @@ def iteration_table_rows(summaries: list[dict]) -> tuple[list[str], list[list[st
     for s in _sorted(summaries):
         it = _iteration(s)
         win = None if it == 0 else _num(s, "eval", "win_rate_vs_previous")
-        rows.append([
-            MISSING if it is None else str(it),
-            _fmt_count(_num(s, "pairs", "pairs")),
-            _fmt_unparseable(s),
-            _fmt_with_ci(_judge_score(s), _ci(s, "eval", "judge_score_ci")),
-            _fmt_with_ci(_num(s, "eval", "mean_reward"), _ci(s, "eval", "reward_ci")),
-            _fmt_with_ci(win, _ci(s, "eval", "win_rate_ci")),
-            fmt_number(_num(s, "eval", "judge_agreement")),
-            fmt_number(_num(s, "eval", "mean_response_words")),
-            fmt_number(_num(s, "train", "train_loss")),
-        ])  # fmt: skip
+        rows.append(
+            [
+                MISSING if it is None else str(it),
+                _fmt_count(_num(s, "pairs", "pairs")),
+                _fmt_unparseable(s),
+                _fmt_with_ci(_judge_score(s), _ci(s, "eval", "judge_score_ci")),
+                _fmt_with_ci(_num(s, "eval", "mean_reward"), _ci(s, "eval", "reward_ci")),
+                _fmt_with_ci(win, _ci(s, "eval", "win_rate_ci")),
+                fmt_number(_num(s, "eval", "judge_agreement")),
+                fmt_number(_num(s, "eval", "mean_response_words")),
+                fmt_number(_num(s, "train", "train_loss")),
+            ]
+        )
     return list(ITERATION_HEADERS), rows
 
 

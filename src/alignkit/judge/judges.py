@@ -67,9 +67,13 @@ class SelfJudge:
     """
 
     def __init__(
-        self, generate_fn: Callable[[list[str], int], list[str]], *, samples: int = 3, name: str = "self",
+        self,
+        generate_fn: Callable[[list[str], int], list[str]],
+        *,
+        samples: int = 3,
+        name: str = "self",
         seed: int = 0,
-    ):  # fmt: skip
+    ):
         if samples < 1:
             raise JudgeError(f"judge.samples must be >= 1, got {samples}")
         self.generate_fn = generate_fn
@@ -160,9 +164,7 @@ def _as_score(name: str, i: int, s) -> float | None:
     if s is None:
         return None
     if isinstance(s, (str, bytes, bool)) or not hasattr(s, "__float__"):
-        raise JudgeError(
-            f"judge.function {name}: returned a non-number for response {i} ({s!r:.60}); return a float or None"
-        )
+        raise JudgeError(f"judge.function {name}: returned a non-number for response {i} ({s!r:.60}); return a float or None")
     try:
         value = float(s)
     except (TypeError, ValueError) as err:  # e.g. a tensor with more than one element

@@ -8,9 +8,7 @@ per response (``None`` = no score), prompts as plain text. Point ``judge.functio
 from __future__ import annotations
 
 
-def letter_score(
-    prompts: list[str], responses: list[str], *, letter: str = "e", scale: float = 5.0
-) -> list[float | None]:
+def letter_score(prompts: list[str], responses: list[str], *, letter: str = "e", scale: float = 5.0) -> list[float | None]:
     """``scale`` x the share of a response's letters that are ``letter`` (case-insensitive); ``None`` for a
     response with no letters at all (so a run exercises the no-score path).
 

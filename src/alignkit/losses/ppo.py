@@ -159,9 +159,7 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(m, pos, torch.full_like(pos, -1)).amax(dim=-1)
 
 
-def token_rewards(
-    score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float | torch.Tensor
-) -> torch.Tensor:
+def token_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float | torch.Tensor) -> torch.Tensor:
     """Per-token reward (B, T): ``-kl_coef * kl`` at every masked token, plus ``score`` at the last one.
 
     Ziegler et al. 2019 eq. 2 / Stiennon et al. 2020 eq. 1, spread over tokens as TRL

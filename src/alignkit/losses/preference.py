@@ -130,9 +130,13 @@ def orpo_loss(
     log_odds = (lc - lr) - (torch.log1p(-torch.exp(lc).clamp(max=1 - 1e-7)) - torch.log1p(-torch.exp(lr).clamp(max=1 - 1e-7)))
     or_loss = -F.logsigmoid(log_odds)
     return ORPOLoss(
-        loss=chosen_nll.float() + lam * or_loss, nll=chosen_nll.float(), odds_ratio_loss=or_loss,
-        log_odds_ratio=log_odds.detach(), chosen_rewards=(lam * lc).detach(), rejected_rewards=(lam * lr).detach(),
-    )  # fmt: skip
+        loss=chosen_nll.float() + lam * or_loss,
+        nll=chosen_nll.float(),
+        odds_ratio_loss=or_loss,
+        log_odds_ratio=log_odds.detach(),
+        chosen_rewards=(lam * lc).detach(),
+        rejected_rewards=(lam * lr).detach(),
+    )
 
 
 class KTOLoss(NamedTuple):

@@ -57,6 +57,4 @@ def bradley_terry_loss(
         loss = loss - label_smoothing * F.logsigmoid(-x)
     if center_coef:
         loss = loss + center_coef * (rc + rr) ** 2
-    return PairwiseLoss(
-        loss=loss, accuracy=pairwise_accuracy(rc.detach(), rr.detach()), margin=(rc - rr).detach()
-    )
+    return PairwiseLoss(loss=loss, accuracy=pairwise_accuracy(rc.detach(), rr.detach()), margin=(rc - rr).detach())

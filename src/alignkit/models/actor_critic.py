@@ -66,12 +66,24 @@ class ActorCritic(torch.nn.Module):
             p.requires_grad_(True)  # peft's set_adapter freezes the inactive adapter; both train
 
     def policy_logps(
-        self, batch, num_sequences: int, width: int, with_entropy: bool = True, entropy_grad: bool = True,
+        self,
+        batch,
+        num_sequences: int,
+        width: int,
+        with_entropy: bool = True,
+        entropy_grad: bool = True,
         temperature: float = 1.0,
     ) -> TokenLogps:
         with self.adapter("default"):
-            return completion_token_logps(self.policy, batch, num_sequences, width, with_entropy=with_entropy,
-                                          entropy_grad=entropy_grad, temperature=temperature)  # fmt: skip
+            return completion_token_logps(
+                self.policy,
+                batch,
+                num_sequences,
+                width,
+                with_entropy=with_entropy,
+                entropy_grad=entropy_grad,
+                temperature=temperature,
+            )
 
     def values(self, batch, num_sequences: int, width: int) -> torch.Tensor:
         keep = batch.labels != -100
@@ -84,7 +96,12 @@ class ActorCritic(torch.nn.Module):
         return torch.zeros((num_sequences, width), dtype=torch.float32, device=v.device).index_put((owner, col), v)
 
     def forward(
-        self, batch, num_sequences: int, width: int, with_entropy: bool = True, entropy_grad: bool = True,
+        self,
+        batch,
+        num_sequences: int,
+        width: int,
+        with_entropy: bool = True,
+        entropy_grad: bool = True,
         temperature: float = 1.0,
     ) -> ActorCriticOutput:
         lp = self.policy_logps(batch, num_sequences, width, with_entropy, entropy_grad, temperature)
@@ -125,7 +142,9 @@ def build_actor_critic(
     from alignkit.models.errors import ModelError
     from alignkit.models.loading import load_causal_lm
 
-    lora_kw = dict(lora_r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], lora_target_modules=lora["target_modules"])
+    lora_kw = dict(
+        lora_r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], lora_target_modules=lora["target_modules"]
+    )
     policy = load_causal_lm(policy_path, finetune=finetune, **lora_kw, **model_kw)
     hidden = policy.config.hidden_size
     if memory == "shared-base":
@@ -134,10 +153,17 @@ def build_actor_critic(
         if not hasattr(policy, "add_adapter") or not hasattr(policy, "peft_config"):
             raise ModelError("memory 'shared-base' needs a LoRA policy (model.finetune lora or qlora)")
         base_cfg = policy.peft_config["default"]
-        policy.add_adapter("value", LoraConfig(
-            r=base_cfg.r, lora_alpha=base_cfg.lora_alpha, lora_dropout=base_cfg.lora_dropout,
-            target_modules=base_cfg.target_modules, bias="none", task_type="CAUSAL_LM",
-        ))  # fmt: skip
+        policy.add_adapter(
+            "value",
+            LoraConfig(
+                r=base_cfg.r,
+                lora_alpha=base_cfg.lora_alpha,
+                lora_dropout=base_cfg.lora_dropout,
+                target_modules=base_cfg.target_modules,
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
+        )
         policy.set_adapter("default")
         for n, p in policy.named_parameters():
             p.requires_grad_("lora_" in n)
@@ -148,8 +174,12 @@ def build_actor_critic(
 
         from alignkit.models.loading import _from_pretrained, resolve_dtype, resolve_source
 
-        rm = _from_pretrained(AutoModelForSequenceClassification, resolve_source(reward_path), "model",
-                              dtype=resolve_dtype(model_kw.get("dtype", "float32")))  # fmt: skip
+        rm = _from_pretrained(
+            AutoModelForSequenceClassification,
+            resolve_source(reward_path),
+            "model",
+            dtype=resolve_dtype(model_kw.get("dtype", "float32")),
+        )
         head = getattr(rm, "score", None)
         if head is None or head.out_features != 1 or not hasattr(rm, "get_decoder"):
             raise ModelError(f"value.init 'reward': {reward_path} is not a decoder reward model with a 1-output score head")

@@ -109,8 +109,9 @@ class TransformersBackend:
         self._lock = threading.Lock()  # one generate at a time: it flips train/eval mode and forks the global RNG
 
     @classmethod
-    def load(cls, path: str, *, device: str | None = None, dtype: str | None = None, model_id: str | None = None,
-             batch_size: int = 8) -> TransformersBackend:  # fmt: skip
+    def load(
+        cls, path: str, *, device: str | None = None, dtype: str | None = None, model_id: str | None = None, batch_size: int = 8
+    ) -> TransformersBackend:
         """From a model directory, Hub id or LoRA adapter directory (merged into its base for faster generation)."""
         from alignkit.models.loading import load_causal_lm, load_tokenizer, resolve_source, tokenizer_source
 
@@ -151,9 +152,15 @@ class TransformersBackend:
             return []
         with self._lock:
             new = generate_ids(
-                self.model, self.tokenizer, encoded, max_new_tokens=settings.max_new_tokens,
-                temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed, batch_size=self.batch_size,
-            )  # fmt: skip
+                self.model,
+                self.tokenizer,
+                encoded,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                seed=settings.seed,
+                batch_size=self.batch_size,
+            )
         return [self._completion(p, ids, ended) for p, (ids, ended) in zip(encoded, new)]
 
     def stream(self, conversation: list[dict], settings: GenerationSettings) -> Iterator[str]:
@@ -183,9 +190,15 @@ class TransformersBackend:
                     if cancelled.is_set():
                         raise _Cancelled
                     result["new"] = generate_ids(
-                        hooked, self.tokenizer, [prompt_ids], max_new_tokens=settings.max_new_tokens,
-                        temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed, batch_size=1,
-                    )[0]  # fmt: skip
+                        hooked,
+                        self.tokenizer,
+                        [prompt_ids],
+                        max_new_tokens=settings.max_new_tokens,
+                        temperature=settings.temperature,
+                        top_p=settings.top_p,
+                        seed=settings.seed,
+                        batch_size=1,
+                    )[0]
             except BaseException as err:  # handed to the consumer; the streamer is ended so it does not wait forever
                 result["error"] = err
                 streamer.end()
@@ -244,8 +257,15 @@ class VLLMBackend:
     A LoRA adapter directory must be merged first (``alignkit merge``).
     """
 
-    def __init__(self, path: str, *, model_id: str | None = None, dtype: str | None = None, max_batch: int = 256,
-                 llm_kwargs: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        path: str,
+        *,
+        model_id: str | None = None,
+        dtype: str | None = None,
+        max_batch: int = 256,
+        llm_kwargs: dict | None = None,
+    ):
         try:
             import vllm
         except ImportError:
@@ -254,9 +274,7 @@ class VLLMBackend:
 
         source = resolve_source(path)
         if is_adapter_dir(source):
-            raise ModelError(
-                f"{path}: a LoRA adapter; the vllm backend serves full models: merge it first with 'alignkit merge'"
-            )
+            raise ModelError(f"{path}: a LoRA adapter; the vllm backend serves full models: merge it first with 'alignkit merge'")
         self._llm = vllm.LLM(model=source, dtype=dtype or "auto", **(llm_kwargs or {}))
         self._sampling_params = vllm.SamplingParams
         self.model_id = model_id or str(path)
@@ -268,8 +286,9 @@ class VLLMBackend:
     def _params(self, settings: GenerationSettings):
         if settings.temperature == 0:
             return self._sampling_params(max_tokens=settings.max_new_tokens, temperature=0.0)
-        return self._sampling_params(max_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                                     top_p=settings.top_p, seed=settings.seed)  # fmt: skip
+        return self._sampling_params(
+            max_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed
+        )
 
     @staticmethod
     def _completion(output) -> Completion:
@@ -330,8 +349,9 @@ class VLLMBackend:
         return completion
 
 
-def load_backend(model: str, *, backend: str = "transformers", device: str | None = None,
-                 dtype: str | None = None) -> ChatBackend:  # fmt: skip
+def load_backend(
+    model: str, *, backend: str = "transformers", device: str | None = None, dtype: str | None = None
+) -> ChatBackend:
     """The backend named ``backend`` ("transformers" | "vllm") serving ``model`` (a directory or Hub id; the
     transformers backend also takes LoRA adapter directories). ``device``: transformers only (None: cuda when
     available, else cpu); vLLM places the model on the GPU itself. ``dtype`` None: bf16 on a GPU, fp32 on CPU."""

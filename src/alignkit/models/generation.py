@@ -79,9 +79,15 @@ def generate(
     texts = [render_prompt(tokenizer, p) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     new = generate_ids(
-        model, tokenizer, encoded, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+        model,
+        tokenizer,
+        encoded,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
         batch_size=batch_size,
-    )  # fmt: skip
+    )
     return tokenizer.batch_decode([ids for ids, _ in new], skip_special_tokens=True)
 
 

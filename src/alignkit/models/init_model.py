@@ -85,8 +85,7 @@ def gather_texts(files: list[str]) -> list[str]:
     return texts
 
 
-def build_config(arch: str, size: str, *, vocab_size: int, bos_token_id: int, eos_token_id: int,
-                 pad_token_id: int):
+def build_config(arch: str, size: str, *, vocab_size: int, bos_token_id: int, eos_token_id: int, pad_token_id: int):
     """The transformers config for ``arch`` at ``size`` (word embeddings tied to the output head)."""
     if arch not in ARCHS:
         raise ModelError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
@@ -123,9 +122,20 @@ def build_config(arch: str, size: str, *, vocab_size: int, bos_token_id: int, eo
     )
 
 
-def _model_card(*, arch: str, size: str, files: list[str], n_texts: int, n_chars: int,
-                vocab_size: int, tokenizer_vocab: int, n_params: int, seed: int, config,
-                model_class: str) -> str:
+def _model_card(
+    *,
+    arch: str,
+    size: str,
+    files: list[str],
+    n_texts: int,
+    n_chars: int,
+    vocab_size: int,
+    tokenizer_vocab: int,
+    n_params: int,
+    seed: int,
+    config,
+    model_class: str,
+) -> str:
     from alignkit import __version__
 
     file_list = "\n".join(f"- `{f}`" for f in files)

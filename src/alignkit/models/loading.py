@@ -51,9 +51,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     try:
         return _DTYPES[dtype]
     except KeyError:
-        raise ModelError(
-            f"unknown dtype {dtype!r}; expected one of float32, bfloat16, float16, auto"
-        ) from None
+        raise ModelError(f"unknown dtype {dtype!r}; expected one of float32, bfloat16, float16, auto") from None
 
 
 def resolve_source(name_or_path: str) -> str:
@@ -70,11 +68,7 @@ def resolve_source(name_or_path: str) -> str:
         if not p.is_dir():
             raise ModelError(f"{name_or_path}: not a directory (expected a model directory or a Hub id)")
         return str(p.resolve())
-    looks_local = (
-        name_or_path.startswith((".", "/", "~"))
-        or "\\" in name_or_path
-        or not _HUB_ID.fullmatch(name_or_path)
-    )
+    looks_local = name_or_path.startswith((".", "/", "~")) or "\\" in name_or_path or not _HUB_ID.fullmatch(name_or_path)
     if looks_local:
         raise ModelError(f"model path {name_or_path!r} does not exist")
     from alignkit.models.bundled import bundled_path
@@ -123,8 +117,7 @@ def _from_pretrained(loader, source: str, what: str, **kwargs):
         if Path(source).is_dir():
             raise ModelError(f"{source}: cannot load {what}: {first_line(err)}") from err
         raise ModelError(
-            f"cannot load {what} {source!r}: not a local directory, and the Hub lookup failed "
-            f"({first_line(err)})"
+            f"cannot load {what} {source!r}: not a local directory, and the Hub lookup failed ({first_line(err)})"
         ) from err
 
 
@@ -137,9 +130,7 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remo
         (Path(source) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
     ):
         raise ModelError(f"{source}: no tokenizer files (tokenizer.json / tokenizer_config.json) in this directory")
-    tok = _from_pretrained(
-        AutoTokenizer, source, "tokenizer", revision=revision, trust_remote_code=trust_remote_code
-    )
+    tok = _from_pretrained(AutoTokenizer, source, "tokenizer", revision=revision, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise ModelError(f"tokenizer {name_or_path!r} has neither a pad nor an eos token")
@@ -351,9 +342,7 @@ def load_for_inference(path: str, *, dtype: str = "float32", device: str | torch
         from peft import PeftModel
 
         base_source, base_revision = _adapter_base(source)
-        base = _from_pretrained(
-            AutoModelForCausalLM, base_source, "model", dtype=torch_dtype, revision=base_revision
-        )
+        base = _from_pretrained(AutoModelForCausalLM, base_source, "model", dtype=torch_dtype, revision=base_revision)
         with _quiet_peft():
             model = PeftModel.from_pretrained(base, source)
     else:

@@ -70,7 +70,13 @@ class TokenLogps(NamedTuple):
 
 
 def completion_token_logps(
-    model, batch, num_sequences: int, width: int, *, with_entropy: bool = False, entropy_grad: bool = True,
+    model,
+    batch,
+    num_sequences: int,
+    width: int,
+    *,
+    with_entropy: bool = False,
+    entropy_grad: bool = True,
     temperature: float = 1.0,
 ) -> TokenLogps:
     """Per-token completion log-probs, laid out (N, W): row i holds sequence i's completion tokens from column 0.

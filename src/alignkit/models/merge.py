@@ -38,9 +38,7 @@ def merge_adapter(adapter_dir: str, out_dir: str, *, dtype: str = "float32", ove
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
         base_source, base_revision = _adapter_base(source)
-        base = _from_pretrained(
-            AutoModelForCausalLM, base_source, "model", dtype=torch_dtype, revision=base_revision
-        )
+        base = _from_pretrained(AutoModelForCausalLM, base_source, "model", dtype=torch_dtype, revision=base_revision)
         with _quiet_peft():
             model = PeftModel.from_pretrained(base, source).merge_and_unload()
         tokenizer = load_tokenizer(tokenizer_source(source))

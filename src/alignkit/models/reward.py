@@ -63,7 +63,7 @@ class RewardSpec:
 
 
 def backbone_kind(config) -> str:
-    """"encoder" for masked-LM families (BERT, RoBERTa, DeBERTa ...), else "decoder"."""
+    """ "encoder" for masked-LM families (BERT, RoBERTa, DeBERTa ...), else "decoder"."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     return "encoder" if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "decoder"
@@ -162,8 +162,13 @@ def build_reward_scorer(
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     from alignkit.models.loading import (
-        _enable_checkpointing, _from_pretrained, _quiet_peft, disable_dropout, resolve_dtype, resolve_source,
-    )  # fmt: skip
+        _enable_checkpointing,
+        _from_pretrained,
+        _quiet_peft,
+        disable_dropout,
+        resolve_dtype,
+        resolve_source,
+    )
 
     if finetune not in ("full", "lora"):
         raise ModelError(f"reward models train with finetune 'full' or 'lora', got {finetune!r}")
@@ -192,9 +197,13 @@ def build_reward_scorer(
 
         task = "FEATURE_EXTRACTION" if pooling in HEAD_POOLINGS else "SEQ_CLS"
         lcfg = LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=lora_target_modules,
-            bias="none", task_type=task,
-        )  # fmt: skip
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=lora_target_modules,
+            bias="none",
+            task_type=task,
+        )
         try:
             with _quiet_peft():
                 model = get_peft_model(model, lcfg)

@@ -32,9 +32,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -124,10 +125,22 @@ class SemanticCache:
     all of them pass the threshold but fail a check). ``save_every``: index changes between saves.
     """
 
-    def __init__(self, path: str | os.PathLike, embedder: EmbedderLike | None = None, threshold: float | None = None,
-                 ttl: float | None = None, max_entries: int | None = None, *, check: CandidateCheck | None = None,
-                 clock: Callable[[], float] = time.time, create: bool = True, top_k: int = 8,
-                 save_every: int = 2000, flush_every: int = 256, flush_seconds: float = 5.0):  # fmt: skip
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        embedder: EmbedderLike | None = None,
+        threshold: float | None = None,
+        ttl: float | None = None,
+        max_entries: int | None = None,
+        *,
+        check: CandidateCheck | None = None,
+        clock: Callable[[], float] = time.time,
+        create: bool = True,
+        top_k: int = 8,
+        save_every: int = 2000,
+        flush_every: int = 256,
+        flush_seconds: float = 5.0,
+    ):
         self.path = Path(path)
         self.check: CandidateCheck = check if check is not None else RuleCheck()
         self.threshold = float(threshold if threshold is not None else self.check.default_threshold)
@@ -184,12 +197,19 @@ class SemanticCache:
             stored = meta.get("embedder")
             if stored is None:
                 stored = name or DEFAULT_EMBEDDER
-                defaults = {"schema": SCHEMA_VERSION, "embedder": stored, "generation": 0, "removed_floor": 0,
-                            **{c: 0 for c in _COUNTERS}}  # fmt: skip
+                defaults = {
+                    "schema": SCHEMA_VERSION,
+                    "embedder": stored,
+                    "generation": 0,
+                    "removed_floor": 0,
+                    **{c: 0 for c in _COUNTERS},
+                }
                 self._conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", list(defaults.items()))
             elif name is not None and name != stored:
-                raise RagError(f"{self.path}: cache was built with embedder {stored!r}, opened with {name!r} "
-                               f"(use that embedder, or clear the cache)")  # fmt: skip
+                raise RagError(
+                    f"{self.path}: cache was built with embedder {stored!r}, opened with {name!r} "
+                    f"(use that embedder, or clear the cache)"
+                )
             stored_dim = meta.get("dim")
             if stored_dim is not None and dim is not None and int(stored_dim) != dim:
                 raise RagError(f"{self.path}: cache vectors have dimension {stored_dim}, the embedder {dim}")
@@ -351,8 +371,9 @@ class SemanticCache:
             return self._candidates(question, vec, ctx, now, first_hit=False, k=k or self.top_k)
 
     def _exact(self, question: str, ctx: str, now: float) -> tuple[int, str] | None:
-        row = self._conn.execute("SELECT id, answer, created FROM entries WHERE norm = ? AND context = ?",
-                                 (normalise(question), ctx)).fetchone()  # fmt: skip
+        row = self._conn.execute(
+            "SELECT id, answer, created FROM entries WHERE norm = ? AND context = ?", (normalise(question), ctx)
+        ).fetchone()
         if row is None:
             return None
         if self._is_expired(row[2], now):
@@ -363,8 +384,9 @@ class SemanticCache:
     def _is_expired(self, created: float, now: float) -> bool:
         return self.ttl is not None and now - created >= self.ttl
 
-    def _candidates(self, question: str, vec: np.ndarray, ctx: str, now: float, *, first_hit: bool,
-                    k: int | None = None) -> list[Candidate]:  # fmt: skip
+    def _candidates(
+        self, question: str, vec: np.ndarray, ctx: str, now: float, *, first_hit: bool, k: int | None = None
+    ) -> list[Candidate]:
         """Candidates best first. With ``first_hit`` stop at the first hit, and fetch more than ``top_k`` when
         all of them clear the threshold but none is served (other contexts, failed checks)."""
         k = k or self.top_k
@@ -388,8 +410,11 @@ class SemanticCache:
                     self._pending_expired.add(id_)
                 context_ok = context_c == ctx
                 above = score >= self.threshold
-                verdict = self.check(question, question_c) if (above and context_ok and not expired) or not first_hit \
-                    else Verdict(False, ("not checked",))  # fmt: skip
+                verdict = (
+                    self.check(question, question_c)
+                    if (above and context_ok and not expired) or not first_hit
+                    else Verdict(False, ("not checked",))
+                )
                 hit = not hit_found and above and context_ok and not expired and verdict.ok
                 hit_found |= hit
                 out.append(Candidate(id_, question_c, answer, score, context_ok, expired, verdict, hit))
@@ -435,8 +460,9 @@ class SemanticCache:
             question, answer = item[0], item[1]
             ctx = _context(item[2] if len(item) > 2 else None, self.path)
             if not isinstance(question, str) or not isinstance(answer, str):
-                raise RagError(f"{self.path}: question and answer must be strings, got {type(question).__name__} "
-                               f"and {type(answer).__name__}")  # fmt: skip
+                raise RagError(
+                    f"{self.path}: question and answer must be strings, got {type(question).__name__} and {type(answer).__name__}"
+                )
             batch[(normalise(question), ctx)] = (question, answer)
         if not batch:
             return []
@@ -456,13 +482,16 @@ class SemanticCache:
                     row = self._conn.execute("SELECT id FROM entries WHERE norm = ? AND context = ?", (norm, ctx)).fetchone()
                     if row is not None:
                         # the stored question keeps the wording its vector was made from
-                        self._conn.execute("UPDATE entries SET answer = ?, created = ?, last_used = ? WHERE id = ?",
-                                           (answer, now, now, row[0]))  # fmt: skip
+                        self._conn.execute(
+                            "UPDATE entries SET answer = ?, created = ?, last_used = ? WHERE id = ?", (answer, now, now, row[0])
+                        )
                         ids.append(row[0])
                     else:
                         cur = self._conn.execute(
                             "INSERT INTO entries(question, norm, answer, context, created, last_used, hits) "
-                            "VALUES (?, ?, ?, ?, ?, ?, 0)", (question, norm, answer, ctx, now, now))  # fmt: skip
+                            "VALUES (?, ?, ?, ?, ?, ?, 0)",
+                            (question, norm, answer, ctx, now, now),
+                        )
                         ids.append(int(cur.lastrowid))
                         new.append((int(cur.lastrowid), pos))
                 evicted = self._evict()
@@ -486,8 +515,9 @@ class SemanticCache:
         """Write the batched hit counts and last-use times, purge expired rows (those met in lookups, or all
         with ``purge_all``). Runs inside a write transaction; returns the ids purged."""
         for id_, (last_used, n) in self._pending_touch.items():
-            self._conn.execute("UPDATE entries SET last_used = max(last_used, ?), hits = hits + ? WHERE id = ?",
-                               (last_used, n, id_))  # fmt: skip
+            self._conn.execute(
+                "UPDATE entries SET last_used = max(last_used, ?), hits = hits + ? WHERE id = ?", (last_used, n, id_)
+            )
         for name, n in self._pending_counts.items():
             if n:
                 self._conn.execute("UPDATE meta SET value = value + ? WHERE key = ?", (n, name))
@@ -500,9 +530,13 @@ class SemanticCache:
                 expired = {r[0] for r in self._conn.execute("DELETE FROM entries WHERE created <= ? RETURNING id", (cutoff,))}
             elif self._pending_expired:
                 marks = ",".join("?" * len(self._pending_expired))
-                expired = {r[0] for r in self._conn.execute(
-                    f"DELETE FROM entries WHERE id IN ({marks}) AND created <= ? RETURNING id",
-                    (*self._pending_expired, cutoff))}  # fmt: skip
+                expired = {
+                    r[0]
+                    for r in self._conn.execute(
+                        f"DELETE FROM entries WHERE id IN ({marks}) AND created <= ? RETURNING id",
+                        (*self._pending_expired, cutoff),
+                    )
+                }
         self._pending_expired.clear()
         if expired:
             self._conn.execute("UPDATE meta SET value = value + ? WHERE key = 'expired'", (len(expired),))
@@ -517,9 +551,13 @@ class SemanticCache:
         (count,) = self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()
         if count <= self.max_entries:
             return set()
-        victims = {r[0] for r in self._conn.execute(
-            "DELETE FROM entries WHERE id IN (SELECT id FROM entries ORDER BY last_used, id LIMIT ?) RETURNING id",
-            (count - self.max_entries,))}  # fmt: skip
+        victims = {
+            r[0]
+            for r in self._conn.execute(
+                "DELETE FROM entries WHERE id IN (SELECT id FROM entries ORDER BY last_used, id LIMIT ?) RETURNING id",
+                (count - self.max_entries,),
+            )
+        }
         self._conn.execute("UPDATE meta SET value = value + ? WHERE key = 'evictions'", (len(victims),))
         return victims
 
@@ -556,17 +594,28 @@ class SemanticCache:
                 (entries,) = self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()
                 pending = 0
                 if self.ttl is not None:
-                    (pending,) = self._conn.execute("SELECT COUNT(*) FROM entries WHERE created <= ?",
-                                                    (now - self.ttl,)).fetchone()  # fmt: skip
+                    (pending,) = self._conn.execute(
+                        "SELECT COUNT(*) FROM entries WHERE created <= ?", (now - self.ttl,)
+                    ).fetchone()
                 counts = {c: self._meta_int(c) for c in _COUNTERS}
         lookups = counts["hits"] + counts["misses"]
         return CacheStats(
-            path=str(self.path), entries=int(entries), expired_pending=int(pending), hits=counts["hits"],
-            misses=counts["misses"], hit_rate=counts["hits"] / lookups if lookups else 0.0,
-            evictions=counts["evictions"], expired=counts["expired"], threshold=self.threshold, check=self.check.name,
-            embedder=self.embedder_name, dim=self.dim, ttl=self.ttl, max_entries=self.max_entries,
+            path=str(self.path),
+            entries=int(entries),
+            expired_pending=int(pending),
+            hits=counts["hits"],
+            misses=counts["misses"],
+            hit_rate=counts["hits"] / lookups if lookups else 0.0,
+            evictions=counts["evictions"],
+            expired=counts["expired"],
+            threshold=self.threshold,
+            check=self.check.name,
+            embedder=self.embedder_name,
+            dim=self.dim,
+            ttl=self.ttl,
+            max_entries=self.max_entries,
             size_bytes=_disk_size(self.path),
-        )  # fmt: skip
+        )
 
     def clear(self) -> int:
         """Remove every entry and reset the counters; returns how many entries there were."""
@@ -577,8 +626,10 @@ class SemanticCache:
                 self._conn.execute("DELETE FROM entries")
                 self._conn.execute("DELETE FROM removed")
                 gen = self._meta_int("generation") + 1
-                self._conn.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                                       [(gen, "generation"), (gen, "removed_floor"), *((0, c) for c in _COUNTERS)])  # fmt: skip
+                self._conn.executemany(
+                    "UPDATE meta SET value = ? WHERE key = ?",
+                    [(gen, "generation"), (gen, "removed_floor"), *((0, c) for c in _COUNTERS)],
+                )
             self._pending_touch.clear()
             self._pending_counts = {"hits": 0, "misses": 0}
             self._pending_expired.clear()

@@ -35,18 +35,27 @@ def cmd_rag_index(args: argparse.Namespace) -> int:
     if CorpusIndex.exists(args.index):
         recorded = CorpusIndex.info(args.index).embedder
         if name is not None and name != recorded:
-            raise RagError(f"{args.index}: built with embedder {recorded}, not {name}: drop --embedder or index into a new directory")
+            raise RagError(
+                f"{args.index}: built with embedder {recorded}, not {name}: drop --embedder or index into a new directory"
+            )
         name = recorded
     embedder = _embedder(name or DEFAULT_EMBEDDER, args.device)
     with CorpusIndex.open(args.index, embedder, create=True) as index:
-        r = index.update(args.docs, chunk_tokens=args.chunk_tokens, overlap=args.overlap, keep_code=args.keep_code,
-                         progress=not args.no_progress)  # fmt: skip
+        r = index.update(
+            args.docs,
+            chunk_tokens=args.chunk_tokens,
+            overlap=args.overlap,
+            keep_code=args.keep_code,
+            progress=not args.no_progress,
+        )
         n_files, n_chunks, version = len(index.files()), len(index), index.version
     if r.rechunked:
         print("chunking settings changed: every file was re-chunked")
-    print(f"indexed {', '.join(map(str, args.docs))} into {args.index} in {r.seconds:.1f} s: "
-          f"{len(r.added)} new, {len(r.changed)} changed, {r.unchanged} unchanged, {len(r.moved)} moved, {len(r.removed)} removed, "
-          f"{len(r.skipped)} skipped files; chunks +{r.chunks_added} -{r.chunks_removed}")  # fmt: skip
+    print(
+        f"indexed {', '.join(map(str, args.docs))} into {args.index} in {r.seconds:.1f} s: "
+        f"{len(r.added)} new, {len(r.changed)} changed, {r.unchanged} unchanged, {len(r.moved)} moved, {len(r.removed)} removed, "
+        f"{len(r.skipped)} skipped files; chunks +{r.chunks_added} -{r.chunks_removed}"
+    )
     for rel, why in r.skipped:
         print(f"  skipped {rel}: {why}")
     for rel in r.removed:
@@ -67,8 +76,9 @@ def cmd_rag_ask(args: argparse.Namespace) -> int:
 
     if not args.question.strip():
         raise RagError("question: empty")
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                                  seed=args.seed)  # fmt: skip
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
     info = CorpusIndex.info(args.index)
     if args.embedder and args.embedder != info.embedder:
         raise RagError(f"{args.index}: built with embedder {info.embedder}, not {args.embedder}")

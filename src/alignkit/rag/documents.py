@@ -106,8 +106,15 @@ _EM = re.compile(r"(?<![\w*\\])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
 _CODE = re.compile(r"`([^`]+)`")
 _MATH = re.compile(r"(\$\$.+?\$\$|(?<![\\$])\$[^$\n]+?\$)", re.S)  # TeX is left as written
 _HTML_TAG = re.compile(r"</?(?:br|hr|div|span|center|img|a|p|sup|sub|b|i|em|strong|small|font|u)\b[^>]*>", re.I)
-_NUMREF_WORDS = (("chap", "the chapter"), ("subsec", "the section"), ("sec", "the section"), ("fig", "the figure"),
-                 ("img", "the figure"), ("tab", "the table"), ("eq", "the equation"))  # fmt: skip
+_NUMREF_WORDS = (
+    ("chap", "the chapter"),
+    ("subsec", "the section"),
+    ("sec", "the section"),
+    ("fig", "the figure"),
+    ("img", "the figure"),
+    ("tab", "the table"),
+    ("eq", "the equation"),
+)
 
 
 def _numref(m: re.Match) -> str:
@@ -168,7 +175,7 @@ def markdown_blocks(text: str, *, keep_code: bool = False, keep_tab: str = "pyto
     for raw in text.split("\n"):
         if fence is not None:
             m = _FENCE.match(raw)
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not raw.strip()[len(m.group(1)):].strip():
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not raw.strip()[len(m.group(1)) :].strip():
                 fence = None
                 if keep_code and not skip_tab and "\n".join(code).strip():
                     blocks.append(Block("\n".join(code).strip("\n")))
@@ -217,9 +224,34 @@ def markdown_blocks(text: str, *, keep_code: bool = False, keep_tab: str = "pyto
 
 # --- HTML ----------------------------------------------------------------------------------------
 _HTML_SKIP = {"script", "style", "head", "noscript", "template", "svg", "iframe", "object"}
-_HTML_BLOCK = {"p", "div", "li", "ul", "ol", "tr", "table", "section", "article", "pre", "blockquote", "hr",
-               "header", "footer", "nav", "main", "aside", "figure", "figcaption", "dl", "dt", "dd", "form", "body",
-               "td", "th"}  # fmt: skip
+_HTML_BLOCK = {
+    "p",
+    "div",
+    "li",
+    "ul",
+    "ol",
+    "tr",
+    "table",
+    "section",
+    "article",
+    "pre",
+    "blockquote",
+    "hr",
+    "header",
+    "footer",
+    "nav",
+    "main",
+    "aside",
+    "figure",
+    "figcaption",
+    "dl",
+    "dt",
+    "dd",
+    "form",
+    "body",
+    "td",
+    "th",
+}
 _HTML_VOID = {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "track", "wbr"}
 
 
@@ -425,8 +457,14 @@ def _split_long_word(word: str, start: int, limit: int, count: TokenCounter) -> 
     return pieces
 
 
-def split_span(text: str, start: int, end: int, count: TokenCounter, chunk_tokens: int, overlap: int,
-               ) -> list[tuple[int, int, int]]:  # fmt: skip
+def split_span(
+    text: str,
+    start: int,
+    end: int,
+    count: TokenCounter,
+    chunk_tokens: int,
+    overlap: int,
+) -> list[tuple[int, int, int]]:
     """Split ``text[start:end]`` into (start, end, tokens) pieces of at most ``chunk_tokens`` tokens, cut at
     whitespace, each next piece starting up to ``overlap`` tokens before the previous one ended.
 

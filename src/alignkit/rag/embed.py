@@ -48,8 +48,11 @@ class Embedder:
             raise ImportError("alignkit.rag needs sentence-transformers: pip install sentence-transformers") from err
         self.model = SentenceTransformer(source, device=device)
         self.name = model
-        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())  # fmt: skip
+        self.dim = int(
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
+            else self.model.get_sentence_embedding_dimension()
+        )
         self.batch_size = batch_size
         self.max_tokens = int(self.model.max_seq_length)  # longer inputs are truncated by the model
         # one caller at a time: a fast tokenizer raises "Already borrowed" when two threads use it at once
@@ -64,8 +67,9 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            v = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                  normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+            v = self.model.encode(
+                list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            )
         return np.ascontiguousarray(v, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:

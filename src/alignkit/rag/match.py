@@ -36,92 +36,394 @@ import functools
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 # --- vocabularies ------------------------------------------------------------------------------------
-STOPWORDS = frozenset("""
-a an the this that these those it its it's i me my mine myself we us our ours you your yours he him his she her
-they them their there here what which who whom whose when where why how whats
-is are was were be been being am do does did doing done have has had having will would shall should can could
-may might must to of in on at by for with from into onto about as than then so if or and but because while also
-any some all each every both either other another such same own just only still even ever really actually very
-too quite rather again further once up out over under off down s t d ll re ve m o y
-""".split())
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "it's",
+        "i",
+        "me",
+        "my",
+        "mine",
+        "myself",
+        "we",
+        "us",
+        "our",
+        "ours",
+        "you",
+        "your",
+        "yours",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "they",
+        "them",
+        "their",
+        "there",
+        "here",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "whats",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "done",
+        "have",
+        "has",
+        "had",
+        "having",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "can",
+        "could",
+        "may",
+        "might",
+        "must",
+        "to",
+        "of",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "into",
+        "onto",
+        "about",
+        "as",
+        "than",
+        "then",
+        "so",
+        "if",
+        "or",
+        "and",
+        "but",
+        "because",
+        "while",
+        "also",
+        "any",
+        "some",
+        "all",
+        "each",
+        "every",
+        "both",
+        "either",
+        "other",
+        "another",
+        "such",
+        "same",
+        "own",
+        "just",
+        "only",
+        "still",
+        "even",
+        "ever",
+        "really",
+        "actually",
+        "very",
+        "too",
+        "quite",
+        "rather",
+        "again",
+        "further",
+        "once",
+        "up",
+        "out",
+        "over",
+        "under",
+        "off",
+        "down",
+        "s",
+        "t",
+        "d",
+        "ll",
+        "re",
+        "ve",
+        "m",
+        "o",
+        "y",
+    ]
+)
 """Function words: never content, ignored by every rule except negation."""
 
-SYNONYMS: tuple[frozenset[str], ...] = tuple(frozenset(g.split("/")) for g in """
-tall/height/high/taller/higher/tallest/highest cost/price/fee/pay big/large/size/bigger/larger/biggest/largest
-fast/quick/quickly/speed/velocity faster/quicker begin/start finish/end quit/exit delete/remove/erase buy/purchase
-fix/solve/resolve/repair fridge/refrigerator photo/picture/image film/movie car/automobile kid/child show/display
-""".split())  # fmt: skip
+SYNONYMS: tuple[frozenset[str], ...] = tuple(
+    frozenset(g.split("/"))
+    for g in [
+        "tall/height/high/taller/higher/tallest/highest",
+        "cost/price/fee/pay",
+        "big/large/size/bigger/larger/biggest/largest",
+        "fast/quick/quickly/speed/velocity",
+        "faster/quicker",
+        "begin/start",
+        "finish/end",
+        "quit/exit",
+        "delete/remove/erase",
+        "buy/purchase",
+        "fix/solve/resolve/repair",
+        "fridge/refrigerator",
+        "photo/picture/image",
+        "film/movie",
+        "car/automobile",
+        "kid/child",
+        "show/display",
+    ]
+)
 """Small, general sets of words that ask the same thing; the word-swap rule reads each set as one word."""
 _SYNONYM_OF = {w: min(g) for g in SYNONYMS for w in g}
 
-NEGATIONS = frozenset("not no never without none nothing nobody nowhere neither nor cannot".split())
+NEGATIONS = frozenset(["not", "no", "never", "without", "none", "nothing", "nobody", "nowhere", "neither", "nor", "cannot"])
 """Words that negate (contractions in "n't" and compounds in "-free" count too)."""
 # Units by kind; ambiguous one-letter symbols ("m", "g", "l") and "min" (min / max) are left out.
 
-_SMALL = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen".split())}  # fmt: skip
-_TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"}
+_SMALL = {
+    w: i
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+        ]
+    )
+}
+_TENS = {
+    w: 10 * i
+    for i, w in enumerate(["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"])
+    if w != "_"
+}
 _SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
-_ORDINALS = {w: i + 1 for i, w in enumerate(
-    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split())}  # fmt: skip
+_ORDINALS = {
+    w: i + 1
+    for i, w in enumerate(
+        ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh", "twelfth"]
+    )
+}
 _MULTIPLES = {"twice": 2, "thrice": 3}
 _ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8, "ix": 9, "x": 10}
 
 _UNITS: dict[str, tuple[str, str]] = {}  # surface form -> (kind, canonical unit)
 for _kind, _groups in {
-    "length": {"km": "km kilometer kilometers kilometre kilometres", "m": "metre metres meter meters",
-               "cm": "cm centimeter centimeters centimetre centimetres", "mm": "mm millimeter millimeters millimetre millimetres",
-               "mile": "mile miles", "ft": "ft foot feet", "inch": "inch inches", "yard": "yard yards yd"},
-    "mass": {"kg": "kg kilogram kilograms kilo kilos", "g": "gram grams gramme grammes", "mg": "mg milligram milligrams",
-             "lb": "lb lbs pound pounds", "oz": "oz ounce ounces", "stone": "stone stones", "ton": "ton tons tonne tonnes"},
-    "volume": {"l": "liter liters litre litres", "ml": "ml milliliter milliliters millilitre millilitres",
-               "gallon": "gallon gallons", "cup": "cup cups",
-               "tbsp": "tbsp tablespoon tablespoons", "tsp": "tsp teaspoon teaspoons", "pint": "pint pints", "quart": "quart quarts"},
+    "length": {
+        "km": "km kilometer kilometers kilometre kilometres",
+        "m": "metre metres meter meters",
+        "cm": "cm centimeter centimeters centimetre centimetres",
+        "mm": "mm millimeter millimeters millimetre millimetres",
+        "mile": "mile miles",
+        "ft": "ft foot feet",
+        "inch": "inch inches",
+        "yard": "yard yards yd",
+    },
+    "mass": {
+        "kg": "kg kilogram kilograms kilo kilos",
+        "g": "gram grams gramme grammes",
+        "mg": "mg milligram milligrams",
+        "lb": "lb lbs pound pounds",
+        "oz": "oz ounce ounces",
+        "stone": "stone stones",
+        "ton": "ton tons tonne tonnes",
+    },
+    "volume": {
+        "l": "liter liters litre litres",
+        "ml": "ml milliliter milliliters millilitre millilitres",
+        "gallon": "gallon gallons",
+        "cup": "cup cups",
+        "tbsp": "tbsp tablespoon tablespoons",
+        "tsp": "tsp teaspoon teaspoons",
+        "pint": "pint pints",
+        "quart": "quart quarts",
+    },
     "temperature": {"celsius": "celsius centigrade °c", "fahrenheit": "fahrenheit °f", "kelvin": "kelvin kelvins"},
-    "data": {"bit": "bit bits", "byte": "byte bytes", "kb": "kb kib kilobyte kilobytes", "mb": "mb mib megabyte megabytes",
-             "gb": "gb gib gigabyte gigabytes", "tb": "tb tib terabyte terabytes"},
-    "time": {"ms": "ms millisecond milliseconds", "minute": "minute minutes mins", "hour": "hour hours hr hrs",
-             "day": "day days", "week": "week weeks", "month": "month months", "year": "year years"},
+    "data": {
+        "bit": "bit bits",
+        "byte": "byte bytes",
+        "kb": "kb kib kilobyte kilobytes",
+        "mb": "mb mib megabyte megabytes",
+        "gb": "gb gib gigabyte gigabytes",
+        "tb": "tb tib terabyte terabytes",
+    },
+    "time": {
+        "ms": "ms millisecond milliseconds",
+        "minute": "minute minutes mins",
+        "hour": "hour hours hr hrs",
+        "day": "day days",
+        "week": "week weeks",
+        "month": "month months",
+        "year": "year years",
+    },
     "energy": {"kcal": "kcal calorie calories", "joule": "joule joules kj"},
     "currency": {"usd": "dollar dollars usd $", "eur": "euro euros eur €", "gbp": "gbp £"},
     "speed": {"kmh": "kmh kph", "mph": "mph"},
     "area": {"acre": "acre acres", "hectare": "hectare hectares"},
-}.items():  # fmt: skip
+}.items():
     for _canon, _forms in _groups.items():
         for _form in _forms.split():
             _UNITS[_form] = (_kind, _canon)
 
-ANTONYMS: tuple[tuple[str, str], ...] = tuple(tuple(p.split("/")) for p in """
-increase/decrease enable/disable add/remove add/delete add/drop create/delete install/uninstall upgrade/downgrade
-push/pull upload/download import/export encode/decode encrypt/decrypt encoder/decoder encoding/decoding read/write
-start/end start/stop start/finish begin/end open/close first/last before/after min/max minimum/maximum
-largest/smallest biggest/smallest highest/lowest tallest/shortest longest/shortest best/worst more/less more/fewer
-weekday/weekend weekdays/weekends soft/hard hot/cold input/output buy/sell win/lose accept/reject allow/deny
-include/exclude overfitting/underfitting vanishing/exploding internal/external public/private
-temporarily/permanently temporary/permanent freezing/boiling upper/lower uppercase/lowercase
-horizontally/vertically horizontal/vertical left/right signed/unsigned mutable/immutable
-synchronous/asynchronous sync/async lock/unlock login/logout subscribe/unsubscribe renew/cancel
-activate/deactivate connect/disconnect follow/unfollow local/remote client/server ascending/descending
-positive/negative true/false north/south east/west rise/fall built/demolished import/export enter/exit
-run/stop pause/resume show/hide mute/unmute advantages/disadvantages benefits/drawbacks pros/cons online/offline
-turn_on/turn_off switch_on/switch_off check_in/check_out log_in/log_out sign_in/sign_out opt_in/opt_out
-zoom_in/zoom_out scale_up/scale_down speed_up/slow_down send/receive sent/received incoming/outgoing inbound/outbound
-gain/lose go_up/go_down
-""".split())  # fmt: skip
+ANTONYMS: tuple[tuple[str, str], ...] = tuple(
+    tuple(p.split("/"))
+    for p in [
+        "increase/decrease",
+        "enable/disable",
+        "add/remove",
+        "add/delete",
+        "add/drop",
+        "create/delete",
+        "install/uninstall",
+        "upgrade/downgrade",
+        "push/pull",
+        "upload/download",
+        "import/export",
+        "encode/decode",
+        "encrypt/decrypt",
+        "encoder/decoder",
+        "encoding/decoding",
+        "read/write",
+        "start/end",
+        "start/stop",
+        "start/finish",
+        "begin/end",
+        "open/close",
+        "first/last",
+        "before/after",
+        "min/max",
+        "minimum/maximum",
+        "largest/smallest",
+        "biggest/smallest",
+        "highest/lowest",
+        "tallest/shortest",
+        "longest/shortest",
+        "best/worst",
+        "more/less",
+        "more/fewer",
+        "weekday/weekend",
+        "weekdays/weekends",
+        "soft/hard",
+        "hot/cold",
+        "input/output",
+        "buy/sell",
+        "win/lose",
+        "accept/reject",
+        "allow/deny",
+        "include/exclude",
+        "overfitting/underfitting",
+        "vanishing/exploding",
+        "internal/external",
+        "public/private",
+        "temporarily/permanently",
+        "temporary/permanent",
+        "freezing/boiling",
+        "upper/lower",
+        "uppercase/lowercase",
+        "horizontally/vertically",
+        "horizontal/vertical",
+        "left/right",
+        "signed/unsigned",
+        "mutable/immutable",
+        "synchronous/asynchronous",
+        "sync/async",
+        "lock/unlock",
+        "login/logout",
+        "subscribe/unsubscribe",
+        "renew/cancel",
+        "activate/deactivate",
+        "connect/disconnect",
+        "follow/unfollow",
+        "local/remote",
+        "client/server",
+        "ascending/descending",
+        "positive/negative",
+        "true/false",
+        "north/south",
+        "east/west",
+        "rise/fall",
+        "built/demolished",
+        "import/export",
+        "enter/exit",
+        "run/stop",
+        "pause/resume",
+        "show/hide",
+        "mute/unmute",
+        "advantages/disadvantages",
+        "benefits/drawbacks",
+        "pros/cons",
+        "online/offline",
+        "turn_on/turn_off",
+        "switch_on/switch_off",
+        "check_in/check_out",
+        "log_in/log_out",
+        "sign_in/sign_out",
+        "opt_in/opt_out",
+        "zoom_in/zoom_out",
+        "scale_up/scale_down",
+        "speed_up/slow_down",
+        "send/receive",
+        "sent/received",
+        "incoming/outgoing",
+        "inbound/outbound",
+        "gain/lose",
+        "go_up/go_down",
+    ]
+)
 """Word pairs that flip a question's meaning while keeping the words around them ("turn_on" is the phrase
 "turn on" or "turn-on", matched on consecutive words)."""
 _NEGATING_PREFIXES = ("non", "un", "dis", "in", "im", "ir", "il")
 """A word that is another with one of these in front ("unsupervised", "nonlinear", "invalid") is its opposite."""
 
 _DIRECTION_WORDS = frozenset({"to", "into"})
-_COMPARISON = re.compile(r"\b(?:differences? between|differ|differs|differently|vs|versus|compare|compared|comparing"
-                         r"|comparison|distinguish|apart|same as|different from|different than|and when|or when)\b"
-                         r"|\btell (?:\w+ ){1,5}from\b|\bwhich (?:one )?(?:should|do|would) (?:i|we|you) (?:use|choose|pick)\b")
+_COMPARISON = re.compile(
+    r"\b(?:differences? between|differ|differs|differently|vs|versus|compare|compared|comparing"
+    r"|comparison|distinguish|apart|same as|different from|different than|and when|or when)\b"
+    r"|\btell (?:\w+ ){1,5}from\b|\bwhich (?:one )?(?:should|do|would) (?:i|we|you) (?:use|choose|pick)\b"
+)
 _ROLE_WORDS = frozenset({"to", "into", "from", "for", "per", "than", "over", "instead"})
 """Words that give the things around them roles: "convert A to B", "substitute A for B", "A faster than B"."""
 
@@ -129,26 +431,47 @@ _ROLE_WORDS = frozenset({"to", "into", "from", "for", "per", "than", "over", "in
 _SUBJ = r"(?:i|we|you|one|u)"
 _ADJ = r"(?:best|easiest|fastest|quickest|simplest|cleanest|right|proper|correct|recommended|safest|most \w+|good|better|standard|usual) "
 INTENTS: tuple[tuple[str, str], ...] = (
-    ("method", r"how (?:is|are|was|were) (?:[\w'-]+ ){1,5}?(?!defined|called|known|pronounced|spelled|named)"
-               r"(?:[\w'-]+(?:ed|en)|built|made|done|taught|found|drawn|kept|held|sent|spent|paid|dug|won|fought)\s*\??$"),
-    ("action", rf"how (?:do|can|could|should|would|might|will|shall) {_SUBJ}\b|how to\b|what (?:should|can|could|do|would|shall) "
-               rf"{_SUBJ} do\b|is there (?:a|any) (?:\w+ )?(?:way|trick|method)s? to\b|(?:what(?: is|'s| are)? )?(?:the |some |a |an |my |our |your )?(?:next )?"
-               rf"(?:{_ADJ})?(?:ways?|steps|process|procedure|methods?|formula) (?:to|for)\b|what steps\b|what(?: is|'s| are) (?:the |my |our |your )?(?:next )?steps\b|where (?:do|can|could|should) {_SUBJ}\b"),
+    (
+        "method",
+        r"how (?:is|are|was|were) (?:[\w'-]+ ){1,5}?(?!defined|called|known|pronounced|spelled|named)"
+        r"(?:[\w'-]+(?:ed|en)|built|made|done|taught|found|drawn|kept|held|sent|spent|paid|dug|won|fought)\s*\??$",
+    ),
+    (
+        "action",
+        rf"how (?:do|can|could|should|would|might|will|shall) {_SUBJ}\b|how to\b|what (?:should|can|could|do|would|shall) "
+        rf"{_SUBJ} do\b|is there (?:a|any) (?:\w+ )?(?:way|trick|method)s? to\b|(?:what(?: is|'s| are)? )?(?:the |some |a |an |my |our |your )?(?:next )?"
+        rf"(?:{_ADJ})?(?:ways?|steps|process|procedure|methods?|formula) (?:to|for)\b|what steps\b|what(?: is|'s| are) (?:the |my |our |your )?(?:next )?steps\b|where (?:do|can|could|should) {_SUBJ}\b",
+    ),
     ("reason", r"why\b|how come\b|what (?:causes|caused|makes|made)\b|what(?: is|'s| are) the (?:main )?(?:reasons?|causes?)\b"),
-    ("usage", rf"when (?:should|would|do|must|could|can) {_SUBJ} (?:not )?(?:use|avoid|choose|pick|prefer)\b"
-              r"|when (?:to|not to) (?:use|avoid|choose|pick|prefer)\b|when (?:is it|it's|it is) (?:better|best|wise|ok) to\b"),
+    (
+        "usage",
+        rf"when (?:should|would|do|must|could|can) {_SUBJ} (?:not )?(?:use|avoid|choose|pick|prefer)\b"
+        r"|when (?:to|not to) (?:use|avoid|choose|pick|prefer)\b|when (?:is it|it's|it is) (?:better|best|wise|ok) to\b",
+    ),
     ("time", r"when\b|what (?:year|time|date|day|century|decade|month)\b|how long ago\b"),
     ("person", r"who(?:m|se)?\b"),
     ("place", r"where (?:is|was|are|were|did|does|'s)\b"),
-    ("quantity", r"how (?:much|many|long|big|far|old|often|tall|large|fast|high|heavy|deep|wide|small|hot|cold|soon)\b"
-                 r"|(?:is|are) there (?:a|any) (?:\w+ )?(?:fees?|charges?|costs?)\b|(?:does|do|will|would) (?:it|this|that|they) cost\b"
-                 r"|(?:is|are) (?:it|this|that|they) free\b"),
-    ("cons", r"what(?: is|'s| are)? (?:the |some |its )?(?:main |biggest |major |key )?"
-             r"(?:disadvantages?|drawbacks?|downsides?|cons|limitations?|weakness(?:es)?|risks?|dangers?)\b"),
-    ("pros", r"what(?: is|'s| are)? (?:the |some |its )?(?:main |biggest |major |key )?(?:advantages?|benefits?|upsides?|pros|strengths?)\b"),
-    ("define", r"what(?: is|'s| are) (?:an? |the )?(?:(?!(?:that|which|who|to|for|should|can|do|does|will|when|where|why|how|if)\b)[\w'-]+ ?){1,7}\s*\??\s*$|what does [\w\s'-]+ mean\b|what do you mean by\b"
-               r"|define\b|(?:what is )?the (?:definition|meaning) of\b"),
-)  # fmt: skip
+    (
+        "quantity",
+        r"how (?:much|many|long|big|far|old|often|tall|large|fast|high|heavy|deep|wide|small|hot|cold|soon)\b"
+        r"|(?:is|are) there (?:a|any) (?:\w+ )?(?:fees?|charges?|costs?)\b|(?:does|do|will|would) (?:it|this|that|they) cost\b"
+        r"|(?:is|are) (?:it|this|that|they) free\b",
+    ),
+    (
+        "cons",
+        r"what(?: is|'s| are)? (?:the |some |its )?(?:main |biggest |major |key )?"
+        r"(?:disadvantages?|drawbacks?|downsides?|cons|limitations?|weakness(?:es)?|risks?|dangers?)\b",
+    ),
+    (
+        "pros",
+        r"what(?: is|'s| are)? (?:the |some |its )?(?:main |biggest |major |key )?(?:advantages?|benefits?|upsides?|pros|strengths?)\b",
+    ),
+    (
+        "define",
+        r"what(?: is|'s| are) (?:an? |the )?(?:(?!(?:that|which|who|to|for|should|can|do|does|will|when|where|why|how|if)\b)[\w'-]+ ?){1,7}\s*\??\s*$|what does [\w\s'-]+ mean\b|what do you mean by\b"
+        r"|define\b|(?:what is )?the (?:definition|meaning) of\b",
+    ),
+)
 """(kind, pattern): the first pattern that matches at the start of the question's last interrogative
 sentence, or right after a comma, colon or dash in it ("As an adult, what is ..."), names the kind of
 answer asked for. "method" ("How is X evaluated?"), "action" (steps for the asker: "How do I ...", "What
@@ -157,11 +480,38 @@ should I do", "the best way to"), "reason", "usage" ("When should I use X?"), "t
 "define" (a short "What is X?"). A question none matches ("Can I ...?", "Is X ...?", "How does X work?") has no
 kind and conflicts with nothing."""
 _INTENTS = tuple((kind, re.compile(pattern)) for kind, pattern in INTENTS)
-INTENT_CONFLICTS: frozenset[frozenset[str]] = frozenset(frozenset(p.split("/")) for p in """
-action/define action/reason action/person action/time action/quantity method/define reason/quantity reason/time
-reason/person quantity/person time/person cons/pros cons/reason cons/define pros/define place/time place/person
-place/reason place/quantity person/define method/time method/person usage/define usage/action usage/person usage/place usage/quantity
-""".split())  # fmt: skip
+INTENT_CONFLICTS: frozenset[frozenset[str]] = frozenset(
+    frozenset(p.split("/"))
+    for p in [
+        "action/define",
+        "action/reason",
+        "action/person",
+        "action/time",
+        "action/quantity",
+        "method/define",
+        "reason/quantity",
+        "reason/time",
+        "reason/person",
+        "quantity/person",
+        "time/person",
+        "cons/pros",
+        "cons/reason",
+        "cons/define",
+        "pros/define",
+        "place/time",
+        "place/person",
+        "place/reason",
+        "place/quantity",
+        "person/define",
+        "method/time",
+        "method/person",
+        "usage/define",
+        "usage/action",
+        "usage/person",
+        "usage/place",
+        "usage/quantity",
+    ]
+)
 """Kinds whose answers differ. Only clear conflicts are listed: "What is X?" and "When did X end?" or "How
 much is X?" are often the same question ("What was the end date of WWII?"), so define/time and
 define/quantity are not; nor are the "how does X work / differ" questions, which reword "What is X" freely."""
@@ -196,9 +546,14 @@ def stem(word: str) -> str:
         w = w[:-2] if w.endswith("'s") else w[:-1]
     if len(w) > 4 and w.endswith("ies"):
         w = w[:-3] + "y"
-    elif len(w) > 4 and w.endswith("sses"):
-        w = w[:-2]
-    elif len(w) > 4 and w.endswith("es") and w[-3] in "sxz" or (len(w) > 5 and w.endswith(("ches", "shes"))):
+    elif (
+        len(w) > 4
+        and w.endswith("sses")
+        or len(w) > 4
+        and w.endswith("es")
+        and w[-3] in "sxz"
+        or (len(w) > 5 and w.endswith(("ches", "shes")))
+    ):
         w = w[:-2]
     elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
@@ -342,8 +697,11 @@ def analyse(text: str) -> Analysis:
             pass  # "MB", "GB", "visa-free", "Second": not names
         elif has_alpha and has_digit and not re.fullmatch(r"\d+(st|nd|rd|th|s)?", low) and "-" not in t:
             entities.add(t)  # a code token: int32, word2vec, L2, 3x3, Q3
-        elif ((not tok.start and t[:1].isupper() and low != "i") or (len(t) >= 2 and t.isupper() and has_alpha)
-              or re.search(r"[a-z][A-Z]", t)):  # a name mid-sentence, an ACRONYM, camelCase  # fmt: skip
+        elif (
+            (not tok.start and t[:1].isupper() and low != "i")
+            or (len(t) >= 2 and t.isupper() and has_alpha)
+            or re.search(r"[a-z][A-Z]", t)
+        ):  # a name mid-sentence, an ACRONYM, camelCase
             for p in parts:
                 if p[:1].isupper() or not p.isalpha():
                     entities.add(p[:-1] if re.fullmatch(r"[A-Z]{2,}s", p) else p)  # "GPUs" -> "GPU"
@@ -404,15 +762,24 @@ def analyse(text: str) -> Analysis:
         if is_unit:
             last_unit = (i, s)
     return Analysis(
-        words=tuple(words), numbers=frozenset(numbers), number_order=tuple(number_order), negated=negated,
-        entities=frozenset(entities), units={k: frozenset(v) for k, v in units.items()},
-        directions=frozenset(directions), stems=frozenset(stem(w) for w in words), keywords=tuple(keywords),
-        compounds=frozenset(compounds), intent=question_intent(text),
-        roles=tuple((r, frozenset(segments[k]), frozenset(segments[k + 1]), segments[k + 1][0] if segments[k + 1] else "")
-                    for k, r in enumerate(role_words)),
+        words=tuple(words),
+        numbers=frozenset(numbers),
+        number_order=tuple(number_order),
+        negated=negated,
+        entities=frozenset(entities),
+        units={k: frozenset(v) for k, v in units.items()},
+        directions=frozenset(directions),
+        stems=frozenset(stem(w) for w in words),
+        keywords=tuple(keywords),
+        compounds=frozenset(compounds),
+        intent=question_intent(text),
+        roles=tuple(
+            (r, frozenset(segments[k]), frozenset(segments[k + 1]), segments[k + 1][0] if segments[k + 1] else "")
+            for k, r in enumerate(role_words)
+        ),
         comparison=bool(_COMPARISON.search(" ".join(words))),
         phrases={**{stem(w): w for w in words}, **{f"{stem(x)}_{stem(y)}": f"{x} {y}" for x, y in zip(words, words[1:])}},
-    )  # fmt: skip
+    )
 
 
 _ROMAN_UPPER = frozenset(k.upper() for k in _ROMAN)
@@ -420,8 +787,14 @@ _analyse_memo = functools.lru_cache(maxsize=8192)(analyse)  # a cache lookup che
 
 
 def _is_number_word(w: str) -> bool:
-    return (w in _SMALL or w in _TENS or w in _SCALES or w in _ORDINALS or w in _MULTIPLES
-            or bool(re.fullmatch(r"[\d.,]+(st|nd|rd|th)?", w)))  # fmt: skip
+    return (
+        w in _SMALL
+        or w in _TENS
+        or w in _SCALES
+        or w in _ORDINALS
+        or w in _MULTIPLES
+        or bool(re.fullmatch(r"[\d.,]+(st|nd|rd|th)?", w))
+    )
 
 
 # --- the rules ---------------------------------------------------------------------------------------
@@ -487,8 +860,7 @@ def _entity_found(entity: str, other: Analysis, covered: set[str]) -> bool:
         if len(short) >= 4 and long_.startswith(short) and len(long_) - len(short) <= 3:
             return True
     parts = [p.lower() for p in _CAMEL.findall(entity)] or [low]
-    if len(parts) > 1 and all(len(p) >= 4 and any(w.startswith(p) for w in other.words) or p in covered
-                              for p in parts):  # fmt: skip
+    if len(parts) > 1 and all(len(p) >= 4 and any(w.startswith(p) for w in other.words) or p in covered for p in parts):
         return True  # "BatchNorm" ~ "batch normalization"
     if all(p in other.words or stem(p) in other.stems or p in covered for p in parts):
         return True
@@ -502,8 +874,9 @@ def entities_agree(a: Analysis, b: Analysis) -> str | None:
     acronyms by their initials): "Canada" vs "Mexico", "BERT" vs "GPT-2", "Python" vs "Java"."""
     missing: list[str] = []
     for x, y in ((a, b), (b, a)):
-        covered = {w for e in y.entities if e.isupper() and len(e) >= 2 for seq in _split_words(x)
-                   for w in _acronym_cover(e, seq)}  # fmt: skip
+        covered = {
+            w for e in y.entities if e.isupper() and len(e) >= 2 for seq in _split_words(x) for w in _acronym_cover(e, seq)
+        }
         missing += sorted(e for e in x.entities if not _entity_found(e, y, covered))
     if missing:
         return f"names differ: {', '.join(missing)}"
@@ -536,14 +909,14 @@ def no_antonym_swap(a: Analysis, b: Analysis) -> str | None:
                 return f"opposites: 'non-{w}' vs {w!r}"
         for w in wx - wy:
             for prefix in _NEGATING_PREFIXES:
-                rest = w[len(prefix):]
+                rest = w[len(prefix) :]
                 if w.startswith(prefix) and len(rest) >= 5 and rest in wy and w not in wy and rest not in wx:
                     return f"opposites: {w!r} vs {rest!r}"
     return None
 
 
 def no_direction_swap(a: Analysis, b: Analysis) -> str | None:
-    """"convert A to B" against "convert B to A" (also around "into", "for", "from", "per", "than", "over",
+    """ "convert A to B" against "convert B to A" (also around "into", "for", "from", "per", "than", "over",
     "instead of": "substitute baking soda for baking powder", "is A faster than B"); "copy a file from the
     server" against "copy a file to the server"; a compound token's parts in another order ("DD/MM/YYYY" against
     "YYYY-MM-DD"; "input/output" against "input/output" is not refused: same order)."""
@@ -571,8 +944,28 @@ def no_direction_swap(a: Analysis, b: Analysis) -> str | None:
 
 
 _ARTICLES = frozenset({"a", "an", "the"})
-_FILLER = frozenset(stem(w) for w in """mean meaning meant define definition explain exactly actually basically
-simply roughly approximately typically usually generally measure term""".split())  # fmt: skip
+_FILLER = frozenset(
+    stem(w)
+    for w in [
+        "mean",
+        "meaning",
+        "meant",
+        "define",
+        "definition",
+        "explain",
+        "exactly",
+        "actually",
+        "basically",
+        "simply",
+        "roughly",
+        "approximately",
+        "typically",
+        "usually",
+        "generally",
+        "measure",
+        "term",
+    ]
+)
 """Words that add nothing to what is asked ("What does X mean?", "Define X", "roughly how many")."""
 
 
@@ -611,8 +1004,9 @@ def no_word_swap(a: Analysis, b: Analysis, *, min_shared: float = 0.5, close_sha
     # nearly the same sentence: compare content words only ("an element" / "the largest element"), where what
     # is added is more than a word that re-asks the same ("What does X mean?" / "What is X?")
     close = shared >= close_shared * longest - 1e-9
-    if ((only_a and (_is_subsequence(wb, wa) or close and set(only_a) - _FILLER and _is_subsequence(b.keywords, a.keywords)))
-            or (only_b and (_is_subsequence(wa, wb) or close and set(only_b) - _FILLER and _is_subsequence(a.keywords, b.keywords)))):
+    if (only_a and (_is_subsequence(wb, wa) or close and set(only_a) - _FILLER and _is_subsequence(b.keywords, a.keywords))) or (
+        only_b and (_is_subsequence(wa, wb) or close and set(only_b) - _FILLER and _is_subsequence(a.keywords, b.keywords))
+    ):
         return f"words added: {' '.join(only_a or only_b)}"
     differ = [i for i, (x, y) in enumerate(zip(a.keywords, b.keywords)) if x != y]
     if close and ca == cb and len(differ) == 2:  # two words trade places; a phrase moved ("By default, ...") is fine
@@ -640,8 +1034,17 @@ def comparison_agrees(a: Analysis, b: Analysis) -> str | None:
     return None
 
 
-RULES: tuple[Rule, ...] = (numbers_agree, negation_agrees, entities_agree, units_agree, no_antonym_swap,
-                           no_direction_swap, no_word_swap, intents_agree, comparison_agrees)  # fmt: skip
+RULES: tuple[Rule, ...] = (
+    numbers_agree,
+    negation_agrees,
+    entities_agree,
+    units_agree,
+    no_antonym_swap,
+    no_direction_swap,
+    no_word_swap,
+    intents_agree,
+    comparison_agrees,
+)
 """The rules :func:`second_check` applies, in order."""
 
 

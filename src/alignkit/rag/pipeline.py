@@ -82,8 +82,9 @@ class RagPipeline:
     the first is always kept).
     """
 
-    def __init__(self, retriever: RetrieverLike, backend, *, cache: CacheLike | None = None, settings=None,
-                 max_context_tokens: int = 1024):  # fmt: skip
+    def __init__(
+        self, retriever: RetrieverLike, backend, *, cache: CacheLike | None = None, settings=None, max_context_tokens: int = 1024
+    ):
         if settings is None:
             from alignkit.models.backends import GenerationSettings
 

@@ -63,15 +63,16 @@ class Retriever:
     """``retrieve(question) -> list[Hit]``: embed the question, take the ``k`` nearest chunks (or, with ``mmr``,
     ``fetch_k`` nearest re-ranked by MMR with ``mmr_lambda``)."""
 
-    def __init__(self, index, embedder: EmbedderLike, k: int = 5, mmr: bool = False, mmr_lambda: float = 0.5,
-                 fetch_k: int = 20):  # fmt: skip
+    def __init__(self, index, embedder: EmbedderLike, k: int = 5, mmr: bool = False, mmr_lambda: float = 0.5, fetch_k: int = 20):
         if k < 1:
             raise RagError(f"top-k must be >= 1, got {k}")
         if not 0.0 <= mmr_lambda <= 1.0:
             raise RagError(f"mmr_lambda must be in [0, 1], got {mmr_lambda}")
         index_embedder = getattr(index, "embedder_name", embedder.name)
         if index_embedder != embedder.name:
-            raise RagError(f"{getattr(index, 'path', 'index')}: built with embedder {index_embedder}, the retriever has {embedder.name}")
+            raise RagError(
+                f"{getattr(index, 'path', 'index')}: built with embedder {index_embedder}, the retriever has {embedder.name}"
+            )
         self.index, self.embedder = index, embedder
         self.k, self.mmr, self.mmr_lambda, self.fetch_k = k, mmr, mmr_lambda, max(fetch_k, k)
 

@@ -39,8 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from alignkit.rag.documents import (
-    CLEANER_VERSION, SUFFIXES, Chunk, chunk_document, decode_document, embed_text, word_counter,
-)  # fmt: skip
+    CLEANER_VERSION,
+    SUFFIXES,
+    Chunk,
+    chunk_document,
+    decode_document,
+    embed_text,
+    word_counter,
+)
 from alignkit.rag.embed import EmbedderLike
 from alignkit.rag.errors import RagError
 from alignkit.rag.vectors import SearchResult, VectorIndex
@@ -137,7 +143,9 @@ def _sha(data: bytes | str, n: int | None = None) -> str:
 
 def _check_format(path: Path, meta: dict) -> None:
     if meta.get("format") != FORMAT or "embedder" not in meta:
-        raise RagError(f"{path}: index format {meta.get('format')!r}, this alignkit reads {FORMAT!r}: re-index into a new directory")
+        raise RagError(
+            f"{path}: index format {meta.get('format')!r}, this alignkit reads {FORMAT!r}: re-index into a new directory"
+        )
 
 
 class CorpusIndex:
@@ -182,8 +190,16 @@ class CorpusIndex:
             n_chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         finally:
             db.close()
-        return IndexInfo(str(path), meta["embedder"], int(meta["dim"]), int(meta["chunk_tokens"]), int(meta["overlap"]),
-                         len(files), n_chunks, _version(meta, files))  # fmt: skip
+        return IndexInfo(
+            str(path),
+            meta["embedder"],
+            int(meta["dim"]),
+            int(meta["chunk_tokens"]),
+            int(meta["overlap"]),
+            len(files),
+            n_chunks,
+            _version(meta, files),
+        )
 
     @classmethod
     def open(cls, path: str | os.PathLike, embedder: EmbedderLike, *, create: bool = False) -> CorpusIndex:
@@ -200,9 +216,18 @@ class CorpusIndex:
             meta = cls._meta(db)
             if not meta:
                 with _transaction(db):
-                    db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                        ("format", FORMAT), ("embedder", embedder.name), ("dim", str(embedder.dim)),
-                        ("chunk_tokens", "256"), ("overlap", "32"), ("cleaner", CLEANER_VERSION), ("keep_code", "0")])  # fmt: skip
+                    db.executemany(
+                        "INSERT INTO meta VALUES (?, ?)",
+                        [
+                            ("format", FORMAT),
+                            ("embedder", embedder.name),
+                            ("dim", str(embedder.dim)),
+                            ("chunk_tokens", "256"),
+                            ("overlap", "32"),
+                            ("cleaner", CLEANER_VERSION),
+                            ("keep_code", "0"),
+                        ],
+                    )
                 meta = cls._meta(db)
             _check_format(path, meta)
             if meta["embedder"] != embedder.name or int(meta["dim"]) != int(embedder.dim):
@@ -275,8 +300,15 @@ class CorpusIndex:
             return len(missing), len(stale)
 
     # --- writing ----------------------------------------------------------------------------------
-    def update(self, docs: Sequence[str | os.PathLike], *, chunk_tokens: int = 256, overlap: int = 32,
-               keep_code: bool = False, progress: bool = False) -> IndexReport:  # fmt: skip
+    def update(
+        self,
+        docs: Sequence[str | os.PathLike],
+        *,
+        chunk_tokens: int = 256,
+        overlap: int = 32,
+        keep_code: bool = False,
+        progress: bool = False,
+    ) -> IndexReport:
         """Bring the index in line with ``docs`` (files and directories): index new and changed files, remove
         the chunks of files no longer among them, skip unchanged ones. See the module doc for crash safety."""
         started = time.perf_counter()
@@ -292,8 +324,12 @@ class CorpusIndex:
         count = word_counter(self.embedder)
         with self._lock:
             meta = self._meta(self._db)
-            settings = {"chunk_tokens": str(chunk_tokens), "overlap": str(overlap), "cleaner": CLEANER_VERSION,
-                        "keep_code": str(int(keep_code))}  # fmt: skip
+            settings = {
+                "chunk_tokens": str(chunk_tokens),
+                "overlap": str(overlap),
+                "cleaner": CLEANER_VERSION,
+                "keep_code": str(int(keep_code)),
+            }
             known = self.files()
             if any(meta.get(k) != v for k, v in settings.items()):
                 with _transaction(self._db):  # every file is stale at once: a crash midway re-chunks the rest next time
@@ -309,8 +345,7 @@ class CorpusIndex:
                 for abs_path, rel in found:
                     if bar:
                         bar.file(rel)
-                    self._update_file(abs_path, rel, known, gone_by_sha, report, count, chunk_tokens, overlap,
-                                      keep_code, bar)  # fmt: skip
+                    self._update_file(abs_path, rel, known, gone_by_sha, report, count, chunk_tokens, overlap, keep_code, bar)
                 for rel in sorted(r for rels in gone_by_sha.values() for r in rels):
                     report.chunks_removed += self._replace(rel, None, [], None)
                     report.removed.append(rel)
@@ -322,8 +357,19 @@ class CorpusIndex:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _update_file(self, abs_path: Path, rel: str, known: dict[str, str], gone_by_sha: dict[str, list[str]],
-                     report: IndexReport, count, chunk_tokens: int, overlap: int, keep_code: bool, bar) -> None:  # fmt: skip
+    def _update_file(
+        self,
+        abs_path: Path,
+        rel: str,
+        known: dict[str, str],
+        gone_by_sha: dict[str, list[str]],
+        report: IndexReport,
+        count,
+        chunk_tokens: int,
+        overlap: int,
+        keep_code: bool,
+        bar,
+    ) -> None:
         try:
             data = abs_path.read_bytes()
         except OSError as err:
@@ -439,8 +485,15 @@ class _Progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                           TimeElapsedColumn(), console=Console(stderr=True), transient=False)  # fmt: skip
+        self._p = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self._files = self._p.add_task("files", total=n_files, info="")
         self._chunks = self._p.add_task("chunks", total=None, info="")
         self._started = False

@@ -42,8 +42,7 @@ class VectorIndex:
     Not thread-safe for writes: callers that add or remove while others search hold a lock.
     """
 
-    def __init__(self, dim: int, *, m: int = 32, ef_construction: int = 80, ef_search: int = 64,
-                 compact_ratio: float = 0.25):  # fmt: skip
+    def __init__(self, dim: int, *, m: int = 32, ef_construction: int = 80, ef_search: int = 64, compact_ratio: float = 0.25):
         self.dim, self.m, self.ef_construction, self.ef_search = int(dim), m, ef_construction, ef_search
         self.compact_ratio = compact_ratio
         self._index = self._new_index()
@@ -108,8 +107,11 @@ class VectorIndex:
         missing = [int(i) for i in np.asarray(ids).reshape(-1) if int(i) not in self._live]
         if missing:
             raise KeyError(f"ids not in the index: {missing[:5]}")
-        return np.stack([self._index.reconstruct(int(i)) for i in np.asarray(ids).reshape(-1)]) if len(ids) else \
-            np.zeros((0, self.dim), np.float32)  # fmt: skip
+        return (
+            np.stack([self._index.reconstruct(int(i)) for i in np.asarray(ids).reshape(-1)])
+            if len(ids)
+            else np.zeros((0, self.dim), np.float32)
+        )
 
     def search(self, queries, k: int) -> SearchResult:
         """The ``k`` nearest live vectors to each of ``queries`` (Q, dim), best first."""
@@ -149,8 +151,14 @@ class VectorIndex:
         path = Path(path)
         with atomic_dir(path, overwrite=True) as tmp:
             faiss.write_index(self._index, str(tmp / _INDEX_FILE))
-            meta = {"dim": self.dim, "m": self.m, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
-                    "compact_ratio": self.compact_ratio, "dead": sorted(self._dead)}  # fmt: skip
+            meta = {
+                "dim": self.dim,
+                "m": self.m,
+                "ef_construction": self.ef_construction,
+                "ef_search": self.ef_search,
+                "compact_ratio": self.compact_ratio,
+                "dead": sorted(self._dead),
+            }
             (tmp / _META_FILE).write_text(json.dumps(meta))
         for stale in _leftovers(path):  # of earlier saves cut short (the copy just written supersedes them)
             shutil.rmtree(stale, ignore_errors=True)
@@ -166,8 +174,13 @@ class VectorIndex:
         if not meta_file.is_file():
             raise FileNotFoundError(f"{path}: not a vector index (no {_META_FILE})")
         meta = json.loads(meta_file.read_text())
-        self = cls(meta["dim"], m=meta["m"], ef_construction=meta["ef_construction"], ef_search=meta["ef_search"],
-                   compact_ratio=meta["compact_ratio"])  # fmt: skip
+        self = cls(
+            meta["dim"],
+            m=meta["m"],
+            ef_construction=meta["ef_construction"],
+            ef_search=meta["ef_search"],
+            compact_ratio=meta["compact_ratio"],
+        )
         self._index = faiss.read_index(str(path / _INDEX_FILE))  # an IndexIDMap2 (read_index returns the concrete type)
         self._dead = set(meta["dead"])
         self._live = set(faiss.vector_to_array(self._index.id_map).astype(np.int64).tolist()) - self._dead

@@ -55,9 +55,14 @@ class RewardSource:
     """Scores for (prompt, response) pairs; ``stats`` are the reward model's stored (mean, std) when it has them."""
 
     def __init__(
-        self, *, model_dir: str | None = None, function: str | None = None, kwargs: dict | None = None, device="cpu",
+        self,
+        *,
+        model_dir: str | None = None,
+        function: str | None = None,
+        kwargs: dict | None = None,
+        device="cpu",
         batch_size: int = 16,
-    ):  # fmt: skip
+    ):
         self.batch_size = batch_size
         self.model = self.fn = None
         self.stats: tuple[float, float] | None = None

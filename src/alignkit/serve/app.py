@@ -157,8 +157,9 @@ class ChatRequest(BaseModel):
 class ApiError(Exception):
     """An error answered as OpenAI-shaped JSON with ``status``."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):  # fmt: skip
+    def __init__(
+        self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None, param: str | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
 
@@ -190,8 +191,12 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 
 def _internal_error(err: BaseException) -> ApiError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return ApiError(500, f"the server failed on this request: {type(err).__name__}{': ' + text if text else ''}",
-                    type="server_error", code="internal_error")  # fmt: skip
+    return ApiError(
+        500,
+        f"the server failed on this request: {type(err).__name__}{': ' + text if text else ''}",
+        type="server_error",
+        code="internal_error",
+    )
 
 
 def _as_api_error(err: BaseException) -> ApiError:
@@ -263,8 +268,11 @@ class _Answer:
 def _usage(c: Completion | None) -> dict | None:
     if c is None:
         return None
-    return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-            "total_tokens": c.prompt_tokens + c.completion_tokens}  # fmt: skip
+    return {
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "total_tokens": c.prompt_tokens + c.completion_tokens,
+    }
 
 
 _NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}  # a cache hit generated nothing
@@ -302,9 +310,15 @@ def _collect(stream: Iterator[str], parts: list[str]):
 # ---------------------------------------------------------------- the app
 
 
-def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: CacheLike | None = None,
-               api_key: str | None = None, model_name: str | None = None,
-               on_shutdown: Sequence[Callable[[], object]] = ()) -> FastAPI:  # fmt: skip
+def create_app(
+    backend: ChatBackend,
+    *,
+    rag: RagLike | None = None,
+    cache: CacheLike | None = None,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    on_shutdown: Sequence[Callable[[], object]] = (),
+) -> FastAPI:
     """The API serving ``backend`` as ``model_name`` (default ``backend.model_id``); see the module docstring for the
     RAG and cache modes. ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``.
     ``on_shutdown``: called when the server stops (the caller owns the components: e.g. ``cache.close`` saves the
@@ -362,8 +376,9 @@ def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: Cache
 
     def _check_model(model: str | None) -> None:
         if model is not None and model != served:
-            raise ApiError(404, f"the model {model!r} does not exist; this server serves {served!r}",
-                           code="model_not_found", param="model")  # fmt: skip
+            raise ApiError(
+                404, f"the model {model!r} does not exist; this server serves {served!r}", code="model_not_found", param="model"
+            )
 
     # -- the three ways of answering, each run in a worker thread
 
@@ -389,9 +404,13 @@ def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: Cache
         result = pipeline.answer(question)
         cached = getattr(result, "cached", False)
         completion = getattr(result, "completion", None)  # the generation's token counts and finish reason
-        return _Answer(result.text, completion.finish_reason if completion is not None else "stop",
-                       _NO_TOKENS if cached else _usage(completion), "hit" if cached else "miss",
-                       _jsonable(list(getattr(result, "sources", []) or [])))  # fmt: skip
+        return _Answer(
+            result.text,
+            completion.finish_reason if completion is not None else "stop",
+            _NO_TOKENS if cached else _usage(completion),
+            "hit" if cached else "miss",
+            _jsonable(list(getattr(result, "sources", []) or [])),
+        )
 
     def _cache_slot(messages: list[dict], settings: GenerationSettings) -> tuple[str, str] | None:
         """``(question, context)`` when this request may use the cache: a cache, greedy, ending with a user turn."""
@@ -446,10 +465,14 @@ def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: Cache
         except Exception as err:
             return _as_api_error(err).response()
         payload: dict[str, Any] = {
-            "id": rid, "object": "chat.completion", "created": created, "model": served,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                         "finish_reason": answer.finish_reason}],
-        }  # fmt: skip
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": served,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": answer.finish_reason}
+            ],
+        }
         if answer.usage is not None:
             payload["usage"] = answer.usage
         if answer.sources is not None:
@@ -459,8 +482,11 @@ def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: Cache
 
     # -- streaming
 
-    def _deltas(messages: list[dict], settings: GenerationSettings, pipeline: RagLike | None,
-                ) -> tuple[Iterator[str], str | None, list[Completion]]:  # fmt: skip
+    def _deltas(
+        messages: list[dict],
+        settings: GenerationSettings,
+        pipeline: RagLike | None,
+    ) -> tuple[Iterator[str], str | None, list[Completion]]:
         """``(text deltas, cache state, holder of the final Completion)``; a hit or a RAG answer is one delta."""
         final: list[Completion] = []
         if pipeline is not None:
@@ -484,8 +510,9 @@ def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: Cache
 
         return generate(), None if slot is None else "miss", final
 
-    async def _stream(rid: str, created: int, messages: list[dict], settings: GenerationSettings,
-                      pipeline: RagLike | None, include_usage: bool):  # fmt: skip
+    async def _stream(
+        rid: str, created: int, messages: list[dict], settings: GenerationSettings, pipeline: RagLike | None, include_usage: bool
+    ):
         """Errors found before the first delta (bad input, a backend that fails at once) are a normal JSON error
         response; a failure after the stream has started is sent as a last ``data: {"error": ...}`` event."""
         try:
@@ -495,8 +522,13 @@ def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: Cache
             return _as_api_error(err).response()
 
         def chunk(delta: dict, finish: str | None = None) -> str:
-            obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": served,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+            obj = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": served,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
         async def events() -> AsyncIterator[str]:
@@ -509,8 +541,14 @@ def create_app(backend: ChatBackend, *, rag: RagLike | None = None, cache: Cache
                 completion = final[0] if final else None
                 yield chunk({}, completion.finish_reason if completion else "stop")
                 if include_usage:
-                    obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": served,
-                           "choices": [], "usage": _usage(completion)}  # fmt: skip
+                    obj = {
+                        "id": rid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": served,
+                        "choices": [],
+                        "usage": _usage(completion),
+                    }
                     yield f"data: {json.dumps(obj)}\n\n"
                 yield "data: [DONE]\n\n"
             except Exception as err:

@@ -16,9 +16,12 @@ def add_parsers(sub) -> None:
     s.add_argument("--port", type=int, default=8000)
     from alignkit.models.backends import BACKENDS
 
-    s.add_argument("--backend", choices=BACKENDS, default="transformers",
-                   help="transformers (CPU or one GPU, requests one at a time) or vllm (CUDA, batched; "
-                        "pip install 'alignkit[vllm]')")  # fmt: skip
+    s.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="transformers",
+        help="transformers (CPU or one GPU, requests one at a time) or vllm (CUDA, batched; pip install 'alignkit[vllm]')",
+    )
     s.add_argument("--device", help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.add_argument("--model-name", help="the name clients send as 'model' (default: the --model argument)")
     s.add_argument("--rag-index", metavar="DIR", help="answer through the RAG pipeline over this index")
@@ -41,8 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = load_backend(args.model, backend=args.backend, device=args.device)
     if rag is not None:
         rag = rag(backend)
-    app = create_app(backend, rag=rag, cache=cache, api_key=api_key, model_name=args.model_name or args.model,
-                     on_shutdown=closers)  # fmt: skip
+    app = create_app(
+        backend, rag=rag, cache=cache, api_key=api_key, model_name=args.model_name or args.model, on_shutdown=closers
+    )
     mode = [args.backend, f"RAG over {args.rag_index}" if args.rag_index else "chat"]
     mode += [f"cache {args.cache}"] if args.cache else []
     mode += ["API key required"] if api_key else []

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import torch
 
-
 MEGABATCH = 50  # group_by_length sorts runs of this many micro-batches (as transformers' LengthGroupedSampler)
 
 
