@@ -305,8 +305,7 @@ def run(cfg: PPOConfig) -> PPOResult:
                 if reference is not None:
                     ref = completion_token_logps(reference, batch, B, W, temperature=g.temperature)
                 else:
-                    with inner.policy.disable_adapter():
-                        ref = completion_token_logps(inner.policy, batch, B, W, temperature=g.temperature)
+                    ref = inner.reference_logps(batch, B, W, temperature=g.temperature)
                 inner.train()
             mask = old.mask.cpu()
             old_logps, ref_logps, old_values = old.logps.cpu() * mask, ref.logps.cpu() * mask, old.values.cpu() * mask

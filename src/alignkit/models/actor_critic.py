@@ -85,6 +85,13 @@ class ActorCritic(torch.nn.Module):
                 temperature=temperature,
             )
 
+    def reference_logps(self, batch, num_sequences: int, width: int, temperature: float = 1.0) -> TokenLogps:
+        """Shared-base only: the reference policy's log-probs (no entropy), from the same base weights."""
+        if not self.shared:
+            raise RuntimeError("reference_logps is for the shared-base layout; the separate layout holds its own reference")
+        with self.policy.disable_adapter():
+            return completion_token_logps(self.policy, batch, num_sequences, width, temperature=temperature)
+
     def values(self, batch, num_sequences: int, width: int) -> torch.Tensor:
         keep = batch.labels != -100
         with self.adapter("value"):
