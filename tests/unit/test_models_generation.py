@@ -120,3 +120,95 @@ def test_bad_arguments(model_and_tok):
         generate(model, tok, PROMPTS, max_new_tokens=0)
     with pytest.raises(ModelError, match="temperature"):
         generate(model, tok, PROMPTS, temperature=-1)
+
+
+# --- the distribution sampled is softmax(logits / T), whatever the checkpoint's generation_config.json says ---
+
+OPINIONATED = dict(  # a generation_config.json that asks for many processors (and would change the distribution)
+    do_sample=True,
+    temperature=0.3,
+    top_p=0.5,
+    top_k=5,
+    repetition_penalty=1.3,
+    no_repeat_ngram_size=2,
+    min_new_tokens=4,
+    suppress_tokens=[5, 6, 7],
+    bad_words_ids=[[8]],
+)
+
+
+@pytest.fixture(scope="module")
+def opinionated_model_and_tok(model_and_tok, tmp_path_factory):
+    from transformers import GenerationConfig
+
+    model, tok = model_and_tok
+    out = tmp_path_factory.mktemp("opinionated") / "m"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    GenerationConfig(**OPINIONATED, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id).save_pretrained(out)
+    loaded = load_causal_lm(str(out), finetune="none")
+    assert loaded.generation_config.top_k == 5 and loaded.generation_config.repetition_penalty == 1.3  # it was read
+    return loaded, tok
+
+
+class _ScoreSpy:
+    """Wraps ``model.generate`` to also return, per step, the raw logits and the processed scores sampled from."""
+
+    def __init__(self, model):
+        self.inner, self.steps = model.generate, []
+
+    def __call__(self, **kwargs):
+        extra = dict(output_scores=True, output_logits=True, return_dict_in_generate=True)
+        if "generation_config" in kwargs:
+            cfg = kwargs["generation_config"]
+            cfg = type(cfg).from_dict(cfg.to_dict())
+            cfg.update(**extra)
+            out = self.inner(**{**kwargs, "generation_config": cfg})
+        else:
+            out = self.inner(**kwargs, **extra)
+        self.steps.append((torch.stack(out.logits, 1), torch.stack(out.scores, 1)))  # (B, S, V) each
+        return out.sequences
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
+def test_model_generation_config_does_not_change_the_distribution(opinionated_model_and_tok, monkeypatch, temperature):
+    model, tok = opinionated_model_and_tok
+    saved = model.generation_config
+    spy = _ScoreSpy(model)
+    monkeypatch.setattr(model, "generate", spy)
+    generate(model, tok, PROMPTS, max_new_tokens=8, temperature=temperature, seed=3)
+    assert model.generation_config is saved and saved.top_k == 5  # the model's own config is back, untouched
+    for logits, scores in spy.steps:
+        assert torch.isfinite(scores).all()  # nothing masked: no top-k, no suppressed or banned token, no min length
+        expected = logits if temperature in (0.0, 1.0) else logits / temperature
+        torch.testing.assert_close(scores, expected, rtol=0, atol=0)
+
+
+def test_sampled_tokens_leave_the_checkpoints_top_k(opinionated_model_and_tok, monkeypatch):
+    model, tok = opinionated_model_and_tok
+    spy = _ScoreSpy(model)
+    monkeypatch.setattr(model, "generate", spy)
+    from alignkit.models.generation import generate_ids
+
+    encoded = [tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    new = generate_ids(model, tok, encoded * 8, max_new_tokens=6, temperature=1.0, seed=0, batch_size=24)
+    ranks = []
+    (logits, _), *_ = spy.steps
+    order = sorted(range(len(encoded) * 8), key=lambda i: len(encoded[i % 3]))  # generate_ids' batch order
+    for row, i in enumerate(order):
+        first = new[i][0][0]
+        ranks.append(int((logits[row, 0] > logits[row, 0, first]).sum()))
+    assert max(ranks) >= 5  # top_k 5 would keep only ranks 0..4
+
+
+def test_top_p_is_the_only_truncation(opinionated_model_and_tok, monkeypatch):
+    model, tok = opinionated_model_and_tok
+    spy = _ScoreSpy(model)
+    monkeypatch.setattr(model, "generate", spy)
+    generate(model, tok, PROMPTS[:1], max_new_tokens=4, temperature=1.0, top_p=0.9, seed=0)
+    ((logits, scores),) = spy.steps
+    for lg, sc in zip(logits[0], scores[0]):  # per step: the smallest set of top tokens with mass >= 0.9 survives
+        p, idx = torch.softmax(lg, -1).sort(descending=True)
+        keep = int((p.cumsum(0) < 0.9).sum()) + 1
+        assert torch.isfinite(sc[idx[:keep]]).all() and torch.isinf(sc[idx[keep:]]).all()
+        torch.testing.assert_close(sc[idx[:keep]], lg[idx[:keep]], rtol=0, atol=0)

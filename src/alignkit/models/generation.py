@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -59,8 +60,8 @@ def generate(
     ``add_generation_prompt=True``, then generated in left-padded batches of ``batch_size``
     (prompts of similar length batched together; results come back in input order).
     ``temperature == 0`` is greedy; otherwise sampling with ``temperature`` and ``top_p`` only —
-    sampling defaults in the model's generation config (top_k, repetition_penalty) are switched off
-    so results do not depend on them. ``seed`` seeds sampling inside a forked RNG (the global torch
+    the processors a model's generation_config may ask for (top_k, repetition_penalty, no_repeat_ngram_size,
+    suppress_tokens...) are switched off (:func:`sampling_config`), so results do not depend on them. ``seed`` seeds sampling inside a forked RNG (the global torch
     RNG is left as it was); ``None`` uses the global RNG. Generation stops at the tokenizer's eos
     and any eos in the model's generation config. The model is put in eval mode for the call and
     its train/eval mode restored afterwards.
@@ -91,6 +92,62 @@ def generate(
     return tokenizer.batch_decode([ids for ids, _ in new], skip_special_tokens=True)
 
 
+# Every GenerationConfig field that adds a logits processor or changes the decoding strategy, at the value that
+# turns it off. Set explicitly, because transformers fills each field left at None from the model's own
+# generation_config (a generation_config.json with top_k 20, repetition_penalty 1.1 ...) and then from its global
+# defaults (top_k 50): with them the distribution sampled would not be softmax(logits / temperature).
+_NEUTRAL: dict = dict(
+    num_beams=1,
+    num_return_sequences=1,
+    top_k=0,
+    typical_p=1.0,
+    epsilon_cutoff=0.0,
+    eta_cutoff=0.0,
+    repetition_penalty=1.0,
+    encoder_repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
+    encoder_no_repeat_ngram_size=0,
+    min_length=0,
+    min_new_tokens=0,
+    renormalize_logits=False,
+    remove_invalid_values=False,
+    guidance_scale=1.0,
+)
+# What generate() may still take from the model's generation_config: its special token ids, nothing that samples.
+_KEPT_FROM_MODEL = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def sampling_config(*, max_new_tokens: int, temperature: float, top_p: float, eos_token_id: list[int], pad_token_id: int | None):
+    """The explicit ``transformers.GenerationConfig`` :func:`generate_ids` passes: greedy when ``temperature == 0``,
+    otherwise pure sampling from softmax(logits / temperature), truncated to the nucleus when ``top_p < 1`` — and
+    every other logits processor (top-k, repetition penalty, n-gram blocking, min length, typical-p...) off."""
+    from transformers import GenerationConfig
+
+    common = dict(_NEUTRAL, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=True)
+    if temperature == 0:
+        return GenerationConfig(do_sample=False, **common)
+    return GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, **common)
+
+
+@contextmanager
+def _model_sampling_defaults_off(model):
+    """While inside, each ``GenerationMixin`` under ``model`` holds a bare generation_config (its special token ids
+    only): transformers merges that object into the config passed to ``generate``, filling every field left at
+    None — so processors whose "off" value is None (suppress_tokens, bad_words_ids, sequence_bias, min_p,
+    forced_eos_token_id...) cannot come back from a checkpoint's generation_config.json. Restored on exit."""
+    from transformers import GenerationConfig, GenerationMixin
+
+    modules = model.modules() if hasattr(model, "modules") else ()
+    held = [(m, m.generation_config) for m in modules if isinstance(m, GenerationMixin) and m.generation_config is not None]
+    try:
+        for m, cfg in held:
+            m.generation_config = GenerationConfig(**{k: getattr(cfg, k, None) for k in _KEPT_FROM_MODEL})
+        yield
+    finally:
+        for m, cfg in held:
+            m.generation_config = cfg
+
+
 def generate_ids(
     model,
     tokenizer,
@@ -104,15 +161,18 @@ def generate_ids(
 ) -> list[tuple[list[int], bool]]:
     """Sample a continuation of each token-id prompt: ``[(new ids up to and including the first EOS, ended with
     EOS?)]`` in input order. Left-padded batches of similar length, the KV cache, ``temperature == 0`` greedy;
-    ``seed`` as in :func:`generate`. Tokens after the first EOS (another row of the batch still running) are dropped."""
+    ``seed`` as in :func:`generate`. Tokens after the first EOS (another row of the batch still running) are dropped.
+
+    The distribution sampled is exactly softmax(logits / temperature), restricted to the nucleus when
+    ``top_p < 1``: the explicit :func:`sampling_config` is passed, and the model's own generation_config is
+    swapped for a bare one (special token ids only) during the call, so nothing in a checkpoint's
+    generation_config.json changes it (tested)."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     eos = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    gen_kwargs: dict = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos, use_cache=True)
-    if temperature == 0:
-        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0)
+    config = sampling_config(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos_token_id=eos, pad_token_id=pad_id
+    )
 
     device = _model_device(model)
     was_training = model.training
@@ -122,7 +182,11 @@ def generate_ids(
     if device.type == "cuda":
         rng_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     try:
-        with torch.random.fork_rng(devices=rng_devices, enabled=seed is not None), torch.no_grad():
+        with (
+            torch.random.fork_rng(devices=rng_devices, enabled=seed is not None),
+            torch.no_grad(),
+            _model_sampling_defaults_off(model),
+        ):
             if seed is not None:
                 torch.manual_seed(seed)
             for start in range(0, len(order), batch_size):
@@ -135,7 +199,7 @@ def generate_ids(
                 )
                 input_ids = batch["input_ids"].to(device)
                 attention_mask = batch["attention_mask"].to(device)
-                out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
+                out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
                 new = out[:, input_ids.shape[1] :].tolist()  # (B, <= max_new_tokens)
                 for i, ids in zip(idx, new):
                     cut = next((k for k, t in enumerate(ids) if t in eos), None)
