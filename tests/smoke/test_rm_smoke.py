@@ -154,3 +154,30 @@ def test_plain_transformers_reward_model_plugs_in(tiny_model_dir, tiny_bert_dir,
     AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(tmp_path / "three")
     with pytest.raises(ModelError, match="not a reward model"):
         RewardModel.load(str(tmp_path / "three"))
+
+
+def test_two_sources_repeat_and_per_source_eval(tiny_model_dir, tmp_path):
+    """harmless + helpful (x3): eval accuracy per source, the repeat applied to training pairs only."""
+    from tests.conftest import HH_RLHF, REPO
+
+    helpful = REPO / "data/hh-rlhf-helpful/helpful-sample.jsonl.gz"
+    out = tmp_path / "run"
+    train = [{"path": str(HH_RLHF), "max_rows": 16}, {"path": str(helpful), "name": "helpful", "repeat": 3, "max_rows": 16}]
+    cfg = write_rm_config(
+        tmp_path / "c.yaml", tiny_model_dir, out, data={"train": train, "eval_fraction": 0.25, "max_rows": None}
+    )
+    assert main(["rm", str(cfg)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    subsets = summary["eval"]["eval_subsets"]
+    assert set(subsets) == {"harmless-base", "helpful"}
+    n_eval = summary["eval"]["eval_n"]
+    assert sum(s["n"] for s in subsets.values()) == n_eval
+    heldout = [json.loads(x) for x in (out / "heldout.jsonl").read_text().splitlines()]
+    assert len(heldout) == n_eval
+    held_helpful = sum(r.get("subset") == "helpful" for r in heldout)
+    assert held_helpful == subsets["helpful"]["n"]
+    by_source = summary["data"]["pairs_by_source"]
+    assert sum(by_source.values()) == summary["data"]["pairs"]
+    # every training pair of the helpful source three times, the held-out ones never
+    distinct = summary["data"]["pairs"] - n_eval
+    assert summary["train_pairs"] == distinct + 2 * (by_source["helpful"] - held_helpful)

@@ -25,6 +25,7 @@ import torch
 
 from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.config.dpo import DPOConfig
+from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.preference import DPO_LOSS_TYPES, dpo_loss, kto_loss, orpo_loss, simpo_loss
 from alignkit.models.logprobs import SequenceLogps, sequence_logps
 from alignkit.training import batching
@@ -47,14 +48,16 @@ class DPOResult:
 # ----------------------------------------------------------------------------------------------- data
 
 
-def load_units(source: str, tokenizer, *, kto: bool, seed: int, fmt, split, max_length, on_error, max_rows, log):
+def load_units(source, tokenizer, *, kto: bool, seed: int, fmt, split, max_length, on_error, max_rows, log):
     """Read and tokenize one source: pairs, or for KTO unpaired rows (pairs are unpaired: chosen -> desirable,
     rejected -> undesirable). Returns ``(SequenceSet, stats, {row ref: Example})``."""
     from alignkit.data.errors import DataError, report_skipped
     from alignkit.data.formats import load_examples
+    from alignkit.data.mixture import describe
     from alignkit.data.preference import tokenize_pairs_for_policy, tokenize_unpaired, unpair
 
     loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    source = describe(source)
     examples = loaded.examples
     paired = bool(examples) and all(ex.is_preference for ex in examples)
     if kto:
@@ -368,7 +371,8 @@ def run(cfg: DPOConfig) -> DPOResult:
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
     ensure_chat_template(tokenizer)
     data_kw = dict(kto=kto, seed=t.seed, max_length=d.max_length, on_error=d.on_error, log=log)
-    train, train_stats, train_rows = load_units(d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
+    sources = d.train_sources()
+    train, train_stats, train_rows = load_units(sources, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
     held = None
     if d.eval:
         held, _, _ = load_units(d.eval, tokenizer, fmt=d.format, split=d.eval_split, max_rows=d.eval_rows, **data_kw)
@@ -380,6 +384,8 @@ def run(cfg: DPOConfig) -> DPOResult:
             from alignkit.data.pairs import write_preference_jsonl
 
             write_preference_jsonl([train_rows[r] for r in held.refs], out / "heldout.jsonl")
+    if not isinstance(sources, str):  # each source's repeat, after the hold-out
+        train = train.subset(repeat_by_source(list(range(len(train))), sources, lambda i: train.refs[i].source))
     collate = partial(collate_sequences, pad_token_id=tokenizer.pad_token_id, packed=d.packing, max_row_tokens=d.max_length)
     log(f"batches: {'packed (padding-free)' if d.packing else 'padded'}")
 

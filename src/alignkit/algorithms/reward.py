@@ -12,6 +12,7 @@ import json
 import math
 import statistics
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +22,7 @@ import torch
 
 from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.config.reward import RewardConfig
+from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.reward import bradley_terry_loss
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
@@ -41,22 +43,24 @@ class RewardResult:
     reward_std: float
 
 
-def load_pairs(source: str, tokenizer, *, fmt, split, template, max_length, on_error, max_rows, log):
-    """Read, convert and tokenise one preference source; reports skipped and truncated pairs."""
+def load_pairs(source, tokenizer, *, fmt, split, template, max_length, on_error, max_rows, log):
+    """Read, convert and tokenise one preference source (or a list of ``DataSource``); reports skipped and
+    truncated pairs."""
     from alignkit.data.errors import DataError, report_skipped
     from alignkit.data.formats import load_examples
+    from alignkit.data.mixture import describe
     from alignkit.data.pairs import tokenize_pairs
 
     loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
     tok = tokenize_pairs(loaded.examples, tokenizer, template=template, max_length=max_length, on_error=on_error)
     skipped = loaded.skipped + tok.skipped
     log(
-        f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(skipped)} skipped, "
+        f"{describe(source)}: format {loaded.format}, {loaded.rows_read} rows read, {len(skipped)} skipped, "
         f"{tok.truncated} truncated from the left (over {max_length} tokens) -> {len(tok.pairs)} pairs"
     )
     report_skipped(skipped, log)
     if not tok.pairs:
-        raise DataError(source, "no usable preference pairs after skipping")
+        raise DataError(describe(source), "no usable preference pairs after skipping")
     stats = {
         "rows_read": loaded.rows_read,
         "skipped": len(skipped),
@@ -64,6 +68,8 @@ def load_pairs(source: str, tokenizer, *, fmt, split, template, max_length, on_e
         "pairs": len(tok.pairs),
         "format": loaded.format,
     }
+    if not isinstance(source, str):
+        stats["pairs_by_source"] = dict(Counter(p.subset for p in tok.pairs))
     return tok.pairs, stats, {ex.ref: ex for ex in loaded.examples}
 
 
@@ -166,8 +172,9 @@ def run(cfg: RewardConfig) -> RewardResult:
 
     # --- data ---------------------------------------------------------------------------------------
     data_kw = dict(template=template, max_length=d.max_length, on_error=d.on_error, log=log)
+    sources = d.train_sources()
     train_pairs, train_stats, train_rows = load_pairs(
-        d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw
+        sources, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw
     )
     eval_pairs = None
     if d.eval:
@@ -180,6 +187,10 @@ def run(cfg: RewardConfig) -> RewardResult:
 
             write_preference_jsonl([train_rows[p.ref] for p in eval_pairs], heldout)
         log(f"held out {len(eval_pairs)} training pairs for eval (data.eval_fraction={d.eval_fraction}): {heldout}")
+    n_read = len(train_pairs)
+    train_pairs = repeat_by_source(train_pairs, sources, lambda p: p.ref.source)  # after the hold-out: never trained on
+    if len(train_pairs) != n_read:
+        log(f"{len(train_pairs)} training pairs after each source's repeat ({n_read} distinct)")
     packed = d.packing if d.packing != "auto" else (kind == "decoder" and pooling == "last")
     if packed and (kind != "decoder" or pooling != "last"):
         from alignkit.config.base import ConfigError
@@ -288,6 +299,7 @@ def run(cfg: RewardConfig) -> RewardResult:
                 "tokens_per_second": sums[5].item() / dt,
                 "epoch": batching.epoch_of_step(done, **plan_kw),
                 "pairs_seen": pairs_seen,
+                "train_pairs": len(train_pairs),
             }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
@@ -328,6 +340,7 @@ def run(cfg: RewardConfig) -> RewardResult:
             "reward_mean": reward_mean,
             "reward_std": reward_std,
             "pairs_seen": pairs_seen,
+            "train_pairs": len(train_pairs),
             "trainable_parameters": n_train,
             "total_parameters": n_total,
             "data": train_stats,

@@ -19,8 +19,9 @@ import torch
 
 from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.config.sft import SFTConfig
-from alignkit.losses.reductions import global_token_mean
+from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.sft import sft_token_nll
+from alignkit.rl.aggregate import token_mean
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
@@ -38,13 +39,15 @@ class SFTResult:
     eval_loss: float | None
 
 
-def load_sft_data(source: str, tokenizer, *, fmt, split, max_length, overlong, train_on_prompt, on_error, max_rows, log):
+def load_sft_data(source, tokenizer, *, fmt, split, max_length, overlong, train_on_prompt, on_error, max_rows, log):
     """Read, convert and tokenise one SFT data source; reports every skipped, truncated or dropped row."""
     from alignkit.data.errors import report_skipped
     from alignkit.data.formats import load_examples
+    from alignkit.data.mixture import describe
     from alignkit.data.tokenize import tokenize_examples
 
     loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    source = describe(source)
     if loaded.format == "prompt_only":
         from alignkit.data.errors import DataError
 
@@ -89,7 +92,7 @@ def micro_batch_loss(model, batch, num_tokens_global):
 
     logits, targets = completion_logits(model, batch)
     tok = sft_token_nll(logits, targets)
-    return global_token_mean(tok.nll, num_tokens_global), tok.nll.detach().sum()
+    return token_mean(tok.nll, tok.mask, num_tokens_global), tok.nll.detach().sum()
 
 
 @torch.no_grad()
@@ -134,13 +137,15 @@ def run(cfg: SFTConfig) -> SFTResult:
     ensure_chat_template(tokenizer)
     d = cfg.data
     data_kw = dict(max_length=d.max_length, overlong=d.overlong, train_on_prompt=d.train_on_prompt, on_error=d.on_error, log=log)
-    train_examples, train_stats = load_sft_data(d.train, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
+    sources = d.train_sources()
+    train_examples, train_stats = load_sft_data(sources, tokenizer, fmt=d.format, split=d.split, max_rows=d.max_rows, **data_kw)
     eval_examples = None
     if d.eval:
         eval_examples, _ = load_sft_data(d.eval, tokenizer, fmt=d.format, split=d.eval_split, max_rows=d.eval_rows, **data_kw)
     elif d.val_size > 0:
         train_examples, eval_examples = holdout_split(train_examples, d.val_size, seed=t.seed)
         log(f"held out {len(eval_examples)} training examples for eval (data.val_size={d.val_size})")
+    train_examples = repeat_by_source(train_examples, sources, lambda x: x.ref.source)  # after the hold-out
     collate = partial(make_batch, packing=d.packing, pad_token_id=tokenizer.pad_token_id, max_row_tokens=d.max_length)
 
     # --- model and optimisation -------------------------------------------------------------------

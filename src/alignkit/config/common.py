@@ -58,10 +58,28 @@ class ModelConfig(Closed):
     )
 
 
+class TrainSource(Closed):
+    """One of several training sources: ``data.train: [a.jsonl, {path: b.jsonl, repeat: 3}]``."""
+
+    path: str = Field(..., description="File (.jsonl/.jsonl.gz/.json/.parquet/.csv), datasets dir, or hub name.")
+    name: str | None = Field(None, description="Label in logs and per-source eval metrics (default: the file name).")
+    repeat: int = Field(
+        1,
+        ge=1,
+        description="Use each training row this many times per epoch (upsample a small source); held-out rows never repeat.",
+    )
+    max_rows: int | None = Field(None, ge=1, description="Read at most this many rows of this source.")
+
+
 class SourceConfig(Closed):
     """Where the rows come from and how bad rows are handled (every stage's data section has these)."""
 
-    train: str = Field(..., description="Training data: file (.jsonl/.jsonl.gz/.json/.parquet/.csv), datasets dir, or hub name.")
+    train: str | list[str | TrainSource] = Field(
+        ...,
+        description="Training data: file (.jsonl/.jsonl.gz/.json/.parquet/.csv), datasets dir, or hub name; or a "
+        "list of them (paths or {path, name, repeat, max_rows}), read one after the other.",
+        min_length=1,
+    )
     eval: str | None = Field(None, description="Evaluation data, same kinds as train.")
     format: DataFormat = Field("auto", description="Row format; 'auto' detects it from the first row's keys.")
     split: str = Field("train", description="Split to read from a hub dataset or datasets DatasetDict.")
@@ -70,6 +88,14 @@ class SourceConfig(Closed):
     on_error: Literal["raise", "skip"] = Field("raise", description="Bad rows: stop with an error, or skip, count and report.")
     max_rows: int | None = Field(None, ge=1, description="Read at most this many training rows.")
     eval_rows: int | None = Field(None, ge=1, description="Read at most this many eval rows.")
+
+    def train_sources(self):
+        """``data.train`` for the data layer: the path itself, or a list of ``alignkit.data.mixture.DataSource``."""
+        if isinstance(self.train, str):
+            return self.train
+        from alignkit.data.mixture import as_sources
+
+        return as_sources([t.model_dump() if isinstance(t, TrainSource) else t for t in self.train])
 
 
 class DataConfig(SourceConfig):

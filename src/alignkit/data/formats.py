@@ -32,11 +32,12 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from alignkit.data.errors import DataError, RowRef
 from alignkit.data.examples import Example, Message
+from alignkit.data.mixture import DataSource
 from alignkit.data.sources import read_rows_or_errors
 
 FORMATS = ("text", "prompt_only", "prompt_completion", "unpaired", "messages", "sharegpt", "preference", "hh_rlhf", "rm_static")
@@ -337,7 +338,7 @@ def to_example(row: dict, fmt: str, ref: RowRef) -> Example:
 
 
 def load_examples(
-    source: str,
+    source: str | Sequence[DataSource],
     *,
     fmt: str = "auto",
     split: str = "train",
@@ -352,10 +353,26 @@ def load_examples(
             ``skipped`` (``rows_read == len(examples) + len(skipped)``). A source that cannot be
             read at all (not found, unknown format name, no rows, no row whose format could be
             detected) always raises.
-        max_rows: read at most this many rows.
+        max_rows: read at most this many rows (of each source, unless the source sets its own).
+
+    A list of ``DataSource`` (``alignkit.data.mixture``) is read source by source and concatenated; each
+    example's ``meta["subset"]`` is its source's name unless the row names a subset itself. The format is
+    detected per source. ``format`` in the result is the sources' formats joined by ``+`` when they differ.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not isinstance(source, str):
+        parts = [load_examples(s.path, fmt=fmt, split=split, on_error=on_error, max_rows=s.max_rows or max_rows) for s in source]
+        for s, part in zip(source, parts):
+            for ex in part.examples:
+                ex.meta.setdefault("subset", s.name)
+        formats = list(dict.fromkeys(p.format for p in parts))
+        return LoadedData(
+            examples=[ex for p in parts for ex in p.examples],
+            format="+".join(formats),
+            rows_read=sum(p.rows_read for p in parts),
+            skipped=[e for p in parts for e in p.skipped],
+        )
     _check_format_name(fmt, source, allow_auto=True)
     loaded = convert_rows(source, fmt=fmt, split=split, max_rows=max_rows, stop_on_error=on_error == "raise")
     if loaded.format is None:  # every row was skipped before a format could be detected
