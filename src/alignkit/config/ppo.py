@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from alignkit.config.base import Closed
 from alignkit.config.common import ModelConfig, RunConfig, SourceConfig, TrainConfig
@@ -55,9 +55,28 @@ class ValueConfig(Closed):
 
 
 class GenerationConfig(Closed):
+    """Rollout sampling: softmax(logits / temperature) and nothing else, because PPO's old log-probs are computed
+    under exactly that distribution (any truncation, top_p < 1, top-k or a repetition penalty, would make them
+    the log-probs of a distribution that was not sampled). The model's own generation_config is ignored."""
+
     max_new_tokens: int = Field(32, ge=1, description="Longest response; one that reaches it without EOS is truncated.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    top_p: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Nucleus sampling threshold: must stay 1 (PPO's log-probs are of the untruncated distribution).",
+    )
+
+    @field_validator("top_p")
+    @classmethod
+    def _untruncated(cls, v: float) -> float:
+        if v < 1:
+            raise ValueError(
+                f"top_p {v} is not supported by PPO: its old log-probs must be those of the distribution sampled, and "
+                "top_p < 1 truncates it; use temperature only (compare, generate and serve accept top_p)"
+            )
+        return v
 
 
 class PPOAlgoConfig(Closed):
