@@ -307,10 +307,12 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """(..., V) -> (...): entropy of softmax(logits), in nats, float32 (TRL ``core.entropy_from_logits``).
 
     ``H = -Σ p log p`` with ``log p = log_softmax(logits)`` (= logits - logsumexp(logits)), so large
-    logits do not overflow; tokens with probability 0 (logits of -inf) contribute 0, not NaN.
+    logits do not overflow. Tokens with probability 0 (logits of -inf: a masked vocabulary, top-k / top-p) count
+    0·log 0 = 0, in the value and in the gradient: their log p is replaced by 0 (not by a huge finite number,
+    whose gradient a loss scale would overflow into inf, then 0·inf = NaN).
     """
     logp = F.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)
+    return -(logp.exp() * logp.masked_fill(torch.isneginf(logp), 0.0)).sum(-1)
 
 
 @torch.no_grad()

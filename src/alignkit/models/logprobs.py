@@ -83,8 +83,11 @@ def completion_token_logps(
 
     Like :func:`sequence_logps`, only the completion positions are projected onto the vocabulary; ``width``
     is at least the longest completion. ``temperature``: the log-probs (and entropy) of the distribution the
-    tokens were sampled from, softmax(logits / temperature). ``entropy_grad=False`` computes the entropy for
-    logging only (no autograd graph over the (K, V) probabilities).
+    tokens were sampled from, softmax(logits / temperature) — exactly the distribution
+    :func:`alignkit.models.generation.generate_ids` samples when ``top_p == 1`` (no other processor is applied
+    there). ``entropy_grad=False`` computes the entropy for logging only (no autograd graph over the (K, V)
+    probabilities). Logits of -inf (a masked vocabulary) are fine: such tokens add 0 to the entropy and get no
+    gradient; the log-prob of a finite token is exact.
     """
     import torch.nn.functional as F
 
@@ -102,7 +105,8 @@ def completion_token_logps(
         logp_all = torch.log_softmax(logits, dim=-1)  # (K, V)
         token_logps = logp_all.gather(-1, targets[:, None]).squeeze(-1)  # (K,)
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):  # off: a value for the logs only
-            ent = -(logp_all.exp() * logp_all).sum(-1)  # (K,)
+            # 0·log 0 = 0 for tokens of probability 0 (-inf logits), in the value and the gradient: no NaN
+            ent = -(logp_all.exp() * logp_all.masked_fill(torch.isneginf(logp_all), 0.0)).sum(-1)  # (K,)
         entropy = torch.zeros(shape, dtype=torch.float32, device=logits.device).index_put((owner, col), ent)
     else:
         token_logps = -F.cross_entropy(logits, targets, reduction="none")  # (K,)
