@@ -218,11 +218,40 @@ def test_merge_adapter_rejects_full_model_dir(base_dir, tmp_path):
         merge_adapter(base_dir, str(tmp_path / "merged"))
 
 
-def test_qlora_without_cuda_is_a_clear_error(base_dir, monkeypatch):
+def test_qlora_without_cuda_or_a_cpu_bitsandbytes_is_a_clear_error(base_dir, monkeypatch):
+    import alignkit.models.loading as loading
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(loading, "_bnb_quantizes_on_cpu", lambda: False)
     with pytest.raises(ModelError) as err:
         load_causal_lm(base_dir, finetune="qlora")
-    assert str(err.value) == "QLoRA needs a CUDA GPU and bitsandbytes: pip install 'alignkit[qlora]'"
+    assert str(err.value) == loading.QLORA_HINT
+    assert "pip install 'alignkit[qlora]'" in loading.QLORA_HINT
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a)
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ModelError, match="QLoRA needs bitsandbytes"):
+        load_causal_lm(base_dir, finetune="qlora")
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
+    reason="the CPU path: needs bitsandbytes and no CUDA",
+)
+def test_qlora_on_cpu_when_bitsandbytes_quantizes_there(base_dir, tokenizer):
+    import alignkit.models.loading as loading
+
+    if not loading._bnb_quantizes_on_cpu():
+        pytest.skip("this bitsandbytes build does not quantize on the CPU")
+    model = load_causal_lm(base_dir, finetune="qlora", lora_r=4)
+    assert isinstance(model, peft.PeftModel)
+    assert getattr(model.get_base_model(), "is_loaded_in_4bit", False)
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    batch = tokenizer(["the cat sat on a mat"], return_tensors="pt")
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
 
 
 @pytest.mark.parametrize(

@@ -94,10 +94,10 @@ def collate_rollout(prompt_ids, response_ids, *, pad_token_id: int, max_row_toke
 
 def run(cfg: PPOConfig) -> PPOResult:
     from alignkit.data.tokenize import ensure_chat_template
-    from alignkit.models.actor_critic import build_actor_critic, parameter_bytes
+    from alignkit.models.actor_critic import build_actor_critic, load_reference, parameter_bytes
     from alignkit.models.generation import generate_ids
     from alignkit.models.hf_logging import quiet_libraries
-    from alignkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer, save_model, trainable_parameters
+    from alignkit.models.loading import disable_dropout, load_tokenizer, save_model, trainable_parameters
     from alignkit.models.logprobs import completion_token_logps
     from alignkit.rl.rewards import RewardSource
 
@@ -164,7 +164,7 @@ def run(cfg: PPOConfig) -> PPOResult:
         _check_same_vocabulary(tokenizer, cfg.reward.model)
     reference = None
     if cfg.memory == "separate":
-        reference = load_causal_lm(m.name_or_path, finetune="none", **model_kw).to(accelerator.device)
+        reference = load_reference(m.name_or_path, finetune=m.finetune, model_kw=model_kw, device=accelerator.device)
     if cfg.disable_dropout:
         for module in (ac, reference):
             if module is not None:

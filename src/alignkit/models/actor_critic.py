@@ -5,8 +5,10 @@ Two layouts:
 - separate: the policy (full or LoRA) and a value model of its own — a decoder backbone (the policy's
   starting weights, or a decoder reward model's) plus a scalar head; the reference is a third, frozen model.
 - shared-base: ONE frozen base with two LoRA adapters, ``default`` (the policy, with the base's LM head)
-  and ``value`` (with a scalar head on the last hidden state); the reference is the base with adapters
-  disabled. The base weights are in memory once.
+  and ``value`` (with a scalar head on the last hidden state). The reference is the starting policy: the
+  base with adapters disabled when PPO starts from a plain model, or, when it starts from a LoRA adapter
+  (a LoRA SFT output), a third, frozen adapter ``reference`` holding that starting adapter, so the
+  reference is the SFT model and not the pre-SFT base. The base weights are in memory once.
 
 ``forward(batch, num_sequences, width)`` returns, for the completion (response) tokens of a collated
 batch, the policy's per-token log-probs and entropy and the value model's per-token values, all laid out
@@ -22,6 +24,13 @@ from typing import NamedTuple
 import torch
 
 from alignkit.models.logprobs import TokenLogps, completion_token_logps, position_in_example
+
+REFERENCE_ADAPTER = "reference"  # shared-base: the frozen starting adapter, when PPO starts from one
+
+
+def is_reference_parameter(name: str) -> bool:
+    """A weight of the frozen ``reference`` adapter (``...lora_A.reference.weight``)."""
+    return f".{REFERENCE_ADAPTER}." in name
 
 
 class ActorCriticOutput(NamedTuple):
@@ -39,7 +48,9 @@ class ActorCritic(torch.nn.Module):
         self.shared = shared
         if shared:
             self._value_backbone = [value_backbone]  # inside policy already: keep it out of the module tree
-            self._lora = [p for n, p in policy.named_parameters() if "lora_" in n]  # both adapters' weights
+            named = [(n, p) for n, p in policy.named_parameters() if "lora_" in n]
+            self._lora = [p for n, p in named if not is_reference_parameter(n)]  # policy and value adapters' weights
+            self._frozen = [p for n, p in named if is_reference_parameter(n)]  # the reference adapter's, never trained
         else:
             self.value_backbone = value_backbone
 
@@ -64,6 +75,13 @@ class ActorCritic(torch.nn.Module):
         self.policy.set_adapter(name)
         for p in self._lora:
             p.requires_grad_(True)  # peft's set_adapter freezes the inactive adapter; both train
+        for p in self._frozen:
+            p.requires_grad_(False)  # and it makes the active one trainable, which the reference never is
+
+    @property
+    def has_reference_adapter(self) -> bool:
+        """Shared-base started from a LoRA adapter: the reference is the frozen ``reference`` adapter."""
+        return self.shared and REFERENCE_ADAPTER in self.policy.peft_config
 
     def policy_logps(
         self,
@@ -86,9 +104,16 @@ class ActorCritic(torch.nn.Module):
             )
 
     def reference_logps(self, batch, num_sequences: int, width: int, temperature: float = 1.0) -> TokenLogps:
-        """Shared-base only: the reference policy's log-probs (no entropy), from the same base weights."""
+        """Shared-base only: the reference policy's log-probs (no entropy), from the same base weights.
+
+        The reference is the starting policy: the frozen ``reference`` adapter when PPO started from a LoRA
+        adapter, else the base with adapters disabled.
+        """
         if not self.shared:
             raise RuntimeError("reference_logps is for the shared-base layout; the separate layout holds its own reference")
+        if self.has_reference_adapter:
+            with self.adapter(REFERENCE_ADAPTER):
+                return completion_token_logps(self.policy, batch, num_sequences, width, temperature=temperature)
         with self.policy.disable_adapter():
             return completion_token_logps(self.policy, batch, num_sequences, width, temperature=temperature)
 
@@ -147,7 +172,7 @@ def build_actor_critic(
     ``*ForSequenceClassification`` (it must share the policy's vocabulary; the caller checks the tokenizer).
     """
     from alignkit.models.errors import ModelError
-    from alignkit.models.loading import load_causal_lm
+    from alignkit.models.loading import _quiet_peft, is_adapter_dir, load_causal_lm, resolve_source
 
     lora_kw = dict(
         lora_r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], lora_target_modules=lora["target_modules"]
@@ -171,9 +196,15 @@ def build_actor_critic(
                 task_type="CAUSAL_LM",
             ),
         )
+        source = resolve_source(policy_path)
+        if is_adapter_dir(source):
+            # The policy adapter ``default`` starts as this adapter and trains; a second copy, frozen, is the
+            # reference (the base with adapters off would be the pre-SFT model, not the starting policy).
+            with _quiet_peft():
+                policy.load_adapter(source, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
         policy.set_adapter("default")
         for n, p in policy.named_parameters():
-            p.requires_grad_("lora_" in n)
+            p.requires_grad_("lora_" in n and not is_reference_parameter(n))
         backbone = policy.get_base_model().get_decoder()
         return ActorCritic(policy, backbone, new_value_head(hidden, seed), shared=True)
     if value_init == "reward":
@@ -203,6 +234,23 @@ def build_actor_critic(
     value_lm = load_causal_lm(policy_path, finetune=finetune, **lora_kw, **model_kw)
     backbone = value_lm.get_base_model().get_decoder() if hasattr(value_lm, "get_base_model") else value_lm.get_decoder()
     return ActorCritic(policy, backbone, new_value_head(hidden, seed), shared=False)
+
+
+def load_reference(policy_path: str, *, finetune: str, model_kw: dict, device: torch.device | str = "cpu"):
+    """The separate layout's frozen reference: the starting policy, exactly as ``build_actor_critic`` loads it.
+
+    Full and LoRA: the model (an adapter merged into its base), in ``model_kw``'s dtype. QLoRA: the same 4-bit base
+    with the adapter left unmerged (a fresh adapter is a no-op), because the policy computes with the quantized
+    weights and a full-precision reference would differ from it before any update.
+    """
+    from alignkit.models.loading import load_causal_lm
+
+    if finetune != "qlora":
+        return load_causal_lm(policy_path, finetune="none", **model_kw).to(device)
+    ref = load_causal_lm(policy_path, finetune="qlora", **model_kw)  # placed by its device map, like the policy
+    ref.requires_grad_(False)
+    ref.eval()
+    return ref
 
 
 def parameter_bytes(*modules) -> int:

@@ -7,6 +7,7 @@ reachable and not disabled by ``HF_HUB_OFFLINE=1``).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -39,7 +40,10 @@ _DTYPES: dict[str, torch.dtype] = {
 # A Hub id is "name" or "owner/name" made of letters, digits, "-", "_" and ".".
 _HUB_ID = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
 
-QLORA_HINT = "QLoRA needs a CUDA GPU and bitsandbytes: pip install 'alignkit[qlora]'"
+QLORA_HINT = (
+    "QLoRA needs bitsandbytes and a CUDA GPU (or, on CPU, a bitsandbytes that quantizes there, e.g. 0.50): "
+    "pip install 'alignkit[qlora]'"
+)
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
@@ -147,9 +151,28 @@ def _quiet_peft() -> Iterator[None]:
         yield
 
 
-def _check_qlora_available() -> None:
-    if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+@functools.cache
+def _bnb_quantizes_on_cpu() -> bool:
+    """Whether the installed bitsandbytes quantizes to 4-bit NF4 on the CPU (its multi-backend builds do)."""
+    try:
+        import bitsandbytes.functional as F
+
+        F.quantize_4bit(torch.zeros(64, dtype=torch.bfloat16), quant_type="nf4")
+    except Exception:  # an old build, or a CPU library that failed to load: no CPU path
+        return False
+    return True
+
+
+def _check_qlora_available() -> int | str:
+    """Where a 4-bit base is placed (a ``device_map`` value): the current CUDA device, else ``"cpu"`` when
+    bitsandbytes quantizes there."""
+    if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelError(QLORA_HINT)
+    if torch.cuda.is_available():
+        return torch.cuda.current_device()
+    if _bnb_quantizes_on_cpu():
+        return "cpu"
+    raise ModelError(QLORA_HINT)
 
 
 def _enable_checkpointing(model) -> None:
@@ -176,15 +199,15 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     revision: str | None = None,
 ):
-    """A causal LM ready to train (or to use frozen), on CPU unless ``finetune="qlora"``.
+    """A causal LM ready to train (or to use frozen), on CPU unless ``finetune="qlora"`` on a CUDA machine.
 
     ``finetune``:
       - ``"full"``: every parameter trainable; returned in train mode.
       - ``"lora"``: a ``peft.PeftModel`` whose only trainable parameters are the LoRA adapters
         (``lora_target_modules="all-linear"`` targets every linear layer except the output head).
       - ``"qlora"``: as lora, on a base loaded in 4-bit NF4 (double quantisation, bf16 compute) and
-        prepared with ``peft.prepare_model_for_kbit_training``; needs CUDA and bitsandbytes. Placed
-        on the current CUDA device.
+        prepared with ``peft.prepare_model_for_kbit_training``; needs bitsandbytes. Placed on the
+        current CUDA device, or on the CPU when there is none and bitsandbytes quantizes there (0.50 does).
       - ``"none"``: every parameter frozen, eval mode (reference / reward-scoring models).
 
     If ``name_or_path`` is a local PEFT adapter dir, its base is loaded and then: for lora/qlora
@@ -198,7 +221,7 @@ def load_causal_lm(
         raise ModelError(f"unknown finetune {finetune!r}; expected one of {', '.join(FINETUNE_MODES)}")
     torch_dtype = resolve_dtype(dtype)
     if finetune == "qlora":
-        _check_qlora_available()  # before any download or load
+        qlora_device = _check_qlora_available()  # before any download or load
     source = resolve_source(name_or_path)
     adapter_dir = source if is_adapter_dir(source) else None
     base_source, base_revision = _adapter_base(adapter_dir) if adapter_dir else (source, revision)
@@ -221,7 +244,7 @@ def load_causal_lm(
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = {"": qlora_device}
     try:
         model = _from_pretrained(AutoModelForCausalLM, base_source, "model", **kwargs)
     except ModelError as err:
