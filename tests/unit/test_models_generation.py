@@ -212,3 +212,17 @@ def test_top_p_is_the_only_truncation(opinionated_model_and_tok, monkeypatch):
         keep = int((p.cumsum(0) < 0.9).sum()) + 1
         assert torch.isfinite(sc[idx[:keep]]).all() and torch.isinf(sc[idx[keep:]]).all()
         torch.testing.assert_close(sc[idx[:keep]], lg[idx[:keep]], rtol=0, atol=0)
+
+
+def test_model_generation_config_does_not_change_the_distribution_with_lora(opinionated_model_and_tok, monkeypatch):
+    model, tok = opinionated_model_and_tok
+    lora = load_causal_lm(model.name_or_path, finetune="lora", lora_r=2)  # a PeftModel: its generate copies the config
+    base = lora.get_base_model()
+    saved = base.generation_config
+    assert saved.top_k == 5
+    spy = _ScoreSpy(lora)
+    monkeypatch.setattr(lora, "generate", spy)
+    generate(lora, tok, PROMPTS, max_new_tokens=6, temperature=0.7, seed=1)
+    assert base.generation_config is saved
+    for logits, scores in spy.steps:
+        torch.testing.assert_close(scores, logits / 0.7, rtol=0, atol=0)
