@@ -172,3 +172,95 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, mo
     a = json.loads((ref / "final" / "alignkit_reward.json").read_text())
     b = json.loads((out / "final" / "alignkit_reward.json").read_text())
     assert a["reward_mean"] == pytest.approx(b["reward_mean"], abs=1e-6)
+
+
+# --- pad token == EOS token, and the chat template ends each turn with EOS (Llama 2 / Mistral style) ------------------
+EOS_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + eos_token }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def eos_pad_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny Llama with a tokenizer whose pad token is its EOS token and whose template ends every turn with EOS,
+    so every scored sequence ends with the pad id."""
+    import shutil
+
+    from alignkit.models.loading import load_tokenizer
+
+    out = tmp_path_factory.mktemp("eos-pad") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    tok = load_tokenizer(str(out))
+    tok.pad_token = tok.eos_token
+    tok.chat_template = EOS_TEMPLATE
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def eos_pad_setup(eos_pad_model_dir):
+    model, tok = _scorer(eos_pad_model_dir)
+    assert tok.pad_token_id == tok.eos_token_id
+    examples = load_examples(str(HH_RLHF), fmt="hh_rlhf", max_rows=40, on_error="skip").examples
+    pairs = tokenize_pairs(examples, tok, template="chat", max_length=1024).pairs
+    pairs = sorted(pairs, key=lambda p: len(p.chosen_ids) + len(p.rejected_ids))[:4]
+    assert all(p.chosen_ids[-1] == p.rejected_ids[-1] == tok.pad_token_id for p in pairs), "each sequence ends with pad == EOS"
+    return model, tok, pairs
+
+
+def test_padded_equals_packed_when_the_pad_token_is_the_eos_token(eos_pad_setup):
+    model, tok, pairs = eos_pad_setup
+    padded = _loss_and_grads(model, [collate_pairs(pairs, tok.pad_token_id)], 4)
+    packed = _loss_and_grads(model, [collate_pairs(pairs, tok.pad_token_id, packed=True)], 4)
+    assert padded[0] == pytest.approx(packed[0], abs=1e-5)
+    for k in padded[1]:
+        torch.testing.assert_close(padded[1][k], packed[1][k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_the_padded_score_reads_the_last_real_token_even_when_it_is_the_pad_id(eos_pad_setup):
+    """The reward is the head on the hidden state of the last attended token (the closing EOS), found from the
+    attention mask, not from comparing ids to the pad id (which would read the token before it)."""
+    model, tok, pairs = eos_pad_setup
+    model.eval()
+    seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    ids, mask = pad_sequences(seqs, tok.pad_token_id)
+    backbone, head = model._backbone_and_head()
+    with torch.no_grad():
+        got = model(ids, mask).tolist()
+        last = [head(backbone(input_ids=torch.tensor([s])).last_hidden_state[0, -1]).item() for s in seqs]
+        before = [head(backbone(input_ids=torch.tensor([s])).last_hidden_state[0, -2]).item() for s in seqs]
+    model.train()
+    assert got == pytest.approx(last, abs=1e-5)
+    assert got != pytest.approx(before, abs=1e-3)
+
+
+def test_rm_eval_scores_equal_the_packed_training_scores_when_the_pad_token_is_the_eos_token(eos_pad_model_dir, tmp_path):
+    """End to end: ``alignkit rm`` packed and padded give the same losses; the saved model's ``RewardModel.score`` (the
+    padded path every consumer uses: rm-eval, PPO, compare, judges) reads the same token as packed training."""
+    from alignkit.models.reward import RewardModel
+
+    runs = {}
+    for packing in (False, True):
+        out = tmp_path / f"packing-{packing}"
+        cfg = write_rm_config(
+            tmp_path / f"{packing}.yaml", eos_pad_model_dir, out, train={"max_steps": 3}, data={"packing": packing}
+        )
+        assert main(["rm", str(cfg)]) == 0
+        runs[packing] = _losses(out)
+    assert len(runs[False]) == 3
+    for (sa, la, aa), (sb, lb, ab) in zip(runs[False], runs[True]):
+        assert sa == sb and la == pytest.approx(lb, abs=1e-5) and aa == ab
+
+    rm = RewardModel.load(str(tmp_path / "packing-True" / "final"))
+    assert rm.tokenizer.pad_token_id == rm.tokenizer.eos_token_id
+    prompts, responses = ["How do I boil an egg?", "Name a colour."], ["Put it in boiling water for eight minutes.", "Blue."]
+    enc = rm.encode(prompts, responses)
+    flat = torch.tensor([[t for s in enc.ids for t in s]])
+    pos = torch.tensor([[i for s in enc.ids for i in range(len(s))]])
+    ends = torch.tensor([len(s) for s in enc.ids]).cumsum(0) - 1
+    with torch.no_grad():
+        packed = rm.scorer(flat, None, pos, ends).tolist()
+    assert rm.score(prompts, responses) == pytest.approx(packed, abs=1e-5)

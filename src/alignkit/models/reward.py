@@ -4,9 +4,11 @@ Two layouts, both ``save_pretrained`` directories with the tokenizer and ``align
 (what is needed to score text again: template, pooling, max length, truncation side, reward stats):
 
 - ``pooling="last"`` (decoder LMs) and ``"cls"`` (encoders): a ``*ForSequenceClassification`` with
-  ``num_labels=1``. The directory loads with plain ``AutoModelForSequenceClassification``; the
-  decoder's reward is read at the last non-padding token (transformers finds it from
-  ``config.pad_token_id``), BERT-like encoders use their [CLS] pooler.
+  ``num_labels=1``. The directory loads with plain ``AutoModelForSequenceClassification``. alignkit
+  reads a decoder's reward at the last attended token, found from the attention mask (packed: the
+  sequence's last token) — not from ``config.pad_token_id`` as transformers does, which reads one token
+  early when the pad token is the EOS token that ends the sequence. BERT-like encoders use their [CLS]
+  pooler.
 - ``pooling="mean"`` / ``"response_mean"``: an ``AutoModel`` backbone saved as usual plus
   ``reward_head.safetensors`` (a ``Linear(hidden, 1)`` on the mean of the last hidden states over all
   tokens, or over the response's tokens only — the prompt is still attended to). transformers has no
@@ -122,9 +124,19 @@ class RewardScorer(torch.nn.Module):
             backbone, head = self._backbone_and_head()
             hidden = backbone(input_ids=input_ids, position_ids=position_ids, **kwargs).last_hidden_state  # (R, L, H)
             return head(hidden.flatten(0, 1)[ends]).squeeze(-1).float()  # (N,)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if self.pooling == "last":
+            # The last attended token, from the mask: transformers' *ForSequenceClassification takes the last id that
+            # is not the pad id, one token early when the pad token is the EOS token that ends the sequence.
+            backbone, head = self._backbone_and_head()
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state  # (N, T, H)
+            last = last_token_positions(attention_mask)  # (N,)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
+            return head(pooled).squeeze(-1).float()  # (N,)
         if self.head is None:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            return out.logits[:, 0].float()  # (N,)
+            return out.logits[:, 0].float()  # (N,) the encoder's [CLS] pooler
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state  # (N, T, H)
         if self.pooling == "response_mean":
             if pool_mask is None:
@@ -139,6 +151,12 @@ class RewardScorer(torch.nn.Module):
         """The decoder stack and the ``score`` head inside a ``*ForSequenceClassification`` (LoRA layers included)."""
         hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         return getattr(hf, hf.base_model_prefix), hf.score
+
+
+def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(N, T) attention mask -> (N,) index of each row's last attended token (right or left padding)."""
+    cols = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (T,)
+    return (cols * (attention_mask != 0)).argmax(-1)
 
 
 def build_reward_scorer(
