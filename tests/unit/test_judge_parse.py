@@ -68,7 +68,19 @@ CASES = [
     ("range", "Score: 3-4", None),
     ("decimal comma", "Score: 4,5", None),
     ("last label unusable", "Score: 3\n\nOn reflection I cannot decide.\nScore: N/A", None),
-    ("other label word", "Rating: [[5]]", None),
+    # --- a labelled score beats a number mentioned in prose, wherever the prose is; among labels the last wins
+    ("label then prose about a higher score", "Score: 4. A score of 5 would require citing sources.", 4.0),
+    ("bold label then prose", "**Score:** 4\n\nA score of 5 would need sources.", 4.0),
+    ("fraction label then prose fraction", "Score: 4/5. A score of 5/5 would require citing sources.", 4.0),
+    ("prose first, label after", "I would give it a score of 2 at first. Score: 3", 3.0),
+    ("label, then the score is in prose", "Final score: 4\n\nThe score is 5 only for answers that cite sources.", 4.0),
+    ("two labels: the last wins", "Score: 2\n\nOn a second reading it is better than that.\nFinal score: 4", 4.0),
+    ("unusable label beats prose", "Score: N/A. A score of 3 would fit if it answered at all.", None),
+    ("rating label", "Rating: 3", 3.0),
+    ("rating fraction", "rating: 4/5", 4.0),
+    ("final rating", "Clear and complete.\nFinal rating: 2", 2.0),
+    ("rating label beats prose score", "It deserves a score of 5 in spirit. Rating: 3", 3.0),
+    ("double brackets", "Rating: [[5]]", 5.0),
 ]
 
 

@@ -56,8 +56,8 @@ def judge_prompt(question: str, response: str) -> str:
 
 # Markdown emphasis and code marks around labels and numbers ("**Score:** 4", "Score: **4**", "`4`").
 _MARKUP = re.compile(r"[*_`]")
-# A "score" mention: the word itself, not "scoring", "scores" or "scored".
-_SCORE_WORD = re.compile(r"\bscore\b", re.IGNORECASE)
+# A "score" (or "rating") mention: the word itself, not "scoring", "scores", "scored" or "ratings".
+_SCORE_WORD = re.compile(r"\b(?:score|rating)\b", re.IGNORECASE)
 # Qualifiers that make a mention about the scale, not this response ("a perfect score of 5").
 _QUALIFIED = re.compile(
     r"\b(?:perfect|maximum|max|maximal|highest|full|possible|top|best|lowest|minimum|min|average)\s+$", re.IGNORECASE
@@ -112,23 +112,23 @@ def parse_score(text: str, *, low: float = 0.0, high: float = 5.0) -> float | No
 
     Markdown marks (``*``, ``_``, backticks) are dropped first, then, in order of precedence:
 
-    1. **"score" mentions** (case-insensitive; the word itself, not "scoring"/"scores"): every mention that is
-       followed by a value is a candidate, and the **last** candidate wins - judges reason first ("1 point for
-       relevance, a second point for ...") and conclude with the score, and a judge that revises itself
-       ("I would give 3 points ... Score: 4") means the later one. Accepted shapes: ``Score: 4``, ``score: 4/5``,
-       ``**Score:** 4.5``, ``Score - 3``, ``Score = 2``, ``Final score: 3``, ``Total score: 4 points``,
-       ``Score: 4 out of 5``, ``Score: [3]``, ``Score: <4>``, ``Score:4``, ``the score is 4``,
-       ``a score of 4``.
-       A mention written as a label (``Score:`` / ``Score =``) whose value is not a number (``Score: N/A``, the
-       echoed template ``Score: <total points>``, a range ``Score: 3-4``) is a candidate with **no** value: if it
-       is the last one the result is ``None`` rather than an earlier number. Mentions in prose with no value
-       ("this score reflects ...") and mentions about the scale ("a perfect score of 5", "maximum score") are
-       ignored.
-    2. Only when no "score" mention gave a candidate: the last **points label** with a number, ``Total points: 3``,
+    1. **Labelled scores** (case-insensitive; the word "score" or "rating" itself, not "scoring"/"scores",
+       followed by ``:``, ``=`` or a spaced dash): ``Score: 4``, ``score: 4/5``, ``**Score:** 4.5``, ``Score - 3``,
+       ``Score = 2``, ``Final score: 3``, ``Total score: 4 points``, ``Score: 4 out of 5``, ``Score: [3]``,
+       ``Score: <4>``, ``Score:4``, ``Rating: 3``, ``Final rating: [[4]]``. The **last** label wins - judges reason
+       first ("Relevance score: 1 ...") and conclude with the score, and a judge that revises itself means the
+       later one. A label whose value is not a number (``Score: N/A``, the echoed template
+       ``Score: <total points>``, a range ``Score: 3-4``) is a label with **no** value: if it is the last label
+       the result is ``None`` rather than an earlier number.
+    2. Only when there is no label: **prose mentions** with a value, ``the score is 4``, ``a score of 4``, ``I
+       would give it a rating of 3``; the last one wins. A label always beats prose, before or after it: in
+       "Score: 4. A score of 5 would require citing sources." the score is 4. Mentions with no value ("this score
+       reflects ...") and mentions about the scale ("a perfect score of 5", "maximum score") are ignored.
+    3. Only when no "score" mention gave a candidate: the last **points label** with a number, ``Total points: 3``,
        ``Points: 3`` or ``Total: 3`` (the rubric's ``<total points>`` filled in as a label), or a text that **ends**
        with ``3 points total`` / ``a total of 3 points``. The same phrases mid-text are running totals of the
        reasoning, not the verdict, so they are not read.
-    3. Otherwise ``None``: stray numbers ("The response earns 1 point ...") are never taken for a score.
+    4. Otherwise ``None``: stray numbers ("The response earns 1 point ...") are never taken for a score.
 
     Values: a fraction ``n/d`` or ``n out of d`` is ``n`` on a ``0..d`` scale; ``d == high`` keeps ``n`` as it is,
     any other ``d`` is rescaled to the same share of ``[low, high]`` (``8/10`` -> 4.0 on 0..5). A value outside
@@ -139,16 +139,21 @@ def parse_score(text: str, *, low: float = 0.0, high: float = 5.0) -> float | No
         return None
     text = _MARKUP.sub("", text)
 
-    candidates: list[float | None] = []
+    labels: list[float | None] = []  # "Score: 4", "Final score = 3", "Rating - 2", "Score: N/A" (None)
+    prose: list[float | None] = []  # "a score of 4", "the score is 4"
     for m in _SCORE_WORD.finditer(text):
         if _QUALIFIED.search(text, max(0, m.start() - 40), m.start()):
             continue
         sep = _SEPARATOR.match(text, m.end())
         found, value = _value_at(text, sep.end(), low, high)
-        if found or sep["mark"] in (":", "="):
-            candidates.append(value)
-    if candidates:
-        return candidates[-1]
+        if sep["mark"] in (":", "=") or (sep["mark"] and found):
+            labels.append(value)
+        elif found:
+            prose.append(value)
+    if labels:
+        return labels[-1]
+    if prose:
+        return prose[-1]
 
     labelled: list[float | None] = []
     for m in _POINTS_LABEL.finditer(text):
