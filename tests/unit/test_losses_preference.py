@@ -36,6 +36,17 @@ def test_conservative_dpo():
     assert _dpo(beta=0.1, label_smoothing=0.1).loss.item() == pytest.approx(0.654397, abs=1e-6)
 
 
+def test_ipo_on_sums_vs_trl_token_means():
+    """Ours is eq. 17 on sequence sums; TRL's IPO is on token means. With both completions L tokens long, TRL at β
+    equals 1/L² × ours at β / L (the documented conversion), and the same β gives different losses."""
+    L, beta = 8, 0.1
+    pc, pr, rc, rr = _t(-10.0), _t(-14.0), _t(-12.0), _t(-12.5)  # sums over L tokens
+    ours = dpo_loss(pc, pr, rc, rr, beta=beta / L, loss_type="ipo").loss
+    trl = dpo_loss(pc / L, pr / L, rc / L, rr / L, beta=beta, loss_type="ipo").loss  # TRL's token-mean log-ratios
+    assert trl.item() == pytest.approx(ours.item() / L**2)
+    assert dpo_loss(pc, pr, rc, rr, beta=beta, loss_type="ipo").loss.item() != pytest.approx(trl.item())
+
+
 def test_ipo_hand_computed_and_target_margin():
     assert _dpo(beta=0.1, loss_type="ipo").loss.item() == pytest.approx(16.0)  # (1 - 1/(2*0.1))² = (1-5)²
     # the minimum sits at h = 1/(2β): zero loss and zero gradient there

@@ -47,7 +47,11 @@ def dpo_loss(
     - ``sigmoid``: DPO, Rafailov et al. 2023, eq. 7: ``-log σ(β h)``; with label smoothing ε,
       conservative DPO (Mitchell 2023): ``-(1-ε) log σ(β h) - ε log σ(-β h)``.
     - ``ipo``: Azar et al. 2023, eq. 17: ``(h - 1/(2β))²``; its minimum is at the target margin
-      ``h = 1/(2β)``.
+      ``h = 1/(2β)``. ``h`` is on **sequence sums** of log-ratios, as eq. 17 is written. TRL's ``loss_type="ipo"``
+      instead divides each side's log-ratio by its completion length (a token mean; TRL says the paper's reported
+      runs used that form), so the same β means a different target: with both completions ``L`` tokens long,
+      TRL's loss at ``β_TRL`` is ``1/L²`` × this loss at ``β = β_TRL / L`` (target ``h = L/(2β_TRL)`` nats, summed).
+      A β from a TRL IPO recipe is not carried over as is: divide it by a typical completion length.
     - ``hinge``: SLiC-HF, Zhao et al. 2023, eq. 2 (calibration term): ``max(0, 1 - β h)``.
     - ``robust``: Chowdhury et al. 2024 (rDPO), eq. 8: ``[-(1-ε) log σ(β h) + ε log σ(-β h)] / (1 - 2ε)``,
       an unbiased estimate of the clean DPO loss when labels flip with probability ε.
