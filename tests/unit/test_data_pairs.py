@@ -136,3 +136,58 @@ def test_real_hh_rlhf_pairs_tokenize(chat_tok):
     got = tokenize_pairs(examples, chat_tok, template="chat", max_length=128)
     assert len(got.pairs) == len(examples)
     assert all(len(p.chosen_ids) <= 128 and len(p.rejected_ids) <= 128 for p in got.pairs)
+
+
+# --- where the response is, and when it cannot be found (pooling "response_mean" must not guess) ---------------------
+def _with_template(tok, template):
+    import copy
+
+    tok = copy.deepcopy(tok)
+    tok.chat_template = template
+    return tok
+
+
+UPPER_TEMPLATE = (  # a template that rewrites the reply: its text is no longer in the rendered conversation
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' }}"
+    "{% if m['role'] == 'assistant' %}{{ m['content'] | upper }}{% else %}{{ m['content'] }}{% endif %}"
+    "{{ '<|im_end|>\n' }}{% endfor %}"
+)
+TRIM_TEMPLATE = (  # like Llama 3's: the reply is trimmed
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + (m['content'] | trim) + '<|im_end|>\n' }}{% endfor %}"
+)
+
+
+def test_a_response_the_template_rewrites_is_not_located_and_pairs_are_refused(chat_tok):
+    from alignkit.data.pairs import check_responses_located, response_mask
+
+    tok = _with_template(chat_tok, UPPER_TEMPLATE)
+    enc = encode_conversations(["Is it safe?"], ["yes, it is safe."], tok, template="chat", max_length=128)
+    assert enc.starts == [-1]
+    assert response_mask([len(enc.ids[0])], enc.starts, len(enc.ids[0])).sum() == 0  # no token, not every token
+    pairs = tokenize_pairs([_pair(chosen="yes, it is safe.", rejected="no.")], tok, template="chat", max_length=128).pairs
+    with pytest.raises(DataError) as err:
+        check_responses_located(pairs)
+    msg = str(err.value)
+    assert "\n" not in msg and "field 'chosen'" in msg and "cannot locate" in msg
+    check_responses_located(tokenize_pairs([_pair()], chat_tok, template="chat", max_length=128).pairs)  # fine
+
+
+def test_a_trimmed_reply_is_located(chat_tok):
+    tok = _with_template(chat_tok, TRIM_TEMPLATE)
+    enc = encode_conversations(["Hi"], ["  Hello there  "], tok, template="chat", max_length=128)
+    (ids,), (start,) = enc.ids, enc.starts
+    assert tok.decode(ids[start:]) == "Hello there<|im_end|>\n"
+
+
+def test_truncation_that_leaves_none_of_the_response_is_not_located(chat_tok):
+    enc = encode_conversations(["Hi"], ["Hello there"], chat_tok, template="chat", max_length=2)
+    assert chat_tok.decode(enc.ids[0]) == "<|im_end|>\n" and enc.starts == [-1]
+
+
+def test_a_reply_whose_first_token_carries_the_space_before_it_starts_there(chat_tok):
+    # byte-level BPE: " Yes" begins on the space the plain template writes before the reply; it is the reply's first token
+    enc = encode_conversations(["Is it safe?"], ["Yes please"], chat_tok, template="plain", max_length=128)
+    (ids,), (start,) = enc.ids, enc.starts
+    assert chat_tok.decode(ids[start:]).strip() == "Yes please"
+    empty = encode_conversations(["Is it safe?"], [""], chat_tok, template="plain", max_length=128)
+    assert empty.starts == [len(empty.ids[0]) - 1]  # an empty reply: the last token stands for it

@@ -191,6 +191,10 @@ def run(cfg: RewardConfig) -> RewardResult:
     train_pairs = repeat_by_source(train_pairs, sources, lambda p: p.ref.source)  # after the hold-out: never trained on
     if len(train_pairs) != n_read:
         log(f"{len(train_pairs)} training pairs after each source's repeat ({n_read} distinct)")
+    if pooling == "response_mean":  # a response that cannot be located would be pooled over nothing: an error naming it
+        from alignkit.data.pairs import check_responses_located
+
+        check_responses_located(train_pairs + (eval_pairs or []))
     packed = d.packing if d.packing != "auto" else (kind == "decoder" and pooling == "last")
     if packed and (kind != "decoder" or pooling != "last"):
         from alignkit.config.base import ConfigError

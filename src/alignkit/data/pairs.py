@@ -39,16 +39,36 @@ class Encoded:
     """Conversations as a reward model reads them."""
 
     ids: list[list[int]]  # (N, T_i) token ids, left-truncated to max_length
-    starts: list[int]  # (N,) index of each sequence's first response token (0 if truncation cut into it)
+    # (N,) index of each sequence's first response token (0 if truncation cut into it; the last token for an empty
+    # response), or -1 when the response cannot be located: its text is not in the rendered conversation (the
+    # template changed it) or truncation left none of its tokens
+    starts: list[int]
     truncated: list[bool]  # (N,) whether the sequence was cut
 
 
-def _response_start(offsets, char_start: int) -> int:
-    """The first token whose characters begin at or after ``char_start`` (special tokens have empty spans)."""
+def _response_start(offsets, char_start: int, char_end: int) -> int:
+    """The first token overlapping the response's characters ``[char_start, char_end)`` (special tokens have empty
+    spans); -1 when none does or ``char_start`` is -1 (not found). An empty response is its sequence's last token."""
+    if char_start < 0:
+        return -1
+    if char_start == char_end:
+        return max(len(offsets) - 1, 0)  # an empty response: the end-of-sequence token stands for it
     for i, (a, b) in enumerate(offsets):
-        if b > a and a >= char_start:
+        if b > a and b > char_start and a < char_end:
             return i
-    return max(len(offsets) - 1, 0)  # an empty response: the end-of-sequence token stands for it
+    return -1
+
+
+def _find_response(text: str, response: str) -> tuple[int, int]:
+    """``(start, end)`` characters of ``response`` in the rendered ``text`` (its last occurrence; a template that trims
+    the reply is allowed for), ``(len(text), len(text))`` for an empty one, ``(-1, -1)`` when it is not there."""
+    if not response:
+        return len(text), len(text)
+    for r in (response, response.strip()):
+        at = text.rfind(r) if r else -1
+        if at >= 0:
+            return at, at + len(r)
+    return -1, -1
 
 
 def encode_conversations(prompts, responses, tokenizer, *, template: str, max_length: int) -> Encoded:
@@ -58,7 +78,7 @@ def encode_conversations(prompts, responses, tokenizer, *, template: str, max_le
     tokenizer's ([CLS]/[SEP], BOS ...). Truncation keeps the special tokens the tokenizer adds.
     """
     texts = [render_text(p, r, tokenizer, template) for p, r in zip(prompts, responses)]
-    char_starts = [t.rfind(r) if r else len(t) for t, r in zip(texts, responses)]
+    spans = [_find_response(t, r) for t, r in zip(texts, responses)]
     add_special = template == "plain"
     kw = {"add_special_tokens": add_special, "return_offsets_mapping": True}
     enc = tokenizer(texts, **kw)
@@ -77,7 +97,7 @@ def encode_conversations(prompts, responses, tokenizer, *, template: str, max_le
     flags = [False] * len(texts)
     for i in over:
         flags[i] = True
-    starts = [_response_start(o, c) for o, c in zip(offsets, char_starts)]
+    starts = [_response_start(o, a, b) for o, (a, b) in zip(offsets, spans)]
     return Encoded(ids=ids, starts=starts, truncated=flags)
 
 
@@ -187,11 +207,28 @@ class PairBatch:
 
 
 def response_mask(lengths: Sequence[int], starts: Sequence[int], width: int):
-    """(N, width) 1 on positions [start, length) of each sequence: its response tokens."""
+    """(N, width) 1 on positions [start, length) of each sequence: its response tokens (none for a start of -1, a
+    response that could not be located)."""
     import torch
 
     pos = torch.arange(width)
-    return ((pos >= torch.tensor(starts)[:, None]) & (pos < torch.tensor(lengths)[:, None])).long()
+    start = torch.tensor(starts)[:, None]
+    return ((pos >= start) & (start >= 0) & (pos < torch.tensor(lengths)[:, None])).long()
+
+
+def check_responses_located(pairs: Sequence[TokenizedPair]) -> None:
+    """For ``response_mean`` pooling: a ``DataError`` naming the first pair whose chosen or rejected response cannot
+    be located in its tokens (it would otherwise be pooled over nothing, or over the whole conversation)."""
+    for p in pairs:
+        for side, start in (("chosen", p.chosen_start), ("rejected", p.rejected_start)):
+            if start < 0:
+                raise DataError(
+                    p.ref,
+                    "pooling 'response_mean' cannot locate this response in the tokenized conversation (the chat "
+                    "template changed its text, or truncation to data.max_length left none of it); fix the data or "
+                    "template, raise data.max_length, or use another pooling",
+                    field=side,
+                )
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_token_id: int):

@@ -141,7 +141,14 @@ class RewardScorer(torch.nn.Module):
         if self.pooling == "response_mean":
             if pool_mask is None:
                 raise ValueError("pooling 'response_mean' needs pool_mask (the response tokens)")
-            m = (pool_mask * attention_mask).unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+            keep = pool_mask * attention_mask  # (N, T)
+            empty = (keep.sum(1) == 0).nonzero().flatten().tolist()
+            if empty:  # never pool over nothing (or fall back to the whole conversation)
+                raise ModelError(
+                    f"pooling 'response_mean': sequence {empty[0]} of the batch has no response tokens "
+                    "(its response could not be located, or truncation removed it)"
+                )
+            m = keep.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
         else:
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (N, H)
@@ -346,6 +353,14 @@ class RewardModel:
         from alignkit.data.pairs import pad_sequences, response_mask
 
         ids, starts = encoded.ids, encoded.starts
+        if self.spec.pooling == "response_mean":
+            lost = [i for i, st in enumerate(starts) if st < 0]
+            if lost:
+                raise ModelError(
+                    f"pooling 'response_mean': cannot locate response {lost[0]} (0-based, of {len(ids)}) in its tokenized "
+                    "conversation (the chat template changed its text, or truncation to the reward model's max_length "
+                    f"left none of it){f'; {len(lost)} such responses' if len(lost) > 1 else ''}"
+                )
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = [0.0] * len(ids)
         for begin in range(0, len(order), batch_size):
