@@ -45,13 +45,13 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_sft_dir, tmp_path, monk
 
     out = tmp_path / "interrupted"
     cfg = write_ppo_config(tmp_path / "int.yaml", tiny_sft_dir, out, **kw)
-    real = ppo.P.gae
+    real = ppo.gae
     interrupt_in_step_3 = interrupt_on_call(3, real)
 
-    monkeypatch.setattr(ppo.P, "gae", interrupt_in_step_3)
+    monkeypatch.setattr(ppo, "gae", interrupt_in_step_3)
     assert main(["ppo", str(cfg)]) == 130
     assert (out / "checkpoints" / "step-2").exists() and not (out / "final").exists()
-    monkeypatch.setattr(ppo.P, "gae", real)
+    monkeypatch.setattr(ppo, "gae", real)
     assert main(["ppo", str(cfg)]) == 0
     a, b = _rows(out), _rows(ref)
     assert [r[0] for r in a] == [1, 2, 3, 4]

@@ -4,6 +4,7 @@ bounded KL, a reward model as the reward source, the weights held in memory, err
 import json
 
 import pytest
+import torch
 
 from alignkit.cli import main
 from tests.conftest import write_ppo_config, write_rm_config
@@ -197,3 +198,97 @@ def test_an_encoder_reward_model_cannot_seed_the_value_model(tiny_model_dir, tin
     assert main(["ppo", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "value.init 'reward'" in err[0], err
+
+
+def _nan_policy_loss_from(monkeypatch, first_bad_call: int):
+    """Make every ``policy_loss`` call from the ``first_bad_call``-th on (0-based) return a NaN loss."""
+    import alignkit.algorithms.ppo as ppo
+
+    real, calls = ppo.policy_loss, [0]
+
+    def policy_loss(*args, **kw):
+        out = real(*args, **kw)
+        calls[0] += 1
+        return out._replace(loss=out.loss * float("nan")) if calls[0] > first_bad_call else out
+
+    monkeypatch.setattr(ppo, "policy_loss", policy_loss)
+
+
+def _weights(model_dir):
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(model_dir.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+# rollout 8, mini-batch 4 in one micro-batch, 2 epochs: 4 updates (policy_loss calls) per step
+NAN_KW = dict(train={"max_steps": 3, "batch_size": 4}, ppo={"rollout_size": 8, "mini_batch_size": 4, "ppo_epochs": 2})
+
+
+def test_a_nan_loss_stops_before_the_update_and_saves_the_last_good_state(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    ref = tmp_path / "ref"  # the same run with no NaN, checkpointed after step 1
+    kw = {**NAN_KW, "train": {**NAN_KW["train"], "save_every": 1}}
+    assert main(["ppo", str(write_ppo_config(tmp_path / "ref.yaml", tiny_model_dir, ref, **kw))]) == 0
+
+    out = tmp_path / "nan"
+    _nan_policy_loss_from(monkeypatch, first_bad_call=4)  # the first update of step 2
+    capsys.readouterr()
+    assert main(["ppo", str(write_ppo_config(tmp_path / "nan.yaml", tiny_model_dir, out, **NAN_KW))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "step 2: the loss is nan" in err[0] and "after step 1" in err[0], err
+    saved = out / "checkpoints" / "step-1"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-1"] and not (out / "final").exists()
+    got, want = _weights(saved / "model"), _weights(ref / "checkpoints" / "step-1" / "model")
+    assert got.keys() == want.keys()
+    for k in got:
+        assert torch.isfinite(got[k]).all(), k
+        assert torch.equal(got[k], want[k]), k  # the step-1 state, untouched by the NaN
+    state, want_state = (json.loads((p / "trainer_state.json").read_text()) for p in (saved, ref / "checkpoints" / "step-1"))
+    assert state["reward_moments"] == want_state["reward_moments"] and state["kl_controller"] == want_state["kl_controller"]
+
+
+def test_a_nan_loss_in_the_middle_of_a_step_saves_nothing_and_names_the_last_checkpoint(
+    tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "nan"
+    kw = {**NAN_KW, "train": {**NAN_KW["train"], "save_every": 1}}
+    _nan_policy_loss_from(monkeypatch, first_bad_call=6)  # update 3 of step 2: two of its updates are applied
+    capsys.readouterr()
+    assert main(["ppo", str(write_ppo_config(tmp_path / "nan.yaml", tiny_model_dir, out, **kw))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "update 3 of the step" in err[0] and "step-1" in err[0], err
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-1"]  # written by save_every, nothing after
+
+
+def test_eval_logs_diversity_against_the_starting_policy_and_an_injected_scorer_is_used(tiny_model_dir, tmp_path):
+    from alignkit.algorithms import ppo
+    from alignkit.config.base import load_config
+    from alignkit.config.ppo import PPOConfig
+
+    seen = []
+
+    def scorer(prompts, responses):  # stands in for the configured keyword reward, which is never loaded
+        seen.append(len(responses))
+        return [float(len(r)) for r in responses]
+
+    out = tmp_path / "ppo"
+    path = write_ppo_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        reward={"function": "no_such_module:fn", "kwargs": {}},
+        data={"eval_fraction": 0.1},
+        train={"max_steps": 2, "eval_every": 1},
+    )
+    result = ppo.run(load_config(PPOConfig, path), scorer=scorer)
+    assert result.steps == 2 and seen
+    evals = [r for r in _rows(out) if "eval_reward" in r]
+    assert [r["step"] for r in evals] == [0, 1, 2]  # the starting policy, then every step and at the end
+    for r in evals:
+        for key in ("eval_distinct_share", "eval_top_answer_share", "eval_distinct_2", "eval_length_ratio"):
+            assert key in r and 0 <= r[key] <= (1 if key != "eval_length_ratio" else 10), (key, r)
+    assert evals[0]["eval_length_ratio"] == 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_start"]["eval_n"] == summary["eval"]["eval_n"] >= 1
+    assert summary["reward"].endswith("scorer")
+    train = _train_rows(out)
+    assert train[0]["reward"] > 0  # the scorer's score: the length of the text

@@ -13,14 +13,21 @@ The loop, top to bottom. For each PPO step:
    processes), backward, clip, step;
 6. the KL coefficient is updated (adaptive) and everything is logged; checkpoints hold the whole state.
 
-Every piece of arithmetic is a pure function in :mod:`alignkit.losses.ppo`.
+Steps 1-4 fill one :class:`alignkit.rl.rollout.Rollout` per step; step 5 reads mini-batches of it with
+``Rollout.select``. Every piece of arithmetic is a pure function: the losses in :mod:`alignkit.losses.ppo`, the
+rest (KL, rewards, GAE, whitening, aggregation) in :mod:`alignkit.rl`. A non-finite loss stops the run before
+the optimizer step that would apply it. With held-out prompts the starting policy is evaluated once (step 0),
+then every ``train.eval_every`` steps and at the end: mean reward, length, and the diversity figures of
+``alignkit compare`` (distinct share, top-answer share, distinct-2, length relative to the starting policy).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -30,10 +37,15 @@ import torch
 
 from alignkit.algorithms.common import optimizer_and_schedule
 from alignkit.config.ppo import PPOConfig
-from alignkit.losses import ppo as P
+from alignkit.losses.ppo import policy_loss, value_loss
+from alignkit.rl.advantages import gae, token_rewards
+from alignkit.rl.aggregate import token_mean
+from alignkit.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
+from alignkit.rl.rollout import Rollout
+from alignkit.rl.stats import RunningMoments, explained_variance, masked_whiten, normalize_scores
 from alignkit.training import batching
-from alignkit.training.checkpoint import save_checkpoint
-from alignkit.training.errors import stop_if_not_finite
+from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
+from alignkit.training.errors import TrainingError, stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_state, start_run
@@ -92,14 +104,18 @@ def collate_rollout(prompt_ids, response_ids, *, pad_token_id: int, max_row_toke
     return collate_packed(seqs, max_row_tokens=max_row_tokens, pad_token_id=pad_token_id), width
 
 
-def run(cfg: PPOConfig) -> PPOResult:
+def run(cfg: PPOConfig, scorer: Callable[[Sequence, Sequence[str]], list[float]] | None = None) -> PPOResult:
+    """Train the policy of ``cfg`` with PPO. ``scorer`` (prompts as chat messages, decoded responses -> one finite
+    score each) replaces the reward source of ``cfg.reward`` when given: the reward model or function named there
+    is then not loaded, while ``reward.normalize`` (running statistics), ``clip`` and ``missing_eos_penalty`` apply."""
     from alignkit.data.tokenize import ensure_chat_template
+    from alignkit.eval.diversity import diversity
     from alignkit.models.actor_critic import build_actor_critic, load_reference, parameter_bytes
     from alignkit.models.generation import generate_ids
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import disable_dropout, load_tokenizer, save_model, trainable_parameters
     from alignkit.models.logprobs import completion_token_logps
-    from alignkit.rl.rewards import RewardSource
+    from alignkit.rl.rewards import RewardError, RewardSource
 
     quiet_libraries()
     t, m, d, g, pc = cfg.train, cfg.model, cfg.data, cfg.generation, cfg.ppo
@@ -169,19 +185,38 @@ def run(cfg: PPOConfig) -> PPOResult:
         for module in (ac, reference):
             if module is not None:
                 disable_dropout(module)
-    reward = RewardSource(
-        model_dir=cfg.reward.model,
-        function=cfg.reward.function,
-        kwargs=cfg.reward.kwargs,
-        device=accelerator.device,
-        batch_size=cfg.reward.batch_size,
-    )
-    held_bytes = parameter_bytes(ac, reference, getattr(reward.model, "scorer", None))
+    if scorer is None:
+        source = RewardSource(
+            model_dir=cfg.reward.model,
+            function=cfg.reward.function,
+            kwargs=cfg.reward.kwargs,
+            device=accelerator.device,
+            batch_size=cfg.reward.batch_size,
+        )
+        reward_model, reward_stats, reward_name = getattr(source.model, "scorer", None), source.stats, source.name
+        scorer = source
+    else:
+        reward_model, reward_stats = None, None
+        reward_name = getattr(scorer, "name", None) or getattr(scorer, "__qualname__", None) or type(scorer).__name__
+    held_bytes = parameter_bytes(ac, reference, reward_model)
     n_train, n_total = trainable_parameters(ac)
     log(
         f"memory {cfg.memory}: {n_train:,} trainable parameters; {held_bytes / 2**20:,.1f} MiB of weights held "
-        f"(policy, value, reference{', reward' if reward.model is not None else ''})"
+        f"(policy, value, reference{', reward' if reward_model is not None else ''})"
     )
+
+    def score_texts(prompts: list, texts: list[str]) -> list[float]:
+        """The scorer's scores of ``texts``, checked: one finite number each."""
+        got = list(scorer(prompts, texts))
+        if len(got) != len(texts):
+            raise RewardError(f"reward source {reward_name}: {len(got)} scores for {len(texts)} responses")
+        try:
+            got = [float(x) for x in got]
+        except (TypeError, ValueError) as err:
+            raise RewardError(f"reward source {reward_name}: returned a non-number ({err})") from None
+        if not all(map(math.isfinite, got)):
+            raise RewardError(f"reward source {reward_name}: returned non-finite scores ({got[:3]})")
+        return got
 
     # --- optimisation -------------------------------------------------------------------------------
     steps = batching.total_steps(len(prompt_ids), pc.rollout_size, 1, world, t.epochs, t.max_steps)
@@ -189,17 +224,26 @@ def run(cfg: PPOConfig) -> PPOResult:
     optimizer, scheduler = optimizer_and_schedule(ac, t, steps, lr_for=lambda n: lr_value if ac.is_value_parameter(n) else None)
     ac, optimizer, scheduler = accelerator.prepare(ac, optimizer, scheduler)
     inner = accelerator.unwrap_model(ac)
-    kl_ctl = P.AdaptiveKLController(pc.kl_coef, pc.kl_target, pc.kl_horizon) if pc.kl_target else P.FixedKLController(pc.kl_coef)
-    moments = P.RunningMoments()
+    kl_ctl = AdaptiveKLController(pc.kl_coef, pc.kl_target, pc.kl_horizon) if pc.kl_target else FixedKLController(pc.kl_coef)
+    moments = RunningMoments()
     state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
     start_step = state.get("step", 0)
+    eval_start = state.get("eval_start")  # the starting policy's held-out eval: {"metrics": ..., "lengths": [...]}
     if state:
         kl_ctl.load_state_dict(state["kl_controller"])
         moments.load_state_dict(state["reward_moments"])
     metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
 
-    def save(step: int) -> Path:
-        st = {"step": step, "total_steps": steps, "kl_controller": kl_ctl.state_dict(), "reward_moments": moments.state_dict()}
+    def save(step: int, reward_moments: dict | None = None) -> Path:
+        """Checkpoint the state after ``step`` steps (``reward_moments``: the statistics as they were then, when
+        the current ones already include a later step's scores)."""
+        st = {
+            "step": step,
+            "total_steps": steps,
+            "kl_controller": kl_ctl.state_dict(),
+            "reward_moments": reward_moments if reward_moments is not None else moments.state_dict(),
+            "eval_start": eval_start,
+        }
         return save_checkpoint(
             accelerator,
             ckpt_root,
@@ -211,8 +255,10 @@ def run(cfg: PPOConfig) -> PPOResult:
 
     collate = partial(collate_rollout, pad_token_id=tokenizer.pad_token_id, max_row_tokens=d.max_length + g.max_new_tokens)
 
-    def run_eval() -> dict:
-        """Mean raw score of the current policy's answers to the held-out prompts (sampled as in training, fixed seed)."""
+    def run_eval(reference_lengths: list[int] | None) -> tuple[dict, list[int]]:
+        """The current policy's answers to the held-out prompts (sampled as in training, fixed seed): their mean raw
+        score, length and diversity, the length relative to ``reference_lengths`` (the starting policy's answers to
+        the same prompts). Returns the metrics and the answers' lengths in tokens."""
         mine = list(range(rank, len(held_ids), world))
         with inner.adapter("default"):
             got = generate_ids(
@@ -226,24 +272,58 @@ def run(cfg: PPOConfig) -> PPOResult:
                 batch_size=pc.rollout_size,
             )
         texts = tokenizer.batch_decode([r for r, _ in got], skip_special_tokens=True)
-        scores = reward([held_messages[i] for i in mine], texts) if mine else []
-        rows = [(score, len(ids), ended) for score, (ids, ended) in zip(scores, got)]
+        scores = score_texts([held_messages[i] for i in mine], texts) if mine else []
+        rows = [(score, len(ids), ended, text) for score, (ids, ended), text in zip(scores, got, texts)]
         if world > 1:
             from accelerate.utils import gather_object
 
             rows = gather_object(rows)
-        return {
+        lengths = [r[1] for r in rows]
+        div = diversity([r[3] for r in rows], lengths, reference_lengths)
+        figures = {
             "eval_reward": sum(r[0] for r in rows) / len(rows),
-            "eval_response_length": sum(r[1] for r in rows) / len(rows),
+            "eval_response_length": sum(lengths) / len(rows),
             "eval_no_eos_fraction": 1 - sum(r[2] for r in rows) / len(rows),
+            "eval_distinct_share": div.distinct_share,
+            "eval_top_answer_share": div.top_answer_share,
+            "eval_distinct_2": div.distinct_2,
+            "eval_length_ratio": div.length_ratio,
             "eval_n": len(rows),
         }
+        return figures, lengths
 
-    use_stats = cfg.reward.normalize and reward.stats is not None
+    use_stats = cfg.reward.normalize and reward_stats is not None
     log(
-        f"reward: {reward.name}; normalised with "
+        f"reward: {reward_name}; normalised with "
         + ("its stored mean/std" if use_stats else "running statistics" if cfg.reward.normalize else "nothing (raw scores)")
     )
+
+    # --- the starting policy on the held-out prompts (the reference of the eval's length ratio) ------------
+    if held_ids and eval_start is None and start_step == 0:
+        figures, lengths = run_eval(None)
+        figures["eval_length_ratio"] = 1.0 if sum(lengths) else None  # the starting policy against itself
+        eval_start = {"metrics": figures, "lengths": lengths}
+        metrics.log({"step": 0, **figures})
+        log(_eval_line("eval of the starting policy", figures))
+    reference_lengths = eval_start["lengths"] if eval_start else None
+
+    def stop_if_update_not_finite(loss: float, step: int, updates_done: int, moments_before: dict) -> None:
+        """Before an optimizer step: a non-finite loss stops the run. Before the step's first update the weights
+        are the state after ``step`` steps, saved as usual (with the reward statistics from before this step's
+        scores); after some updates they are between steps, so nothing is saved and the message names the last
+        checkpoint instead."""
+        if updates_done == 0:
+            stop_if_not_finite(loss, step, partial(save, reward_moments=moments_before))
+            return
+        if math.isfinite(loss):
+            return
+        where = latest_checkpoint(ckpt_root)
+        raise TrainingError(
+            f"step {step + 1}: the loss is {loss} (not finite) at update {updates_done + 1} of the step, after "
+            f"{updates_done} of its updates were applied, so the weights are not saved; "
+            + (f"the last saved state is {where}." if where else "no checkpoint was saved (train.save_every).")
+            + " Lower train.learning_rate or check the data, then run again to resume."
+        )
 
     # --- the loop -----------------------------------------------------------------------------------
     last: dict = {}
@@ -251,6 +331,7 @@ def run(cfg: PPOConfig) -> PPOResult:
         task = progress.add_task("ppo", total=steps, completed=start_step, stats="")
         for step in range(start_step, steps):
             t0 = time.perf_counter()
+            moments_before = moments.state_dict()  # what a checkpoint of the state after `step` steps holds
             idx = batching.step_micro_batches(
                 step,
                 num_examples=len(prompt_ids),
@@ -261,11 +342,12 @@ def run(cfg: PPOConfig) -> PPOResult:
                 seed=t.seed,
             )[0]
             # 1. rollout (seeded per step and process: a resumed run samples the same responses)
+            p_ids = [prompt_ids[i] for i in idx]
             with inner.adapter("default"):
                 sampled = generate_ids(
                     inner.policy,
                     tokenizer,
-                    [prompt_ids[i] for i in idx],
+                    p_ids,
                     max_new_tokens=g.max_new_tokens,
                     temperature=g.temperature,
                     top_p=g.top_p,
@@ -279,23 +361,22 @@ def run(cfg: PPOConfig) -> PPOResult:
             # 2. score
             t1 = time.perf_counter()
             texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-            raw = torch.tensor(reward([messages[i] for i in idx], texts), dtype=torch.float32)
+            raw = torch.tensor(score_texts([messages[i] for i in idx], texts), dtype=torch.float32)
             raw_all = accelerator.gather(raw.to(accelerator.device)).cpu()
             if use_stats:
-                score = P.normalize_scores(raw, reward.stats[0], reward.stats[1], cfg.reward.clip)
+                score = normalize_scores(raw, reward_stats[0], reward_stats[1], cfg.reward.clip)
             elif cfg.reward.normalize:
                 moments.update(raw_all)
                 std = moments.std if moments.std > 1e-8 else None  # all scores equal so far: centre only
-                score = P.normalize_scores(raw, moments.mean, std, cfg.reward.clip)
+                score = normalize_scores(raw, moments.mean, std, cfg.reward.clip)
             else:
-                score = P.normalize_scores(raw, None, None, cfg.reward.clip)
+                score = normalize_scores(raw, None, None, cfg.reward.clip)
             if cfg.reward.missing_eos_penalty:
                 score = score - cfg.reward.missing_eos_penalty * (1 - ended)
             score_time = time.perf_counter() - t1
 
             # 3. old log-probs, reference log-probs, values (no gradient)
             t2 = time.perf_counter()
-            p_ids = [prompt_ids[i] for i in idx]
             B = len(idx)
             batch, W = collate(p_ids, response_ids)
             batch = batch.to(accelerator.device)
@@ -307,49 +388,58 @@ def run(cfg: PPOConfig) -> PPOResult:
                 else:
                     ref = inner.reference_logps(batch, B, W, temperature=g.temperature)
                 inner.train()
-            mask = old.mask.cpu()
+            mask = old.mask.cpu()  # (B, W)
             old_logps, ref_logps, old_values = old.logps.cpu() * mask, ref.logps.cpu() * mask, old.values.cpu() * mask
 
-            # 4. rewards, advantages
-            kl = P.kl_penalty(old_logps, ref_logps, pc.kl_estimator) * mask  # (B, W)
-            rewards = P.token_rewards(score, kl, mask, kl_ctl.value)
-            adv, returns = P.gae(rewards, old_values, mask, pc.gamma, pc.lam)
+            # 4. rewards, advantages: the step's rollout record
+            kl = kl_penalty(old_logps, ref_logps, pc.kl_estimator) * mask  # (B, W)
+            rewards = token_rewards(score, kl, mask, kl_ctl.value)
+            adv, returns = gae(rewards, old_values, mask, pc.gamma, pc.lam)
             if pc.whiten_advantages:
-                adv = P.masked_whiten(adv, mask)
+                adv = masked_whiten(adv, mask)
+            rollout = Rollout(
+                prompt_ids=p_ids,
+                response_ids=response_ids,
+                mask=mask,
+                ended=ended,
+                scores=score,
+                old_logps=old_logps,
+                ref_logps=ref_logps,
+                kl=kl,
+                rewards=rewards,
+                advantages=adv,
+                values=old_values,
+                returns=returns,
+            )
 
-            # 5. PPO epochs over shuffled mini-batches
+            # 5. PPO epochs over shuffled mini-batches; a token mean over each mini-batch (all micro-batches, processes)
             sums = StepSums()  # token sums over every update of the step, reduced once at the end
             rng = random.Random(t.seed * 7919 + step * 31 + rank)
             grad_norm = None
+            updates = 0
             for _ in range(pc.ppo_epochs):
                 order = list(range(B))
                 rng.shuffle(order)
                 for mb_start in range(0, B, pc.mini_batch_size):
                     mb = order[mb_start : mb_start + pc.mini_batch_size]
-                    n_tok = accelerator.reduce(mask[mb].sum().to(accelerator.device), "sum").item()
+                    n_tok = accelerator.reduce(rollout.mask[mb].sum().to(accelerator.device), "sum").item()
                     micro = [mb[k : k + t.batch_size] for k in range(0, len(mb), t.batch_size)]
+                    mb_loss = torch.zeros((), device=accelerator.device)
                     for j, rows in enumerate(micro):
-                        mb_batch, w = collate([p_ids[i] for i in rows], [response_ids[i] for i in rows])
+                        part = rollout.select(rows).to(accelerator.device)
+                        mb_batch, w = collate(part.prompt_ids, part.response_ids)
                         mb_batch = mb_batch.to(accelerator.device)
-                        sel = torch.tensor(rows)
-                        mk = mask[sel][:, :w].to(accelerator.device)
+                        mk = part.mask
                         sync = j == len(micro) - 1
                         ctx = accelerator.no_sync(ac) if not sync and world > 1 else nullcontext()
                         with ctx, accelerator.autocast():
                             new = ac(mb_batch, len(rows), w, entropy_grad=pc.entropy_coef != 0, temperature=g.temperature)
-                            pl = P.policy_loss(
-                                new.logps, old_logps[sel][:, :w].to(mk.device), adv[sel][:, :w].to(mk.device), mk, pc.clip_range
-                            )
-                            vl = P.value_loss(
-                                new.values,
-                                old_values[sel][:, :w].to(mk.device),
-                                returns[sel][:, :w].to(mk.device),
-                                mk,
-                                pc.clip_range_value,
-                            )
+                            pl = policy_loss(new.logps, part.old_logps, part.advantages, mk, pc.clip_range)
+                            vl = value_loss(new.values, part.values, part.returns, mk, pc.clip_range_value)
                             per_tok = pl.loss + pc.vf_coef * vl.loss - pc.entropy_coef * new.entropy
-                            loss = (per_tok * mk).sum() / max(n_tok, 1.0)
+                            loss = token_mean(per_tok, mk, max(n_tok, 1.0))
                             accelerator.backward(loss * world)
+                        mb_loss += loss.detach()
                         for name, v in (
                             ("policy_loss", pl.loss),
                             ("value_loss", vl.loss),
@@ -360,24 +450,25 @@ def run(cfg: PPOConfig) -> PPOResult:
                         ):
                             sums.add(name, v * mk)
                         sums.add("tokens", mk)
+                    stop_if_update_not_finite(accelerator.reduce(mb_loss, "sum").item(), step, updates, moments_before)
                     if t.max_grad_norm is not None:
                         grad_norm = accelerator.clip_grad_norm_(ac.parameters(), t.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    updates += 1
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             train_time = time.perf_counter() - t2
 
             # 6. KL controller, metrics
-            kl_seq = accelerator.gather(kl.sum(1).to(accelerator.device)).cpu()  # (B·world,) nats per response
+            kl_seq = accelerator.gather(rollout.kl.sum(1).to(accelerator.device)).cpu()  # (B·world,) nats per response
             s = sums.reduce(accelerator)
-            stop_if_not_finite(s["policy_loss"] + s["value_loss"], step, save)
             kl_coef_used = kl_ctl.value
             kl_ctl.update(kl_seq.mean().item(), len(kl_seq))
-            lengths = accelerator.gather(mask.sum(1).to(accelerator.device)).cpu()
-            ended_all = accelerator.gather(ended.to(accelerator.device)).cpu()
-            score_all = accelerator.gather(score.to(accelerator.device)).cpu()
-            ev = P.explained_variance(old_values, returns, mask)
+            lengths = accelerator.gather(rollout.mask.sum(1).to(accelerator.device)).cpu()
+            ended_all = accelerator.gather(rollout.ended.to(accelerator.device)).cpu()
+            score_all = accelerator.gather(rollout.scores.to(accelerator.device)).cpu()
+            ev = explained_variance(rollout.values, rollout.returns, rollout.mask)
             dt = time.perf_counter() - t0
             n_tokens_step = sum(len(p) + len(r) for p, r in zip(p_ids, response_ids)) * world
             done = step + 1
@@ -416,15 +507,15 @@ def run(cfg: PPOConfig) -> PPOResult:
                 log(f"sample: {texts[0][:120]!r} -> reward {raw[0].item():.3f}")
             progress.update(task, advance=1, stats=f"reward {last['reward']:.3f} kl {last['kl']:.2f} {dt:.1f}s/step")
             if held_ids and t.eval_every and done % t.eval_every == 0 and done != steps:
-                metrics.log({"step": done, **run_eval()})
+                metrics.log({"step": done, **run_eval(reference_lengths)[0]})
             if t.save_every and done % t.save_every == 0 and done != steps:
                 save(done)
 
     eval_result = None
     if held_ids:
-        eval_result = run_eval()
+        eval_result = run_eval(reference_lengths)[0]
         metrics.log({"step": steps, **eval_result})
-        log(f"eval: mean reward {eval_result['eval_reward']:.4f} on {eval_result['eval_n']} held-out prompts")
+        log(_eval_line("eval", eval_result))
 
     final = out / "final"
     accelerator.wait_for_everyone()
@@ -446,10 +537,11 @@ def run(cfg: PPOConfig) -> PPOResult:
             "resumed_from_step": start_step,
             "last_step": last,
             "eval": eval_result,
+            "eval_start": eval_start["metrics"] if eval_start else None,
             "weights_mib": held_bytes / 2**20,
             "trainable_parameters": n_train,
             "total_parameters": n_total,
-            "reward": reward.name,
+            "reward": reward_name,
             "data": data_stats,
             "final_dir": str(final),
             "device": str(accelerator.device),
@@ -462,6 +554,15 @@ def run(cfg: PPOConfig) -> PPOResult:
     metrics.close()
     accelerator.end_training()
     return PPOResult(out, final, steps, last)
+
+
+def _eval_line(label: str, e: dict) -> str:
+    ratio = "n/a" if e["eval_length_ratio"] is None else f"{e['eval_length_ratio']:.2f}x"
+    return (
+        f"{label}: mean reward {e['eval_reward']:.4f} on {e['eval_n']} held-out prompts; "
+        f"{e['eval_distinct_share']:.0%} distinct answers, top answer {e['eval_top_answer_share']:.0%}, "
+        f"distinct-2 {e['eval_distinct_2']:.2f}, length {ratio} the starting policy's"
+    )
 
 
 def _check_same_vocabulary(policy_tokenizer, reward_dir: str) -> None:

@@ -1,1 +1,1 @@
-"""Pure loss functions and explicit reductions (imports torch only)."""
+"""Pure loss functions (imports torch only). Reductions are explicit and separate: alignkit.rl.aggregate."""

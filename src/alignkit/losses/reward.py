@@ -7,7 +7,7 @@ Ouyang et al. 2022 ("InstructGPT"), eq. 1: ``loss = -log σ(r_chosen - r_rejecte
 - reward centering with coefficient c (Eisenstein et al. 2023): ``+ c (r_c + r_r)²``, which pins the
   otherwise free offset of the rewards near zero.
 
-Everything is per pair; the caller reduces (``losses.reductions``).
+Everything is per pair; the caller reduces (``alignkit.rl.aggregate``).
 """
 
 from __future__ import annotations
