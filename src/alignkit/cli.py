@@ -150,21 +150,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     _quiet()
-    from alignkit.eval.compare import (
-        compare_models,
-        find_runs,
-        load_prompts,
-        parse_model_specs,
-        print_side_by_side,
-        write_outputs,
-    )
+    from alignkit.eval.compare import compare_models, find_runs, load_prompts, parse_model_specs, print_side_by_side
+    from alignkit.eval.report import write_outputs
 
     models = parse_model_specs(args.model)
     prompts = load_prompts(args.prompts, max_prompts=args.max_prompts)
+    scorer = None
+    if args.reward_model:
+        from alignkit.models.reward import RewardModel
+
+        scorer = RewardModel.load(args.reward_model)
     result = compare_models(
         models,
         prompts,
-        reward_model=args.reward_model,
+        scorer=scorer,
+        scorer_label=args.reward_model,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -282,24 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's to fix: printed as one line, exit code 2."""
-    from alignkit.config.base import ConfigError
-    from alignkit.data.errors import DataError
+    """Exceptions that are the user's to fix: printed as one line, exit code 2. Every layer's user error
+    (``ConfigError``, ``DataError``, ``ModelError``, ``TrainingError``, ``RewardError``, ``JudgeError``,
+    ``RagError``, ``ScoreError``) is an ``alignkit.errors.UserError``."""
+    from alignkit.errors import UserError
 
-    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
-    from alignkit.judge.judges import JudgeError
-    from alignkit.rag.errors import RagError
-    from alignkit.rl.rewards import RewardError
-    from alignkit.training.errors import TrainingError
-
-    errors += [TrainingError, RewardError, RagError, JudgeError]
-    try:
-        from alignkit.models.errors import ModelError
-
-        errors.append(ModelError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (UserError,)
 
 
 def main(argv: list[str] | None = None) -> int:

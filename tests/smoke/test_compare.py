@@ -20,8 +20,8 @@ from alignkit.eval.compare import (
     load_prompts,
     print_side_by_side,
     summarise,
-    write_outputs,
 )
+from alignkit.eval.report import write_outputs
 from tests.conftest import write_rm_config
 
 FIX = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "data"
@@ -59,12 +59,15 @@ def policy_run(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compared(tiny_model_dir, policy_run, rm_dir):
+    from alignkit.models.reward import RewardModel
+
     models = {"base": str(tiny_model_dir), "sft": str(policy_run / "final")}
     logs = []
     result = compare_models(
         models,
         PROMPTS,
-        reward_model=str(rm_dir),
+        scorer=RewardModel.load(str(rm_dir)),
+        scorer_label=str(rm_dir),
         max_new_tokens=8,
         temperature=0.7,
         top_p=1.0,
@@ -72,7 +75,8 @@ def compared(tiny_model_dir, policy_run, rm_dir):
         batch_size=2,
         log=logs.append,
     )
-    assert len(logs) == 3  # one line per model, one for the reward model
+    assert len(logs) == 3  # one line per model, one for the scorer
+    assert result.settings["scorer"] == str(rm_dir)
     return result
 
 
@@ -259,3 +263,39 @@ def test_parse_model_specs():
     for bad in (["nodir"], ["=dir"], ["name="], ["a=1", "a=2"], []):
         with pytest.raises(ConfigError):
             parse_model_specs(bad)
+
+
+def test_any_scorer_plugs_in(tiny_model_dir, rm_dir):
+    """A plain function, a RewardModel and a judge are all ``Scorer``s, and ``compare_models`` takes each."""
+    from alignkit.judge.judges import FunctionJudge
+    from alignkit.models.reward import RewardModel
+    from alignkit.scoring import Scorer
+
+    def by_length(prompts, responses):
+        return [float(len(r)) for r in responses]
+
+    def some_unscored(prompts, responses):  # a judge that could not score the first prompt's answers
+        return [None if p == PROMPTS[0] else 1.0 for p in prompts]
+
+    models = {"a": str(tiny_model_dir), "b": str(tiny_model_dir)}
+    scorers = {
+        "function": by_length,
+        "reward model": RewardModel.load(str(rm_dir)),
+        "judge": FunctionJudge("alignkit.judge.rules:length_score"),
+        "partial": some_unscored,
+    }
+    for label, scorer in scorers.items():
+        assert isinstance(scorer, Scorer), label
+        result = compare_models(models, PROMPTS, scorer=scorer, max_new_tokens=4, seed=0, log=lambda _: None)
+        assert result.settings["scorer"], label
+        a = result.summary["a"]
+        if label == "partial":
+            assert result.column("a", "reward")[0] is None and a["n_scored"] == len(PROMPTS) - 1
+            assert a["mean_reward"] == 1.0 and result.summary["b"]["win_rate_vs_first"] == 0.5
+            continue
+        assert a["n_scored"] == len(PROMPTS) and all(isinstance(r, float) for r in result.column("a", "reward")), label
+        assert result.summary["b"]["win_rate_vs_first"] == 0.5, label  # the same model twice: all ties
+    from alignkit.scoring import ScoreError
+
+    with pytest.raises(ScoreError, match="1 scores for"):
+        compare_models(models, PROMPTS, scorer=lambda p, r: [1.0], max_new_tokens=4, log=lambda _: None)

@@ -208,3 +208,33 @@ def test_a_reward_model_judges_and_scores_the_heldout_answers(tiny_model_dir, tm
     assert ev["mean_reward"] == pytest.approx(ev["mean_judge_score"], abs=1e-5)
     assert ev["reward_ci"][0] <= ev["mean_reward"] <= ev["reward_ci"][1]
     assert 0 <= ev["reward_win_rate_vs_previous"] <= 1
+
+
+def test_an_injected_scorer_scores_the_heldout_answers(tiny_model_dir, tmp_path):
+    """``run(cfg, scorer=...)``: any ``Scorer`` (here a plain function) is the outside check at every evaluation."""
+    from alignkit.algorithms.self_reward import run
+    from alignkit.config.base import load_config
+    from alignkit.config.self_reward import SelfRewardConfig
+
+    calls = []
+
+    def chars(prompts, responses):
+        calls.append(len(responses))
+        return [float(len(r)) for r in responses]
+
+    out = tmp_path / "run"
+    cfg = _config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        iterations=1,
+        prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+        dpo={"train": {"max_steps": 1, "batch_size": 4}},
+    )
+    run(load_config(SelfRewardConfig, str(cfg), []), scorer=chars)
+    assert calls == [4, 4]  # iteration 0 and iteration 1, four held-out answers each
+    answers = [json.loads(x) for x in (out / "iter-1" / "eval_answers.jsonl").read_text().splitlines()]
+    assert [a["reward"] for a in answers] == [float(len(a["response"])) for a in answers]
+    ev = _summary(out, 1)["eval"]
+    assert ev["mean_reward"] == pytest.approx(sum(a["reward"] for a in answers) / 4)
+    assert 0 <= ev["reward_win_rate_vs_previous"] <= 1

@@ -35,7 +35,7 @@ def test_self_judge_samples_k_times_in_one_call_and_averages_parsed_scores():
     )
     prompts = ["What is 2+2?", [Message("system", "Be brief."), Message("user", "Name a colour.")]]
     judge = SelfJudge(gen, samples=3, seed=10)
-    got = judge(prompts, ["4", "Blue."])
+    got = judge.judgments(prompts, ["4", "Blue."])
 
     assert len(gen.calls) == 1
     sent, seed = gen.calls[0]
@@ -46,6 +46,9 @@ def test_self_judge_samples_k_times_in_one_call_and_averages_parsed_scores():
     assert got[0] == Judgment(score=3.5, samples=(3.0, 4.0, None), raw=raw0)
     assert got[1] == Judgment(score=None, samples=(None, None, None), raw=("Score: 9", "no verdict", "Score: N/A"))
     assert count_unscored(got) == 1
+    # Called as a Scorer, the same judge gives the scores alone (the next call draws fresh samples).
+    gen.texts = ["Score: 2", "x", "Score: 5"]
+    assert judge(["q"], ["a"]) == [3.5]
 
 
 def test_self_judge_seeds_vary_per_call_and_repeat_across_runs():
@@ -97,8 +100,9 @@ def judge_file(tmp_path):
 
 def test_function_judge_none_and_non_finite_are_unscored(judge_file):
     judge = FunctionJudge(f"{judge_file}:score", {"bonus": 0.5})
-    got = judge(["q"] * 5, ["good", "none", "nan", "inf", "other"])
+    got = judge.judgments(["q"] * 5, ["good", "none", "nan", "inf", "other"])
     assert [j.score for j in got] == [4.5, None, None, None, 1.5]
+    assert judge(["q"] * 5, ["good", "none", "nan", "inf", "other"]) == [4.5, None, None, None, 1.5]
     assert got[0] == Judgment(score=4.5, samples=(4.5,), raw=())
     assert got[1].samples == (None,)
     assert count_unscored(got) == 3
@@ -108,7 +112,7 @@ def test_function_judge_none_and_non_finite_are_unscored(judge_file):
 def test_function_judge_gets_prompts_as_plain_text(judge_file):
     judge = FunctionJudge(f"{judge_file}:echo")
     got = judge([[{"role": "user", "content": "abc"}], "hello"], ["x", "y"])
-    assert [j.score for j in got] == [3.0, 5.0]
+    assert got == [3.0, 5.0]
 
 
 def test_function_judge_rejects_non_numbers_and_wrong_lengths_in_one_line(judge_file):
@@ -129,11 +133,11 @@ def test_function_judge_load_errors_name_judge_function(tmp_path, judge_file):
 
 def test_function_judge_module_spec():
     judge = FunctionJudge("alignkit.judge.rules:letter_score")
-    assert judge(["q"], ["eeee"])[0].score == 5.0
+    assert judge(["q"], ["eeee"])[0] == 5.0
 
 
 class TableJudge:
-    """A judge reading scores from a dict keyed by response."""
+    """A Scorer reading scores from a dict keyed by response (None where missing)."""
 
     name = "table"
 
@@ -142,7 +146,7 @@ class TableJudge:
 
     def __call__(self, prompts, responses):
         self.calls += 1
-        return [Judgment(score=self.table.get(r), samples=(self.table.get(r),), raw=()) for r in responses]
+        return [self.table.get(r) for r in responses]
 
 
 def test_agreement_by_hand():
@@ -190,6 +194,7 @@ def test_reward_model_judge_wraps_reward_source(monkeypatch):
     monkeypatch.setattr(rewards, "RewardSource", FakeSource)
     judge = RewardModelJudge("runs/rm", device="cpu", batch_size=4)
     assert judge.source.args == ("runs/rm", "cpu", 4)
-    assert judge(["p", "q"], ["ab", "abc"]) == [Judgment(2.0, (2.0,), ()), Judgment(3.0, (3.0,), ())]
+    assert judge.judgments(["p", "q"], ["ab", "abc"]) == [Judgment(2.0, (2.0,), ()), Judgment(3.0, (3.0,), ())]
+    assert judge(["p", "q"], ["ab", "abc"]) == [2.0, 3.0]
     with pytest.raises(JudgeError, match="non-finite"):
         judge(["p"], ["bad"])

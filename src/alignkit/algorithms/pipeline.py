@@ -104,13 +104,20 @@ def run(cfg: PipelineConfig) -> dict:
 
 
 def _run_compare(c: dict, out: Path) -> None:
-    from alignkit.eval.compare import compare_models, find_runs, load_prompts, print_side_by_side, write_outputs
+    from alignkit.eval.compare import compare_models, find_runs, load_prompts, print_side_by_side
+    from alignkit.eval.report import write_outputs
 
     prompts = load_prompts(c["prompts"], max_prompts=c["max_prompts"])
+    scorer = None
+    if c["reward_model"]:
+        from alignkit.models.reward import RewardModel
+
+        scorer = RewardModel.load(c["reward_model"])
     result = compare_models(
         c["models"],
         prompts,
-        reward_model=c["reward_model"],
+        scorer=scorer,
+        scorer_label=c["reward_model"],
         max_new_tokens=c["max_new_tokens"],
         temperature=c["temperature"],
         top_p=c["top_p"],

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.config.self_reward import SelfRewardConfig
+from alignkit.scoring import Scorer
 
 
 @dataclass
@@ -282,9 +283,12 @@ def evaluate(
     human_pairs: list[dict] | None,
     seed: int,
     log,
+    scorer: Callable[[], Scorer] | None = None,
 ) -> dict:
     """Answers of ``model_path`` to the held-out prompts (``out/eval_answers.jsonl``), scored by the eval judge
-    (and the reward model), compared with the previous iteration's answers; judge agreement for a self-judge."""
+    (and by ``scorer()``, the outside check: a reward model), compared with the previous iteration's answers;
+    judge agreement for a self-judge. ``scorer`` is called for each evaluation, so a scorer it loads is freed
+    after."""
     from alignkit.eval.stats import bootstrap_ci, mean, win_rate
     from alignkit.judge.judges import agreement
     from alignkit.models.generation import generate
@@ -302,12 +306,14 @@ def evaluate(
         batch_size=cfg.generation.batch_size,
     )
     judge = make_judge(cfg, models, judge_model, seed=seed + 17)
-    judged = judge(heldout, answers)
-    rewards = [None] * len(answers)
-    if e.reward_model:
-        from alignkit.rl.rewards import RewardSource
+    judged = judge.judgments(heldout, answers)
+    rewards: list[float | None] = [None] * len(answers)
+    rm = scorer() if scorer is not None else None
+    if rm is not None:
+        from alignkit.scoring import checked_scores, scorer_name
 
-        rewards = RewardSource(model_dir=e.reward_model, device=models.device)(heldout, answers)
+        rewards = checked_scores(rm(heldout, answers), len(answers), name=scorer_name(rm), allow_missing=False)
+        del rm
     rows = [
         {"prompt": p, "response": a, "score": j.score, "samples": list(j.samples), "raw": list(j.raw), "reward": r}
         for p, a, j, r in zip(heldout, answers, judged, rewards)
@@ -323,7 +329,7 @@ def evaluate(
         "judge_score_ci": list(bootstrap_ci(mean, scores, n_boot=e.n_boot, seed=seed)) if scores else None,
         "mean_response_words": _mean([words(a) for a in answers]),
     }
-    if e.reward_model:
+    if scorer is not None:
         res["mean_reward"] = mean(rewards)
         res["reward_ci"] = list(bootstrap_ci(mean, rewards, n_boot=e.n_boot, seed=seed))
     if prev_answers is not None and prev_answers.exists():
@@ -334,7 +340,7 @@ def evaluate(
             res["win_rate_vs_previous"] = win_rate(a, b)
             res["win_rate_ci"] = list(bootstrap_ci(win_rate, a, b, n_boot=e.n_boot, seed=seed))
             res["win_rate_prompts"] = len(both)
-        if e.reward_model:
+        if scorer is not None and all(p.get("reward") is not None for p in prev):
             a, b = [r["reward"] for r in rows], [p["reward"] for p in prev]
             res["reward_win_rate_vs_previous"] = win_rate(a, b)
     if cfg.judge.type == "self" and human_pairs:
@@ -348,6 +354,23 @@ def evaluate(
         res["agreement_unscored_pairs"] = agree["unscored_pairs"]
     models.get(model_path)  # leave the evaluated model loaded: the next step samples from it
     return res
+
+
+def _eval_scorer(cfg: SelfRewardConfig, models: Models, scorer: Scorer | None) -> Callable[[], Scorer] | None:
+    """What scores the held-out answers at each evaluation: the given ``scorer``, else ``eval.reward_model``
+    loaded for that evaluation (and freed after it), else nothing."""
+    if scorer is not None:
+        return lambda: scorer
+    if not cfg.eval.reward_model:
+        return None
+    path = cfg.eval.reward_model
+
+    def load() -> Scorer:
+        from alignkit.models.reward import RewardModel
+
+        return RewardModel.load(path, device=models.device)
+
+    return load
 
 
 def load_human_pairs(cfg: SelfRewardConfig, log) -> list[dict] | None:
@@ -373,7 +396,10 @@ def load_human_pairs(cfg: SelfRewardConfig, log) -> list[dict] | None:
 # ----------------------------------------------------------------------------------------------- run
 
 
-def run(cfg: SelfRewardConfig) -> SelfRewardResult:
+def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult:
+    """The self-rewarding rounds of the module doc. ``scorer`` scores the held-out answers at every evaluation
+    (the outside check next to the judge); without one, ``eval.reward_model`` (when set) is loaded as a
+    ``RewardModel`` for each evaluation and freed after it."""
     from alignkit.config.base import write_config
     from alignkit.data.errors import DataError
     from alignkit.data.examples import prompt_text
@@ -422,6 +448,7 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
 
     models = Models(m.dtype)
     eval_judge = lambda current: current if cfg.eval.judge == "current" else m.name_or_path  # noqa: E731
+    eval_scorer = _eval_scorer(cfg, models, scorer)
 
     # --- iteration 0: the starting model ---------------------------------------------------------------
     summaries: list[dict] = []
@@ -443,6 +470,7 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
             human_pairs=human_pairs,
             seed=cfg.seed,
             log=log,
+            scorer=eval_scorer,
         )
         s0 = {
             "iteration": 0,
@@ -559,7 +587,7 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
             judge = make_judge(cfg, models, current, seed=seed + 2)
             flat_p = [x["prompt"] for x in groups for _ in x["candidates"]]
             flat_c = [c for x in groups for c in x["candidates"]]
-            judged = judge(flat_p, flat_c) if flat_c else []
+            judged = judge.judgments(flat_p, flat_c) if flat_c else []
             rows, k = [], 0
             for x in groups:
                 for j, c in enumerate(x["candidates"]):
@@ -649,6 +677,7 @@ def run(cfg: SelfRewardConfig) -> SelfRewardResult:
                 human_pairs=human_pairs,
                 seed=cfg.seed,
                 log=log,
+                scorer=eval_scorer,
             )
             state.record("eval", ev)
         s = {

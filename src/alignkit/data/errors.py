@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alignkit.errors import UserError
+
 
 @dataclass(frozen=True)
 class RowRef:
@@ -16,7 +18,7 @@ class RowRef:
         return f"{self.source}:{self.line}"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """One bad row or file: ``str(err)`` is a single line ``file:line: field 'x': problem``."""
 
     def __init__(self, ref: RowRef | str, message: str, field: str | None = None):

@@ -1,11 +1,17 @@
-"""``alignkit compare``: several models answer the same prompts; a reward model scores every answer.
+"""``alignkit compare``: several models answer the same prompts; a scorer (a reward model) scores every answer.
 
 Each model is loaded in turn (a full model dir, a Hub id or a PEFT adapter dir), answers every prompt
 with the same generation settings and the same seed, and is freed before the next one is loaded.
-Then the reward model scores all the answers. The statistics (``eval.stats``) are paired over prompts:
-mean reward with its standard error and bootstrap CI, and each model's win rate against the first
-model with a percentile bootstrap CI. ``write_outputs`` writes compare.jsonl, summary.json and a
-self-contained report.html (``eval.report``).
+Then the ``Scorer`` (``alignkit.scoring``: a ``RewardModel``, a judge, a function) scores all the answers.
+The statistics (``eval.stats``) are paired over prompts: mean reward with its standard error and bootstrap
+CI, and each model's win rate against the first model (the reference) with a percentile bootstrap CI.
+Next to them, the signs of collapse and reward hacking (``eval.diversity``): the share of distinct answers,
+the share of the most frequent one, distinct-2, and the mean length relative to the reference's, with a
+warning for each model that looks collapsed or whose reward rose while its answers shrank.
+
+``write_results`` writes compare.jsonl and summary.json; ``print_side_by_side`` the terminal view.
+``eval.report`` (which imports this module, never the other way round) adds the self-contained
+report.html: ``eval.report.write_outputs`` writes all three.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alignkit.eval import stats
+from alignkit.eval import diversity, stats
+from alignkit.scoring import Scorer, checked_scores, scorer_name
 
 Prompt = str | list[dict]  # one user turn, or {"role", "content"} messages ending with a user/system turn
 
@@ -37,10 +44,11 @@ class CompareResult:
     # {prompt_index, prompt, model, response, reward (float | None), length_tokens}; length_tokens is the
     # answer re-encoded by the model's own tokenizer (can differ slightly from the tokens generated)
     rows: list[dict]
-    # Per model (see ``summarise``): n, mean_reward, reward_se, reward_ci_low/high, win_rate_vs_first,
-    # win_rate_ci_low/high, ties_vs_first, mean_length_tokens, mean_length_chars, rm_truncated.
+    # Per model (see ``summarise``): n, n_scored, mean_reward, reward_se, reward_ci_low/high, win_rate_vs_first,
+    # win_rate_ci_low/high, ties_vs_first, win_rate_vs, mean_length_tokens, mean_length_chars, distinct_share,
+    # top_answer_share, top_answer, distinct_2, length_ratio, warnings, rm_truncated.
     summary: dict[str, dict]
-    settings: dict = field(default_factory=dict)  # generation settings, reward model, bootstrap
+    settings: dict = field(default_factory=dict)  # generation settings, scorer, bootstrap
     out_dir: Path | None = None
 
     @property
@@ -54,6 +62,11 @@ class CompareResult:
     @property
     def has_rewards(self) -> bool:
         return any(r["reward"] is not None for r in self.rows)
+
+    @property
+    def warnings(self) -> dict[str, list[str]]:
+        """``{model: its collapse / reward-hacking warnings}`` for the models that have any, in model order."""
+        return {n: self.summary[n]["warnings"] for n in self.names if self.summary[n].get("warnings")}
 
     def by_prompt(self) -> list[dict[str, dict]]:
         """For each prompt, ``{model name: its row}``."""
@@ -180,7 +193,8 @@ def compare_models(
     models: dict[str, str],
     prompts: Sequence[Prompt],
     *,
-    reward_model: str | None = None,
+    scorer: Scorer | None = None,
+    scorer_label: str | None = None,
     max_new_tokens: int = 64,
     temperature: float = 0.7,
     top_p: float = 1.0,
@@ -191,12 +205,19 @@ def compare_models(
     n_boot: int = 2000,
     log: Callable[[str], None] = print,
 ) -> CompareResult:
-    """Every model answers every prompt (same settings, same ``seed``); ``reward_model`` scores the answers.
+    """Every model answers every prompt (same settings, same ``seed``); ``scorer`` scores the answers.
 
     Models are loaded one at a time with ``load_for_inference`` (full or adapter dirs) and freed after
     generating. Sampling is seeded identically for each model, so two identical models give identical
     answers. ``seed`` also seeds the bootstrap (``n_boot`` replicates) behind the confidence intervals.
-    Without a reward model the rewards are None and only lengths are summarised.
+
+    ``scorer`` is any ``alignkit.scoring.Scorer`` (``RewardModel.load(DIR)``, a judge, a function); it is
+    called once, on each distinct (prompt, answer), so equal answers get exactly equal scores (a tie). A
+    scorer may leave an answer unscored (None); the reward statistics then use the prompts whose answers
+    every model got a score for (``n_scored``). A scorer with ``RewardModel``'s ``encode`` also reports how
+    many answers it cut at its maximum length (``rm_truncated``). ``scorer_label`` names it in the settings
+    (default: its ``name``, or its type). Without a scorer the rewards are None and only lengths and
+    diversity are summarised.
     """
     from alignkit.models.generation import generate
     from alignkit.models.loading import load_for_inference
@@ -221,26 +242,13 @@ def compare_models(
         responses[name] = answers
         log(f"{name}: {len(answers)} answers from {path} in {time.perf_counter() - t0:.1f}s")
 
+    label = scorer_label or (scorer_name(scorer) if scorer is not None else None)
     rewards: dict[str, list[float | None]] = {name: [None] * len(prompts) for name in models}
     truncated: dict[str, int | None] = {name: None for name in models}
-    if reward_model:
-        from alignkit.models.reward import RewardModel
-
-        t0 = time.perf_counter()
-        rm = RewardModel.load(reward_model, device=device, dtype=dtype)
-        # Each distinct (prompt, answer) is scored once, so equal answers get exactly equal rewards
-        # (a tie), whatever else shares their padded batch.
-        pairs = list(dict.fromkeys((i, r) for name in models for i, r in enumerate(responses[name])))
-        encoded = rm.encode([prompts[i] for i, _ in pairs], [r for _, r in pairs])
-        scores = dict(zip(pairs, rm.score_encoded(encoded, batch_size=batch_size)))
-        cut = dict(zip(pairs, encoded.truncated))
-        for name in models:
-            keys = list(enumerate(responses[name]))
-            rewards[name] = [scores[k] for k in keys]
-            truncated[name] = sum(cut[k] for k in keys)
-        del rm
-        _free_memory(device)
-        log(f"reward model {reward_model}: {len(pairs)} distinct answers scored in {time.perf_counter() - t0:.1f}s")
+    if scorer is not None:
+        rewards, truncated = score_answers(scorer, prompts, responses, name=label)
+        n_distinct = len({(i, r) for answers in responses.values() for i, r in enumerate(answers)})
+        log(f"scorer {label}: {n_distinct} distinct answers scored")
 
     rows = [
         {
@@ -256,12 +264,13 @@ def compare_models(
     ]
     settings = {
         "models": dict(models),
-        "reward_model": reward_model,
+        "scorer": label,
         "n_prompts": len(prompts),
         **gen,
         "dtype": dtype,
         "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.95, "resampled": "prompts"},
         "length_unit": "length_tokens: the answer re-encoded by the model's own tokenizer; length_chars: characters",
+        "length_ratio": "mean characters per answer / the reference (first) model's",
     }
     summary = summarise(rows, list(models), n_boot=n_boot, seed=seed)
     for name in models:
@@ -269,25 +278,61 @@ def compare_models(
     return CompareResult(models=dict(models), prompts=prompts, rows=rows, summary=summary, settings=settings)
 
 
+def score_answers(
+    scorer: Scorer, prompts: Sequence[Prompt], responses: dict[str, list[str]], *, name: str | None = None
+) -> tuple[dict[str, list[float | None]], dict[str, int | None]]:
+    """``(rewards, truncated)``: each model's scores (None where ``scorer`` gave none), and how many of its
+    answers the scorer cut (None unless the scorer has ``RewardModel``'s ``encode``).
+
+    Each distinct (prompt index, answer) is scored once, in one call, so equal answers get exactly equal
+    scores whatever else shares a padded batch.
+    """
+    name = name or scorer_name(scorer)
+    pairs = list(dict.fromkeys((i, r) for answers in responses.values() for i, r in enumerate(answers)))
+    pair_prompts, pair_answers = [prompts[i] for i, _ in pairs], [r for _, r in pairs]
+    scores = dict(zip(pairs, checked_scores(scorer(pair_prompts, pair_answers), len(pairs), name=name)))
+    encode = getattr(scorer, "encode", None)
+    cut = dict(zip(pairs, encode(pair_prompts, pair_answers).truncated)) if callable(encode) else None
+    rewards, truncated = {}, {}
+    for model, answers in responses.items():
+        keys = list(enumerate(answers))
+        rewards[model] = [scores[k] for k in keys]
+        truncated[model] = sum(bool(cut[k]) for k in keys) if cut is not None else None
+    return rewards, truncated
+
+
 def summarise(rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
     """Per-model statistics over prompts, paired with the first model (the reference).
 
+    - ``n``: answers; ``n_scored``: prompts whose answers every model got a score for (the reward
+      statistics below are over those; all of them with a reward model);
     - ``mean_reward``, ``reward_se`` (s / sqrt(n)), ``reward_ci_low/high`` (bootstrap CI of the mean);
     - ``win_rate_vs_first`` (ties count 1/2), ``win_rate_ci_low/high`` (bootstrap CI), ``ties_vs_first``:
       None for the first model itself;
     - ``win_rate_vs``: ``{earlier model: {win_rate, ci_low, ci_high}}`` against every model listed before it;
     - ``mean_length_tokens`` (each model's own tokenizer) and ``mean_length_chars``;
-    - ``rm_truncated``: left None here; ``compare_models`` fills in how many answers the reward model cut.
-    Reward fields are None when the rows have no rewards.
+    - ``distinct_share``, ``top_answer_share``, ``top_answer``, ``distinct_2`` (``eval.diversity``) and
+      ``length_ratio``: mean characters per answer / the reference's (characters, so that models with
+      different tokenizers compare);
+    - ``warnings``: ``eval.diversity.warnings`` in plain sentences (collapsed: top answer > 20% or distinct <
+      50%; reward hacking?: the reward rose over the reference's while the length fell below half of it);
+    - ``rm_truncated``: left None here; ``compare_models`` fills in how many answers the scorer cut.
+    Reward fields are None when no prompt was scored.
     """
-    by_model = {name: [r for r in rows if r["model"] == name] for name in names}
-    ref = [r["reward"] for r in by_model[names[0]]]
-    scored = all(r["reward"] is not None for r in rows)
+    by_model = {name: sorted((r for r in rows if r["model"] == name), key=lambda r: r["prompt_index"]) for name in names}
+    ref_name = names[0]
+    n_prompts = len(by_model[ref_name])
+    # the prompts every model's answer was scored on: the pairs behind every paired statistic
+    kept = [i for i in range(n_prompts) if all(by_model[n][i]["reward"] is not None for n in names)]
+    rewards_of = {name: [by_model[name][i]["reward"] for i in kept] for name in names}
+    ref = rewards_of[ref_name]
+    ref_chars = [len(r["response"]) for r in by_model[ref_name]]
     out: dict[str, dict] = {}
     for name in names:
         own = by_model[name]
         s: dict = {
             "n": len(own),
+            "n_scored": len(kept),
             "mean_reward": None,
             "reward_se": None,
             "reward_ci_low": None,
@@ -300,13 +345,13 @@ def summarise(rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: i
             "mean_length_chars": stats.mean([len(r["response"]) for r in own]),
             "rm_truncated": None,
         }
-        if scored:
-            rewards = [r["reward"] for r in own]
+        if kept:
+            rewards = rewards_of[name]
             s["mean_reward"], s["reward_se"] = stats.mean_se(rewards)
             s["reward_ci_low"], s["reward_ci_high"] = stats.bootstrap_ci(
                 stats.mean, rewards, n_boot=n_boot, seed=seed, level=level
             )
-            if name != names[0]:
+            if name != ref_name:
                 s["win_rate_vs_first"] = stats.win_rate(rewards, ref)
                 s["win_rate_ci_low"], s["win_rate_ci_high"] = stats.bootstrap_ci(
                     stats.win_rate, rewards, ref, n_boot=n_boot, seed=seed, level=level
@@ -314,9 +359,19 @@ def summarise(rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: i
                 s["ties_vs_first"] = sum(a == b for a, b in zip(rewards, ref))
             s["win_rate_vs"] = {}  # against every model listed before it (e.g. ppo vs sft, not only vs base)
             for other in names[: names.index(name)]:
-                theirs = [r["reward"] for r in by_model[other]]
+                theirs = rewards_of[other]
                 low, high = stats.bootstrap_ci(stats.win_rate, rewards, theirs, n_boot=n_boot, seed=seed, level=level)
                 s["win_rate_vs"][other] = {"win_rate": stats.win_rate(rewards, theirs), "ci_low": low, "ci_high": high}
+        d = diversity.diversity([r["response"] for r in own], [len(r["response"]) for r in own], ref_chars)
+        s.update(
+            distinct_share=d.distinct_share,
+            top_answer_share=d.top_answer_share,
+            top_answer=d.top_answer,
+            distinct_2=d.distinct_2,
+            length_ratio=d.length_ratio,
+        )
+        gain = None if not kept or name == ref_name else s["mean_reward"] - out[ref_name]["mean_reward"]
+        s["warnings"] = diversity.warnings(d, reward_gain=gain)
         out[name] = s
     return out
 
@@ -324,27 +379,30 @@ def summarise(rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: i
 # ------------------------------------------------------------------------------------------ outputs
 
 
-def write_outputs(result: CompareResult, out_dir: str | Path, *, runs: dict[str, Path] | None = None) -> Path:
-    """``out_dir``/compare.jsonl (one row per prompt and model), summary.json and report.html.
+def summary_json(result: CompareResult, runs: dict[str, Path] | None = None) -> dict:
+    """What summary.json holds: the reference, every model's ``summary`` (``summarise``; diversity figures and
+    ``warnings`` included), every warning as ``"model: sentence"`` in ``warnings``, the settings and the runs."""
+    return {
+        "reference": result.reference,
+        "models": result.summary,
+        "warnings": [f"{name}: {w}" for name, ws in result.warnings.items() for w in ws],
+        "settings": result.settings,
+        "runs": {name: str(path) for name, path in (runs or {}).items()},
+    }
 
-    ``runs`` (``find_runs``) adds the training curves of those runs to the report. Sets
-    ``result.out_dir`` and returns it.
+
+def write_results(result: CompareResult, out_dir: str | Path, *, runs: dict[str, Path] | None = None) -> Path:
+    """``out_dir``/compare.jsonl (one row per prompt and model) and summary.json (``summary_json``).
+
+    ``eval.report.write_outputs`` calls this and adds report.html. Sets ``result.out_dir`` and returns it.
     """
-    from alignkit.eval.report import write_report_html
-
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     with (out / COMPARE_FILE).open("w", encoding="utf-8") as f:
         for row in result.rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    summary = {
-        "reference": result.reference,
-        "models": result.summary,
-        "settings": result.settings,
-        "runs": {name: str(path) for name, path in (runs or {}).items()},
-    }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_report_html(out / REPORT_FILE, result, runs or {})
+    text = json.dumps(summary_json(result, runs), indent=2, ensure_ascii=False) + "\n"
+    (out / SUMMARY_FILE).write_text(text, encoding="utf-8")
     result.out_dir = out
     return out
 
@@ -353,8 +411,8 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def summary_table_rows(result: CompareResult) -> list[tuple[str, str, str, str, str]]:
-    """``(model, mean reward ± se, win rate vs first [95% CI], mean length, n)`` as display strings."""
+def summary_table_rows(result: CompareResult) -> list[tuple[str, ...]]:
+    """One tuple of display strings per model, in ``SUMMARY_HEADERS`` order."""
     out = []
     for name in result.names:
         s = result.summary[name]
@@ -366,21 +424,48 @@ def summary_table_rows(result: CompareResult) -> list[tuple[str, str, str, str, 
         else:
             win = f"{s['win_rate_vs_first']:.3f} [{s['win_rate_ci_low']:.3f}, {s['win_rate_ci_high']:.3f}]"
         length = f"{s['mean_length_tokens']:.1f} tok / {s['mean_length_chars']:.0f} ch"
-        out.append((name, reward, win, length, str(s["n"])))
+        ratio = _fmt(s.get("length_ratio"), ".2f") + ("x" if s.get("length_ratio") is not None else "")
+        out.append(
+            (
+                name,
+                reward,
+                win,
+                length,
+                ratio,
+                _fmt(s.get("distinct_share"), ".0%"),
+                _fmt(s.get("top_answer_share"), ".0%"),
+                _fmt(s.get("distinct_2"), ".2f"),
+                str(s["n"]),
+            )
+        )
     return out
 
 
-SUMMARY_HEADERS = ("model", "mean reward ± se", "win rate vs first [95% CI]", "mean length", "n")
+SUMMARY_HEADERS = (
+    "model",
+    "mean reward ± se",
+    "win rate vs first [95% CI]",
+    "mean length",
+    "length vs ref",
+    "distinct",
+    "top answer",
+    "distinct-2",
+    "n",
+)
+
+WARNINGS_TITLE = "Warning: collapse or reward hacking"
 
 
 def print_side_by_side(result: CompareResult, console=None, *, max_prompts: int | None = None) -> None:
-    """Rich console output: each prompt, then every model's answer with its reward; then the summary table."""
+    """Rich console output: each prompt, then every model's answer with its reward; then the summary table and,
+    in red, every model's collapse / reward-hacking warnings."""
     from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
     from rich.text import Text
 
-    console = console or Console()
+    # a log file or pipe gets rich's 80 columns, which wraps every cell of the summary: give it 160
+    console = console or Console(width=None if Console().is_terminal else 160)
     console.rule("[bold]Comparing Model Outputs")
     n = len(result.prompts) if max_prompts is None else min(max_prompts, len(result.prompts))
     for i, cells in enumerate(result.by_prompt()[:n]):
@@ -395,7 +480,11 @@ def print_side_by_side(result: CompareResult, console=None, *, max_prompts: int 
         console.print()
     if n < len(result.prompts):
         console.print(Text(f"... {len(result.prompts) - n} more prompts (see compare.jsonl / report.html)", style="dim"))
-    table = Table(title=f"Summary over {len(result.prompts)} prompts (reference: {result.reference})")
+    table = Table(
+        title=f"Summary over {len(result.prompts)} prompts (reference: {result.reference})",
+        caption="length vs ref: mean characters / the reference's; distinct: distinct answers; top answer: share of "
+        "the most frequent one; distinct-2: distinct word bigrams / bigrams",
+    )
     for h in SUMMARY_HEADERS:
         table.add_column(h, justify="left" if h == "model" else "right")
     for cells in summary_table_rows(result):
@@ -407,3 +496,8 @@ def print_side_by_side(result: CompareResult, console=None, *, max_prompts: int 
                 console.print(f"win rate {name} vs {other}: {w['win_rate']:.3f} [{w['ci_low']:.3f}, {w['ci_high']:.3f}]")
     if not result.has_rewards:
         console.print(Text("no reward model given (--reward-model): rewards and win rates are not computed", style="yellow"))
+    found = result.warnings
+    if found:
+        lines = [f"WARNING {name}: {w}" for name, ws in found.items() for w in ws]
+        body = Text("\n".join(lines), style="bold red")
+        console.print(Panel(body, title=WARNINGS_TITLE, title_align="left", border_style="red"))

@@ -1,7 +1,9 @@
-"""One self-contained HTML report of a comparison: no external CSS, scripts or fonts; plots are PNGs
-drawn with matplotlib's Agg canvas (no pyplot, no global backend switch) and embedded as base64.
+"""One self-contained HTML report of a comparison (built from ``eval.html``): no external CSS, scripts or
+fonts; plots are PNGs drawn with matplotlib's Agg canvas (no pyplot, no global backend switch) and embedded
+as base64.
 
-Sections: the summary table, a bar plot of mean reward per model with bootstrap CI error bars (mean
+Sections: a red warning box naming every model that looks collapsed or reward-hacked (when any does), the
+summary table (rewards, win rates, lengths, and the diversity figures of ``eval.diversity``), a bar plot of mean reward per model with bootstrap CI error bars (mean
 length when there is no reward model), win rates against the first model, the settings, the prompts
 and every model's answer side by side (all text HTML-escaped), and the training curves of each run
 found (``metrics.jsonl``: reward-like, KL and loss keys against ``step``).
@@ -9,15 +11,20 @@ found (``metrics.jsonl``: reward-like, KL and loss keys against ``step``).
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-import math
 import re
 from pathlib import Path
 
-from alignkit.eval.compare import SUMMARY_HEADERS, CompareResult, display_prompt, summary_table_rows
+from alignkit.eval.compare import (
+    REPORT_FILE,
+    SUMMARY_HEADERS,
+    WARNINGS_TITLE,
+    CompareResult,
+    display_prompt,
+    summary_table_rows,
+    write_results,
+)
+from alignkit.eval.html import e, figure, number, page, png, table, warning_box
 
 # Curve panels: a metrics key goes to the first group one of whose words it contains
 # (words: the key split at "/", "_", "." and "-"), e.g. "objective/kl" -> KL, "rewards/margins" -> reward.
@@ -29,47 +36,13 @@ CURVE_GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
 # Counts and rates that share a word with a group are not curves of it (loss_tokens, eval_n, pairs_per_second).
 _NOT_CURVES = frozenset({"tokens", "token", "n", "count", "counts", "seen", "per", "second", "seconds", "ties"})
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.5em 0; }
-th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; vertical-align: top; text-align: left; }
-th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-table.sxs td { max-width: 40em; }
-pre { white-space: pre-wrap; word-wrap: break-word; margin: 0; font-family: ui-monospace, monospace; font-size: 0.9em; }
-.reward { font-size: 0.85em; color: #555; margin-bottom: 0.3em; }
-td.best { background: #eef8ee; }
-.note { color: #666; font-size: 0.9em; }
-img { max-width: 100%; }
-"""
-
-
-def _e(x: object) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _png(fig, alt: str) -> str:
-    """The figure as an ``<img>`` with a base64 PNG data URI."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
 # ------------------------------------------------------------------------------------------ plots
 
 
 def reward_bar_plot(result: CompareResult) -> str:
     """Mean reward per model with its bootstrap CI as error bars (mean answer length without rewards)."""
     names = result.names
-    fig = _figure(max(4.0, 1.2 * len(names) + 2), 3.6)
+    fig = figure(max(4.0, 1.2 * len(names) + 2), 3.6)
     ax = fig.add_subplot()
     if result.has_rewards:
         means = [result.summary[n]["mean_reward"] for n in names]
@@ -84,7 +57,7 @@ def reward_bar_plot(result: CompareResult) -> str:
         ax.set_ylabel("mean answer length (tokens)")
         ax.set_title("Mean answer length per model (no reward model)")
     ax.set_xlabel("model")
-    return _png(fig, "mean reward per model")
+    return png(fig, "mean reward per model")
 
 
 def win_rate_plot(result: CompareResult) -> str | None:
@@ -92,7 +65,7 @@ def win_rate_plot(result: CompareResult) -> str | None:
     others = [n for n in result.names[1:] if result.summary[n]["win_rate_vs_first"] is not None]
     if not others:
         return None
-    fig = _figure(6.0, 0.6 * len(others) + 1.6)
+    fig = figure(6.0, 0.6 * len(others) + 1.6)
     ax = fig.add_subplot()
     rates = [result.summary[n]["win_rate_vs_first"] for n in others]
     err = [
@@ -106,7 +79,7 @@ def win_rate_plot(result: CompareResult) -> str | None:
     ax.set_xlabel(f"win rate vs {result.reference} (ties = 1/2, 95% bootstrap CI)")
     ax.set_ylabel("model")
     ax.set_title(f"Win rate against {result.reference}")
-    return _png(fig, "win rate against the first model")
+    return png(fig, "win rate against the first model")
 
 
 def curve_group(key: str) -> str | None:
@@ -118,12 +91,6 @@ def curve_group(key: str) -> str | None:
         if words & names:
             return group
     return None
-
-
-def _number(v: object) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
 
 
 def read_curves(metrics_path: str | Path) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
@@ -140,11 +107,11 @@ def read_curves(metrics_path: str | Path) -> dict[str, dict[str, tuple[list[floa
             continue
         if not isinstance(row, dict):
             continue
-        step = _number(row.get("step"))
+        step = number(row.get("step"))
         if step is None:
             continue
         for key, value in row.items():
-            v = _number(value)
+            v = number(value)
             group = curve_group(key) if key != "step" else None
             if v is None or group is None:
                 continue
@@ -156,7 +123,7 @@ def read_curves(metrics_path: str | Path) -> dict[str, dict[str, tuple[list[floa
 
 def training_curves_plot(label: str, curves: dict[str, dict[str, tuple[list[float], list[float]]]]) -> str:
     """One figure per run: a panel per group (loss, KL, reward-like), each key a line against step."""
-    fig = _figure(4.6 * len(curves), 3.4)
+    fig = figure(4.6 * len(curves), 3.4)
     axes = fig.subplots(1, len(curves), squeeze=False)[0]
     for ax, (group, keys) in zip(axes, curves.items()):
         for key, (steps, values) in keys.items():
@@ -167,19 +134,18 @@ def training_curves_plot(label: str, curves: dict[str, dict[str, tuple[list[floa
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.suptitle(f"Training curves: {label}")
-    return _png(fig, f"training curves of {label}")
+    return png(fig, f"training curves of {label}")
 
 
 # ------------------------------------------------------------------------------------------ html
 
 
 def _summary_html(result: CompareResult) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in SUMMARY_HEADERS)
-    body = "".join(
-        "<tr>" + f"<td>{_e(cells[0])}</td>" + "".join(f'<td class="num">{_e(c)}</td>' for c in cells[1:]) + "</tr>"
-        for cells in summary_table_rows(result)
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return table(SUMMARY_HEADERS, summary_table_rows(result))
+
+
+def _warnings_html(result: CompareResult) -> str:
+    return warning_box(WARNINGS_TITLE, [f"{name}: {w}" for name, ws in result.warnings.items() for w in ws])
 
 
 def _settings_html(result: CompareResult) -> str:
@@ -189,12 +155,12 @@ def _settings_html(result: CompareResult) -> str:
     for key, value in result.settings.items():
         if key != "models":
             rows.append((key, json.dumps(value) if isinstance(value, dict) else value))
-    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+    return "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
 def _side_by_side_html(result: CompareResult) -> str:
     names = result.names
-    head = "<tr><th>#</th><th>prompt</th>" + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>"
+    head = "<tr><th>#</th><th>prompt</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"
     body = []
     for i, (prompt, cells) in enumerate(zip(result.prompts, result.by_prompt())):
         rewards = [cells[n]["reward"] for n in names if cells[n]["reward"] is not None]
@@ -204,8 +170,8 @@ def _side_by_side_html(result: CompareResult) -> str:
             r = cells[n]
             reward = "" if r["reward"] is None else f'<div class="reward">reward {r["reward"]:+.3f}</div>'
             cls = ' class="best"' if best is not None and r["reward"] == best else ""
-            tds.append(f"<td{cls}>{reward}<pre>{_e(r['response'])}</pre></td>")
-        body.append(f"<tr><td>{i + 1}</td><td><pre>{_e(display_prompt(prompt))}</pre></td>{''.join(tds)}</tr>")
+            tds.append(f"<td{cls}>{reward}<pre>{e(r['response'])}</pre></td>")
+        body.append(f"<tr><td>{i + 1}</td><td><pre>{e(display_prompt(prompt))}</pre></td>{''.join(tds)}</tr>")
     return f'<table class="sxs">{head}{"".join(body)}</table>'
 
 
@@ -224,9 +190,9 @@ def _runs_html(runs: dict[str, Path]) -> str:
         metrics = path / "metrics.jsonl"
         curves = read_curves(metrics) if metrics.is_file() else {}
         if not curves:
-            parts.append(f'<p class="note">{_e(label)}: no reward, KL or loss keys in {_e(metrics)}; skipped.</p>')
+            parts.append(f'<p class="note">{e(label)}: no reward, KL or loss keys in {e(metrics)}; skipped.</p>')
             continue
-        parts.append(f"<h3>{_e(label)}</h3>{training_curves_plot(', '.join(names), curves)}")
+        parts.append(f"<h3>{e(label)}</h3>{training_curves_plot(', '.join(names), curves)}")
     return "".join(parts)
 
 
@@ -237,21 +203,17 @@ def render_report_html(result: CompareResult, runs: dict[str, Path]) -> str:
     note = (
         "Win rate: per prompt 1 if the model's reward beats the first model's, 1/2 on a tie, 0 otherwise, averaged "
         "over prompts. Intervals: 95% percentile bootstrap over prompts "
-        f"({_e(result.settings.get('bootstrap', {}).get('n_boot', '?'))} resamples, seeded). "
-        "Length: the answer re-encoded by each model's own tokenizer (tokens) / characters."
+        f"({e(result.settings.get('bootstrap', {}).get('n_boot', '?'))} resamples, seeded). "
+        "Length: the answer re-encoded by each model's own tokenizer (tokens) / characters; length vs ref: mean "
+        "characters / the reference's. Distinct: share of distinct answers (case and spacing ignored); top answer: "
+        "share of the most frequent answer; distinct-2: distinct word bigrams / word bigrams over all answers. A model "
+        "looks collapsed when its top answer is over 20% or fewer than 50% of its answers are distinct; a reward that "
+        "rose while the answers fell below half the reference's length is flagged as possible reward hacking."
     )
     if not result.has_rewards:
         note = "No reward model was given: rewards and win rates are not computed. " + note
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>alignkit compare: {_e(", ".join(result.names))}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>alignkit compare: {_e(", ".join(result.names))}</h1>
-<p>{n} prompts, {len(result.names)} models; reference (first) model: <b>{_e(result.reference)}</b>.</p>
+    body = f"""<p>{n} prompts, {len(result.names)} models; reference (first) model: <b>{e(result.reference)}</b>.</p>
+{_warnings_html(result)}
 <h2>Summary</h2>
 {_summary_html(result)}
 <p class="note">{note}</p>
@@ -262,10 +224,8 @@ def render_report_html(result: CompareResult, runs: dict[str, Path]) -> str:
 <h2>Answers side by side</h2>
 {_side_by_side_html(result)}
 <h2>Training curves</h2>
-{_runs_html(runs)}
-</body>
-</html>
-"""
+{_runs_html(runs)}"""
+    return page(f"alignkit compare: {', '.join(result.names)}", body)
 
 
 def write_report_html(path: str | Path, result: CompareResult, runs: dict[str, Path] | None = None) -> Path:
@@ -273,3 +233,14 @@ def write_report_html(path: str | Path, result: CompareResult, runs: dict[str, P
     path = Path(path)
     path.write_text(render_report_html(result, runs or {}), encoding="utf-8")
     return path
+
+
+def write_outputs(result: CompareResult, out_dir: str | Path, *, runs: dict[str, Path] | None = None) -> Path:
+    """``out_dir``/compare.jsonl, summary.json (``compare.write_results``) and report.html.
+
+    ``runs`` (``compare.find_runs``) adds the training curves of those runs to the report. Sets
+    ``result.out_dir`` and returns it.
+    """
+    out = write_results(result, out_dir, runs=runs)
+    write_report_html(out / REPORT_FILE, result, runs or {})
+    return out

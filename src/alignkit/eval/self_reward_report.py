@@ -5,8 +5,8 @@ of the starting model (only ``iteration``, ``model``, ``eval``, ``mean_judge_sco
 figure may be missing or None when it was not measured: it shows as "—" in the table, and a plot whose
 data are all missing is left out with a note.
 
-The report (same look as ``eval.report``: inline CSS, matplotlib Agg PNGs as base64 data URIs, all text
-HTML-escaped) holds the iteration table, four plots — judge score (and RM score) per iteration, win
+The report (built from ``eval.html`` like ``eval.report``: inline CSS, matplotlib Agg PNGs as base64 data URIs,
+all text HTML-escaped) holds the iteration table, four plots — judge score (and RM score) per iteration, win
 rate against the previous iteration, response length next to the chosen/rejected lengths of the
 training pairs (the length-bias check), pairs kept vs skipped by reason and the unparseable rate —
 a "how to read this" paragraph, optional example pairs and the config.
@@ -24,7 +24,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from alignkit.eval.report import _CSS, _e, _figure, _number, _png
+from alignkit.eval.html import e, figure, number, page, png, table
 
 MISSING = "—"
 
@@ -64,7 +64,7 @@ def _get(summary: dict, *keys: str) -> object:
 
 def _num(summary: dict, *keys: str) -> float | None:
     """The finite number at ``keys`` (see ``_get``), else None."""
-    return _number(_get(summary, *keys))
+    return number(_get(summary, *keys))
 
 
 def _ci(summary: dict, *keys: str) -> tuple[float, float] | None:
@@ -72,12 +72,12 @@ def _ci(summary: dict, *keys: str) -> tuple[float, float] | None:
     v = _get(summary, *keys)
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         return None
-    low, high = _number(v[0]), _number(v[1])
+    low, high = number(v[0]), number(v[1])
     return None if low is None or high is None else (low, high)
 
 
 def _iteration(summary: dict) -> int | None:
-    it = _number(summary.get("iteration")) if isinstance(summary, dict) else None
+    it = number(summary.get("iteration")) if isinstance(summary, dict) else None
     return None if it is None else int(it)
 
 
@@ -230,7 +230,7 @@ def score_plot(summaries: list[dict]) -> str | None:
     panels = [(name, series) for name, series in (("judge", judge), ("reward", reward)) if series[0]]
     if not panels:
         return None
-    fig = _figure(4.8 * len(panels), 3.6)
+    fig = figure(4.8 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (xs, ys)) in zip(axes, panels):
         keys = ("eval", "judge_score_ci") if name == "judge" else ("eval", "reward_ci")
@@ -239,7 +239,7 @@ def score_plot(summaries: list[dict]) -> str | None:
         ax.set_ylabel("mean judge score (95% CI)" if name == "judge" else "mean RM score (95% CI)")
         ax.set_title("Judge score per iteration" if name == "judge" else "Reward-model score per iteration")
         _iteration_axis(ax, xs)
-    return _png(fig, "mean judge score and reward-model score per iteration")
+    return png(fig, "mean judge score and reward-model score per iteration")
 
 
 def win_rate_plot(summaries: list[dict]) -> str | None:
@@ -248,7 +248,7 @@ def win_rate_plot(summaries: list[dict]) -> str | None:
     xs, ys = _series(summaries, lambda s: _num(s, "eval", "win_rate_vs_previous"), skip_zero=True)
     if not xs:
         return None
-    fig = _figure(max(4.8, 0.6 * len(xs) + 3), 3.6)
+    fig = figure(max(4.8, 0.6 * len(xs) + 3), 3.6)
     ax = fig.add_subplot()
     ax.errorbar(xs, ys, yerr=_yerr(summaries, xs, ys, "eval", "win_rate_ci"), fmt="o-", capsize=5, color="#dd8452")
     ax.axhline(0.5, color="#888", linestyle="--", linewidth=0.8)
@@ -256,7 +256,7 @@ def win_rate_plot(summaries: list[dict]) -> str | None:
     ax.set_ylabel("win rate vs previous (95% CI)")
     ax.set_title("Win rate against the previous iteration")
     _iteration_axis(ax, xs)
-    return _png(fig, "win rate against the previous iteration")
+    return png(fig, "win rate against the previous iteration")
 
 
 def length_plot(summaries: list[dict]) -> str | None:
@@ -273,7 +273,7 @@ def length_plot(summaries: list[dict]) -> str | None:
     lines = [line for line in lines if line[1][0]]
     if not lines:
         return None
-    fig = _figure(5.6, 3.6)
+    fig = figure(5.6, 3.6)
     ax = fig.add_subplot()
     for label, (xs, ys), fmt, color in lines:
         ax.plot(xs, ys, fmt, color=color, label=label)
@@ -281,7 +281,7 @@ def length_plot(summaries: list[dict]) -> str | None:
     ax.set_title("Response length and training-pair lengths")
     ax.legend(fontsize="small")
     _iteration_axis(ax, [x for _, (xs, _), _, _ in lines for x in xs])
-    return _png(fig, "mean response length and chosen/rejected lengths per iteration")
+    return png(fig, "mean response length and chosen/rejected lengths per iteration")
 
 
 def _skip_keys(summaries: Sequence[dict]) -> list[str]:
@@ -303,7 +303,7 @@ def pairs_plot(summaries: list[dict]) -> str | None:
     n_panels = bool(stacks) + bool(rate[0])
     if not n_panels:
         return None
-    fig = _figure(4.8 * n_panels, 3.6)
+    fig = figure(4.8 * n_panels, 3.6)
     axes = list(fig.subplots(1, n_panels, squeeze=False)[0])
     if stacks:
         ax = axes.pop(0)
@@ -327,7 +327,7 @@ def pairs_plot(summaries: list[dict]) -> str | None:
         ax.set_ylabel("unparseable judgments (%)")
         ax.set_title("Unparseable judgment rate")
         _iteration_axis(ax, xs)
-    return _png(fig, "pairs kept and skipped, and unparseable judgment rate per iteration")
+    return png(fig, "pairs kept and skipped, and unparseable judgment rate per iteration")
 
 
 # (title, drawing function, note when there is nothing to draw)
@@ -343,13 +343,7 @@ PLOTS: tuple[tuple[str, Callable[[list[dict]], str | None], str], ...] = (
 
 
 def _table_html(summaries: list[dict]) -> str:
-    headers, rows = iteration_table_rows(summaries)
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + f"<td>{_e(cells[0])}</td>" + "".join(f'<td class="num">{_e(c)}</td>' for c in cells[1:]) + "</tr>"
-        for cells in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return table(*iteration_table_rows(summaries))
 
 
 def _text(x: object) -> str:
@@ -364,9 +358,9 @@ def _text(x: object) -> str:
 
 
 def _answer_cell(text: object, score: object) -> str:
-    v = _number(score)
-    head = "" if v is None else f'<div class="score">score {_e(fmt_number(v))}</div>'
-    return f"<td>{head}<pre>{_e(_text(text))}</pre></td>"
+    v = number(score)
+    head = "" if v is None else f'<div class="score">score {e(fmt_number(v))}</div>'
+    return f"<td>{head}<pre>{e(_text(text))}</pre></td>"
 
 
 def _examples_html(examples: Sequence[dict]) -> str:
@@ -376,7 +370,7 @@ def _examples_html(examples: Sequence[dict]) -> str:
             continue
         it = ex.get("iteration")
         rows.append(
-            f"<tr><td>{_e(MISSING if it is None else it)}</td><td><pre>{_e(_text(ex.get('prompt')))}</pre></td>"
+            f"<tr><td>{e(MISSING if it is None else it)}</td><td><pre>{e(_text(ex.get('prompt')))}</pre></td>"
             f"{_answer_cell(ex.get('chosen'), ex.get('score_chosen'))}"
             f"{_answer_cell(ex.get('rejected'), ex.get('score_rejected'))}</tr>"
         )
@@ -415,19 +409,10 @@ def render_report_html(
     plots = []
     for heading, draw, note in PLOTS:
         img = draw(ordered)
-        plots.append(f"<h3>{_e(heading)}</h3>" + (img if img is not None else f'<p class="note">{_e(note)}</p>'))
+        plots.append(f"<h3>{e(heading)}</h3>" + (img if img is not None else f'<p class="note">{e(note)}</p>'))
     examples_html = f"<h2>Examples</h2>\n{_examples_html(examples)}" if examples else ""
-    config_html = f"<h2>Config</h2>\n<pre>{_e(config_yaml)}</pre>" if config_yaml is not None else ""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{_e(title)}</title>
-<style>{_CSS}{_EXTRA_CSS}</style>
-</head>
-<body>
-<h1>{_e(title)}</h1>
-<p>{_e(intro)}.</p>
+    config_html = f"<h2>Config</h2>\n<pre>{e(config_yaml)}</pre>" if config_yaml is not None else ""
+    body = f"""<p>{e(intro)}.</p>
 <h2>Iterations</h2>
 {_table_html(ordered)}
 <p class="note">CI: 95% intervals as recorded by the run. Win rate: against the previous iteration's model.
@@ -436,12 +421,10 @@ length of the evaluation answers.</p>
 <h2>Plots</h2>
 {"".join(plots)}
 <h2>How to read this</h2>
-<p>{_e(_HOW_TO_READ)}</p>
+<p>{e(_HOW_TO_READ)}</p>
 {examples_html}
-{config_html}
-</body>
-</html>
-"""
+{config_html}"""
+    return page(title, body, extra_css=_EXTRA_CSS)
 
 
 def write_report_html(path: str | Path, summaries: list[dict], **kwargs) -> Path:

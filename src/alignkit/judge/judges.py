@@ -1,7 +1,9 @@
-"""Judges: who scores (prompt, response) pairs in a self-rewarding round, seen through one call.
+"""Judges: who scores (prompt, response) pairs in a self-rewarding round.
 
-``judge(prompts, responses) -> list[Judgment]``, prompts being chat prompts (a str, or a list of ``Message``s or
-``{"role", "content"}`` dicts) and responses decoded text. Three kinds:
+Every judge is an ``alignkit.scoring.Scorer``: ``judge(prompts, responses) -> list[float | None]``, prompts being
+chat prompts (a str, or a list of ``Message``s or ``{"role", "content"}`` dicts) and responses decoded text, None
+where the judge could not score a response. ``judge.judgments(prompts, responses) -> list[Judgment]`` gives the
+same scores with each verdict's samples and raw text (what ``judgments.jsonl`` records). Three kinds:
 
 - :class:`SelfJudge`: a language model reads the rubric prompt (:data:`~alignkit.judge.rubric.RUBRIC_PROMPT`),
   ``samples`` times per pair, and the parsed scores are averaged (Yuan et al. 2024, Self-Rewarding LMs, sec. 2.2);
@@ -9,8 +11,8 @@
 - :class:`FunctionJudge`: a Python function ``fn(prompts, responses, **kwargs) -> list[float | None]``
   (see :mod:`alignkit.judge.rules` for examples).
 
-A response the judge could not score has ``Judgment.score is None``: callers count and skip it, it never crashes a
-run. Torch and transformers are imported only inside the judges that need them.
+A response the judge could not score has ``Judgment.score is None`` (and a None score): callers count and skip it, it
+never crashes a run. Torch and transformers are imported only inside the judges that need them.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from alignkit.data.examples import prompt_text
+from alignkit.errors import UserError
 from alignkit.judge.rubric import judge_prompt, parse_score
+from alignkit.scoring import Scorer, checked_scores, scorer_name
 
 
-class JudgeError(ValueError):
+class JudgeError(UserError, ValueError):
     """A judge that cannot be loaded or returned something unusable (one line for the user)."""
 
 
@@ -38,11 +42,21 @@ class Judgment:
 
 
 class Judge(Protocol):
-    """Anything that scores (prompt, response) pairs: ``judge(prompts, responses)`` -> one Judgment per pair."""
+    """A ``Scorer`` that also keeps its verdicts: ``judgments(prompts, responses)`` -> one Judgment per pair, and
+    ``judge(prompts, responses)`` -> their scores (None where unscored)."""
 
     name: str
 
-    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]: ...
+    def judgments(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]: ...
+
+    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> list[float | None]: ...
+
+
+class _Scores(Scorer):
+    """What every judge shares: called as a ``Scorer``, it returns its judgments' scores."""
+
+    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> list[float | None]:
+        return [j.score for j in self.judgments(prompts, responses)]
 
 
 def _check_lengths(name: str, prompts: Sequence, responses: Sequence[str]) -> None:
@@ -55,7 +69,7 @@ def _mean_or_none(values: Sequence[float | None]) -> float | None:
     return sum(got) / len(got) if got else None
 
 
-class SelfJudge:
+class SelfJudge(_Scores):
     """A language model as its own judge: the rubric prompt, ``samples`` sampled verdicts per pair, parsed, averaged.
 
     ``generate_fn(prompts: list[str], seed: int) -> list[str]`` returns one completion per judge prompt (each sent
@@ -82,7 +96,7 @@ class SelfJudge:
         self.seed = seed
         self.calls = 0  # generate_fn calls made so far: the next call's seed is seed + calls
 
-    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]:
+    def judgments(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]:
         _check_lengths(self.name, prompts, responses)
         if not responses:
             return []
@@ -101,7 +115,7 @@ class SelfJudge:
         return out
 
 
-class RewardModelJudge:
+class RewardModelJudge(_Scores):
     """A trained reward model as the judge (``alignkit.rl.rewards.RewardSource``): every pair gets a finite score,
     on the reward model's own scale (not the rubric's 0..5)."""
 
@@ -111,7 +125,7 @@ class RewardModelJudge:
         self.source = RewardSource(model_dir=model_dir, device=device, batch_size=batch_size)
         self.name = name or f"reward_model {model_dir}"
 
-    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]:
+    def judgments(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]:
         from alignkit.rl.rewards import RewardError
 
         _check_lengths(self.name, prompts, responses)
@@ -124,7 +138,7 @@ class RewardModelJudge:
         return [Judgment(score=float(s), samples=(float(s),), raw=()) for s in scores]
 
 
-class FunctionJudge:
+class FunctionJudge(_Scores):
     """A Python function as the judge: ``spec`` is ``"path/to/file.py:fn"`` or ``"package.module:fn"``.
 
     ``fn(prompts: list[str], responses: list[str], **kwargs) -> list[float | None]`` gets each prompt as plain text
@@ -143,7 +157,7 @@ class FunctionJudge:
         self.kwargs = dict(kwargs or {})
         self.name = spec + (f" {self.kwargs}" if self.kwargs else "")
 
-    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]:
+    def judgments(self, prompts: Sequence, responses: Sequence[str]) -> list[Judgment]:
         _check_lengths(self.name, prompts, responses)
         if not responses:
             return []
@@ -177,8 +191,9 @@ def count_unscored(judgments: Sequence[Judgment]) -> int:
     return sum(j.score is None for j in judgments)
 
 
-def agreement(judge: Judge, prompts: Sequence, chosen: Sequence[str], rejected: Sequence[str]) -> dict:
-    """How often ``judge`` prefers the human-chosen answer of preference pairs.
+def agreement(judge: Scorer, prompts: Sequence, chosen: Sequence[str], rejected: Sequence[str]) -> dict:
+    """How often ``judge`` (any ``Scorer``: a judge, a reward model, a function) prefers the human-chosen answer of
+    preference pairs.
 
     The chosen answers are judged in one call, the rejected ones in another. A pair counts only when both got a
     score: a higher chosen score is 1, a tie 1/2, a lower one 0, averaged over the ``scored_pairs``. Returns
@@ -187,16 +202,17 @@ def agreement(judge: Judge, prompts: Sequence, chosen: Sequence[str], rejected: 
     """
     if not len(prompts) == len(chosen) == len(rejected):
         raise JudgeError(f"agreement: {len(prompts)} prompts, {len(chosen)} chosen, {len(rejected)} rejected answers")
-    jc = judge(prompts, chosen)
-    jr = judge(prompts, rejected)
+    name = scorer_name(judge)
+    jc = checked_scores(judge(prompts, chosen), len(chosen), name=name)
+    jr = checked_scores(judge(prompts, rejected), len(rejected), name=name)
     wins = ties = scored = 0
     for c, r in zip(jc, jr):
-        if c.score is None or r.score is None:
+        if c is None or r is None:
             continue
         scored += 1
-        if c.score > r.score:
+        if c > r:
             wins += 1
-        elif c.score == r.score:
+        elif c == r:
             ties += 1
     n = len(prompts)
     return {

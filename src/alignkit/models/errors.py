@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from alignkit.errors import UserError
 
-class ModelError(ValueError):
+
+class ModelError(UserError, ValueError):
     """A user-facing problem with a model, adapter or output path; ``str(err)`` is one line."""

@@ -1,6 +1,7 @@
 """Where RL stages get scores from: a reward model directory, or a Python function.
 
-Both are seen through one call, ``source(prompts, responses) -> list[float]``, where ``prompts`` are chat
+Both are seen through one call, ``source(prompts, responses) -> list[float]`` (an ``alignkit.scoring.Scorer``
+that never returns a missing score: a non-finite one is a ``RewardError``), where ``prompts`` are chat
 prompts (message lists) and ``responses`` decoded text. A reward model scores them with its own tokenizer
 (``RewardModel.score``), so it may differ from the policy's. A function ``fn(prompts: list[str],
 responses: list[str]) -> list[float]`` gets each prompt as plain text: the user message for a one-turn
@@ -17,9 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alignkit.data.examples import prompt_text
+from alignkit.errors import UserError
+from alignkit.scoring import Scorer
 
 
-class RewardError(ValueError):
+class RewardError(UserError, ValueError):
     """A reward source that cannot be loaded or returned unusable scores (one line for the user)."""
 
 
@@ -51,8 +54,8 @@ def load_reward_function(spec: str) -> Callable:
     return fn
 
 
-class RewardSource:
-    """Scores for (prompt, response) pairs; ``stats`` are the reward model's stored (mean, std) when it has them."""
+class RewardSource(Scorer):
+    """A ``Scorer``: finite scores for (prompt, response) pairs; ``stats`` are the reward model's stored (mean, std) when it has them."""
 
     def __init__(
         self,

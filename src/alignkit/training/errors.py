@@ -1,7 +1,9 @@
 """Errors a training stage raises for the user to act on."""
 
+from alignkit.errors import UserError
 
-class TrainingError(RuntimeError):
+
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says what was saved and what to do."""
 
 
