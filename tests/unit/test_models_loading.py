@@ -245,13 +245,34 @@ def test_qlora_on_cpu_when_bitsandbytes_quantizes_there(base_dir, tokenizer):
 
     if not loading._bnb_quantizes_on_cpu():
         pytest.skip("this bitsandbytes build does not quantize on the CPU")
-    model = load_causal_lm(base_dir, finetune="qlora", lora_r=4)
+    model = load_causal_lm(base_dir, finetune="qlora", lora_r=4, lora_dropout=0.0)
     assert isinstance(model, peft.PeftModel)
     assert getattr(model.get_base_model(), "is_loaded_in_4bit", False)
     assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
     batch = tokenizer(["the cat sat on a mat"], return_tensors="pt")
     model(**batch, labels=batch["input_ids"]).loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+    # an eval pass in between (PPO's rollout, an eval step) leaves the training gradients as they were
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)  # so gradients flow back through every layer's 4-bit weights
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    before = grads()
+    model.eval()
+    with torch.no_grad():
+        model(**batch)
+    model.train()
+    after = grads()
+    assert before.keys() == after.keys()
+    for n in before:
+        torch.testing.assert_close(after[n], before[n], msg=n)
 
 
 @pytest.mark.parametrize(

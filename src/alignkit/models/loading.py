@@ -175,6 +175,18 @@ def _check_qlora_available() -> int | str:
     raise ModelError(QLORA_HINT)
 
 
+def _keep_4bit_trainable_on_cpu(model) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit`` weight the first time the layer runs in
+    eval mode without gradients, and the repacked matmul (``gemv_4bit``) has no backward: every later training step
+    gets wrong gradients for all but the last layers (PPO, and any run with an eval pass, switches modes).
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def _enable_checkpointing(model) -> None:
     kwargs = {"use_reentrant": False}
     enable = getattr(model, "activation_checkpointing_enable", None)
@@ -274,6 +286,8 @@ def load_causal_lm(
     # lora / qlora
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
+    if finetune == "qlora" and qlora_device == "cpu":
+        _keep_4bit_trainable_on_cpu(model)
     if finetune == "qlora":
         model = prepare_model_for_kbit_training(
             model,
