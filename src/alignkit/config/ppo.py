@@ -92,8 +92,8 @@ class PPOAlgoConfig(Closed):
     vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
     entropy_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus.")
     kl_coef: float = Field(0.05, ge=0, description="Initial coefficient of the per-token KL penalty to the reference.")
-    kl_estimator: Literal["k1", "k3"] = Field(
-        "k1", description="Per-token KL estimator: k1 = log π - log π_ref; k3 unbiased, ≥ 0."
+    kl_estimator: Literal["k1", "k2", "k3"] = Field(
+        "k1", description="Per-token KL estimator: k1 = log π - log π_ref; k2 = (log r)²/2, biased, ≥ 0; k3 unbiased, ≥ 0."
     )
     kl_target: float | None = Field(
         None, gt=0, description="Adaptive KL (Ziegler et al. 2019): steer the KL toward this many nats (null: fixed coefficient)."
