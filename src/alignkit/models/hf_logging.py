@@ -14,3 +14,7 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     disable_progress_bars()
     logging.getLogger("accelerate").setLevel(logging.ERROR)
+    # bitsandbytes 0.50 tries a hub kernel for its CPU 4-bit matmul on import and warns when offline; it falls
+    # back to its own kernels, so the warning (and the kernels package's trust-check notice) is noise here
+    for name in ("bitsandbytes", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)
