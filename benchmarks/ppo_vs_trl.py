@@ -221,7 +221,7 @@ def prepare_child(a: argparse.Namespace) -> None:
         try:
             from alignkit.algorithms.ppo import load_prompts
 
-            got_messages, got_ids, _ = load_prompts(
+            got_messages, got_ids, _, _ = load_prompts(
                 str(prompts_path),
                 tokenizer,
                 fmt="auto",

@@ -43,19 +43,35 @@ def main(argv: list[str]) -> int:
     cmp = json.loads((RUN / "compare" / "summary.json").read_text())["models"]
     w = cmp["ppo"]["win_rate_vs"]["sft"]
     print(f"\n=== quickstart figures ({time.time() - t0:.0f} s)")
-    print(f"reward model: held-out pairwise accuracy {rm['eval_accuracy']:.3f} on {rm['eval_n']} pairs (chance 0.5)")
+    kinds = ", ".join(f"{k} {v['accuracy']:.3f} ({v['n']} pairs)" for k, v in rm.get("eval_subsets", {}).items())
+    print(f"reward model: held-out pairwise accuracy {rm['eval_accuracy']:.3f} on {rm['eval_n']} pairs (chance 0.5): {kinds}")
     for name in ("base", "sft", "ppo"):
         s = cmp[name]
         print(
             f"{name:>4}: mean reward {s['mean_reward']:+.3f} ± {s['reward_se']:.3f} over {s['n']} held-out prompts, "
-            f"mean answer {s['mean_length_tokens']:.1f} tokens"
+            f"mean answer {s['mean_length_tokens']:.1f} tokens; distinct answers {s['distinct_share']:.0%}, "
+            f"most frequent answer {s['top_answer_share']:.0%}, length {s['length_ratio']:.2f}x SFT's"
         )
     print(
         f"PPO vs SFT win rate {w['win_rate']:.3f} [95% CI {w['ci_low']:.3f}, {w['ci_high']:.3f}]; "
         f"KL to the SFT model at the last PPO step {ppo['kl']:.2f} nats"
     )
-    ok = cmp["ppo"]["mean_reward"] > cmp["sft"]["mean_reward"] and w["win_rate"] >= 0.6 and ppo["kl"] < 10
-    print("targets (PPO reward > SFT, win rate >= 0.60, KL < 10 nats): " + ("met" if ok else "NOT met"))
+    p, acc = cmp["ppo"], rm.get("eval_subsets", {})
+    checks = {
+        "reward model helpful accuracy >= 0.55": acc.get("helpful", {}).get("accuracy", 0) >= 0.55,
+        "reward model harmless accuracy >= 0.60": acc.get("harmless", {}).get("accuracy", 0) >= 0.60,
+        "PPO mean reward > SFT": p["mean_reward"] > cmp["sft"]["mean_reward"],
+        "PPO win rate vs SFT >= 0.60": w["win_rate"] >= 0.6,
+        "PPO distinct answers >= 70%": p["distinct_share"] >= 0.7,
+        "PPO most frequent answer <= 10%": p["top_answer_share"] <= 0.1,
+        "PPO length >= 0.5x SFT": p["length_ratio"] >= 0.5,
+        "KL to SFT < 10 nats": ppo["kl"] < 10,
+    }
+    for what, ok in checks.items():
+        print(f"  [{'met' if ok else 'NOT met'}] {what}")
+    for warning in p.get("warnings", []):
+        print(f"  warning (ppo): {warning}")
+    print("targets: " + ("all met" if all(checks.values()) else "NOT all met"))
     print(f"report: {RUN / 'compare' / 'report.html'}")
     return 0
 

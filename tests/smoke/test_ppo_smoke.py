@@ -292,3 +292,27 @@ def test_eval_logs_diversity_against_the_starting_policy_and_an_injected_scorer_
     assert summary["reward"].endswith("scorer")
     train = _train_rows(out)
     assert train[0]["reward"] > 0  # the scorer's score: the length of the text
+
+
+def test_prompts_from_two_sources_with_repeat(tiny_model_dir, tmp_path, capsys):
+    """data.train as a list: held-out prompts drawn before the repeat, the repeated source counted in the log."""
+    from tests.conftest import HH_RLHF, REPO
+
+    helpful = REPO / "data/hh-rlhf-helpful/helpful-sample.jsonl.gz"
+    out = tmp_path / "run"
+    train = [{"path": str(HH_RLHF), "max_rows": 12}, {"path": str(helpful), "repeat": 2, "max_rows": 12}]
+    cfg = write_ppo_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        out,
+        data={"train": train, "max_rows": None, "eval_fraction": 0.25},
+        train={"max_steps": 1},
+    )
+    assert main(["ppo", str(cfg)]) == 0
+    log = capsys.readouterr().out
+    held = (out / "heldout_prompts.jsonl").read_text().splitlines()
+    assert len(held) == 6  # a quarter of the 24 prompts
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["prompts"] == 24
+    # 18 kept; each helpful one twice
+    assert "training prompts after each source's repeat (18 distinct)" in log

@@ -37,6 +37,7 @@ import torch
 
 from alignkit.algorithms.common import optimizer_and_schedule
 from alignkit.config.ppo import PPOConfig
+from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.ppo import policy_loss, value_loss
 from alignkit.rl.advantages import gae, token_rewards
 from alignkit.rl.aggregate import token_mean
@@ -59,14 +60,17 @@ class PPOResult:
     last: dict  # the last step's metrics
 
 
-def load_prompts(source: str, tokenizer, *, fmt, split, max_length, on_error, max_rows, log):
-    """Prompts of a data source (the part before the completion of each row), as message lists and token ids
-    through the chat template with the generation prompt; a prompt over ``max_length`` tokens keeps its end."""
+def load_prompts(source, tokenizer, *, fmt, split, max_length, on_error, max_rows, log):
+    """Prompts of a data source (or a list of ``DataSource``; the part before the completion of each row), as
+    message lists and token ids through the chat template with the generation prompt; a prompt over
+    ``max_length`` tokens keeps its end. ``stats["sources"]`` is each prompt's source path."""
     from alignkit.data.errors import DataError, report_skipped
     from alignkit.data.examples import as_messages
     from alignkit.data.formats import load_examples
+    from alignkit.data.mixture import describe
 
     loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    source = describe(source)
     report_skipped(loaded.skipped, log)
     messages, ids, truncated = [], [], 0
     for ex in loaded.examples:
@@ -91,7 +95,7 @@ def load_prompts(source: str, tokenizer, *, fmt, split, max_length, on_error, ma
         "prompts": len(ids),
         "format": loaded.format,
     }
-    return messages, ids, stats
+    return messages, ids, stats, [ex.ref.source for ex in loaded.examples]
 
 
 def collate_rollout(prompt_ids, response_ids, *, pad_token_id: int, max_row_tokens: int):
@@ -129,8 +133,9 @@ def run(cfg: PPOConfig, scorer: Callable[[Sequence, Sequence[str]], list[float]]
     # --- prompts ------------------------------------------------------------------------------------
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
     ensure_chat_template(tokenizer)
-    messages, prompt_ids, data_stats = load_prompts(
-        d.train,
+    sources = d.train_sources()
+    messages, prompt_ids, data_stats, prompt_sources = load_prompts(
+        sources,
         tokenizer,
         fmt=d.format,
         split=d.split,
@@ -141,7 +146,7 @@ def run(cfg: PPOConfig, scorer: Callable[[Sequence, Sequence[str]], list[float]]
     )
     held_messages, held_ids = [], []
     if d.eval:
-        held_messages, held_ids, _ = load_prompts(
+        held_messages, held_ids, _, _ = load_prompts(
             d.eval,
             tokenizer,
             fmt=d.format,
@@ -155,6 +160,11 @@ def run(cfg: PPOConfig, scorer: Callable[[Sequence, Sequence[str]], list[float]]
         keep, held = holdout_split(list(range(len(prompt_ids))), d.eval_fraction, seed=t.seed)
         held_messages, held_ids = [messages[i] for i in held], [prompt_ids[i] for i in held]
         messages, prompt_ids = [messages[i] for i in keep], [prompt_ids[i] for i in keep]
+        prompt_sources = [prompt_sources[i] for i in keep]
+    train_rows = repeat_by_source(list(range(len(prompt_ids))), sources, lambda i: prompt_sources[i])  # after the hold-out
+    if len(train_rows) != len(prompt_ids):
+        log(f"{len(train_rows)} training prompts after each source's repeat ({len(prompt_ids)} distinct)")
+        messages, prompt_ids = [messages[i] for i in train_rows], [prompt_ids[i] for i in train_rows]
     if held_ids and main:
         with open(out / "heldout_prompts.jsonl", "w") as f:
             for msg in held_messages:
