@@ -27,7 +27,6 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +43,7 @@ from alignkit.rl.aggregate import token_mean
 from alignkit.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from alignkit.rl.rollout import Rollout
 from alignkit.rl.stats import RunningMoments, explained_variance, masked_whiten, normalize_scores
+from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
 from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import TrainingError, stop_if_not_finite
@@ -108,7 +108,7 @@ def collate_rollout(prompt_ids, response_ids, *, pad_token_id: int, max_row_toke
     return collate_packed(seqs, max_row_tokens=max_row_tokens, pad_token_id=pad_token_id), width
 
 
-def run(cfg: PPOConfig, scorer: Callable[[Sequence, Sequence[str]], list[float]] | None = None) -> PPOResult:
+def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     """Train the policy of ``cfg`` with PPO. ``scorer`` (prompts as chat messages, decoded responses -> one finite
     score each) replaces the reward source of ``cfg.reward`` when given: the reward model or function named there
     is then not loaded, while ``reward.normalize`` (running statistics), ``clip`` and ``missing_eos_penalty`` apply."""
@@ -119,7 +119,7 @@ def run(cfg: PPOConfig, scorer: Callable[[Sequence, Sequence[str]], list[float]]
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import disable_dropout, load_tokenizer, save_model, trainable_parameters
     from alignkit.models.logprobs import completion_token_logps
-    from alignkit.rl.rewards import RewardError, RewardSource
+    from alignkit.rl.rewards import RewardSource
 
     quiet_libraries()
     t, m, d, g, pc = cfg.train, cfg.model, cfg.data, cfg.generation, cfg.ppo
@@ -216,17 +216,8 @@ def run(cfg: PPOConfig, scorer: Callable[[Sequence, Sequence[str]], list[float]]
     )
 
     def score_texts(prompts: list, texts: list[str]) -> list[float]:
-        """The scorer's scores of ``texts``, checked: one finite number each."""
-        got = list(scorer(prompts, texts))
-        if len(got) != len(texts):
-            raise RewardError(f"reward source {reward_name}: {len(got)} scores for {len(texts)} responses")
-        try:
-            got = [float(x) for x in got]
-        except (TypeError, ValueError) as err:
-            raise RewardError(f"reward source {reward_name}: returned a non-number ({err})") from None
-        if not all(map(math.isfinite, got)):
-            raise RewardError(f"reward source {reward_name}: returned non-finite scores ({got[:3]})")
-        return got
+        """The scorer's scores of ``texts``, checked: one finite number each (a ``ScoreError`` otherwise)."""
+        return checked_scores(scorer(prompts, texts), len(texts), name=f"reward source {reward_name}", allow_missing=False)
 
     # --- optimisation -------------------------------------------------------------------------------
     steps = batching.total_steps(len(prompt_ids), pc.rollout_size, 1, world, t.epochs, t.max_steps)
