@@ -335,11 +335,15 @@ def test_rag_mode_returns_sources_and_cache_state(backend):
     expected = greedy(backend, build_messages("what do cats eat?", hits)).text.strip()
     assert body["choices"][0]["message"]["content"] == expected
     assert [s["chunk_id"] for s in body["sources"]] == [1, 7] and body["sources"][0]["source"] == "pets.md"
+    assert body["choices"][0]["finish_reason"] == "length"  # the loud model never ends its turn in MAX tokens
     again = c.post("/v1/chat/completions", json={"messages": user("what do cats eat?")})
     assert again.headers[CACHE_HEADER] == "hit" and again.json()["choices"][0]["message"]["content"] == expected
+    assert again.json()["choices"][0]["finish_reason"] == "length"  # the cached repeat still says it was cut
+    assert again.json()["usage"]["completion_tokens"] == 0  # a hit generated nothing
     assert again.json()["sources"] == body["sources"]
     stream = c.post("/v1/chat/completions", json={"messages": user("what do cats eat?"), "stream": True})
     assert stream.headers[CACHE_HEADER] == "hit"
+    assert [e["choices"][0]["finish_reason"] for e in sse_events(stream.text)[:-1]][-1] == "length"
     # a request naming its own settings gets them (the pipeline is copied, not changed)
     short = c.post("/v1/chat/completions", json={"messages": user("what do cats eat?"), "max_tokens": 2})
     assert short.headers[CACHE_HEADER] == "miss" and pipeline.settings.max_new_tokens == MAX

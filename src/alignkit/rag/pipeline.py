@@ -4,8 +4,8 @@
 skips both retrieval and generation. The cache context key names everything the answer depends on besides
 the question -- the model id, the generation settings, the embedder, the corpus index version, the retrieval
 settings, the context budget and the prompt version -- so an answer is never served for another model,
-other settings or a changed corpus. The cached value is a JSON string holding the answer and its sources, so
-a cached answer still shows where it came from.
+other settings or a changed corpus. The cached value is a JSON string holding the answer, its sources and its
+finish reason, so a cached answer still shows where it came from and whether ``max_new_tokens`` cut it.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class RagAnswer:
     cached: bool = False  # served from the semantic cache (no retrieval, no generation)
     context_key: str = ""  # the cache context it was looked up / stored under
     completion: object | None = None  # the backend's Completion (token counts, finish_reason); None when cached
+    finish_reason: str = "stop"  # "stop": the model ended its answer; "length": max_new_tokens cut it (cached too)
 
 
 def build_messages(question: str, hits: list[Hit]) -> list[dict]:
@@ -127,23 +128,30 @@ class RagPipeline:
         if self.cache is not None:
             hit = _decode(self.cache.get(question, context=key))
             if hit is not None:
-                text, sources = hit
-                return RagAnswer(text, sources, cached=True, context_key=key)
+                text, sources, finish = hit
+                return RagAnswer(text, sources, cached=True, context_key=key, finish_reason=finish)
         hits = self._fit(self.retriever.retrieve(question))
         (completion,) = self.backend.chat([build_messages(question, hits)], self.settings)
         text = completion.text.strip()
-        # a cut-off answer is cached too: under the same settings (part of the key) the model gives the same one
+        finish = getattr(completion, "finish_reason", "stop")
+        # a cut-off answer is cached too (under the same settings, part of the key, the model gives the same one),
+        # with its finish reason, so the repeat still says it was cut
         if self.cache is not None:
-            self.cache.put(question, json.dumps({"answer": text, "sources": [h.to_dict() for h in hits]}), context=key)
-        return RagAnswer(text, hits, cached=False, context_key=key, completion=completion)
+            value = {"answer": text, "sources": [h.to_dict() for h in hits], "finish_reason": finish}
+            self.cache.put(question, json.dumps(value), context=key)
+        return RagAnswer(text, hits, cached=False, context_key=key, completion=completion, finish_reason=finish)
 
 
-def _decode(value: str | None) -> tuple[str, list[Hit]] | None:
-    """A cached value as (answer, sources); None for a miss or a value this pipeline did not write."""
+def _decode(value: str | None) -> tuple[str, list[Hit], str] | None:
+    """A cached value as (answer, sources, finish reason); None for a miss or a value this pipeline did not write
+    (an entry without a finish reason, written before it was stored, may be a cut-off answer: it is a miss too)."""
     if value is None:
         return None
     try:
         d = json.loads(value)
-        return str(d["answer"]), [Hit.from_dict(s) for s in d["sources"]]
+        finish = d["finish_reason"]
+        if finish not in ("stop", "length"):
+            return None
+        return str(d["answer"]), [Hit.from_dict(s) for s in d["sources"]], finish
     except (ValueError, KeyError, TypeError):
         return None

@@ -404,9 +404,10 @@ def create_app(
         result = pipeline.answer(question)
         cached = getattr(result, "cached", False)
         completion = getattr(result, "completion", None)  # the generation's token counts and finish reason
+        finish = getattr(result, "finish_reason", None) or getattr(completion, "finish_reason", None) or "stop"
         return _Answer(
             result.text,
-            completion.finish_reason if completion is not None else "stop",
+            finish,
             _NO_TOKENS if cached else _usage(completion),
             "hit" if cached else "miss",
             _jsonable(list(getattr(result, "sources", []) or [])),
