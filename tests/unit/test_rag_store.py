@@ -210,10 +210,63 @@ def test_a_crash_before_the_vectors_are_saved_is_reconciled_on_open(tmp_path, mo
     emb = BagOfWords()
     with CorpusIndex.open(tmp_path / "idx", emb) as index:
         ids = consistent(index)  # the stale vector is gone, the new chunk has one
-        assert old["garden.txt"] not in ids and emb.calls == 1
+        assert old["garden.txt"] not in ids and emb.calls == 0  # its embedding was committed with the chunk
         hit = index.rows([int(index.search(emb.encode(["prune roses"]), 1).ids[0, 0])])[0]
         assert hit.text == "Prune roses in late winter."
     assert set(VectorIndex.load(tmp_path / "idx" / "vectors").ids().tolist()) == ids  # and the fix was saved
+
+
+def test_a_kill_midway_keeps_the_embeddings_committed_before_it(tmp_path, monkeypatch):
+    """Killed (no save, no cleanup) after 2 of 4 files were committed: the re-run embeds only the other 2."""
+    docs = write_docs(tmp_path / "docs")
+    emb = BagOfWords()
+    real = emb.encode
+    per_file: list[int] = []
+
+    def killed_on_third(texts):
+        if len(per_file) == 2:
+            raise SystemExit("killed")  # stands for kill -9: nothing after it runs (the save is disabled below)
+        per_file.append(len(texts))
+        return real(texts)
+
+    emb.encode = killed_on_third
+    monkeypatch.setattr(VectorIndex, "save", lambda self, path: None)
+    index = CorpusIndex.open(tmp_path / "idx", emb, create=True)
+    with pytest.raises(SystemExit):
+        index.update([docs], chunk_tokens=16, overlap=4)
+    index._db.close()
+    monkeypatch.undo()
+    assert not (tmp_path / "idx" / "vectors").exists()  # no vector was ever saved
+
+    emb2 = BagOfWords()
+    with CorpusIndex.open(tmp_path / "idx", emb2) as index:
+        assert emb2.calls == 0  # the 2 committed files' vectors come back from SQLite, not the embedder
+        assert len(consistent(index)) == sum(per_file)
+        report = index.update([docs], chunk_tokens=16, overlap=4)
+        assert len(report.added) == 2 and report.unchanged == 2
+        assert emb2.calls == report.chunks_added  # only the chunks of the 2 files not committed were embedded
+        ids = consistent(index)
+    fresh = BagOfWords()
+    _, _, full, _ = build(tmp_path / "fresh", fresh)
+    assert len(ids) == len(full) and emb2.calls + sum(per_file) == fresh.calls
+
+
+def test_an_index_without_stored_embeddings_is_embedded_again(tmp_path):
+    import shutil
+
+    _, _, index, _ = build(tmp_path)
+    ids = consistent(index)
+    index._db.execute("UPDATE chunks SET embedding = NULL")  # as an index written before embeddings were stored
+    index.close()
+    shutil.rmtree(tmp_path / "idx" / "vectors")
+    emb = BagOfWords()
+    with CorpusIndex.open(tmp_path / "idx", emb) as index:
+        assert consistent(index) == ids and emb.calls == len(ids)
+        assert index.reconcile() == (0, 0)
+    shutil.rmtree(tmp_path / "idx" / "vectors")
+    emb = BagOfWords()
+    with CorpusIndex.open(tmp_path / "idx", emb) as index:  # reconcile stored what it embedded
+        assert consistent(index) == ids and emb.calls == 0
 
 
 def test_lost_vector_directory_is_rebuilt_from_sqlite(tmp_path):

@@ -3,16 +3,18 @@
 Directory layout::
 
     INDEX/chunks.sqlite   meta (embedder, dim, chunking), files (path, sha256), chunks (id, path, heading,
-                          start, end, text, hash) -- WAL journal
+                          start, end, text, hash, embedding: float32 bytes) -- WAL journal
     INDEX/vectors/        the VectorIndex (faiss HNSW), keyed by chunk id
 
 Crash safety. Each file is one SQLite transaction (its old chunks deleted, its new chunks and its file row
 written, together or not at all); the vector index lives in memory while indexing and is saved atomically
-(a temporary directory, then a rename) at the end, also when indexing stops on an error or Ctrl-C. A process
-killed in between leaves SQLite ahead of the saved vectors, so :meth:`CorpusIndex.open` *reconciles*: chunks
-in SQLite without a vector are embedded again (their text and heading are stored), vectors without a SQLite
-row are removed, and the vector index is saved. SQLite is the source of truth; the vectors can always be
-rebuilt from it. Chunk ids come from ``AUTOINCREMENT`` and are never reused, so a stale vector can never be
+(a temporary directory, then a rename) at the end, also when indexing stops on an error or Ctrl-C. Each chunk's
+embedding is also stored in its SQLite row, in the same transaction as the chunk. A process killed in between
+leaves SQLite ahead of the saved vectors, so :meth:`CorpusIndex.open` *reconciles*: chunks in SQLite without a
+vector get theirs back from their row (embedded again only when the row has none, as in an index written
+before embeddings were stored), vectors without a SQLite row are removed, and the vector index is saved. So a
+re-run after a kill embeds only the files not committed before it. SQLite is the source of truth; the vectors
+can always be rebuilt from it. Chunk ids come from ``AUTOINCREMENT`` and are never reused, so a stale vector can never be
 mistaken for a new chunk. One writer at a time: two ``rag index`` runs on one directory are not supported.
 
 Incremental updates. A file is keyed by its path relative to the docs root and its content's sha256: an
@@ -213,6 +215,8 @@ class CorpusIndex:
         db = cls._connect(path / DB_FILE)
         try:
             db.executescript(_SCHEMA)
+            if "embedding" not in {r[1] for r in db.execute("PRAGMA table_info(chunks)")}:  # an index from before
+                db.execute("ALTER TABLE chunks ADD COLUMN embedding BLOB")  # NULL: embedded again if its vector is lost
             meta = cls._meta(db)
             if not meta:
                 with _transaction(db):
@@ -283,8 +287,9 @@ class CorpusIndex:
 
     # --- consistency ------------------------------------------------------------------------------
     def reconcile(self) -> tuple[int, int]:
-        """Make the vectors match SQLite: embed chunks that have no vector, drop vectors with no chunk, save if
-        anything changed. Returns (embedded, dropped)."""
+        """Make the vectors match SQLite: a chunk with no vector gets the embedding stored in its row (is embedded,
+        and the embedding stored, when the row has none), vectors with no chunk are dropped; save if anything
+        changed. Returns (embedded, dropped): chunks the embedder had to encode, vectors removed."""
         with self._lock:
             sql_ids = {r[0] for r in self._db.execute("SELECT id FROM chunks")}
             vec_ids = set(self._vectors.ids().tolist())
@@ -292,12 +297,39 @@ class CorpusIndex:
             missing = sorted(sql_ids - vec_ids)
             if stale:
                 self._vectors.remove(stale)
+            embedded = 0
             for start in range(0, len(missing), 512):
-                rows = self.rows(missing[start : start + 512])
-                self._vectors.add([r.id for r in rows], self.embedder.encode([r.embed_text() for r in rows]))
+                part = missing[start : start + 512]
+                stored = self._stored_embeddings(part)  # committed with the chunk: no need to embed it again
+                if stored:
+                    self._vectors.add(list(stored), np.stack(list(stored.values())))
+                rows = self.rows([i for i in part if i not in stored])
+                if rows:
+                    vectors = self.embedder.encode([r.embed_text() for r in rows])  # (n, dim)
+                    self._store_embeddings([r.id for r in rows], vectors)
+                    self._vectors.add([r.id for r in rows], vectors)
+                    embedded += len(rows)
             if stale or missing:
                 self._vectors.save(self.path / VECTORS_DIR)
-            return len(missing), len(stale)
+            return embedded, len(stale)
+
+    def _stored_embeddings(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """The embeddings stored with chunks ``ids`` (those with none, or of another size, left out)."""
+        out: dict[int, np.ndarray] = {}
+        dim = int(self.embedder.dim)
+        for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            part = ids[start : start + 900]
+            q = f"SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL AND id IN ({','.join('?' * len(part))})"
+            for id_, blob in self._db.execute(q, part):
+                if len(blob) == 4 * dim:
+                    out[int(id_)] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def _store_embeddings(self, ids: list[int], vectors: np.ndarray) -> None:
+        with _transaction(self._db):
+            self._db.executemany(
+                "UPDATE chunks SET embedding = ? WHERE id = ?", [(_blob(v), int(i)) for i, v in zip(ids, vectors)]
+            )
 
     # --- writing ----------------------------------------------------------------------------------
     def update(
@@ -413,10 +445,10 @@ class CorpusIndex:
             self._db.execute("DELETE FROM chunks WHERE path = ?", (rel,))
             self._db.execute("DELETE FROM files WHERE path = ?", (rel,))
             new = []
-            for c in chunks:
+            for i, c in enumerate(chunks):
                 cur = self._db.execute(
-                    "INSERT INTO chunks (path, ordinal, heading, start, end, text, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (rel, c.ordinal, c.heading, c.start, c.end, c.text, _sha(c.text, 16)),
+                    "INSERT INTO chunks (path, ordinal, heading, start, end, text, hash, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rel, c.ordinal, c.heading, c.start, c.end, c.text, _sha(c.text, 16), _blob(vectors[i])),
                 )
                 new.append(cur.lastrowid)
             if sha is not None:
@@ -455,6 +487,11 @@ class CorpusIndex:
         """(n,) int64 ids that have a vector."""
         with self._lock:
             return self._vectors.ids()
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    """A (dim,) vector as the float32 bytes stored in a chunk's row."""
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
 def _version(meta: dict[str, str], files: list[tuple[str, str]]) -> str:
