@@ -5,12 +5,14 @@ predict it from the tokens before it):
 
 - chat (templated) examples: the prompt is rendered with
   ``apply_chat_template(prompt, add_generation_prompt=True)`` and the whole conversation with
-  ``apply_chat_template(prompt + [assistant completion])``; the prompt ids must be a prefix of the
+  ``apply_chat_template(prompt + [assistant completion])``, each message's content tokenized as text
+  (``alignkit.data.chat.encode_chat``: a ``<|im_end|>`` in data is never the control token); the prompt ids must be a prefix of the
   full ids (checked). The tokens after that prefix are the completion: they are learned up to and
   including the last end-of-turn token (``tokenizer.eos_token_id``, ``<|im_end|>`` in ChatML); what
   a template puts after it (ChatML's ``"\\n"``) stays in ``input_ids`` but is not learned, since a
   model stops generating at the end-of-turn token. With ``train_on_prompt`` the prompt is learned too.
-- plain-text examples (``templated=False``): ``tokenizer(text) + [eos]``, all learned.
+- plain-text examples (``templated=False``): ``tokenizer(text) + [eos]`` (special-token strings in the
+  text kept as text), all learned.
 - ``loss_mask[0]`` is never used: nothing precedes the first token (labels are shifted in collate).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from alignkit.data.chat import encode_chat, encode_plain
 from alignkit.data.errors import DataError, RowRef
 from alignkit.data.examples import Example
 
@@ -54,16 +57,14 @@ class TokenizedData:
 
 
 def _chat_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> list[int]:
-    out = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False)
-    if hasattr(out, "keys"):  # a BatchEncoding from older/other tokenizers
-        out = out["input_ids"]
-    return list(out)
+    """Template-safe: message content never becomes control tokens (``alignkit.data.chat.encode_chat``)."""
+    return encode_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
 
 def _render(ex: Example, tokenizer, train_on_prompt: bool) -> tuple[list[int], list[int]]:
     """Untruncated ``(input_ids, loss_mask)`` of ``ex``."""
     if not ex.templated:
-        ids = list(tokenizer(ex.completion)["input_ids"])
+        ids = encode_plain(tokenizer, ex.completion)
         eos = tokenizer.eos_token_id
         if eos is not None and (not ids or ids[-1] != eos):
             ids.append(eos)
@@ -72,8 +73,11 @@ def _render(ex: Example, tokenizer, train_on_prompt: bool) -> tuple[list[int], l
         raise ValueError("the tokenizer has no chat template; call ensure_chat_template(tokenizer) first")
     prompt = [{"role": m.role, "content": m.content} for m in ex.prompt]
     conversation = prompt + [{"role": "assistant", "content": ex.completion}]
-    full_ids = _chat_ids(tokenizer, conversation, add_generation_prompt=False)
-    prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
+    try:
+        full_ids = _chat_ids(tokenizer, conversation, add_generation_prompt=False)
+        prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
+    except ValueError as err:  # a template that rewrites content holding special-token strings
+        raise DataError(ex.ref, str(err)) from None
     n = len(prompt_ids)
     if full_ids[:n] != prompt_ids:
         at = next((i for i, (a, b) in enumerate(zip(full_ids, prompt_ids)) if a != b), min(n, len(full_ids)))
