@@ -150,11 +150,67 @@ def test_bad_requests_are_clear_4xx(client, body, status, needle, param):
         assert err["code"] == "model_not_found"
 
 
-def test_prompt_over_the_context_is_a_400(client):
+def test_prompt_over_the_context_is_a_400(client, backend, monkeypatch):
     r = client.post("/v1/chat/completions", json={"messages": user("word " * 3000), "max_tokens": MAX})
-    assert r.status_code == 400 and "context" in r.json()["error"]["message"]
-    r = client.post("/v1/chat/completions", json={"messages": user("word " * 3000), "max_tokens": MAX, "stream": True})
-    assert r.status_code == 400 and "context" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "tokens and max_new_tokens" in r.json()["error"]["message"]
+    # far over the context in characters: refused before the chat template and the tokenizer ever see it
+    monkeypatch.setattr(backend.tokenizer, "apply_chat_template", lambda *a, **k: pytest.fail("rendered a hopeless prompt"))
+    for stream in (False, True):
+        r = client.post("/v1/chat/completions", json={"messages": user("word " * 7000), "max_tokens": MAX, "stream": stream})
+        assert r.status_code == 400 and "35000 characters" in r.json()["error"]["message"]
+        assert f"context of {backend.max_positions} tokens" in r.json()["error"]["message"]
+
+
+def test_request_body_limit_is_a_413_before_parsing(backend):
+    from alignkit.serve.app import DEFAULT_MAX_REQUEST_BYTES
+
+    assert DEFAULT_MAX_REQUEST_BYTES == 1 << 20
+    c = TestClient(create_app(backend, max_request_bytes=1000))
+    big = json.dumps({"messages": user("x" * 2000)}).encode()
+    r = c.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"})  # Content-Length
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert "limit of 1000 bytes" in r.json()["error"]["message"] and "--max-request-bytes" in r.json()["error"]["message"]
+    sent = []
+
+    def chunked():  # no Content-Length: counted while it streams in, refused once past the limit
+        for i in range(0, len(big), 300):
+            sent.append(i)
+            yield big[i : i + 300]
+
+    r = c.post("/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over 1000 bytes" in r.json()["error"]["message"]
+    ok = c.post("/v1/chat/completions", json={"messages": user("hi"), "max_tokens": 2})  # under the limit: served
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
+    small = json.dumps({"messages": user("hi"), "max_tokens": 2}).encode()
+    ok = c.post("/v1/chat/completions", content=iter([small[:10], small[10:]]), headers={"content-type": "application/json"})
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize(
+    "body, param, needle",
+    [
+        (b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}', "messages.0.content", "lone surrogate"),
+        (
+            b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udc00"}]}]}',
+            "messages.0.content.0.text",
+            "surrogate",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 1, "seed": 9223372036854775808}',
+            "seed",
+            "9223372036854775807",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 1, "seed": -9223372036854775809}',
+            "seed",
+            "greater than",
+        ),
+    ],
+)
+def test_lone_surrogates_and_huge_seeds_are_a_400(client, body, param, needle):
+    r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param and needle in r.json()["error"]["message"]
 
 
 class FlakyBackend:

@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from alignkit.errors import first_line
 from alignkit.models.errors import ModelError
 
+MAX_CHARS_PER_TOKEN = 16  # a prompt longer than context x this many characters cannot fit: refused before tokenising
 VLLM_HINT = "the vllm backend needs vLLM on a CUDA machine: pip install 'alignkit[vllm]'"
 BACKENDS = ("transformers", "vllm")
 
@@ -122,9 +123,18 @@ class TransformersBackend:
 
     def encode(self, conversation: list[dict], settings: GenerationSettings) -> list[int]:
         """The chat-templated prompt's token ids; a template that rejects the messages or a prompt too long for the
-        model's context is a one-line :class:`ModelError`."""
+        model's context is a one-line :class:`ModelError`. A prompt of more than ``MAX_CHARS_PER_TOKEN`` characters per
+        context position is refused before anything is tokenised (tokenising megabytes costs seconds and gigabytes;
+        no tokenizer averages 16 characters a token), then the token count is checked."""
         from alignkit.models.generation import render_prompt
 
+        if self.max_positions is not None:
+            chars = sum(len(str(m.get("content") or "")) for m in conversation)
+            if chars > self.max_positions * MAX_CHARS_PER_TOKEN:
+                raise ModelError(
+                    f"the prompt is {chars} characters: more than the model's context of {self.max_positions} tokens "
+                    f"can hold (at most {MAX_CHARS_PER_TOKEN} characters a token)"
+                )
         try:
             text = render_prompt(self.tokenizer, conversation)
         except ModelError:

@@ -16,6 +16,10 @@ as they like. Three modes:
 Generation runs in worker threads (the event loop stays free); the backend serialises or batches it. Every error is
 OpenAI-shaped JSON (``{"error": {"message", "type", "param", "code"}}``); a failure inside one request is that
 request's 500 and nothing else's.
+
+Limits: a request body over ``max_request_bytes`` (default 1 MiB) is a 413, refused from its ``Content-Length`` or,
+for a chunked body, as soon as the bytes read pass the limit -- before it is parsed; a message with text that is not
+valid Unicode (a lone surrogate) and a ``seed`` outside the 64-bit signed range are 400s naming the field.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from alignkit.rag.pipeline import CacheLike
 logger = logging.getLogger("alignkit.serve")
 
 CACHE_HEADER = "X-Alignkit-Cache"
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20  # 1 MiB: a chat request's JSON body; far above any prompt a small model's context holds
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # torch seeds are 64-bit
 DEFAULT_MAX_TOKENS = GenerationSettings().max_new_tokens
 
 
@@ -60,6 +66,19 @@ class RagLike(Protocol):
 # ---------------------------------------------------------------- requests
 
 
+def _valid_unicode(v):
+    """Strings must be encodable as UTF-8: JSON's ``\\ud800`` escapes decode to lone surrogates, which no tokenizer
+    (and no JSON response) can encode."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"not valid Unicode: a lone surrogate {v[err.start]!r} at character {err.start} (send UTF-8 text)"
+            ) from None
+    return v
+
+
 class TextPart(BaseModel):
     """One part of a message's content given as a list (``[{"type": "text", "text": ...}]``); only text is served."""
 
@@ -67,12 +86,22 @@ class TextPart(BaseModel):
     type: Literal["text"] = Field(description="the part's kind; only 'text' is supported")
     text: str
 
+    @field_validator("text")
+    @classmethod
+    def _unicode(cls, v):
+        return _valid_unicode(v)
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant"] = Field(description="who speaks; developer = system")
     content: str | list[TextPart] = Field(description="the text, or a list of text parts (joined)")
     name: str | None = Field(None, description="accepted for compatibility and ignored")
+
+    @field_validator("content", "name")
+    @classmethod
+    def _unicode(cls, v):
+        return _valid_unicode(v)
 
     def as_dict(self) -> dict:
         text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -96,7 +125,9 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, description="newer name of max_tokens; wins if both given")
     temperature: float | None = Field(None, ge=0, le=2, description="0 or omitted: greedy")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass (sampling only)")
-    seed: int | None = Field(None, description="seeds sampling; omitted: a fresh sample each call")
+    seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="seeds sampling (a 64-bit signed integer); omitted: a fresh sample each call"
+    )
     stream: bool = Field(False, description="answer as server-sent events of chat.completion.chunk objects")
     stream_options: StreamOptions | None = None
     n: int | None = Field(1, description="choices per request; only 1 is served")
@@ -105,6 +136,11 @@ class ChatRequest(BaseModel):
     frequency_penalty: float | None = Field(None, description="only 0 / null")
     logprobs: bool | None = Field(None, description="only false / null")
     user: str | None = Field(None, description="accepted and ignored")
+
+    @field_validator("model", "user")
+    @classmethod
+    def _unicode(cls, v):
+        return _valid_unicode(v)
 
     @field_validator("n")
     @classmethod
@@ -175,8 +211,9 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     errors = exc.errors()
     if not errors:
         return ApiError(400, "invalid request")
-    err = errors[0]
-    loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+    err = next((e for e in errors if e.get("type") == "value_error"), errors[0])  # our own checks say the most
+    # a union's branch names ("str", "list[TextPart]") are not part of the field's path
+    loc = [str(x) for x in err.get("loc", ()) if x != "body" and x != "str" and "[" not in str(x)]
     if err.get("type") == "json_invalid":
         return ApiError(400, f"the request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}")
     if err.get("type") == "model_attributes_type" or (not loc and err.get("type") in ("dict_type", "missing")):
@@ -225,6 +262,61 @@ class _ApiKeyMiddleware:
                 await err.response({"WWW-Authenticate": "Bearer"})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class _BodyLimitMiddleware:
+    """A request body over ``max_bytes`` is a 413 before it is parsed: refused from its ``Content-Length`` without
+    reading it, or (a chunked body) as soon as the bytes received pass the limit; at most ``max_bytes`` are held.
+    The body read is handed on to the app, and later ``receive`` calls (a client's disconnect) go through."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: str) -> ApiError:
+        return ApiError(
+            413,
+            f"the request body is {size} bytes, more than this server's limit of {self.max_bytes} bytes "
+            "(alignkit serve --max-request-bytes)",
+            code="request_too_large",
+        )
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await ApiError(400, "the Content-Length header is not a number").response()(scope, receive, send)
+                return
+            if declared > self.max_bytes:
+                await self._too_large(str(declared)).response({"Connection": "close"})(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        first: dict | None = None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: the app sees it
+                first = message
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(f"over {self.max_bytes}").response({"Connection": "close"})(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replay = [first or {"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
 
 
 # ---------------------------------------------------------------- helpers
@@ -318,11 +410,14 @@ def create_app(
     api_key: str | None = None,
     model_name: str | None = None,
     on_shutdown: Sequence[Callable[[], object]] = (),
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> FastAPI:
     """The API serving ``backend`` as ``model_name`` (default ``backend.model_id``); see the module docstring for the
     RAG and cache modes. ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``.
     ``on_shutdown``: called when the server stops (the caller owns the components: e.g. ``cache.close`` saves the
-    cache's vector index), in order, each failure logged."""
+    cache's vector index), in order, each failure logged. ``max_request_bytes``: larger request bodies are a 413."""
+    if max_request_bytes < 1:
+        raise ValueError(f"max_request_bytes must be >= 1, got {max_request_bytes}")
     served = model_name or backend.model_id
     started = int(time.time())
 
@@ -338,7 +433,8 @@ def create_app(
                     logger.exception("shutdown step %r failed", close)
 
     app = FastAPI(title="alignkit", description="OpenAI-compatible chat completions", version="1", lifespan=lifespan)
-    if api_key:
+    app.add_middleware(_BodyLimitMiddleware, max_bytes=max_request_bytes)
+    if api_key:  # added last: the outermost, so the key is checked before the body is read
         app.add_middleware(_ApiKeyMiddleware, api_key=api_key)
 
     @app.exception_handler(ApiError)
