@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from alignkit.data.chat import encode_chat_spans
 from alignkit.data.errors import DataError, RowRef
 from alignkit.data.examples import Example, as_messages, messages_as_text
 
@@ -71,16 +72,52 @@ def _find_response(text: str, response: str) -> tuple[int, int]:
     return -1, -1
 
 
-def encode_conversations(prompts, responses, tokenizer, *, template: str, max_length: int) -> Encoded:
+def _encode_chat_one(prompt, response: str, tokenizer, max_length: int) -> tuple[list[int], int, bool]:
+    """``(ids left-truncated to max_length, index of the response's first token, was it cut)`` through the chat
+    template, message content tokenized as text (``alignkit.data.chat``)."""
+    messages = as_messages(prompt) + [{"role": "assistant", "content": response}]
+    enc = encode_chat_spans(tokenizer, messages, add_generation_prompt=False)
+    cut = max(len(enc.ids) - max_length, 0)
+    ids = enc.ids[cut:]
+    span = enc.spans[-1]
+    if not response:
+        start = max(len(ids) - 1, 0)  # an empty response: the end-of-sequence token stands for it
+    elif span is None or span[1] - cut <= 0:  # the template changed it, or truncation left none of it
+        start = -1
+    else:
+        start = max(span[0] - cut, 0)
+    return ids, start, cut > 0
+
+
+def encode_conversations(
+    prompts, responses, tokenizer, *, template: str, max_length: int, refs: Sequence[RowRef] | None = None
+) -> Encoded:
     """Render (``render_text``) and tokenize each (prompt, response), left-truncated to ``max_length``.
 
-    The chat template writes its own special tokens into the text, so only ``plain`` adds the
-    tokenizer's ([CLS]/[SEP], BOS ...). Truncation keeps the special tokens the tokenizer adds.
+    Message content is tokenized as text: a special-token string in it (``<|im_end|>``, ``[SEP]``) never becomes the
+    control token. ``chat`` goes through ``alignkit.data.chat.encode_chat_spans`` (the template writes its own
+    special tokens); ``plain`` adds the tokenizer's ([CLS]/[SEP], BOS ...), which truncation keeps.
+
+    Raises:
+        ValueError (a ``DataError`` naming the row when ``refs`` is given): the chat template rewrites content
+            holding a special-token string.
     """
+    if template == "chat":
+        ids, starts, flags = [], [], []
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            try:
+                x, start, cut = _encode_chat_one(p, r, tokenizer, max_length)
+            except ValueError as err:
+                if refs is None:
+                    raise
+                raise DataError(refs[i], str(err)) from None
+            ids.append(x)
+            starts.append(start)
+            flags.append(cut)
+        return Encoded(ids=ids, starts=starts, truncated=flags)
     texts = [render_text(p, r, tokenizer, template) for p, r in zip(prompts, responses)]
     spans = [_find_response(t, r) for t, r in zip(texts, responses)]
-    add_special = template == "plain"
-    kw = {"add_special_tokens": add_special, "return_offsets_mapping": True}
+    kw = {"add_special_tokens": True, "return_offsets_mapping": True, "split_special_tokens": True}
     enc = tokenizer(texts, **kw)
     ids = [list(x) for x in enc["input_ids"]]
     offsets = list(enc["offset_mapping"])
@@ -135,7 +172,7 @@ def tokenize_pairs(
         if not ex.is_preference:
             raise DataError(ex.ref, "not a preference pair (no rejected response)", field="rejected")
     prompts = [ex.prompt for ex in examples]
-    kw = {"template": template, "max_length": max_length}
+    kw = {"template": template, "max_length": max_length, "refs": [ex.ref for ex in examples]}
     chosen = encode_conversations(prompts, [ex.chosen for ex in examples], tokenizer, **kw)
     rejected = encode_conversations(prompts, [ex.rejected for ex in examples], tokenizer, **kw)
     pairs: list[TokenizedPair] = []
