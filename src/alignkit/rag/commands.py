@@ -26,11 +26,21 @@ def _embedder(name: str, device: str | None = None):
 
 def cmd_rag_index(args: argparse.Namespace) -> int:
     _quiet()
+    from pathlib import Path
+
+    from alignkit.rag.documents import SUFFIXES
     from alignkit.rag.embed import DEFAULT_EMBEDDER
     from alignkit.rag.errors import RagError
     from alignkit.rag.store import CorpusIndex, discover
 
-    discover(args.docs)  # a missing path is reported before the embedder loads
+    index_path = Path(args.index)
+    if index_path.exists() and not index_path.is_dir():
+        raise RagError(f"--index {args.index}: a file, not a directory (the index is a directory, created if missing)")
+    _, found = discover(args.docs)  # a missing path is reported before the embedder loads
+    if not found:
+        raise RagError(
+            f"--docs {' '.join(map(str, args.docs))}: no documents found ({', '.join(SUFFIXES)} files; hidden ones skipped)"
+        )
     name = args.embedder
     if CorpusIndex.exists(args.index):
         recorded = CorpusIndex.info(args.index).embedder

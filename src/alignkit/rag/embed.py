@@ -36,12 +36,20 @@ class Embedder:
     ``model``: a local directory or a Hub id; Hub ids whose files ship in an installed package (see
     :mod:`alignkit.models.bundled`) load from that copy with no network. ``device``: "cpu", "cuda", ...
     (None: sentence-transformers' choice).
+    A Hub id with no local, bundled or cached copy while the Hub cannot be reached (``HF_HUB_OFFLINE=1``, or no
+    network) is a one-line :class:`RagError` at once.
     """
 
     def __init__(self, model: str = DEFAULT_EMBEDDER, *, device: str | None = None, batch_size: int = 64):
         from alignkit.models.loading import resolve_source
 
         source = resolve_source(model)
+        if source == model and "/" not in model:  # sentence-transformers reads a bare NAME as sentence-transformers/NAME
+            from alignkit.models.bundled import bundled_path
+
+            source = bundled_path(f"sentence-transformers/{model}") or model
+        if source == model:  # a Hub id with no local or bundled copy: fail fast rather than retry the Hub offline
+            _check_hub_reachable(model)
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as err:  # a dependency of alignkit; a broken install says so
@@ -75,3 +83,20 @@ class Embedder:
     def count_tokens(self, text: str) -> int:
         with self._lock:
             return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _check_hub_reachable(model: str) -> None:
+    """A RagError when ``model`` (a Hub id, not a local directory) would have to be downloaded and the Hub cannot be
+    reached. sentence-transformers also tries ``sentence-transformers/NAME`` for a bare NAME."""
+    from alignkit.models.bundled import BUNDLED, hub_cached, hub_offline
+    from alignkit.rag.errors import RagError
+
+    names = [model] if "/" in model else [model, f"sentence-transformers/{model}"]
+    if any(hub_cached(n) for n in names):
+        return
+    if hub_offline():
+        known = ", ".join(sorted(BUNDLED))
+        raise RagError(
+            f"embedder {model}: not a local directory, not bundled ({known}) and not in the Hugging Face cache, "
+            "and the Hub cannot be reached (offline): check the name or give a model directory"
+        )

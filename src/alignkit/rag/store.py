@@ -208,6 +208,8 @@ class CorpusIndex:
         """Open the index at ``path`` (``create``: make an empty one when there is none), check it was built with
         ``embedder`` (another name or dimension is a RagError) and reconcile SQLite with the vectors."""
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RagError(f"{path}: a file, not an index directory")
         if not cls.exists(path):
             if not create:
                 cls.info(path)  # raises the "no RAG index here" error

