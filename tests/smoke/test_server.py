@@ -431,6 +431,83 @@ def test_cli_serve_errors_are_one_line(tmp_path, capsys):
     assert "no RAG index" in capsys.readouterr().err
 
 
+def _no_model_loading(monkeypatch):
+    """Loading a model fails the test: the CLI's checks must come before."""
+    import alignkit.models.backends as backends
+
+    def refuse(*a, **k):
+        pytest.fail("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(backends, "load_backend", refuse)
+    monkeypatch.setattr(backends.TransformersBackend, "load", refuse)
+
+
+def _one_line(err: str, *words: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert all(w in lines[0] for w in words), err
+
+
+def test_cli_serve_bad_options_are_one_line_before_loading(model_dir, capsys, monkeypatch):
+    from alignkit.cli import main
+
+    _no_model_loading(monkeypatch)
+    monkeypatch.delenv("ALIGNKIT_API_KEY", raising=False)
+    assert main(["serve", "--model", str(model_dir), "--api-key", ""]) == 2
+    _one_line(capsys.readouterr().err, "alignkit: error:", "--api-key is empty")
+    monkeypatch.setenv("ALIGNKIT_API_KEY", "  ")
+    assert main(["serve", "--model", str(model_dir)]) == 2
+    _one_line(capsys.readouterr().err, "ALIGNKIT_API_KEY", "empty")
+    monkeypatch.delenv("ALIGNKIT_API_KEY")
+    assert main(["serve", "--model", str(model_dir), "--device", "tpu"]) == 2
+    _one_line(capsys.readouterr().err, "alignkit: error:", "--device 'tpu'")
+    if not torch.cuda.is_available():
+        assert main(["serve", "--model", str(model_dir), "--device", "cuda:0"]) == 2
+        _one_line(capsys.readouterr().err, "no CUDA GPU")
+    for bad in (["--port", "70000"], ["--port", "http"], ["--max-request-bytes", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", "--model", str(model_dir), *bad])
+        assert exit_.value.code == 2
+        _one_line(capsys.readouterr().err.splitlines()[-1], "error: argument")
+    # a port in use: reported at once, before the model loads
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", str(model_dir), "--port", str(port)]) == 2
+        _one_line(capsys.readouterr().err, "alignkit: error:", f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_cli_serve_names_the_model_by_its_directory(model_dir, monkeypatch, capsys):
+    import uvicorn
+
+    from alignkit.cli import main
+    from alignkit.serve.commands import default_model_name
+
+    assert default_model_name(str(model_dir)) == model_dir.name == "model"
+    assert default_model_name(str(model_dir) + "/") == "model"
+    assert default_model_name("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"  # a Hub id as given
+    served = {}
+
+    def fake_run(self, sockets=None):
+        served["app"], served["sockets"] = self.config.app, sockets
+        served["graceful"] = self.config.timeout_graceful_shutdown
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    monkeypatch.delenv("ALIGNKIT_API_KEY", raising=False)
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--device", "cpu", "--max-request-bytes", "500"]) == 0
+    assert "serving model (transformers, chat)" in capsys.readouterr().out
+    (sock,) = served["sockets"]
+    sock.close()
+    assert served["graceful"] == 30
+    c = TestClient(served["app"])
+    assert c.get("/v1/models").json()["data"][0]["id"] == "model"
+    r = c.post("/v1/chat/completions", json={"messages": user("x" * 600)})
+    assert r.status_code == 413
+
+
 # ---------------------------------------------------------------- a real server on loopback
 
 

@@ -81,6 +81,31 @@ class ChatBackend(Protocol):
         ...
 
 
+def check_device(device: str | None) -> None:
+    """A one-line :class:`ModelError` for a device torch does not know (``tpu``) or this machine does not have
+    (``cuda`` without a GPU, ``cuda:3`` on a two-GPU machine); None (the default) is always fine. Cheap: call it
+    before loading anything."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ModelError(f"--device {device!r}: not a device (expected cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelError(f"--device {device!r}: no CUDA GPU is available on this machine")
+        if dev.index is not None and dev.index >= count:
+            raise ModelError(f"--device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelError(f"--device {device!r}: MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise ModelError(f"--device {device!r}: not supported (expected cpu, cuda, cuda:N or mps)")
+
+
 def _device_and_dtype(device: str | None, dtype: str | None) -> tuple[str, str]:
     """The device (None: cuda when available, else cpu) and dtype (None: bf16 on a GPU that has it, else fp32)."""
     import torch
@@ -366,6 +391,7 @@ def load_backend(
     transformers backend also takes LoRA adapter directories). ``device``: transformers only (None: cuda when
     available, else cpu); vLLM places the model on the GPU itself. ``dtype`` None: bf16 on a GPU, fp32 on CPU."""
     if backend == "transformers":
+        check_device(device)
         return TransformersBackend.load(model, device=device, dtype=dtype)
     if backend == "vllm":
         if device not in (None, "cuda"):

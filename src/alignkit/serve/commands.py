@@ -4,8 +4,63 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+from pathlib import Path
 
 API_KEY_ENV = "ALIGNKIT_API_KEY"
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20  # = alignkit.serve.app.DEFAULT_MAX_REQUEST_BYTES (not imported: keeps --help light)
+GRACEFUL_SHUTDOWN_S = 30  # SIGTERM / Ctrl-C: requests in flight get this long to finish, then the server stops
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def default_model_name(model: str) -> str:
+    """The name clients send as ``model`` when ``--model-name`` is not given: a directory's own name (``final`` for
+    ``runs/dpo/final``, never the filesystem path), or the Hub id as given."""
+    path = Path(model)
+    return path.resolve().name if path.exists() else model
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening address bound now, before the model loads, so a port in use (or a bad host) is a one-line
+    error at once; uvicorn serves on this socket."""
+    from alignkit.models.errors import ModelError
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise ModelError(f"--host {host}: cannot listen there ({err.strerror or err})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(addr)
+    except OSError as err:
+        sock.close()
+        raise ModelError(
+            f"cannot listen on {host}:{port}: {err.strerror or err} (another server on that port? try --port)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def add_parsers(sub) -> None:
@@ -13,7 +68,7 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions)")
     s.add_argument("--model", required=True, help="model directory, LoRA adapter directory or Hub id")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000)")
     from alignkit.models.backends import BACKENDS
 
     s.add_argument(
@@ -23,10 +78,18 @@ def add_parsers(sub) -> None:
         help="transformers (CPU or one GPU, requests one at a time) or vllm (CUDA, batched; pip install 'alignkit[vllm]')",
     )
     s.add_argument("--device", help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available)")
-    s.add_argument("--model-name", help="the name clients send as 'model' (default: the --model argument)")
+    s.add_argument("--model-name", help="the name clients send as 'model' (default: the model directory's name or the Hub id)")
     s.add_argument("--rag-index", metavar="DIR", help="answer through the RAG pipeline over this index")
     s.add_argument("--cache", metavar="DIR", help="semantic cache directory (RAG answers, or greedy chat answers)")
-    s.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no auth)")
+    s.add_argument(
+        "--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no auth; empty: an error)"
+    )
+    s.add_argument(
+        "--max-request-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help=f"larger request bodies are refused with 413 before they are read (default: {DEFAULT_MAX_REQUEST_BYTES}, 1 MiB)",
+    )
     s.set_defaults(func=cmd_serve)
 
 
@@ -36,25 +99,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     quiet_libraries()
     import uvicorn
 
-    from alignkit.models.backends import load_backend
+    from alignkit.models.backends import check_device, load_backend
     from alignkit.serve.app import create_app
 
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    api_key = _api_key(args.api_key, os.environ.get(API_KEY_ENV))
+    if args.backend == "transformers":
+        check_device(args.device)  # cheap checks first: nothing is loaded for a typo
+    name = args.model_name or default_model_name(args.model)
     rag, cache, closers = _rag_components(args.rag_index, args.cache)  # before the model: bad paths fail fast
-    backend = load_backend(args.model, backend=args.backend, device=args.device)
-    if rag is not None:
-        rag = rag(backend)
-    app = create_app(
-        backend, rag=rag, cache=cache, api_key=api_key, model_name=args.model_name or args.model, on_shutdown=closers
-    )
+    sock = bind_socket(args.host, args.port)  # a port in use is reported now, not after the model loads
+    try:
+        backend = load_backend(args.model, backend=args.backend, device=args.device)
+        if rag is not None:
+            rag = rag(backend)
+        app = create_app(
+            backend,
+            rag=rag,
+            cache=cache,
+            api_key=api_key,
+            model_name=name,
+            on_shutdown=closers,
+            max_request_bytes=args.max_request_bytes,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
     mode = [args.backend, f"RAG over {args.rag_index}" if args.rag_index else "chat"]
     mode += [f"cache {args.cache}"] if args.cache else []
     mode += ["API key required"] if api_key else []
-    print(f"serving {args.model_name or args.model} ({', '.join(mode)}) on http://{args.host}:{args.port}/v1")
+    print(f"serving {name} ({', '.join(mode)}) on http://{args.host}:{port}/v1")
     if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host} with no API key; set --api-key or ${API_KEY_ENV}")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    config = uvicorn.Config(app, host=args.host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _api_key(given: str | None, env: str | None) -> str | None:
+    """The key to require: ``--api-key``, else the environment variable, else None (no auth). An empty or blank key,
+    given either way, is a one-line error: it would otherwise silently switch authentication off."""
+    from alignkit.models.errors import ModelError
+
+    if given is not None:
+        if not given.strip():
+            raise ModelError("--api-key is empty: give a key, or leave the option out to serve without authentication")
+        return given
+    if env is not None:
+        if not env.strip():
+            raise ModelError(f"${API_KEY_ENV} is set but empty: give a key, or unset it to serve without authentication")
+        return env
+    return None
 
 
 def _rag_components(index_dir: str | None, cache_dir: str | None):
