@@ -33,7 +33,7 @@ from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_state, start_run
+from alignkit.training.setup import holdout_split, resume_record, resume_state, start_run
 
 
 @dataclass
@@ -595,6 +595,7 @@ def run(cfg: DPOConfig) -> DPOResult:
             "loss": L.model_dump(by_alias=True),
             "steps": steps,
             "resumed_from_step": start_step,
+            "resumes": resume_record(out),
             "final_loss": last.get("loss"),
             "last_step": last,
             "eval": eval_result,

@@ -49,7 +49,7 @@ from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import TrainingError, stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_state, start_run
+from alignkit.training.setup import holdout_split, resume_record, resume_state, start_run
 
 
 @dataclass
@@ -64,6 +64,7 @@ def load_prompts(source, tokenizer, *, fmt, split, max_length, on_error, max_row
     """Prompts of a data source (or a list of ``DataSource``; the part before the completion of each row), as
     message lists and token ids through the chat template with the generation prompt; a prompt over
     ``max_length`` tokens keeps its end. ``stats["sources"]`` is each prompt's source path."""
+    from alignkit.data.chat import encode_chat
     from alignkit.data.errors import DataError, report_skipped
     from alignkit.data.examples import as_messages
     from alignkit.data.formats import load_examples
@@ -77,7 +78,7 @@ def load_prompts(source, tokenizer, *, fmt, split, max_length, on_error, max_row
         if not ex.prompt:
             raise DataError(ex.ref, "no prompt: PPO needs chat prompts (rows with a prompt or a user turn)", field="prompt")
         m = as_messages(ex.prompt)
-        x = list(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=False))
+        x = encode_chat(tokenizer, m, add_generation_prompt=True)  # content never becomes control tokens
         if len(x) > max_length:
             x, truncated = x[-max_length:], truncated + 1
         messages.append(m)
@@ -536,6 +537,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             "memory": cfg.memory,
             "steps": steps,
             "resumed_from_step": start_step,
+            "resumes": resume_record(out),
             "last_step": last,
             "eval": eval_result,
             "eval_start": eval_start["metrics"] if eval_start else None,

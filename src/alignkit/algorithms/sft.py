@@ -27,7 +27,7 @@ from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_state, start_run
+from alignkit.training.setup import holdout_split, resume_record, resume_state, start_run
 
 
 @dataclass
@@ -251,6 +251,7 @@ def run(cfg: SFTConfig) -> SFTResult:
             "stage": "sft",
             "steps": steps,
             "resumed_from_step": start_step,
+            "resumes": resume_record(out),
             "final_loss": last.get("loss"),
             "eval": eval_result,
             "tokens_seen": tokens_seen,

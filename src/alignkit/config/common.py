@@ -141,5 +141,9 @@ class RunConfig(Closed):
     """Keys every training stage has."""
 
     output_dir: str = Field(..., description="Where config.yaml, metrics.jsonl, checkpoints/ and final/ go.")
-    resume: Literal["auto", "never"] = Field("auto", description="auto: continue from the newest complete checkpoint.")
+    resume: Literal["auto", "never", "force"] = Field(
+        "auto",
+        description="auto: continue from the newest checkpoint that verifies, if the config changed only in "
+        "max_steps/intervals/output options; force: also apply any other change (recorded); never: start over.",
+    )
     tensorboard: bool = Field(True, description="Also log metrics to output_dir/tensorboard (when tensorboard is installed).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -28,18 +29,92 @@ def ensure_init_model(path: str, spec, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
+# Keys a resumed run may change: they steer how far the run goes, how often it logs, evaluates and saves,
+# and where it writes, never what a step computes. Any other change stops the resume (unless resume: force).
+RESUMABLE_CHANGES = (
+    "output_dir",
+    "resume",
+    "tensorboard",
+    "train.max_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.save_every",
+    "train.save_total_limit",
+    "train.eval_batch_size",
+)
+RESUMES_FILE = "resumes.jsonl"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple]:
+    """``{dotted key: (old, new)}`` for every value that differs between two resolved configs (as YAML dicts)."""
+    a, b = _flatten(old), _flatten(new)
+    missing = object()
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, missing) != b.get(k, missing)}
+
+
+def _describe(changes: dict[str, tuple]) -> str:
+    return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
+def check_resume_config(cfg, ckpt: Path, log) -> dict | None:
+    """Compare ``cfg`` with the config saved in checkpoint ``ckpt``. Changes of ``RESUMABLE_CHANGES`` are logged;
+    any other change is a one-line ``ConfigError`` naming the keys, unless ``cfg.resume == "force"`` (then logged
+    as forced). Returns the record of this resume for ``resumes.jsonl`` (None when the checkpoint has no config)."""
+    import yaml
+
+    from alignkit.config.base import ConfigError, dump_config
+    from alignkit.training.checkpoint import CONFIG_FILE
+
+    saved = ckpt / CONFIG_FILE
+    if not saved.is_file():
+        log(f"warning: {ckpt} has no {CONFIG_FILE} (saved by an older alignkit): the config cannot be compared")
+        return None
+    changes = config_changes(yaml.safe_load(saved.read_text()) or {}, yaml.safe_load(dump_config(cfg)))
+    allowed = {k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}
+    other = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
+    if other and cfg.resume != "force":
+        raise ConfigError(
+            f"resume from {ckpt}: the config changed since it was saved ({_describe(other)}); only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change on resume. Restore the old values, set resume: force to "
+            "apply the new ones from here on, or resume: never to start over"
+        )
+    if allowed:
+        log(f"resume: applying {_describe(allowed)}")
+    if other:
+        log(f"resume: force: applying changed {_describe(other)} from step {ckpt.name.removeprefix('step-')} on")
+    return {
+        "checkpoint": str(ckpt),
+        "changed": {k: list(v) for k, v in allowed.items()},
+        "forced": {k: list(v) for k, v in other.items()},
+    }
+
+
 def start_run(cfg, *, mixed_precision: str, seed: int, model_path: str, init_spec=None):
     """``(accelerator, output dir, checkpoint root)`` for a training stage.
 
     Creates the accelerator (CPU when no CUDA), ``cfg.output_dir`` with the resolved ``cfg`` written to
     ``config.yaml`` and leftovers of an interrupted checkpoint save removed; seeds everything; builds
     the model at ``model_path`` from ``init_spec`` (an InitModelConfig) when it does not exist yet.
+
+    When the run will resume (``cfg.resume`` auto or force and a checkpoint exists), first picks the newest
+    checkpoint that verifies (saying which damaged ones it passed over) and compares ``cfg`` with the config
+    saved in it (:func:`check_resume_config`); each resume is appended to ``resumes.jsonl``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from alignkit.config.base import write_config
-    from alignkit.training.checkpoint import remove_partial
+    from alignkit.training.checkpoint import remove_partial, usable_checkpoint
 
     # step_scheduler_with_optimizer=False: our schedule counts optimizer steps already; accelerate would
     # otherwise advance it num_processes times per step.
@@ -49,23 +124,73 @@ def start_run(cfg, *, mixed_precision: str, seed: int, model_path: str, init_spe
     out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
     if accelerator.is_main_process:
+        remove_partial(ckpt_root)
+    accelerator.wait_for_everyone()
+    record = None
+    if cfg.resume != "never":
+        point = usable_checkpoint(ckpt_root)
+        if point.path is not None:
+            for problem in point.skipped:
+                accelerator.print(f"checkpoint {problem}: skipped, falling back to {point.path.name}")
+            if point.unverified:
+                accelerator.print(f"warning: {point.path} has no manifest (saved by an older alignkit): not verified")
+            record = check_resume_config(cfg, point.path, accelerator.print) or {"checkpoint": str(point.path)}
+            record["skipped"] = point.skipped
+    if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_config(cfg, out / "config.yaml")
-        remove_partial(ckpt_root)
+        resumes = out / RESUMES_FILE
+        if record is None:
+            resumes.unlink(missing_ok=True)
+        else:
+            with resumes.open("a") as f:
+                f.write(json.dumps(record) + "\n")
     set_seed(seed)
     if init_spec is not None and not Path(model_path).exists():
         ensure_init_model(model_path, init_spec, accelerator)
     return accelerator, out, ckpt_root
 
 
-def resume_state(accelerator, ckpt_root: Path, resume: str, total_steps: int) -> dict:
-    """With ``resume="auto"``, restore the newest complete checkpoint into the prepared objects and return
-    its trainer state (``{"step": ..., ...}``); ``{}`` when starting from scratch."""
-    from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint
+def resume_record(out: Path) -> list[dict]:
+    """Every resume of the run in ``out`` (checkpoint, allowed and forced config changes, damaged checkpoints
+    skipped), oldest first, for ``summary.json``."""
+    path = Path(out) / RESUMES_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
-    ckpt = latest_checkpoint(ckpt_root) if resume == "auto" else None
+
+def _reapply_hyperparameters(accelerator, groups_before: list, base_lrs_before: list) -> None:
+    """After ``load_state``: put back the optimizer hyper-parameters and scheduler base rates of the current
+    config (loading restores the saved ones), and set each group's rate for the restored step from the current
+    schedule. Identical values when the config did not change; the new ones after an allowed or forced change."""
+    for opt, groups in zip(accelerator._optimizers, groups_before):
+        for g, saved in zip(opt.param_groups, groups):
+            g.update(saved)
+    for sched, base_lrs in zip(accelerator._schedulers, base_lrs_before):
+        inner = getattr(sched, "scheduler", sched)
+        if base_lrs is None or not hasattr(inner, "lr_lambdas"):
+            continue
+        inner.base_lrs = list(base_lrs)
+        lrs = [base_lr * lmbda(inner.last_epoch) for lmbda, base_lr in zip(inner.lr_lambdas, inner.base_lrs)]
+        for g, lr in zip(inner.optimizer.param_groups, lrs):
+            g["lr"] = lr
+        inner._last_lr = lrs
+
+
+def resume_state(accelerator, ckpt_root: Path, resume: str, total_steps: int) -> dict:
+    """With ``resume`` auto or force, restore the newest checkpoint that verifies into the prepared objects and
+    return its trainer state (``{"step": ..., ...}``); ``{}`` when starting from scratch. The optimizer and
+    schedule follow the current config (see ``_reapply_hyperparameters``)."""
+    from alignkit.training.checkpoint import load_checkpoint, usable_checkpoint
+
+    ckpt = usable_checkpoint(ckpt_root).path if resume in ("auto", "force") else None
     if ckpt is None:
         return {}
+    groups = [
+        [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in o.param_groups] for o in accelerator._optimizers
+    ]
+    base_lrs = [getattr(getattr(s, "scheduler", s), "base_lrs", None) for s in accelerator._schedulers]
+    base_lrs = [list(b) if b is not None else None for b in base_lrs]
     state = load_checkpoint(accelerator, ckpt)
+    _reapply_hyperparameters(accelerator, groups, base_lrs)
     accelerator.print(f"resumed from {ckpt} (step {state['step']} of {total_steps})")
     return state
