@@ -151,7 +151,7 @@ class TransformersBackend:
         model's context is a one-line :class:`ModelError`. A prompt of more than ``MAX_CHARS_PER_TOKEN`` characters per
         context position is refused before anything is tokenised (tokenising megabytes costs seconds and gigabytes;
         no tokenizer averages 16 characters a token), then the token count is checked."""
-        from alignkit.models.generation import render_prompt
+        from alignkit.data.chat import encode_chat
 
         if self.max_positions is not None:
             chars = sum(len(str(m.get("content") or "")) for m in conversation)
@@ -160,14 +160,15 @@ class TransformersBackend:
                     f"the prompt is {chars} characters: more than the model's context of {self.max_positions} tokens "
                     f"can hold (at most {MAX_CHARS_PER_TOKEN} characters a token)"
                 )
-        try:
-            text = render_prompt(self.tokenizer, conversation)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ModelError("the tokenizer has no chat template, so chat prompts cannot be rendered")
+        try:  # content is tokenized as text: "<|im_end|>" typed by a user never becomes the control token
+            ids = encode_chat(self.tokenizer, conversation, add_generation_prompt=True)
         except ModelError:
             raise
         except Exception as err:  # jinja2 TemplateError and the like: the messages do not fit the template
             first = first_line(err)
             raise ModelError(f"the chat template rejected the messages: {first}") from None
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.max_positions is not None and len(ids) + settings.max_new_tokens > self.max_positions:
             raise ModelError(
                 f"the prompt is {len(ids)} tokens and max_new_tokens {settings.max_new_tokens}: more than the model's "
