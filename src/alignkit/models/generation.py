@@ -79,6 +79,7 @@ def generate(
 
     texts = [render_prompt(tokenizer, p) for p in prompts]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    check_context(model, [len(ids) for ids in encoded], max_new_tokens)  # before any generation: refused, not truncated
     new = generate_ids(
         model,
         tokenizer,
@@ -90,6 +91,29 @@ def generate(
         batch_size=batch_size,
     )
     return tokenizer.batch_decode([ids for ids, _ in new], skip_special_tokens=True)
+
+
+def context_length(model) -> int | None:
+    """The model's context (``config.max_position_embeddings``), or None when its config does not say."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def check_context(model, prompt_lengths: Sequence[int], max_new_tokens: int) -> None:
+    """A one-line :class:`ModelError` when a prompt (token count) plus ``max_new_tokens`` exceeds the model's
+    context: such prompts are refused, never truncated (a cut prompt is another question) nor run past the
+    positions the model was trained on."""
+    limit = context_length(model)
+    if limit is None:
+        return
+    over = [(i, n) for i, n in enumerate(prompt_lengths) if n + max_new_tokens > limit]
+    if over:
+        i, n = over[0]
+        more = f" (and {len(over) - 1} more prompts)" if len(over) > 1 else ""
+        raise ModelError(
+            f"prompt {i + 1} is {n:,} tokens{more}; with max_new_tokens {max_new_tokens} that exceeds the model's context "
+            f"of {limit} tokens: shorten it or lower max_new_tokens"
+        )
 
 
 # Every GenerationConfig field that adds a logits processor or changes the decoding strategy, at the value that
