@@ -27,6 +27,20 @@ def render_prompt(tokenizer, prompt: Prompt) -> str:
     return tokenizer.apply_chat_template(_as_messages(prompt), add_generation_prompt=True, tokenize=False)
 
 
+def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
+    """The prompt's token ids through the chat template, ending with the assistant header; message content is
+    tokenized as text, so a ``<|im_end|>`` typed by a user is never the control token
+    (``alignkit.data.chat.encode_chat``). Tokenize this, not :func:`render_prompt`'s text."""
+    from alignkit.data.chat import encode_chat
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError("the tokenizer has no chat template, so chat prompts cannot be rendered")
+    try:
+        return encode_chat(tokenizer, _as_messages(prompt), add_generation_prompt=True)
+    except ValueError as err:  # a template that rewrites content holding special-token strings
+        raise ModelError(str(err)) from None
+
+
 def _model_device(model) -> torch.device:
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
@@ -57,7 +71,8 @@ def generate(
     """One completion per prompt: only the new text, decoded without special tokens.
 
     Each prompt (a str becomes one user message) is rendered with the chat template and
-    ``add_generation_prompt=True``, then generated in left-padded batches of ``batch_size``
+    ``add_generation_prompt=True`` (:func:`encode_prompt`: message content never becomes control tokens),
+    then generated in left-padded batches of ``batch_size``
     (prompts of similar length batched together; results come back in input order).
     ``temperature == 0`` is greedy; otherwise sampling with ``temperature`` and ``top_p`` only —
     the processors a model's generation_config may ask for (top_k, repetition_penalty, no_repeat_ngram_size,
@@ -77,8 +92,7 @@ def generate(
     if not prompts:
         return []
 
-    texts = [render_prompt(tokenizer, p) for p in prompts]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     check_context(model, [len(ids) for ids in encoded], max_new_tokens)  # before any generation: refused, not truncated
     new = generate_ids(
         model,
