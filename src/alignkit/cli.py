@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="config tools").add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
     show = c.add_parser("show", help="print the resolved config")
-    show.add_argument("config")
-    show.add_argument("overrides", nargs="*")
+    show.add_argument("config", help="YAML config")
+    show.add_argument("overrides", nargs="*", help="key.sub=value overrides, values parsed as YAML")
     show.add_argument("--stage", choices=list(STAGES), help="stage schema (default: the config's folder name)")
     show.set_defaults(func=cmd_config_show)
 
@@ -219,46 +219,54 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("path", help="data file, datasets directory or hub dataset name")
     insp.add_argument("--format", default="auto", help="row format (default: detect)")
     insp.add_argument("--tokenizer", help="model/tokenizer dir (default: a small tokenizer trained on the data)")
-    insp.add_argument("--split", default="train")
-    insp.add_argument("--max-length", type=int, default=1024)
+    insp.add_argument("--split", default="train", help="split of a datasets directory or hub dataset")
+    insp.add_argument("--max-length", type=int, default=1024, help="token length counted as too long in the report")
     insp.set_defaults(func=cmd_data_inspect)
 
     im = sub.add_parser("init-model", help="create a randomly initialised model + trained tokenizer, offline")
-    im.add_argument("--arch", choices=["llama", "qwen2", "gemma2"], default="llama")
-    im.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny")
+    im.add_argument("--arch", choices=["llama", "qwen2", "gemma2"], default="llama", help="model architecture")
+    im.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny", help="model size (see docs/models.md)")
     im.add_argument(
         "--tokenizer-from", nargs="+", required=True, metavar="FILE", help="text or data files to train the tokenizer on"
     )
     im.add_argument("--out", required=True, help="output directory")
-    im.add_argument("--vocab-size", type=int, default=None)
-    im.add_argument("--seed", type=int, default=0)
-    im.add_argument("--overwrite", action="store_true")
+    im.add_argument("--vocab-size", type=int, default=None, help="tokenizer vocabulary size (default: the size's own)")
+    im.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    im.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     im.set_defaults(func=cmd_init_model)
 
     mg = sub.add_parser("merge", help="merge a LoRA adapter into its base model")
-    mg.add_argument("--adapter", required=True)
-    mg.add_argument("--out", required=True)
-    mg.add_argument("--dtype", default="float32")
+    mg.add_argument("--adapter", required=True, help="LoRA adapter directory (with adapter_config.json)")
+    mg.add_argument("--out", required=True, help="output directory for the merged model")
+    mg.add_argument("--dtype", default="float32", help="dtype of the merged weights")
     mg.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     mg.set_defaults(func=cmd_merge)
 
-    g = sub.add_parser("generate", help="generate replies with a model or adapter directory")
-    g.add_argument("--model", required=True)
+    g = sub.add_parser(
+        "generate",
+        help="generate replies with a model or adapter directory (samples at temperature 0.7; serve is greedy)",
+        description="Generate replies with a model or adapter directory. Samples at temperature 0.7 by default, "
+        "while 'alignkit serve' answers greedily (temperature 0) unless a request sets one: pass --temperature 0 "
+        "for serve's answers. A prompt that with --max-new-tokens exceeds the model's context is refused.",
+    )
+    g.add_argument("--model", required=True, help="model or adapter directory, or Hub id")
     g.add_argument("--prompt", action="append", required=True, help="a user message (repeatable)")
-    g.add_argument("--max-new-tokens", type=int, default=64)
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=int, default=64, help="most tokens generated per reply")
+    g.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature, 0: greedy (default: 0.7, sampled; serve is greedy)"
+    )
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.set_defaults(func=cmd_generate)
     re_ = sub.add_parser("rm-eval", help="pairwise accuracy, margin and calibration (ECE) of a reward model; JSON to stdout")
     re_.add_argument("--model", required=True, help="reward model directory (alignkit rm's final/)")
     re_.add_argument("--data", required=True, help="preference pairs (any preference format; optional 'subset' column)")
     re_.add_argument("--out", help="write each pair's two scores as JSONL here")
-    re_.add_argument("--format", default="auto")
-    re_.add_argument("--split", default="train")
-    re_.add_argument("--on-error", choices=["raise", "skip"], default="raise")
-    re_.add_argument("--max-rows", type=int)
-    re_.add_argument("--batch-size", type=int, default=16)
+    re_.add_argument("--format", default="auto", help="row format (auto: detect)")
+    re_.add_argument("--split", default="train", help="split of a datasets directory or hub dataset")
+    re_.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="a malformed row: stop, or skip it")
+    re_.add_argument("--max-rows", type=int, help="read at most this many rows (default: all)")
+    re_.add_argument("--batch-size", type=int, default=16, help="pairs scored per forward pass")
     re_.set_defaults(func=cmd_rm_eval)
 
     sc = sub.add_parser("score", help="reward-model scores of prompt/response rows, or of one --prompt/--response")
@@ -267,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", help="with --data: write the scored rows as JSONL here (default: stdout)")
     sc.add_argument("--prompt", help="one user message")
     sc.add_argument("--response", help="the reply to score")
-    sc.add_argument("--batch-size", type=int, default=16)
+    sc.add_argument("--batch-size", type=int, default=16, help="rows scored per forward pass")
     sc.set_defaults(func=cmd_score)
 
     cp = sub.add_parser("compare", help="answers of several models side by side, scored by a reward model; report.html")
@@ -281,12 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--prompts", required=True, help="prompts: .txt (one per line) or any data format (the prompt part)")
     cp.add_argument("--reward-model", help="reward model directory scoring every answer")
     cp.add_argument("--out", help="write compare.jsonl, summary.json and report.html here")
-    cp.add_argument("--max-prompts", type=int)
-    cp.add_argument("--max-new-tokens", type=int, default=64)
-    cp.add_argument("--temperature", type=float, default=0.7)
-    cp.add_argument("--top-p", type=float, default=1.0)
-    cp.add_argument("--seed", type=int, default=0)
-    cp.add_argument("--batch-size", type=int, default=8)
+    cp.add_argument("--max-prompts", type=int, help="use the first N prompts (default: all)")
+    cp.add_argument("--max-new-tokens", type=int, default=64, help="most tokens per answer")
+    cp.add_argument("--temperature", type=float, default=0.7, help="sampling temperature, 0: greedy")
+    cp.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    cp.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (the same for every model)")
+    cp.add_argument("--batch-size", type=int, default=8, help="prompts generated per batch")
     cp.add_argument("--runs", nargs="+", metavar="DIR", help="more run directories (with metrics.jsonl) to plot")
     cp.set_defaults(func=cmd_compare)
 
@@ -296,7 +304,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (commands, cache_commands, serve_commands):
         module.add_parsers(sub)
+    _show_defaults(p, skip=("serve",))
     return p
+
+
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help that does not mention its default (a default of None or False
+    means "not given" and is left out)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = not (action.default is None or action.default is False or action.default == argparse.SUPPRESS)  # 0 is shown
+        if action.option_strings and shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _show_defaults(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Give ``parser`` and every sub-command parser below it (but those named in ``skip``) :class:`_DefaultsHelp`."""
+    parser.formatter_class = _DefaultsHelp
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                if name not in skip:
+                    _show_defaults(child, skip)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

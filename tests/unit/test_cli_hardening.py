@@ -155,3 +155,37 @@ def test_compare_out_that_cannot_be_a_directory_fails_before_the_work(where, tmp
     rc, err = run(["compare", "--model", f"a={tmp_path}", "--prompts", prompts, "--out", out], capsys)
     assert rc == 2
     one_line_error(err, "--out", "taken")
+
+
+# --- --help ------------------------------------------------------------------------------------------------
+def _options(parser, path=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _options(child, (*path, name))
+        elif action.dest != "help":
+            yield path, parser, action
+
+
+def test_every_option_has_help_showing_its_default():
+    """serve's options are the server's to document (left out here)."""
+    missing = []
+    for path, parser, action in _options(cli.build_parser()):
+        if path[:1] == ("serve",):
+            continue
+        name = " ".join(path) + " " + (action.option_strings[-1] if action.option_strings else action.dest)
+        if not action.help:
+            missing.append(f"{name}: no help")
+            continue
+        if action.option_strings and not (action.default is None or action.default is False):
+            shown = parser._get_formatter()._expand_help(action)  # the help line as --help prints it
+            if f"default: {action.default}" not in shown and "default" not in action.help:
+                missing.append(f"{name}: default {action.default!r} not shown")
+    assert not missing, "\n".join(missing)
+
+
+def test_generate_help_says_it_samples_while_serve_is_greedy():
+    text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["generate"].format_help().split())
+    assert "0.7" in text and "serve" in text and "greedy" in text
