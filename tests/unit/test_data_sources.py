@@ -179,3 +179,38 @@ def test_real_files_stream():
     assert len(sharegpt) == 500 and sharegpt[0][0]["id"] == "identity_0"
     mt = list(read_rows(str(REPO / "data/mt-bench/question.jsonl")))
     assert len(mt) == 80 and mt[0][0]["question_id"] == 81
+
+
+NOT_UTF8 = {  # one Latin-1 "é" (byte 0xe9) in the second row
+    "bad.jsonl": b'{"prompt": "a", "completion": "b"}\n{"prompt": "caf\xe9", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n',
+    "bad.json": b'[{"prompt": "a", "completion": "b"},\n {"prompt": "caf\xe9", "completion": "b"},\n {"prompt": "c", "completion": "d"}]',
+    "bad.csv": b"prompt,completion\na,b\ncaf\xe9,b\nc,d\n",
+}
+
+
+@pytest.mark.parametrize("name", [*NOT_UTF8, "bad.jsonl.gz"])
+def test_a_byte_that_is_not_utf8_is_a_located_row_error_and_can_be_skipped(tmp_path, name):
+    """Issue 16: ``file:line: not UTF-8 (byte N ...)``, one line, and ``on_error="skip"`` skips only that row."""
+
+    from alignkit.data.formats import load_examples
+
+    path = tmp_path / name
+    raw = NOT_UTF8[name.removesuffix(".gz")]
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    with pytest.raises(DataError) as err:
+        load_examples(str(path), fmt="auto", on_error="raise")
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:2: ") and "not UTF-8 (byte " in msg and "0xe9" in msg and "\n" not in msg
+    loaded = load_examples(str(path), fmt="auto", on_error="skip")
+    assert [ex.prompt[0].content for ex in loaded.examples] == ["a", "c"]
+    assert [str(e.ref) for e in loaded.skipped] == [f"{path}:2"]
+
+
+def test_data_inspect_reports_a_byte_that_is_not_utf8(tmp_path):
+    from alignkit.data.inspect import inspect_data
+
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(NOT_UTF8["bad.jsonl"])
+    report = inspect_data(str(path))
+    assert (report.rows, report.examples, report.skipped) == (3, 2, 1)
+    assert report.first_error.startswith(f"{path}:2: not UTF-8 (byte 16 of the line: 0xe9)")

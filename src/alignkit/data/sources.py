@@ -23,6 +23,7 @@ import csv
 import gzip
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import IO
 
@@ -42,8 +43,9 @@ def read_rows(source: str, *, split: str = "train") -> Iterator[tuple[dict, RowR
         split: the split to read from a ``DatasetDict`` folder or a hub dataset.
 
     Raises:
-        DataError: the source is not found, its kind is unsupported, a line is not valid JSON, a row
-            is not a JSON object, or ``split`` is not in a ``DatasetDict``. "Not found" and
+        DataError: the source is not found, its kind is unsupported, a line is not valid JSON or not
+            UTF-8 (``file:line: not UTF-8 (byte N: 0xXX) of the line``), a row is not a JSON object, or
+            ``split`` is not in a ``DatasetDict``. "Not found" and
             "unsupported" are raised by the call itself; the others while iterating.
     """
     rows = read_rows_or_errors(source, split=split)
@@ -58,7 +60,7 @@ def read_rows(source: str, *, split: str = "train") -> Iterator[tuple[dict, RowR
 
 
 def read_rows_or_errors(source: str, *, split: str = "train") -> Iterator[tuple[dict | DataError, RowRef]]:
-    """Like ``read_rows``, but a bad row (malformed JSON line, not an object) is yielded as its
+    """Like ``read_rows``, but a bad row (malformed JSON line, not UTF-8, not an object) is yielded as its
     ``DataError`` in place of the row, so that a caller can skip it and go on reading.
 
     Errors that concern the whole source (not found, unsupported kind, a ``.json`` list that does not
@@ -94,10 +96,37 @@ def _looks_local(source: str) -> bool:
     )
 
 
-def _open_text(path: str) -> IO[str]:
+def _open_text(path: str, newline: str | None = None) -> IO[str]:
+    """The file as text; a byte that is not UTF-8 is read as a lone surrogate (``surrogateescape``) so that it can be
+    reported with its line (``_not_utf8``) instead of failing the whole read."""
     if path.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline=newline)
+    return open(path, encoding="utf-8", errors="surrogateescape", newline=newline)
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
+
+
+def _not_utf8(text: str, of: str = "") -> str | None:
+    """``"not UTF-8 (byte N{of}: 0xXX) ..."`` for the first undecodable byte of ``text`` (N: its 1-based byte offset in
+    ``text``), None when it is all UTF-8."""
+    m = _ESCAPED.search(text)
+    if m is None:
+        return None
+    n = len(text[: m.start()].encode("utf-8", "surrogateescape")) + 1
+    return f"not UTF-8 (byte {n}{of}: 0x{ord(m.group()) - 0xDC00:02x}); re-save the file as UTF-8"
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
 
 
 def _check_object(row: object, ref: RowRef) -> dict | DataError:
@@ -112,6 +141,10 @@ def _read_jsonl(path: str, hint: str = "") -> Iterator[tuple[dict | DataError, R
             if not line.strip():
                 continue
             ref = RowRef(path, lineno)
+            bad = _not_utf8(line, " of the line")
+            if bad:
+                yield DataError(ref, bad), ref
+                continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -137,13 +170,18 @@ def _read_json(path: str) -> Iterator[tuple[dict | DataError, RowRef]]:
         yield from _read_jsonl(path, hint="; a .json file must hold a list of objects or one object per line")
         return
     with _open_text(path) as f:
-        try:
-            rows = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(RowRef(path, e.lineno), f"malformed JSON: {e.msg} (column {e.colno})") from None
+        text = f.read()
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(RowRef(path, e.lineno), f"malformed JSON: {e.msg} (column {e.colno})") from None
+    escaped = _ESCAPED.search(text) is not None
     for i, row in enumerate(rows, start=1):
         ref = RowRef(path, i)
-        yield _check_object(row, ref), ref
+        bad = (
+            next((b for x in _strings(row) for b in [_not_utf8(x, " of a string in this item")] if b), None) if escaped else None
+        )
+        yield (DataError(ref, bad) if bad else _check_object(row, ref)), ref
 
 
 def _read_parquet(path: str) -> Iterator[tuple[dict, RowRef]]:
@@ -156,10 +194,16 @@ def _read_parquet(path: str) -> Iterator[tuple[dict, RowRef]]:
             yield row, RowRef(path, i)
 
 
-def _read_csv(path: str) -> Iterator[tuple[dict, RowRef]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        for i, row in enumerate(csv.DictReader(f), start=1):
-            yield dict(row), RowRef(path, i)
+def _read_csv(path: str) -> Iterator[tuple[dict | DataError, RowRef]]:
+    with _open_text(path, newline="") as f:
+        reader = csv.DictReader(f)
+        bad = _not_utf8(",".join(reader.fieldnames or []), " of the header")
+        if bad:
+            raise DataError(RowRef(path, 1), f"the header is {bad}")
+        for i, row in enumerate(reader, start=1):
+            ref = RowRef(path, i)
+            bad = next(((k, b) for k, v in row.items() if isinstance(v, str) for b in [_not_utf8(v, " of the value")] if b), None)
+            yield (DataError(ref, bad[1], field=bad[0]) if bad else dict(row)), ref
 
 
 def _read_datasets_dir(path: str, split: str) -> Iterator[tuple[dict, RowRef]]:
