@@ -133,7 +133,6 @@ BAD = [
     ("messages", {"messages": ["hi"]}, "messages[0]", "expected a message object"),
     ("sharegpt", {"conversations": [{"from": "bot", "value": "x"}]}, "conversations[0].from", "unknown role 'bot'"),
     ("sharegpt", {"conversations": [{"from": "human", "value": ""}]}, "conversations[0].value", "empty string"),
-    ("preference", {"prompt": "x", "chosen": "a", "rejected": "a"}, "rejected", "chosen equals rejected"),
     ("preference", {"prompt": "x", "chosen": "a"}, "rejected", "missing"),
     ("preference", {"prompt": "x", "chosen": 1, "rejected": "b"}, "chosen", "expected a string or a list of messages, got int"),
     ("preference", {"prompt": 3, "chosen": "a", "rejected": "b"}, "prompt", "expected a string or a list of messages, got int"),
@@ -146,22 +145,10 @@ BAD = [
         "rejected",
         "share every turn but the last",
     ),
-    (
-        "hh_rlhf",
-        {"chosen": "\n\nHuman: x\n\nAssistant: a", "rejected": "\n\nHuman: x\n\nAssistant: a"},
-        "rejected",
-        "chosen equals rejected",
-    ),
     ("hh_rlhf", {"chosen": "\n\nHuman: x\n\nAssistant: a", "rejected": "something else"}, "rejected", "share no"),
     ("hh_rlhf", {"chosen": "\n\nHuman: x\n\nAssistant: ", "rejected": "\n\nHuman: x\n\nAssistant: b"}, "chosen", "empty reply"),
     ("hh_rlhf", {"chosen": "\n\nHuman: x\n\nAssistant: a"}, "rejected", "missing"),
     ("rm_static", {"prompt": "\n\nHuman: x", "chosen": "a", "rejected": "b"}, "prompt", "ending in 'Assistant:'"),
-    (
-        "rm_static",
-        {"prompt": "\n\nHuman: x\n\nAssistant:", "chosen": " a", "rejected": "a"},
-        "rejected",
-        "chosen equals rejected",
-    ),
 ]
 
 
@@ -308,3 +295,37 @@ def test_sharegpt_real_dummy_conversations():
 
 def test_real_hh_explicit_format_matches_detected():
     assert load_examples(str(HH), fmt="hh_rlhf", max_rows=20).examples == load_examples(str(HH), max_rows=20).examples
+
+
+SAME_SIDES = [  # a pair whose two replies are the same text: fine to read, refused only where a pair is ranked
+    ("preference", {"prompt": "x", "chosen": "a", "rejected": "a"}),
+    ("hh_rlhf", {"chosen": "\n\nHuman: x\n\nAssistant: a", "rejected": "\n\nHuman: x\n\nAssistant: a"}),
+    ("rm_static", {"prompt": "\n\nHuman: x\n\nAssistant:", "chosen": " a", "rejected": "a"}),
+]
+
+
+@pytest.mark.parametrize("fmt,row", SAME_SIDES, ids=[s[0] for s in SAME_SIDES])
+def test_chosen_equal_to_rejected_is_read_and_refused_by_the_pair_stages(tmp_path, fmt, row):
+    """Issue 16: SFT (chosen replies), PPO and compare (prompts) read such rows; RM, DPO and KTO refuse them."""
+    from alignkit.data.formats import same_sides
+    from alignkit.data.pairs import tokenize_pairs
+    from alignkit.data.preference import tokenize_pairs_for_policy, unpair
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(dict(row, chosen=row["chosen"] + "!")) + "\n")
+    loaded = load_examples(str(path), fmt=fmt)  # raised before
+    (same, fine) = loaded.examples
+    assert (same.prompt[0].content, same.chosen, same.rejected) == ("x", "a", "a")
+    assert same_sides(fine) is None
+    err = same_sides(same)
+    assert str(err) == f"{path}:1: field 'rejected': chosen equals rejected: a pair needs two different replies to rank"
+    for refuse in (
+        lambda **kw: tokenize_pairs(loaded.examples, None, template="plain", max_length=64, **kw),
+        lambda **kw: tokenize_pairs_for_policy(loaded.examples, None, max_length=64, **kw),
+    ):
+        with pytest.raises(DataError, match="chosen equals rejected"):
+            refuse(on_error="raise")
+    with pytest.raises(DataError, match="chosen equals rejected"):
+        unpair(loaded.examples)
+    skipped = []
+    assert len(unpair(loaded.examples, on_error="skip", skipped=skipped)) == 2 and [str(e) for e in skipped] == [str(err)]

@@ -62,7 +62,7 @@ def load_units(source, tokenizer, *, kto: bool, seed: int, fmt, split, max_lengt
     paired = bool(examples) and all(ex.is_preference for ex in examples)
     if kto:
         if paired:
-            examples = unpair(examples)
+            examples = unpair(examples, on_error=on_error, skipped=loaded.skipped)
             log(f"{source}: {len(loaded.examples)} preference pairs unpaired into {len(examples)} KTO rows")
         data = tokenize_unpaired(examples, tokenizer, max_length=max_length, seed=seed, on_error=on_error)
     else:

@@ -161,9 +161,14 @@ def _split_last_assistant(turns: list[Message], ref: RowRef, name: str) -> tuple
     return tuple(turns[:-1]), turns[-1].content
 
 
-def _check_distinct(chosen: str, rejected: str, ref: RowRef) -> None:
-    if chosen == rejected:
-        raise DataError(ref, "chosen equals rejected", field="rejected")
+def same_sides(ex: Example) -> DataError | None:
+    """The error of a preference pair whose chosen and rejected replies are the same text, else None.
+
+    Checked by the stages that rank the two sides (reward model, DPO, KTO from pairs), not by the format
+    converters: SFT on the chosen replies, PPO and compare prompts read such rows fine."""
+    if ex.is_preference and ex.chosen == ex.rejected:
+        return DataError(ex.ref, "chosen equals rejected: a pair needs two different replies to rank", field="rejected")
+    return None
 
 
 def _pair_meta(row: dict, ref: RowRef) -> dict:
@@ -253,7 +258,6 @@ def _from_preference(row: dict, ref: RowRef) -> Example:
         rejected_prompt, rejected = _split_last_assistant(rejected_turns, ref, "rejected")
         if prompt != rejected_prompt:
             raise DataError(ref, "chosen and rejected must share every turn but the last", field="rejected")
-    _check_distinct(chosen, rejected, ref)
     return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref, meta=_pair_meta(row, ref))
 
 
@@ -282,7 +286,6 @@ def _parse_hh_turns(text: str, ref: RowRef, name: str) -> tuple[Message, ...]:
 def _from_hh_rlhf(row: dict, ref: RowRef) -> Example:
     chosen_text = _get_str(row, "chosen", ref)
     rejected_text = _get_str(row, "rejected", ref)
-    _check_distinct(chosen_text, rejected_text, ref)
     shared = os.path.commonprefix([chosen_text, rejected_text])
     cut = shared.rfind(_HH_ASSISTANT)
     if cut < 0:
@@ -294,7 +297,6 @@ def _from_hh_rlhf(row: dict, ref: RowRef) -> Example:
         raise DataError(ref, "empty reply after the last shared '\\n\\nAssistant:'", field="chosen")
     if not rejected:
         raise DataError(ref, "empty reply after the last shared '\\n\\nAssistant:'", field="rejected")
-    _check_distinct(chosen, rejected, ref)
     return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref, meta=_pair_meta(row, ref))
 
 
@@ -305,7 +307,6 @@ def _from_rm_static(row: dict, ref: RowRef) -> Example:
     prompt = _parse_hh_turns(prompt_text.rstrip(), ref, "prompt")
     chosen = _get_str(row, "chosen", ref).strip()
     rejected = _get_str(row, "rejected", ref).strip()
-    _check_distinct(chosen, rejected, ref)
     return Example(prompt=prompt, completion=chosen, rejected=rejected, ref=ref, meta=_pair_meta(row, ref))
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from alignkit.data.chat import encode_chat_spans
 from alignkit.data.errors import DataError, RowRef
 from alignkit.data.examples import Example, as_messages, messages_as_text
+from alignkit.data.formats import same_sides
 
 TEMPLATES = ("chat", "plain")
 if TYPE_CHECKING:
@@ -165,18 +166,28 @@ def tokenize_pairs(
 ) -> TokenizedPairs:
     """Tokenize preference examples (``Example.rejected`` set) for reward modelling.
 
-    A pair whose chosen and rejected sides give the same ids (e.g. they differ only in the part cut
-    by truncation) cannot be ranked: a ``DataError``, or with ``on_error="skip"`` counted in ``skipped``.
+    A pair whose chosen and rejected replies are the same text, or give the same ids (e.g. they differ only in
+    the part cut by truncation), cannot be ranked: a ``DataError``, or with ``on_error="skip"`` counted in
+    ``skipped``.
     """
+    skipped: list[DataError] = []
+    kept = []
     for ex in examples:
         if not ex.is_preference:
             raise DataError(ex.ref, "not a preference pair (no rejected response)", field="rejected")
+        err = same_sides(ex)
+        if err is not None:
+            if on_error == "raise":
+                raise err
+            skipped.append(err)
+            continue
+        kept.append(ex)
+    examples = kept
     prompts = [ex.prompt for ex in examples]
     kw = {"template": template, "max_length": max_length, "refs": [ex.ref for ex in examples]}
     chosen = encode_conversations(prompts, [ex.chosen for ex in examples], tokenizer, **kw)
     rejected = encode_conversations(prompts, [ex.rejected for ex in examples], tokenizer, **kw)
     pairs: list[TokenizedPair] = []
-    skipped: list[DataError] = []
     truncated = 0
     for k, (ex, c, r, cc, rc) in enumerate(zip(examples, chosen.ids, rejected.ids, chosen.truncated, rejected.truncated)):
         if c == r:

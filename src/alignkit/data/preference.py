@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from alignkit.data.errors import DataError, RowRef
 from alignkit.data.examples import Example
+from alignkit.data.formats import same_sides
 from alignkit.data.tokenize import TokenizedExample, tokenize_with_flag
 
 
@@ -97,12 +98,18 @@ def _tokenize_one(ex: Example, completion: str, tokenizer, max_length: int) -> t
 
 def tokenize_pairs_for_policy(examples: Sequence[Example], tokenizer, *, max_length: int, on_error: str = "raise") -> SequenceSet:
     """Pairs (``Example.rejected`` set) as chosen/rejected sequences. A pair is left out (a ``DataError``,
-    or counted in ``skipped`` with ``on_error="skip"``) when truncation leaves a side with no completion
-    token or makes both sides the same tokens."""
+    or counted in ``skipped`` with ``on_error="skip"``) when its two replies are the same text, or truncation
+    leaves a side with no completion token or makes both sides the same tokens."""
     out = SequenceSet([], [], [], [])
     for ex in examples:
         if not ex.is_preference:
             raise DataError(ex.ref, "not a preference pair (no rejected response)", field="rejected")
+        same = same_sides(ex)
+        if same is not None:
+            if on_error == "raise":
+                raise same
+            out.skipped.append(same)
+            continue
         chosen, cut_c = _tokenize_one(ex, ex.chosen, tokenizer, max_length)
         rejected, cut_r = _tokenize_one(ex, ex.rejected, tokenizer, max_length)
         problem = None
@@ -125,10 +132,18 @@ def tokenize_pairs_for_policy(examples: Sequence[Example], tokenizer, *, max_len
     return out
 
 
-def unpair(examples: Sequence[Example]) -> list[Example]:
-    """Preference pairs -> unpaired rows: ``(prompt, chosen, label=True)`` and ``(prompt, rejected, label=False)``."""
+def unpair(examples: Sequence[Example], *, on_error: str = "raise", skipped: list[DataError] | None = None) -> list[Example]:
+    """Preference pairs -> unpaired rows: ``(prompt, chosen, label=True)`` and ``(prompt, rejected, label=False)``.
+    A pair whose two replies are the same text is a ``DataError``, or with ``on_error="skip"`` left out and
+    appended to ``skipped``."""
     out = []
     for ex in examples:
+        same = same_sides(ex)
+        if same is not None:
+            if on_error == "raise" or skipped is None:
+                raise same
+            skipped.append(same)
+            continue
         out.append(Example(prompt=ex.prompt, completion=ex.chosen, ref=ex.ref, templated=ex.templated, meta={"label": True}))
         out.append(Example(prompt=ex.prompt, completion=ex.rejected, ref=ex.ref, templated=ex.templated, meta={"label": False}))
     return out
