@@ -84,3 +84,17 @@ def test_every_shipped_yaml_validates():
         stage = f.parent.name.replace("_", "-")  # configs/self_reward -> self-reward
         assert stage in STAGES, f"{f}: folder {stage!r} is not a stage"
         load_config(_load(STAGES[stage][0]), f)
+
+
+def test_a_tagged_section_without_its_type_names_the_missing_key(tmp_path):
+    """Issue 16: ``loss.beta=0.5`` alone used to fail with pydantic's 'Unable to extract tag using discriminator'."""
+    from alignkit.config.dpo import DPOConfig
+
+    p = _write(tmp_path, "output_dir: o\nmodel: {name_or_path: m}\ndata: {train: t}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(DPOConfig, p, ["loss.beta=0.5"])
+    msg = str(e.value)
+    assert "missing required key 'loss.type' (one of: sigmoid, ipo," in msg and "discriminator" not in msg
+    with pytest.raises(ConfigError, match=r"key 'loss.type': unknown value 'nope' \(one of: sigmoid, ipo,"):
+        load_config(DPOConfig, p, ["loss.type=nope"])
+    assert load_config(DPOConfig, p, ["loss.type=sigmoid", "loss.beta=0.5"]).loss.beta == 0.5

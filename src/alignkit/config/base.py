@@ -115,6 +115,28 @@ def _model_of(annotation: Any) -> Any:
     return annotation
 
 
+def _union_tags(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The ``type`` values of the tagged union of models at ``loc`` (plain field names), [] if not found."""
+    model: Any = schema
+    annotation: Any = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return []
+        annotation = model.model_fields[part].annotation
+        model = _model_of(annotation)
+    tags: list[str] = []
+
+    def walk(a: Any) -> None:
+        for arg in getattr(a, "__args__", ()) or ():
+            if isinstance(arg, type) and issubclass(arg, BaseModel) and "type" in arg.model_fields:
+                tags.extend(str(t) for t in getattr(arg.model_fields["type"].annotation, "__args__", ()) or ())
+            elif getattr(arg, "__args__", None):
+                walk(arg)
+
+    walk(annotation)
+    return tags
+
+
 def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
     """One line per problem: ``source: key 'train.max_stpes' is not allowed (did you mean 'max_steps'?)``."""
     lines = []
@@ -127,6 +149,16 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], sourc
             lines.append(f"{source}: unknown key {key!r}{hint}")
         elif e["type"] == "missing":
             lines.append(f"{source}: missing required key {key!r}")
+        elif e["type"] in ("union_tag_not_found", "union_tag_invalid"):  # a tagged union (loss: {type: ...})
+            disc = str(e.get("ctx", {}).get("discriminator", "type")).strip("'")
+            tags = ", ".join(_union_tags(schema, tuple(e["loc"]))) or e.get("ctx", {}).get("expected_tags", "")
+            given = e.get("input")
+            if not isinstance(given, dict):
+                lines.append(f"{source}: key {key!r} must be a section with a {disc!r} key (one of: {tags}), got {given!r}")
+            elif disc not in given:
+                lines.append(f"{source}: missing required key '{key}.{disc}' (one of: {tags}) to say which {loc[-1]} this is")
+            else:
+                lines.append(f"{source}: key '{key}.{disc}': unknown value {given[disc]!r} (one of: {tags})")
         else:
             got = e.get("input")
             got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
