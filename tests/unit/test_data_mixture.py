@@ -42,7 +42,7 @@ def test_per_source_max_rows(tmp_path):
 
 def test_a_bad_row_names_its_own_file_and_line(tmp_path):
     a = _jsonl(tmp_path / "a.jsonl", _pairs(2, "a"))
-    b = _jsonl(tmp_path / "b.jsonl", _pairs(2, "b") + [{"prompt": "x", "chosen": "same", "rejected": "same"}])
+    b = _jsonl(tmp_path / "b.jsonl", _pairs(2, "b") + [{"prompt": "x", "chosen": "same"}])
     with pytest.raises(DataError, match=r"b\.jsonl:3: field 'rejected'"):
         load_examples(as_sources([a, b]), fmt="preference")
     skipped = load_examples(as_sources([a, b]), fmt="preference", on_error="skip")
