@@ -59,7 +59,7 @@ def test_lora_sft_two_steps_moves_only_adapters(tiny_model_dir, tmp_path):
 
 def test_bad_data_is_one_line_exit_2(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n{"prompt": "x", "chosen": "same", "rejected": "same"}\n')
+    bad.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n{"prompt": "x", "chosen": "", "rejected": "same"}\n')
     cfg = write_sft_config(
         tmp_path / "c.yaml", tiny_model_dir, tmp_path / "run", data={"train": str(bad), "format": "auto", "on_error": "raise"}
     )
