@@ -340,6 +340,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from alignkit.models.hf_logging import quiet_import_notices  # logging only: --help stays instant
+
+    quiet_import_notices()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

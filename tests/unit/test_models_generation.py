@@ -243,3 +243,23 @@ def test_special_token_strings_in_a_prompt_are_text_not_control_tokens(model_and
     generate(model, tok, [injection], max_new_tokens=1, temperature=0)
     ((input_ids, _),) = spy.calls
     assert input_ids[0].tolist() == ids
+
+
+def test_concurrent_callers_share_one_swap_of_the_generation_config(tiny_model_dir):
+    """The server generates from several threads on one model: the first caller to leave must not restore the
+    checkpoint's generation_config while another is still generating (it did: answers changed under load)."""
+    from alignkit.models.generation import _model_sampling_defaults_off
+    from alignkit.models.loading import load_causal_lm
+
+    model = load_causal_lm(str(tiny_model_dir), finetune="none")
+    model.generation_config.top_k = 5
+    own = model.generation_config
+    a, b = _model_sampling_defaults_off(model), _model_sampling_defaults_off(model)
+    a.__enter__()
+    bare = model.generation_config
+    assert bare is not own and bare.top_k != 5
+    b.__enter__()
+    a.__exit__(None, None, None)  # the first caller leaves while the second is inside
+    assert model.generation_config is bare
+    b.__exit__(None, None, None)
+    assert model.generation_config is own

@@ -28,9 +28,10 @@ def test_score_refuses_a_response_it_cannot_locate(tiny_model_dir):
     assert len(ok.score(["Is it safe?"], ["yes, it is safe."])) == 1
     rm = _rm(tiny_model_dir, UPPER_TEMPLATE)
     with pytest.raises(ModelError) as err:
-        rm.score(["Is it safe?", "Hi"], ["YES", "yes, it is safe."])  # the first is found (already upper case)
+        # a template that rewrites content: no response is located from the rendered text, not even "YES"
+        rm.score(["Is it safe?", "Hi"], ["YES", "yes, it is safe."])
     msg = str(err.value)
-    assert "\n" not in msg and "cannot locate response 1" in msg
+    assert "\n" not in msg and "cannot locate response 0" in msg and "2 such responses" in msg
 
 
 def test_the_scorer_refuses_a_row_without_response_tokens(tiny_model_dir):

@@ -72,3 +72,24 @@ def test_other_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(cli, "cmd_config_show", bug)
     with pytest.raises(KeyError):
         cli.main(["config", "show", "whatever.yaml"])
+
+
+def test_no_bitsandbytes_hub_kernel_notice(monkeypatch):
+    """bitsandbytes 0.50 logs two lines about a Hub kernel when imported (on CPUs with AVX512-BF16, offline): the
+    CLI quiets those loggers before any command can import it."""
+    import os
+    import subprocess
+    import sys
+
+    import alignkit.models.hf_logging as hf_logging
+
+    code = "from alignkit.models.hf_logging import quiet_import_notices; quiet_import_notices(); import peft, bitsandbytes"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert "kernels-community" not in got.stderr + got.stdout
+    calls = []
+    monkeypatch.setattr(hf_logging, "quiet_import_notices", lambda: calls.append(1))
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert calls == [1]  # main quiets them first, before parsing and before any command's imports

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 
@@ -167,23 +168,41 @@ def sampling_config(*, max_new_tokens: int, temperature: float, top_p: float, eo
     return GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, **common)
 
 
+_SWAP_LOCK = threading.Lock()
+_SWAPPED: dict[int, list] = {}  # id(model) -> [callers inside, [(module, its own generation_config), ...]]
+
+
 @contextmanager
 def _model_sampling_defaults_off(model):
     """While inside, each ``GenerationMixin`` under ``model`` holds a bare generation_config (its special token ids
     only): transformers merges that object into the config passed to ``generate``, filling every field left at
     None — so processors whose "off" value is None (suppress_tokens, bad_words_ids, sequence_bias, min_p,
-    forced_eos_token_id...) cannot come back from a checkpoint's generation_config.json. Restored on exit."""
+    forced_eos_token_id...) cannot come back from a checkpoint's generation_config.json. Restored when the last
+    caller leaves: concurrent callers on one model (the server's threads) share one swap, counted under a lock, so
+    none restores the model's own config while another is still generating."""
     from transformers import GenerationConfig, GenerationMixin
 
-    modules = model.modules() if hasattr(model, "modules") else ()
-    held = [(m, m.generation_config) for m in modules if isinstance(m, GenerationMixin) and m.generation_config is not None]
+    key = id(model)
+    with _SWAP_LOCK:
+        entry = _SWAPPED.get(key)
+        if entry is None:
+            modules = model.modules() if hasattr(model, "modules") else ()
+            held = [
+                (m, m.generation_config) for m in modules if isinstance(m, GenerationMixin) and m.generation_config is not None
+            ]
+            for m, cfg in held:
+                m.generation_config = GenerationConfig(**{k: getattr(cfg, k, None) for k in _KEPT_FROM_MODEL})
+            entry = _SWAPPED[key] = [0, held]
+        entry[0] += 1
     try:
-        for m, cfg in held:
-            m.generation_config = GenerationConfig(**{k: getattr(cfg, k, None) for k in _KEPT_FROM_MODEL})
         yield
     finally:
-        for m, cfg in held:
-            m.generation_config = cfg
+        with _SWAP_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                for m, cfg in entry[1]:
+                    m.generation_config = cfg
+                del _SWAPPED[key]
 
 
 def generate_ids(

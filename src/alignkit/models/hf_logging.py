@@ -5,6 +5,13 @@ from __future__ import annotations
 import logging
 
 
+def quiet_import_notices() -> None:
+    """Before anything imports bitsandbytes: version 0.50 asks the Hub for a CPU 4-bit kernel on import and logs
+    two lines when it cannot have it (offline), then uses its own kernels; those lines are noise for alignkit."""
+    for name in ("bitsandbytes", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def quiet_libraries() -> None:
     """Silence transformers/accelerate info logs and hub progress bars; alignkit prints its own progress."""
     import transformers
@@ -14,7 +21,4 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     disable_progress_bars()
     logging.getLogger("accelerate").setLevel(logging.ERROR)
-    # bitsandbytes 0.50 tries a hub kernel for its CPU 4-bit matmul on import and warns when offline; it falls
-    # back to its own kernels, so the warning (and the kernels package's trust-check notice) is noise here
-    for name in ("bitsandbytes", "kernels"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_import_notices()
