@@ -299,3 +299,13 @@ def test_any_scorer_plugs_in(tiny_model_dir, rm_dir):
 
     with pytest.raises(ScoreError, match="1 scores for"):
         compare_models(models, PROMPTS, scorer=lambda p, r: [1.0], max_new_tokens=4, log=lambda _: None)
+
+
+def test_a_txt_prompt_file_with_a_byte_that_is_not_utf8_names_its_line(tmp_path):
+    from alignkit.data.errors import DataError
+
+    txt = tmp_path / "p.txt"
+    txt.write_bytes("first\nd\xe9j\xe0 vu\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"p\.txt:2: not UTF-8 \(byte 2 of the line: 0xe9\)") as err:
+        load_prompts(str(txt))
+    assert "\n" not in str(err.value)

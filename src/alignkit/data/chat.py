@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,10 +39,17 @@ def _render(tokenizer, messages: Sequence[dict], add_generation_prompt: bool, te
     )
 
 
+# transformers' fast tokenizers implement split_special_tokens by setting a flag on the shared Rust tokenizer before
+# each call: two threads (the server's requests) encoding template text and content at once would each see the
+# other's flag, turning a template's control token into text or a user's "<|im_start|>" into the control token.
+ENCODE_LOCK = threading.Lock()
+
+
 def _ids(tokenizer, text: str, *, split_special: bool) -> list[int]:
     if not text:
         return []
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])
+    with ENCODE_LOCK:  # the flag and the encoding it governs, together
+        return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])
 
 
 def special_token_strings(tokenizer) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from alignkit.data.chat import encode_chat_spans
+from alignkit.data.chat import ENCODE_LOCK, encode_chat_spans
 from alignkit.data.errors import DataError, RowRef
 from alignkit.data.examples import Example, as_messages, messages_as_text
 from alignkit.data.formats import same_sides
@@ -119,17 +119,18 @@ def encode_conversations(
     texts = [render_text(p, r, tokenizer, template) for p, r in zip(prompts, responses)]
     spans = [_find_response(t, r) for t, r in zip(texts, responses)]
     kw = {"add_special_tokens": True, "return_offsets_mapping": True, "split_special_tokens": True}
-    enc = tokenizer(texts, **kw)
-    ids = [list(x) for x in enc["input_ids"]]
-    offsets = list(enc["offset_mapping"])
-    over = [i for i, x in enumerate(ids) if len(x) > max_length]
-    if over:
-        side = tokenizer.truncation_side
-        tokenizer.truncation_side = "left"
-        try:
-            cut = tokenizer([texts[i] for i in over], truncation=True, max_length=max_length, **kw)
-        finally:
-            tokenizer.truncation_side = side
+    with ENCODE_LOCK:  # the tokenizer's split-special flag and truncation side are shared state (data.chat)
+        enc = tokenizer(texts, **kw)
+        ids = [list(x) for x in enc["input_ids"]]
+        offsets = list(enc["offset_mapping"])
+        over = [i for i, x in enumerate(ids) if len(x) > max_length]
+        if over:
+            side = tokenizer.truncation_side
+            tokenizer.truncation_side = "left"
+            try:
+                cut = tokenizer([texts[i] for i in over], truncation=True, max_length=max_length, **kw)
+            finally:
+                tokenizer.truncation_side = side
         for j, i in enumerate(over):
             ids[i], offsets[i] = list(cut["input_ids"][j]), cut["offset_mapping"][j]
     flags = [False] * len(texts)

@@ -98,7 +98,7 @@ def _looks_local(source: str) -> bool:
 
 def _open_text(path: str, newline: str | None = None) -> IO[str]:
     """The file as text; a byte that is not UTF-8 is read as a lone surrogate (``surrogateescape``) so that it can be
-    reported with its line (``_not_utf8``) instead of failing the whole read."""
+    reported with its line (``not_utf8``) instead of failing the whole read."""
     if path.lower().endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline=newline)
     return open(path, encoding="utf-8", errors="surrogateescape", newline=newline)
@@ -107,7 +107,7 @@ def _open_text(path: str, newline: str | None = None) -> IO[str]:
 _ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
 
 
-def _not_utf8(text: str, of: str = "") -> str | None:
+def not_utf8(text: str, of: str = "") -> str | None:
     """``"not UTF-8 (byte N{of}: 0xXX) ..."`` for the first undecodable byte of ``text`` (N: its 1-based byte offset in
     ``text``), None when it is all UTF-8."""
     m = _ESCAPED.search(text)
@@ -141,7 +141,7 @@ def _read_jsonl(path: str, hint: str = "") -> Iterator[tuple[dict | DataError, R
             if not line.strip():
                 continue
             ref = RowRef(path, lineno)
-            bad = _not_utf8(line, " of the line")
+            bad = not_utf8(line, " of the line")
             if bad:
                 yield DataError(ref, bad), ref
                 continue
@@ -178,9 +178,7 @@ def _read_json(path: str) -> Iterator[tuple[dict | DataError, RowRef]]:
     escaped = _ESCAPED.search(text) is not None
     for i, row in enumerate(rows, start=1):
         ref = RowRef(path, i)
-        bad = (
-            next((b for x in _strings(row) for b in [_not_utf8(x, " of a string in this item")] if b), None) if escaped else None
-        )
+        bad = next((b for x in _strings(row) for b in [not_utf8(x, " of a string in this item")] if b), None) if escaped else None
         yield (DataError(ref, bad) if bad else _check_object(row, ref)), ref
 
 
@@ -197,12 +195,12 @@ def _read_parquet(path: str) -> Iterator[tuple[dict, RowRef]]:
 def _read_csv(path: str) -> Iterator[tuple[dict | DataError, RowRef]]:
     with _open_text(path, newline="") as f:
         reader = csv.DictReader(f)
-        bad = _not_utf8(",".join(reader.fieldnames or []), " of the header")
+        bad = not_utf8(",".join(reader.fieldnames or []), " of the header")
         if bad:
             raise DataError(RowRef(path, 1), f"the header is {bad}")
         for i, row in enumerate(reader, start=1):
             ref = RowRef(path, i)
-            bad = next(((k, b) for k, v in row.items() if isinstance(v, str) for b in [_not_utf8(v, " of the value")] if b), None)
+            bad = next(((k, b) for k, v in row.items() if isinstance(v, str) for b in [not_utf8(v, " of the value")] if b), None)
             yield (DataError(ref, bad[1], field=bad[0]) if bad else dict(row)), ref
 
 

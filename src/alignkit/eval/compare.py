@@ -128,7 +128,15 @@ def load_prompts(path: str, max_prompts: int | None = None, *, fmt: str = "auto"
     if p.suffix.lower() == ".txt":
         if not p.is_file():
             raise DataError(path, "not found")
-        prompts = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from alignkit.data.errors import RowRef
+        from alignkit.data.sources import not_utf8
+
+        for n, line in enumerate(p.read_text(encoding="utf-8", errors="surrogateescape").splitlines(), 1):
+            problem = not_utf8(line, " of the line")
+            if problem:
+                raise DataError(RowRef(path, n), problem)
+            if line.strip():
+                prompts.append(line)
     else:  # every format the data layer reads, prompt-only rows included
         loaded = load_examples(path, fmt=fmt, split=split, max_rows=max_prompts)
         for ex in loaded.examples:

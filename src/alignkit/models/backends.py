@@ -286,7 +286,7 @@ class VLLMBackend:
     """vLLM's offline engine (``vllm.LLM``) on a CUDA GPU: paged attention, CUDA graphs, continuous batching.
 
     Concurrent ``chat`` calls (the server's requests) are queued and a batcher thread hands everything waiting to
-    one ``LLM.chat`` call with a ``SamplingParams`` per conversation (per-request seeds, so a request's sample
+    one ``LLM.generate`` call (prompts as token ids from ``data.chat.encode_chat``) with a ``SamplingParams`` per conversation (per-request seeds, so a request's sample
     does not depend on its batch); if a batch fails, its calls are retried one by one so a bad request fails alone.
     The offline engine does not stream: :meth:`stream` yields the whole reply as one delta.
     ``llm_kwargs`` go to ``vllm.LLM`` (``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size``...).
@@ -312,6 +312,7 @@ class VLLMBackend:
         if is_adapter_dir(source):
             raise ModelError(f"{path}: a LoRA adapter; the vllm backend serves full models: merge it first with 'alignkit merge'")
         self._llm = vllm.LLM(model=source, dtype=dtype or "auto", **(llm_kwargs or {}))
+        self._tokenizer = self._llm.get_tokenizer()
         self._sampling_params = vllm.SamplingParams
         self.model_id = model_id or str(path)
         self.max_batch = max_batch
@@ -333,12 +334,18 @@ class VLLMBackend:
         return Completion(out.text, len(output.prompt_token_ids or []), len(out.token_ids), reason)
 
     def _run(self, pending: list[_Pending]) -> None:
-        """One ``LLM.chat`` call for every pending conversation; results split back to each caller's future. Every
+        """One ``LLM.generate`` call for every pending conversation; results split back to each caller's future.
+        Conversations are encoded here with ``data.chat.encode_chat`` (the chat template's control tokens from the
+        template only, message content as text) and handed to vLLM as token ids: ``LLM.chat`` would render and
+        tokenize the content itself, turning a ``<|im_start|>`` typed by a user into the control token. Every
         future is resolved, whatever happens (a caller must never wait forever)."""
+        from alignkit.data.chat import encode_chat
+
         convs = [c for p in pending for c in p.conversations]
         try:
             params = [self._params(p.settings) for p in pending for _ in p.conversations]
-            completions = [self._completion(o) for o in self._llm.chat(convs, params, use_tqdm=False)]
+            prompts = [{"prompt_token_ids": encode_chat(self._tokenizer, c, add_generation_prompt=True)} for c in convs]
+            completions = [self._completion(o) for o in self._llm.generate(prompts, params, use_tqdm=False)]
             if len(completions) != len(convs):
                 raise RuntimeError(f"vLLM returned {len(completions)} outputs for {len(convs)} conversations")
         except Exception as err:
