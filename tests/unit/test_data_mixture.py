@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.config.base import ConfigError
 from alignkit.config.reward import RewardConfig
 from alignkit.data.errors import DataError
 from alignkit.data.formats import load_examples
-from alignkit.data.mixture import DataSource, as_sources, describe, refuse_repeat, repeat_by_source
+from alignkit.data.mixture import DataSource, as_sources, describe, repeat_by_source
 
 
 def _jsonl(path: Path, rows: list[dict]) -> str:
@@ -56,9 +55,6 @@ def test_repeat_after_holdout_and_describe(tmp_path):
     assert got == [items[0], items[1], items[1], items[1], items[2], items[3], items[3], items[3]]
     assert repeat_by_source(items, "x.jsonl", lambda it: it[0]) is items
     assert describe(sources) == "x.jsonl + y.jsonl (x3)"
-    with pytest.raises(ConfigError, match="repeat"):
-        refuse_repeat(sources, "ppo")
-    refuse_repeat(as_sources(["x.jsonl", "y.jsonl"]), "ppo")
 
 
 def test_a_source_listed_twice_is_an_error():

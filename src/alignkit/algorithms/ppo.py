@@ -63,7 +63,7 @@ class PPOResult:
 def load_prompts(source, tokenizer, *, fmt, split, max_length, on_error, max_rows, log):
     """Prompts of a data source (or a list of ``DataSource``; the part before the completion of each row), as
     message lists and token ids through the chat template with the generation prompt; a prompt over
-    ``max_length`` tokens keeps its end. ``stats["sources"]`` is each prompt's source path."""
+    ``max_length`` tokens keeps its end. Returns ``(messages, ids, stats, source path of each prompt)``."""
     from alignkit.data.chat import encode_chat
     from alignkit.data.errors import DataError, report_skipped
     from alignkit.data.examples import as_messages

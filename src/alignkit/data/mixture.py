@@ -6,7 +6,7 @@
   source (``eval_subsets`` of the reward model).
 - ``repeat_by_source`` applies each source's ``repeat`` (upsampling a small source) AFTER a stage has held
   out its eval rows, so a held-out row is never also trained on. Every stage that reads ``data.train``
-  calls it; a stage that cannot repeat refuses ``repeat > 1`` (never a silently different run).
+  calls it (SFT, reward model, DPO, PPO prompts).
 """
 
 from __future__ import annotations
@@ -40,10 +40,9 @@ def as_sources(train: str | Sequence) -> list[DataSource]:
     for item in train:
         if isinstance(item, str):
             out.append(DataSource(item, default_name(item)))
-        else:
-            get = item.get if isinstance(item, dict) else lambda k, d=None, i=item: getattr(i, k, d)
-            path = get("path")
-            out.append(DataSource(path, get("name") or default_name(path), get("repeat") or 1, get("max_rows")))
+        else:  # a dict: {path, name, repeat, max_rows} (config.common.TrainSource dumped)
+            path = item["path"]
+            out.append(DataSource(path, item.get("name") or default_name(path), item.get("repeat") or 1, item.get("max_rows")))
     paths = [s.path for s in out]
     names = [s.name for s in out]
     for label, values in (("path", paths), ("name", names)):
@@ -71,11 +70,3 @@ def repeat_by_source(items: list, sources: str | Sequence[DataSource], source_of
     if all(v == 1 for v in k.values()):
         return items
     return [x for x in items for _ in range(k.get(source_of(x), 1))]
-
-
-def refuse_repeat(sources: str | Sequence[DataSource], stage: str) -> None:
-    """For a stage that reads ``data.train`` without a notion of repetition."""
-    if not isinstance(sources, str) and any(s.repeat != 1 for s in sources):
-        from alignkit.config.base import ConfigError
-
-        raise ConfigError(f"{stage}: data.train 'repeat' is not supported here; list each source once with repeat: 1")
