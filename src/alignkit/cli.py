@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alignkit.stages import LOSS_ALIASES, STAGES  # noqa: F401 (STAGES: also read by the tests)
+from alignkit.stages import ESTIMATOR_ALIASES, LOSS_ALIASES, STAGES  # noqa: F401 (STAGES: also read by the tests)
 from alignkit.stages import load as _load
 
 
@@ -22,6 +22,15 @@ def _stage_config(stage: str, path: str, overrides: list[str]):
             )
         if not isinstance(loss, str):
             overrides = [f"loss.type={stage}", *overrides]
+    if stage in ESTIMATOR_ALIASES:
+        want = ESTIMATOR_ALIASES[stage]
+        advantage = read_yaml(path).get("advantage")
+        given = advantage.get("estimator") if isinstance(advantage, dict) else None
+        if given not in (None, want):
+            raise ConfigError(
+                f"{path}: 'alignkit {stage}' trains with advantage.estimator {want}, but the config sets {given!r} (run it with 'alignkit grpo')"
+            )
+        overrides = [f"advantage.estimator={want}", *overrides]
     return load_config(_load(STAGES[stage][0]), path, overrides)
 
 
@@ -65,7 +74,14 @@ def cmd_init_model(args: argparse.Namespace) -> int:
     from alignkit.models.init_model import init_model
 
     out = init_model(
-        args.arch, args.size, args.tokenizer_from, args.out, vocab_size=args.vocab_size, seed=args.seed, overwrite=args.overwrite
+        args.arch,
+        args.size,
+        args.tokenizer_from,
+        args.out,
+        vocab_size=args.vocab_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        split_digits=args.split_digits,
     )
     print(f"wrote {args.arch}/{args.size} model and tokenizer to {out}")
     return 0
@@ -202,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for stage in STAGES:
         what = f"dpo with loss {stage}" if stage in LOSS_ALIASES else f"the {stage} stage"
+        if stage in ESTIMATOR_ALIASES:
+            what = f"grpo with advantage.estimator {ESTIMATOR_ALIASES[stage]}"
         s = sub.add_parser(stage, help=f"run {what}: alignkit {stage} CONFIG.yaml [key.sub=value ...]")
         s.add_argument("config", help="YAML config (see configs/)")
         s.add_argument("overrides", nargs="*", help="key.sub=value overrides, values parsed as YAML")
@@ -233,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--vocab-size", type=int, default=None, help="tokenizer vocabulary size (default: the size's own)")
     im.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     im.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
+    im.add_argument("--split-digits", action="store_true", help="tokenize every digit on its own (no merged digit runs)")
     im.set_defaults(func=cmd_init_model)
 
     mg = sub.add_parser("merge", help="merge a LoRA adapter into its base model")

@@ -13,11 +13,16 @@ STAGES: dict[str, tuple[str, str]] = {
     "simpo": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
     "kto": ("alignkit.config.dpo:DPOConfig", "alignkit.algorithms.dpo:run"),
     "ppo": ("alignkit.config.ppo:PPOConfig", "alignkit.algorithms.ppo:run"),
+    "grpo": ("alignkit.config.grpo:GRPOConfig", "alignkit.algorithms.grpo:run"),
+    "rloo": ("alignkit.config.grpo:GRPOConfig", "alignkit.algorithms.grpo:run"),
+    "reinforce-pp": ("alignkit.config.grpo:GRPOConfig", "alignkit.algorithms.grpo:run"),
     "pipeline": ("alignkit.config.pipeline:PipelineConfig", "alignkit.algorithms.pipeline:run"),
     "self-reward": ("alignkit.config.self_reward:SelfRewardConfig", "alignkit.algorithms.self_reward:run"),
 }
 # Aliases of ``dpo`` that preset ``loss.type`` (a config naming another loss type is an error).
 LOSS_ALIASES = ("orpo", "simpo", "kto")
+# Aliases of ``grpo`` that preset ``advantage.estimator`` (a config naming another estimator is an error).
+ESTIMATOR_ALIASES = {"rloo": "rloo", "reinforce-pp": "reinforce_pp"}
 
 
 def load(ref: str):

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from alignkit.algorithms.common import optimizer_and_schedule
+from alignkit.algorithms.rollouts import collate_rollout, load_prompts  # noqa: F401 (load_prompts: also PPO's API)
 from alignkit.config.ppo import PPOConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.ppo import policy_loss, value_loss
@@ -58,55 +59,6 @@ class PPOResult:
     final_dir: Path
     steps: int
     last: dict  # the last step's metrics
-
-
-def load_prompts(source, tokenizer, *, fmt, split, max_length, on_error, max_rows, log):
-    """Prompts of a data source (or a list of ``DataSource``; the part before the completion of each row), as
-    message lists and token ids through the chat template with the generation prompt; a prompt over
-    ``max_length`` tokens keeps its end. Returns ``(messages, ids, stats, source path of each prompt)``."""
-    from alignkit.data.chat import encode_chat
-    from alignkit.data.errors import DataError, report_skipped
-    from alignkit.data.examples import as_messages
-    from alignkit.data.formats import load_examples
-    from alignkit.data.mixture import describe
-
-    loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
-    source = describe(source)
-    report_skipped(loaded.skipped, log)
-    messages, ids, truncated = [], [], 0
-    for ex in loaded.examples:
-        if not ex.prompt:
-            raise DataError(ex.ref, "no prompt: PPO needs chat prompts (rows with a prompt or a user turn)", field="prompt")
-        m = as_messages(ex.prompt)
-        x = encode_chat(tokenizer, m, add_generation_prompt=True)  # content never becomes control tokens
-        if len(x) > max_length:
-            x, truncated = x[-max_length:], truncated + 1
-        messages.append(m)
-        ids.append(x)
-    log(
-        f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(loaded.skipped)} skipped, "
-        f"{truncated} prompts cut to their last {max_length} tokens -> {len(ids)} prompts"
-    )
-    if len(ids) < 2:
-        raise DataError(source, f"PPO needs at least 2 prompts, found {len(ids)}")
-    stats = {
-        "rows_read": loaded.rows_read,
-        "skipped": len(loaded.skipped),
-        "truncated": truncated,
-        "prompts": len(ids),
-        "format": loaded.format,
-    }
-    return messages, ids, stats, [ex.ref.source for ex in loaded.examples]
-
-
-def collate_rollout(prompt_ids, response_ids, *, pad_token_id: int, max_row_tokens: int):
-    """prompt + response sequences, only the response learned, packed padding-free; ``(batch, width)``."""
-    from alignkit.data.collate import collate_packed
-    from alignkit.data.tokenize import TokenizedExample
-
-    seqs = [TokenizedExample(list(p) + list(r), [0] * len(p) + [1] * len(r), None) for p, r in zip(prompt_ids, response_ids)]
-    width = max(len(r) for r in response_ids)
-    return collate_packed(seqs, max_row_tokens=max_row_tokens, pad_token_id=pad_token_id), width
 
 
 def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
@@ -135,7 +87,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
     ensure_chat_template(tokenizer)
     sources = d.train_sources()
-    messages, prompt_ids, data_stats, prompt_sources = load_prompts(
+    messages, prompt_ids, data_stats, prompt_sources, _ = load_prompts(
         sources,
         tokenizer,
         fmt=d.format,
@@ -147,7 +99,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     )
     held_messages, held_ids = [], []
     if d.eval:
-        held_messages, held_ids, _, _ = load_prompts(
+        held_messages, held_ids, *_ = load_prompts(
             d.eval,
             tokenizer,
             fmt=d.format,

@@ -179,6 +179,67 @@ def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return (g - (g.sum(-1, keepdim=True) - g) / (k - 1)).flatten()
 
 
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
+SCALES = ("group", "batch", "none")
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, estimator: str = "grpo", scale: str = "group", eps: float = 1e-4
+) -> torch.Tensor:
+    """Sequence advantages of the group estimators, one switch for all (verl ``adv_estimator``, TRL
+    ``scale_rewards``). rewards: flat (N,) ordered group by group (rows ``[g·G, (g+1)·G)`` answer prompt g);
+    returns (N,) float32.
+
+    - ``grpo``: ``r_i - mean(group)``, divided according to ``scale``: ``group``: the group's std
+      (``grpo_advantages``, Shao et al. 2024); ``batch``: the std of all N rewards (TRL
+      ``scale_rewards="batch"``); ``none``: not divided (the same as ``dr_grpo``). ``std`` is the unbiased
+      (n - 1) one, as ``torch.std``, TRL and verl compute it; ``eps`` is added to it.
+    - ``dr_grpo``: ``r_i - mean(group)`` (Liu et al. 2025); never divided (``scale`` ``group`` and ``none``
+      both mean its own, undivided form; ``batch`` is an error).
+    - ``rloo``: ``r_i - mean of the other G - 1`` (Ahmadian et al. 2024); unscaled, like ``dr_grpo``.
+
+    With ``scale="batch"`` the std is that of the tensor passed in: a multi-process caller passes the
+    gathered rewards of every process.
+    """
+    if estimator not in GROUP_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {GROUP_ESTIMATORS}, got {estimator!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if estimator != "grpo" and scale == "batch":
+        raise ValueError(f"scale 'batch' is for the grpo estimator; {estimator} does not divide by a std")
+    if estimator == "rloo":
+        return rloo_advantages(rewards, group_size)
+    if estimator == "dr_grpo" or scale == "none":
+        if estimator == "grpo":
+            _groups(rewards, group_size, 2)  # GRPO needs a group; Dr. GRPO accepts a group of one
+        return dr_grpo_advantages(rewards, group_size)
+    if scale == "group":
+        return grpo_advantages(rewards, group_size, eps)
+    centred = dr_grpo_advantages(_groups(rewards, group_size, 2).flatten(), group_size)
+    return centred / (rewards.float().std() + eps)
+
+
+def group_std(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N / G,) the unbiased std of each group's rewards (0 for a group whose answers all scored the same:
+    no learning signal; its share is the ``frac_zero_std`` metric, and dynamic sampling drops such groups)."""
+    return _groups(rewards, group_size, 2).std(-1)
+
+
+def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, factor: float = 1.0) -> torch.Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), added to the reward. lengths: (N,) response
+    tokens; returns (N,) float32 in ``[-factor, 0]``:
+
+    ``0`` while ``|y| <= max_len - buffer``; ``factor · ((max_len - buffer) - |y|) / buffer`` inside the last
+    ``buffer`` tokens (a linear ramp to ``-factor`` at ``|y| = max_len``); ``-factor`` beyond ``max_len``.
+    """
+    if not 0 < buffer <= max_len:
+        raise ValueError(f"buffer must be in (0, max_len={max_len}], got {buffer}")
+    free = max_len - buffer
+    y = lengths.float()
+    ramp = (free - y) / buffer
+    return factor * torch.where(y <= free, torch.zeros_like(y), torch.where(y <= max_len, ramp, -torch.ones_like(y)))
+
+
 def per_token(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """A sequence-level advantage (B,) on every masked token of its row: (B, T) float32, 0 outside the mask."""
     return advantages.float().unsqueeze(-1) * mask.to(torch.float32)

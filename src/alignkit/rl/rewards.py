@@ -5,12 +5,14 @@ that never returns a missing score: a non-finite one is a ``RewardError``), wher
 prompts (message lists) and ``responses`` decoded text. A reward model scores them with its own tokenizer
 (``RewardModel.score``), so it may differ from the policy's. A function ``fn(prompts: list[str],
 responses: list[str]) -> list[float]`` gets each prompt as plain text: the user message for a one-turn
-prompt, ``"User: …\\n\\nAssistant: …\\n\\nUser: …"`` for longer ones.
+prompt, ``"User: …\\n\\nAssistant: …\\n\\nUser: …"`` for longer ones; a function with a ``references``
+parameter also gets each prompt's reference answer (the data row's completion, None where there is none).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import importlib.util
 import math
 import sys
@@ -54,6 +56,14 @@ def load_reward_function(spec: str) -> Callable:
     return fn
 
 
+def takes_references(fn: Callable) -> bool:
+    """Whether reward function ``fn`` has a ``references`` parameter (then it gets each prompt's reference answer)."""
+    try:
+        return "references" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class RewardSource(Scorer):
     """A ``Scorer``: finite scores for (prompt, response) pairs; ``stats`` are the reward model's stored (mean, std) when it has them."""
 
@@ -81,13 +91,26 @@ class RewardSource(Scorer):
         else:
             self.fn = load_reward_function(function)
             self.kwargs = dict(kwargs or {})
+            self.takes_references = takes_references(self.fn)
             self.name = function + (f" {self.kwargs}" if self.kwargs else "")
 
-    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> list[float]:
+    def __call__(
+        self, prompts: Sequence, responses: Sequence[str], references: Sequence[str | None] | None = None
+    ) -> list[float]:
+        """One finite score per response. ``references`` (one per response, e.g. the data row's answer) go to a
+        function that has a ``references`` parameter; others, and reward models, do not see them."""
         if self.model is not None:
             scores = list(self.model.score(list(prompts), list(responses), batch_size=self.batch_size))
         else:
-            scores = self.fn([prompt_text(p) for p in prompts], list(responses), **self.kwargs)
+            kw = dict(self.kwargs)
+            if self.takes_references:
+                kw["references"] = list(references) if references is not None else [None] * len(responses)
+            try:
+                scores = self.fn([prompt_text(p) for p in prompts], list(responses), **kw)
+            except UserError:
+                raise
+            except Exception as err:  # the user's function: one line naming it
+                raise RewardError(f"reward function {self.name}: raised {type(err).__name__}: {err}") from err
             try:
                 scores = [float(s) for s in scores]
             except (TypeError, ValueError) as err:

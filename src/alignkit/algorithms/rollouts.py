@@ -1,0 +1,54 @@
+"""What the RL stages (PPO, GRPO) share around their rollouts: prompts from any data source, and prompt +
+response sequences collated padding-free for a forward pass."""
+
+from __future__ import annotations
+
+
+def load_prompts(source, tokenizer, *, fmt, split, max_length, on_error, max_rows, log):
+    """Prompts of a data source (or a list of ``DataSource``; the part before the completion of each row), as
+    message lists and token ids through the chat template with the generation prompt; a prompt over
+    ``max_length`` tokens keeps its end. Returns ``(messages, ids, stats, source path of each prompt, reference of each prompt)``, the reference being
+    the row's completion (its chosen reply for a preference row; None when the row has none)."""
+    from alignkit.data.chat import encode_chat
+    from alignkit.data.errors import DataError, report_skipped
+    from alignkit.data.examples import as_messages
+    from alignkit.data.formats import load_examples
+    from alignkit.data.mixture import describe
+
+    loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    source = describe(source)
+    report_skipped(loaded.skipped, log)
+    messages, ids, truncated = [], [], 0
+    for ex in loaded.examples:
+        if not ex.prompt:
+            raise DataError(ex.ref, "no prompt: RL stages need chat prompts (rows with a prompt or a user turn)", field="prompt")
+        m = as_messages(ex.prompt)
+        x = encode_chat(tokenizer, m, add_generation_prompt=True)  # content never becomes control tokens
+        if len(x) > max_length:
+            x, truncated = x[-max_length:], truncated + 1
+        messages.append(m)
+        ids.append(x)
+    log(
+        f"{source}: format {loaded.format}, {loaded.rows_read} rows read, {len(loaded.skipped)} skipped, "
+        f"{truncated} prompts cut to their last {max_length} tokens -> {len(ids)} prompts"
+    )
+    if len(ids) < 2:
+        raise DataError(source, f"RL stages need at least 2 prompts, found {len(ids)}")
+    stats = {
+        "rows_read": loaded.rows_read,
+        "skipped": len(loaded.skipped),
+        "truncated": truncated,
+        "prompts": len(ids),
+        "format": loaded.format,
+    }
+    return messages, ids, stats, [ex.ref.source for ex in loaded.examples], [ex.completion or None for ex in loaded.examples]
+
+
+def collate_rollout(prompt_ids, response_ids, *, pad_token_id: int, max_row_tokens: int):
+    """prompt + response sequences, only the response learned, packed padding-free; ``(batch, width)``."""
+    from alignkit.data.collate import collate_packed
+    from alignkit.data.tokenize import TokenizedExample
+
+    seqs = [TokenizedExample(list(p) + list(r), [0] * len(p) + [1] * len(r), None) for p, r in zip(prompt_ids, response_ids)]
+    width = max(len(r) for r in response_ids)
+    return collate_packed(seqs, max_row_tokens=max_row_tokens, pad_token_id=pad_token_id), width
