@@ -12,8 +12,8 @@ parameter also gets each prompt's reference answer (the data row's completion, N
 from __future__ import annotations
 
 import importlib
-import inspect
 import importlib.util
+import inspect
 import math
 import sys
 from collections.abc import Callable, Sequence
