@@ -36,6 +36,7 @@ class InitModelConfig(Closed):
     tokenizer_from: list[str] = Field(..., min_length=1, description="Text or data files the tokenizer is trained on.")
     vocab_size: int | None = Field(None, ge=300, description="Tokenizer vocabulary (default: by size).")
     seed: int = Field(0, description="Seed of the random initialisation.")
+    split_digits: bool = Field(False, description="Tokenize every digit on its own (arithmetic tasks).")
 
 
 class ModelConfig(Closed):

@@ -129,6 +129,7 @@ def _model_card(
     files: list[str],
     n_texts: int,
     n_chars: int,
+    split_digits: bool,
     vocab_size: int,
     tokenizer_vocab: int,
     n_params: int,
@@ -154,7 +155,7 @@ learning the pipeline end to end.
 
 ## Tokenizer
 
-Byte-level BPE trained on {n_texts:,} texts ({n_chars:,} characters) from:
+Byte-level BPE trained on {n_texts:,} texts ({n_chars:,} characters){" with every digit a token of its own" if split_digits else ""} from:
 
 {file_list}
 
@@ -174,12 +175,14 @@ def init_model(
     vocab_size: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    split_digits: bool = False,
 ) -> Path:
     """Train a tokenizer on ``tokenizer_files``, randomly initialise an ``arch``/``size`` model, save both.
 
     ``arch``: llama | qwen2 | gemma2. ``size``: tiny | small (see ``SIZES``). ``vocab_size``
     defaults to the size's (2048 tiny, 8192 small and medium); the model has exactly that many embedding rows
-    (the tokenizer may learn fewer on a small corpus). Weights are drawn with ``seed``; the global
+    (the tokenizer may learn fewer on a small corpus). ``split_digits``: the tokenizer keeps every digit
+    a token of its own (see ``build_tokenizer``). Weights are drawn with ``seed``; the global
     torch RNG is left as it was.
 
     ``out_dir`` is written atomically (temp dir beside it, then rename); an existing non-empty
@@ -200,7 +203,7 @@ def init_model(
         texts = gather_texts([str(f) for f in tokenizer_files])
         if not any(t.strip() for t in texts):
             raise ModelError(f"no text found in {', '.join(map(str, tokenizer_files))}")
-        tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
+        tokenizer = build_tokenizer(texts, vocab_size=vocab_size, split_digits=split_digits)
         if len(tokenizer) > vocab_size:  # cannot happen with BpeTrainer, but never index past the table
             raise ModelError(f"tokenizer has {len(tokenizer)} tokens, more than vocab_size {vocab_size}")
 
@@ -232,6 +235,7 @@ def init_model(
                 files=[str(f) for f in tokenizer_files],
                 n_texts=len(texts),
                 n_chars=sum(len(t) for t in texts),
+                split_digits=split_digits,
                 vocab_size=vocab_size,
                 tokenizer_vocab=len(tokenizer),
                 n_params=n_params,

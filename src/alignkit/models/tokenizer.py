@@ -25,17 +25,25 @@ SPECIAL_TOKENS = {
 CHAT_TOKENS = ["<|endoftext|>", "<|im_end|>", "<|pad|>", "<|im_start|>"]
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2):
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2, *, split_digits: bool = False):
     """A byte-level BPE tokenizer trained on ``texts``, as a transformers fast tokenizer.
 
     Special tokens: ``<|endoftext|>`` (bos), ``<|im_end|>`` (eos, ends every chat turn), ``<|pad|>``,
     ``<|im_start|>``. The chat template is ChatML.
+
+    ``split_digits``: every ASCII digit is its own pre-token, so no merge joins digits ("123" is always
+    the three tokens "1", "2", "3"; arithmetic tasks then see numbers digit by digit). Off by default:
+    plain byte-level BPE merges frequent digit runs like "12".
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(

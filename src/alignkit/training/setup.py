@@ -25,7 +25,15 @@ def ensure_init_model(path: str, spec, accelerator) -> None:
 
     if accelerator.is_main_process and not Path(path).exists():
         accelerator.print(f"{path} does not exist: creating a {spec.arch}/{spec.size} model (model.init)")
-        init_model(spec.arch, spec.size, spec.tokenizer_from, path, vocab_size=spec.vocab_size, seed=spec.seed)
+        init_model(
+            spec.arch,
+            spec.size,
+            spec.tokenizer_from,
+            path,
+            vocab_size=spec.vocab_size,
+            seed=spec.seed,
+            split_digits=spec.split_digits,
+        )
     accelerator.wait_for_everyone()
 
 
