@@ -111,6 +111,16 @@ def write_ppo_config(path: Path, model_dir: Path | str, output_dir: Path, **sect
     return _write_config(path, cfg, sections)
 
 
+def write_grpo_config(path: Path, model_dir: Path | str, output_dir: Path, **sections) -> Path:
+    """A small GRPO config: 64 hh-rlhf prompts, a rule-based reward (the word "you"), 2 steps of 4 prompts × G 4."""
+    cfg = _base(model_dir, output_dir, {"max_length": 96, "max_rows": 64})
+    cfg["rewards"] = {"functions": [{"function": "alignkit.rl.rule_rewards:keyword", "kwargs": {"word": "you"}}]}
+    cfg["generation"] = {"max_new_tokens": 16}
+    cfg["grpo"] = {"group_size": 4, "prompts_per_step": 4}
+    cfg["train"].update({"lr_scheduler": "constant"})
+    return _write_config(path, cfg, sections)
+
+
 @pytest.fixture(scope="session")
 def loud_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny random model with weights redrawn at std 0.2, so greedy replies differ from prompt to prompt (at the

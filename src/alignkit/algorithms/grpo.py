@@ -325,17 +325,23 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             rounds = 0
             while True:
                 idx = stream.take(cursor, P, world, rank)
-                cursor += P * world
                 rows_prompts = [i for i in idx for _ in range(G)]
-                got = generate_ids(
-                    inner.policy,
-                    tokenizer,
-                    [prompt_ids[i] for i in rows_prompts],
-                    max_new_tokens=g.max_new_tokens,
-                    temperature=g.temperature,
-                    seed=t.seed * 1_000_003 + step * 1009 + rounds * 101 + rank,
-                    batch_size=gc.generation_batch_size or len(rows_prompts),
-                )
+                # each generation batch seeded by its first row's place in the whole run's stream of responses:
+                # a resumed run, or the same rows split over more processes, samples the same responses
+                first_row = (cursor + rank * P) * G
+                gen_bs = gc.generation_batch_size or len(rows_prompts)
+                got = []
+                for c in range(0, len(rows_prompts), gen_bs):
+                    got += generate_ids(
+                        inner.policy,
+                        tokenizer,
+                        [prompt_ids[i] for i in rows_prompts[c : c + gen_bs]],
+                        max_new_tokens=g.max_new_tokens,
+                        temperature=g.temperature,
+                        seed=t.seed * 1_000_003 + first_row + c,
+                        batch_size=gen_bs,
+                    )
+                cursor += P * world
                 resp = [r if r else [tokenizer.eos_token_id] for r, _ in got]
                 ended = [e for _, e in got]
                 texts = tokenizer.batch_decode(resp, skip_special_tokens=True)
