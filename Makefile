@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup quickstart rag-demo test test-all lint format bench clean
+.PHONY: setup quickstart quickstart-rlvr rag-demo test test-all lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml
 
 quickstart: setup
 	$(BIN)/python scripts/quickstart.py $(ARGS)
+
+# GRPO judged by exact match: SFT to a partial two-number-addition skill, then GRPO with a verifier (docs/grpo.md)
+quickstart-rlvr: setup
+	$(BIN)/python scripts/quickstart_rlvr.py $(ARGS)
 
 # RAG over the shipped d2l textbook chapters with a tiny local model, offline (see docs/rag.md)
 rag-demo: setup

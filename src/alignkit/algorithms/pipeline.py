@@ -1,4 +1,4 @@
-"""``alignkit pipeline CONFIG``: SFT -> reward model -> PPO (or DPO) -> comparison, from one YAML.
+"""``alignkit pipeline CONFIG``: SFT -> reward model -> PPO or GRPO (or DPO) -> comparison, from one YAML.
 
 Every stage section is checked against its own schema before the first stage starts (a typo in the PPO
 section fails in a second, not after the SFT has run). Then the stages run in order; a stage whose
@@ -52,7 +52,7 @@ def stage_configs(cfg: PipelineConfig) -> tuple[dict, dict | None]:
         refs[f"{stage}.dir"] = str(out / stage)
     present = [s for s in STAGE_ORDER if getattr(cfg, s) is not None]
     if not present:
-        raise ConfigError("pipeline: no stage sections (sft, rm, ppo, dpo, compare)")
+        raise ConfigError("pipeline: no stage sections (sft, rm, ppo, grpo, dpo, compare)")
     configs = {}
     for stage in present:
         if stage == "compare":
@@ -80,7 +80,7 @@ def run(cfg: PipelineConfig) -> dict:
 
         i = cfg.init
         print(f"{cfg.base} does not exist: creating a {i.arch}/{i.size} model (init)", flush=True)
-        init_model(i.arch, i.size, i.tokenizer_from, cfg.base, vocab_size=i.vocab_size, seed=i.seed)
+        init_model(i.arch, i.size, i.tokenizer_from, cfg.base, vocab_size=i.vocab_size, seed=i.seed, split_digits=i.split_digits)
 
     # --- run ----------------------------------------------------------------------------------------
     done: dict[str, dict] = {}
@@ -108,16 +108,25 @@ def _run_compare(c: dict, out: Path) -> None:
     from alignkit.eval.report import write_outputs
 
     prompts = load_prompts(c["prompts"], max_prompts=c["max_prompts"])
-    scorer = None
+    scorer, label = None, c["reward_model"]
+    if c["reward_model"] and c["reward_function"]:
+        from alignkit.config.base import ConfigError
+
+        raise ConfigError("pipeline: compare: set one of reward_model and reward_function")
     if c["reward_model"]:
         from alignkit.models.reward import RewardModel
 
         scorer = RewardModel.load(c["reward_model"])
+    elif c["reward_function"]:
+        from alignkit.rl.rewards import RewardSource
+
+        scorer = RewardSource(function=c["reward_function"], kwargs=c["reward_kwargs"])
+        label = scorer.name
     result = compare_models(
         c["models"],
         prompts,
         scorer=scorer,
-        scorer_label=c["reward_model"],
+        scorer_label=label,
         max_new_tokens=c["max_new_tokens"],
         temperature=c["temperature"],
         top_p=c["top_p"],

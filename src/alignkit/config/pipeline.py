@@ -11,7 +11,7 @@ compare: {models: {base: ${base}, sft: ${sft}, ppo: ${ppo}}, prompts: ${ppo.dir}
 ```
 
 A stage's output is ``output_dir/<stage>``; ``${stage}`` is its ``final`` model directory and
-``${stage.dir}`` the run directory. Stages run in the order sft, rm, ppo, dpo, compare (those present).
+``${stage.dir}`` the run directory. Stages run in the order sft, rm, ppo, grpo, dpo, compare (those present).
 Each stage section is validated by that stage's own schema before anything runs.
 """
 
@@ -22,13 +22,17 @@ from pydantic import Field
 from alignkit.config.base import Closed
 from alignkit.config.common import InitModelConfig
 
-STAGE_ORDER = ("sft", "rm", "ppo", "dpo", "compare")
+STAGE_ORDER = ("sft", "rm", "ppo", "grpo", "dpo", "compare")
 
 
 class CompareStageConfig(Closed):
     models: dict[str, str] = Field(..., min_length=1, description="name -> model directory; the first is the reference.")
     prompts: str = Field(..., description="Prompt file (any data format; its prompt part), e.g. a stage's held-out prompts.")
     reward_model: str | None = Field(None, description="Reward model directory that scores every answer.")
+    reward_function: str | None = Field(
+        None, description="Or a reward function ('file.py:fn' / 'module:fn'), e.g. a verifier: its mean is the exact match."
+    )
+    reward_kwargs: dict = Field(default_factory=dict, description="Keyword arguments of reward_function.")
     max_prompts: int | None = Field(None, ge=1, description="Use at most this many prompts.")
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.7, ge=0)
@@ -46,5 +50,6 @@ class PipelineConfig(Closed):
     sft: dict | None = Field(None, description="An `alignkit sft` config without output_dir.")
     rm: dict | None = Field(None, description="An `alignkit rm` config without output_dir.")
     ppo: dict | None = Field(None, description="An `alignkit ppo` config without output_dir.")
+    grpo: dict | None = Field(None, description="An `alignkit grpo` config (any estimator) without output_dir.")
     dpo: dict | None = Field(None, description="An `alignkit dpo` config (any loss) without output_dir.")
     compare: CompareStageConfig | None = Field(None, description="Side-by-side comparison of the models.")
