@@ -57,7 +57,13 @@ def test_override_typo_and_bad_yaml(tmp_path):
         load_config(SFTConfig, _write(tmp_path, "output_dir: o\nmodel: {a: [1}\ndata: 1\n"))
 
 
-REQUIRED_EXTRA = {"ppo": {"reward": {"function": "module:fn"}}}  # keys a stage cannot do without
+GRPO_REWARDS = {"rewards": {"functions": [{"function": "module:fn"}]}}
+REQUIRED_EXTRA = {  # keys a stage cannot do without
+    "ppo": {"reward": {"function": "module:fn"}},
+    "grpo": GRPO_REWARDS,
+    "rloo": GRPO_REWARDS,
+    "reinforce-pp": GRPO_REWARDS,
+}
 
 
 def test_common_keys_every_stage_accepts():
