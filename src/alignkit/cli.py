@@ -204,6 +204,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         batch_size=args.batch_size,
+        min_distinct_share=args.min_distinct_share,
     )
     print_side_by_side(result)
     if args.out:
@@ -309,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--reward-model", help="reward model directory scoring every answer")
     cp.add_argument("--out", help="write compare.jsonl, summary.json and report.html here")
     cp.add_argument("--max-prompts", type=int, help="use the first N prompts (default: all)")
+    cp.add_argument(
+        "--min-distinct-share",
+        type=float,
+        default=0.5,
+        help="warn of collapse below this share of distinct answers (lower it where right answers repeat, e.g. sums)",
+    )
     cp.add_argument("--max-new-tokens", type=int, default=64, help="most tokens per answer")
     cp.add_argument("--temperature", type=float, default=0.7, help="sampling temperature, 0: greedy")
     cp.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")

@@ -34,3 +34,11 @@ def test_bad_input():
         diversity([])
     with pytest.raises(ValueError):
         diversity(["a"], lengths=[1, 2], reference_lengths=[1])
+
+
+def test_the_distinct_share_limit_can_be_lowered_for_tasks_whose_answers_repeat():
+    answers = [str(x) for x in (1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 7)]  # 7 of 12 distinct, top answer 2 of 12
+    d = diversity(answers, [1] * 12, None)
+    assert warnings(d, min_distinct_share=0.5) == []
+    assert warnings(d, min_distinct_share=0.6) == ["collapsed: only 58% of the answers are distinct (limit 60%)"]
+    assert warnings(d) == []  # the default limit is 50%

@@ -132,6 +132,7 @@ def _run_compare(c: dict, out: Path) -> None:
         top_p=c["top_p"],
         seed=c["seed"],
         batch_size=c["batch_size"],
+        min_distinct_share=c["min_distinct_share"],
     )
     print_side_by_side(result)
     write_outputs(result, out, runs=find_runs(c["models"]))

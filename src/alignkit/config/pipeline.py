@@ -39,6 +39,12 @@ class CompareStageConfig(Closed):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = Field(0)
     batch_size: int = Field(8, ge=1)
+    min_distinct_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Warn of collapse below this share of distinct answers (lower it where right answers repeat).",
+    )
 
 
 class PipelineConfig(Closed):

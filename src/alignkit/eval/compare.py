@@ -211,6 +211,7 @@ def compare_models(
     device: str = "cpu",
     dtype: str = "float32",
     n_boot: int = 2000,
+    min_distinct_share: float = 0.5,
     log: Callable[[str], None] = print,
 ) -> CompareResult:
     """Every model answers every prompt (same settings, same ``seed``); ``scorer`` scores the answers.
@@ -280,7 +281,7 @@ def compare_models(
         "length_unit": "length_tokens: the answer re-encoded by the model's own tokenizer; length_chars: characters",
         "length_ratio": "mean characters per answer / the reference (first) model's",
     }
-    summary = summarise(rows, list(models), n_boot=n_boot, seed=seed)
+    summary = summarise(rows, list(models), n_boot=n_boot, seed=seed, min_distinct_share=min_distinct_share)
     for name in models:
         summary[name]["rm_truncated"] = truncated[name]
     return CompareResult(models=dict(models), prompts=prompts, rows=rows, summary=summary, settings=settings)
@@ -309,7 +310,9 @@ def score_answers(
     return rewards, truncated
 
 
-def summarise(rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+def summarise(
+    rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95, min_distinct_share: float = 0.5
+) -> dict[str, dict]:
     """Per-model statistics over prompts, paired with the first model (the reference).
 
     - ``n``: answers; ``n_scored``: prompts whose answers every model got a score for (the reward
@@ -379,7 +382,7 @@ def summarise(rows: list[dict], names: list[str], *, n_boot: int = 2000, seed: i
             length_ratio=d.length_ratio,
         )
         gain = None if not kept or name == ref_name else s["mean_reward"] - out[ref_name]["mean_reward"]
-        s["warnings"] = diversity.warnings(d, reward_gain=gain)
+        s["warnings"] = diversity.warnings(d, reward_gain=gain, min_distinct_share=min_distinct_share)
         out[name] = s
     return out
 

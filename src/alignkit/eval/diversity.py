@@ -73,15 +73,16 @@ def diversity(
     )
 
 
-def warnings(d: Diversity, *, reward_gain: float | None = None) -> list[str]:
-    """Plain-sentence warnings for ``d``; ``reward_gain`` is the model's mean reward minus the reference's."""
+def warnings(d: Diversity, *, reward_gain: float | None = None, min_distinct_share: float = MIN_DISTINCT_SHARE) -> list[str]:
+    """Plain-sentence warnings for ``d``; ``reward_gain`` is the model's mean reward minus the reference's.
+    ``min_distinct_share``: the collapse limit, lower for tasks whose right answers repeat (sums, yes/no)."""
     out = []
     if d.top_answer_share > MAX_TOP_SHARE:
         out.append(
             f"collapsed: {d.top_answer_share:.0%} of the answers are the same one ({d.top_answer[:60]!r}; limit {MAX_TOP_SHARE:.0%})"
         )
-    if d.distinct_share < MIN_DISTINCT_SHARE:
-        out.append(f"collapsed: only {d.distinct_share:.0%} of the answers are distinct (limit {MIN_DISTINCT_SHARE:.0%})")
+    if d.distinct_share < min_distinct_share:
+        out.append(f"collapsed: only {d.distinct_share:.0%} of the answers are distinct (limit {min_distinct_share:.0%})")
     if reward_gain is not None and reward_gain > 0 and d.length_ratio is not None and d.length_ratio < MIN_LENGTH_RATIO:
         out.append(
             f"reward hacking?: the reward rose by {reward_gain:+.3f} while the answers shrank to {d.length_ratio:.2f}x "
