@@ -687,7 +687,7 @@ def report(a, data: dict, res: dict, check: dict | None, launcher_mib: float) ->
         "goals": goals,
     }
     print(
-        f"\nGRPO, alignkit vs TRL {v.get('trl', '?')} GRPOTrainer: llama/tiny, {a.prompts_per_step} prompts x G "
+        f"\nGRPO, alignkit vs TRL {v.get('trl', '?')} GRPOTrainer: {a.model or 'llama/tiny'}, {a.prompts_per_step} prompts x G "
         f"{a.group_size} per step, <= {a.max_new_tokens} new tokens, {a.steps} steps (first {a.warmup} not timed), "
         f"beta 0, token-mean (dapo) loss, float32 CPU, {a.threads} torch threads in every run\n"
     )
