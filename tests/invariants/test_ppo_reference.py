@@ -124,3 +124,34 @@ def test_the_adapter_is_the_reference_and_only_the_policy_adapter_trains_and_is_
     for k in b_keys:
         assert (got_w[k] - sft_w[k]).norm() < 0.5 * sft_w[k].norm(), k
     assert any(not torch.equal(got_w[k], sft_w[k]) for k in sft_w)  # and it did train
+
+
+def _grpo_step1_kl(tmp_path, adapter, memory: str, finetune: str) -> float:
+    from tests.conftest import write_grpo_config
+
+    out = tmp_path / f"grpo-{memory}-{finetune}"
+    cfg = write_grpo_config(
+        tmp_path / f"grpo-{memory}-{finetune}.yaml",
+        adapter,
+        out,
+        memory=memory,
+        model={"finetune": finetune},
+        train={"max_steps": 2},
+        kl={"coef": 0.1, "estimator": "k3"},
+        grpo={"group_size": 2, "prompts_per_step": 2},
+        data={"max_rows": 8},
+        rewards={"functions": [{"function": "alignkit.rl.rule_rewards:letter_share"}]},  # dense: every group moves
+    )
+    assert main(["grpo", str(cfg)]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert next(r for r in rows if r["step"] == 2)["kl"] > 0  # the policy did move: the KL measures something
+    return next(r for r in rows if r["step"] == 1)["kl"]
+
+
+@pytest.mark.parametrize("finetune", ["lora", "qlora"])
+@pytest.mark.parametrize("memory", ["separate", "shared-base"])
+def test_grpo_reference_is_the_starting_adapter(sft_adapter_dir, tmp_path, memory, finetune):
+    """GRPO's reference (kl.coef > 0) is the starting policy too, with LoRA and QLoRA, in both layouts."""
+    if finetune == "qlora" and not _qlora_on_this_machine():
+        pytest.skip("QLoRA needs bitsandbytes (and CUDA, or a bitsandbytes build that quantizes on the CPU)")
+    assert abs(_grpo_step1_kl(tmp_path, sft_adapter_dir, memory, finetune)) < 1e-4

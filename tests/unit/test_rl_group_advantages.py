@@ -75,3 +75,58 @@ def test_overlong_penalty_by_hand():
     assert overlong_penalty(torch.tensor([8]), 10, 4, factor=0.5).tolist() == pytest.approx([-0.25])
     with pytest.raises(ValueError, match="buffer"):
         overlong_penalty(torch.tensor([1]), 10, 11)
+
+
+def test_critic_free_reinforce_pp_baseline_by_hand():
+    from alignkit.rl.advantages import critic_free_advantages
+
+    # groups of 2: (1, 0) and (3, 3); the group mean subtracted: 0.5, -0.5, 0, 0; one token each, so the returns
+    # are those; whitened over the 4 tokens: mean 0, biased variance (0.25 + 0.25) / 4 = 0.125
+    adv, rewards = critic_free_advantages(
+        torch.tensor([1.0, 0.0, 3.0, 3.0]), torch.ones(4, 1), estimator="reinforce_pp_baseline", group_size=2
+    )
+    s = math.sqrt(0.125)
+    assert adv.flatten().tolist() == pytest.approx([0.5 / s, -0.5 / s, 0.0, 0.0], abs=1e-5)
+    assert rewards.flatten().tolist() == pytest.approx([0.5, -0.5, 0.0, 0.0])
+
+
+def test_critic_free_rloo_with_the_kl_in_the_reward_by_hand():
+    from alignkit.rl.advantages import critic_free_advantages
+
+    kl = torch.tensor([[0.5, 0.5], [0.0, 0.0]])
+    adv, rewards = critic_free_advantages(
+        torch.tensor([1.0, 0.0]), torch.ones(2, 2), estimator="rloo", group_size=2, kl=kl, kl_coef=0.2
+    )
+    # rewards with the summed k1: 1 - 0.2·1.0 = 0.8 and 0; leave-one-out: 0.8 - 0 and 0 - 0.8, on every token
+    assert adv.tolist() == [pytest.approx([0.8, 0.8]), pytest.approx([-0.8, -0.8])]
+    assert rewards.tolist() == [pytest.approx([-0.1, 0.9]), pytest.approx([0.0, 0.0])]
+
+
+def test_critic_free_reinforce_pp_with_kl_by_hand():
+    from alignkit.rl.advantages import critic_free_advantages
+
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    kl = torch.tensor([[0.5, 0.5], [0.2, 9.0]])  # 9.0 is padding
+    adv, rewards = critic_free_advantages(
+        torch.tensor([1.0, 0.0]), mask, estimator="reinforce_pp", group_size=1, kl=kl, kl_coef=0.2
+    )
+    # per-token rewards: row 0 -0.1, -0.1 + 1; row 1 -0.04; returns 0.8, 0.9 and -0.04, whitened over 3 tokens
+    returns = [0.8, 0.9, -0.04]
+    mean = sum(returns) / 3
+    std = math.sqrt(sum((x - mean) ** 2 for x in returns) / 3)
+    want = [(x - mean) / std for x in returns]
+    assert [adv[0, 0].item(), adv[0, 1].item(), adv[1, 0].item()] == pytest.approx(want, abs=1e-5)
+    assert adv[1, 1].item() == 0.0
+    assert rewards.tolist() == [pytest.approx([-0.1, 0.9]), pytest.approx([-0.04, 0.0])]
+
+
+def test_critic_free_group_estimators_equal_group_advantages_without_kl():
+    from alignkit.rl.advantages import critic_free_advantages
+
+    mask = torch.tensor([[1.0, 1.0, 0.0]] * 8)
+    for est in ("grpo", "dr_grpo", "rloo"):
+        adv, _ = critic_free_advantages(R, mask, estimator=est, group_size=4)
+        torch.testing.assert_close(adv[:, 0], group_advantages(R, 4, est))
+        assert adv[:, 2].abs().sum() == 0
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        critic_free_advantages(R, mask, estimator="ppo", group_size=4)

@@ -42,14 +42,7 @@ from alignkit.algorithms.rollouts import collate_rollout, load_prompts
 from alignkit.config.grpo import GRPOConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.grpo import clipped_policy_loss
-from alignkit.rl.advantages import (
-    group_advantages,
-    group_std,
-    overlong_penalty,
-    per_token,
-    reinforce_pp_advantages,
-    token_rewards,
-)
+from alignkit.rl.advantages import critic_free_advantages, group_std, overlong_penalty
 from alignkit.rl.aggregate import fixed_length_mean, sequence_mean, token_mean
 from alignkit.rl.kl import kl_penalty
 from alignkit.rl.rollout import Rollout
@@ -609,16 +602,16 @@ def _advantages(cfg: GRPOConfig, accelerator, scores: torch.Tensor, mask: torch.
         kl_all = accelerator.gather(accelerator.pad_across_processes(kl_t.to(dev), dim=1)).cpu()
     else:
         scores_all, mask_all, kl_all = scores, mask, kl_t
-    if a.estimator in ("grpo", "dr_grpo", "rloo"):
-        seq = scores_all - beta * (kl_all * mask_all).sum(-1)  # RLOO: k1 summed into the reward
-        adv_all = per_token(group_advantages(seq, G, a.estimator, a.scale), mask_all)
-        rewards_all = token_rewards(scores_all, kl_all, mask_all, beta)
-    else:
-        s = scores_all
-        if a.estimator == "reinforce_pp_baseline":
-            s = group_advantages(scores_all, G, "dr_grpo")  # the group mean subtracted, then batch whitening
-        rewards_all = token_rewards(s, kl_all, mask_all, beta)
-        adv_all, _ = reinforce_pp_advantages(rewards_all, mask_all, a.gamma)
+    adv_all, rewards_all = critic_free_advantages(
+        scores_all,
+        mask_all,
+        estimator=a.estimator,
+        group_size=G,
+        scale=a.scale,
+        kl=kl_all if kl is not None else None,
+        kl_coef=beta,
+        gamma=a.gamma,
+    )
     keep, W = slice(rank * B, (rank + 1) * B), mask.shape[1]
     return adv_all[keep, :W].contiguous(), rewards_all[keep, :W].contiguous()
 

@@ -219,6 +219,48 @@ def group_advantages(
     return centred / (rewards.float().std() + eps)
 
 
+CRITIC_FREE_ESTIMATORS = (*GROUP_ESTIMATORS, "reinforce_pp", "reinforce_pp_baseline")
+
+
+def critic_free_advantages(
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    estimator: str,
+    group_size: int,
+    scale: str = "group",
+    kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    gamma: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token advantages (B, T) of every critic-free estimator, and the per-token rewards (B, T) they came from.
+
+    scores: (B,) one reward per response, grouped as in the module doc; mask: (B, T); kl: (B, T) per-token k1 of
+    the sampled tokens when the KL is placed in the reward (RLOO, REINFORCE++), else None.
+
+    - ``grpo``, ``dr_grpo``, ``rloo``: ``group_advantages`` of ``score - kl_coef · Σ_t kl`` on every token;
+    - ``reinforce_pp``: ``token_rewards`` (the score on the last token, ``-kl_coef · kl`` on every token), their
+      returns, whitened over the batch's tokens (``reinforce_pp_advantages``);
+    - ``reinforce_pp_baseline``: the same after subtracting each group's mean score (OpenRLHF
+      ``reinforce_baseline``).
+
+    Statistics over the batch (grpo's batch std, the whitening) are those of the tensors passed in: a
+    multi-process caller passes every process's rows.
+    """
+    kl_t = torch.zeros_like(mask, dtype=torch.float32) if kl is None else kl.float()
+    beta = kl_coef if kl is not None else 0.0
+    m = mask.to(torch.float32)
+    if estimator in GROUP_ESTIMATORS:
+        seq = scores.float() - beta * (kl_t * m).sum(-1)
+        return per_token(group_advantages(seq, group_size, estimator, scale), m), token_rewards(scores, kl_t, m, beta)
+    if estimator not in ("reinforce_pp", "reinforce_pp_baseline"):
+        raise ValueError(f"estimator must be one of {CRITIC_FREE_ESTIMATORS}, got {estimator!r}")
+    s = dr_grpo_advantages(scores, group_size) if estimator == "reinforce_pp_baseline" else scores.float()
+    rewards = token_rewards(s, kl_t, m, beta)
+    adv, _ = reinforce_pp_advantages(rewards, m, gamma)
+    return adv, rewards
+
+
 def group_std(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """(N / G,) the unbiased std of each group's rewards (0 for a group whose answers all scored the same:
     no learning signal; its share is the ``frac_zero_std`` metric, and dynamic sampling drops such groups)."""
