@@ -33,8 +33,8 @@ def test_two_processes_equal_one_process_accumulating(tiny_model_dir, tmp_path, 
     ta = [[r["step"], *(r[k] for k in keys)] for r in a if "loss" in r]
     tb = [[r["step"], *(r[k] for k in keys)] for r in b if "loss" in r]
     assert [r[0] for r in ta] == [r[0] for r in tb] == [1, 2, 3]
-    for x, y in zip(ta, tb):
-        assert x == pytest.approx(y, abs=1e-5)
+    for x, y in zip(ta, tb):  # logps/chosen sums ~500 token log-probs: float32 resolves it to ~3e-5, hence rel
+        assert x == pytest.approx(y, abs=1e-5, rel=1e-6)
     ea = [r for r in a if "eval_loss" in r]
     eb = [r for r in b if "eval_loss" in r]
     assert len(ea) == len(eb) == 2

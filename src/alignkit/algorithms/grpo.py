@@ -28,7 +28,6 @@ diversity figures of ``alignkit compare``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from pathlib import Path
 import torch
 
 from alignkit.algorithms.common import optimizer_and_schedule
-from alignkit.algorithms.rollouts import collate_rollout, load_prompts
+from alignkit.algorithms.rollouts import collate_rollout, eval_figures, eval_line, load_prompts
 from alignkit.config.grpo import GRPOConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.grpo import clipped_policy_loss
@@ -48,8 +47,8 @@ from alignkit.rl.kl import kl_penalty
 from alignkit.rl.rollout import Rollout
 from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
-from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
-from alignkit.training.errors import TrainingError, stop_if_not_finite
+from alignkit.training.checkpoint import save_checkpoint
+from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_record, resume_state, start_run
@@ -118,7 +117,6 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     responses -> one finite score each), when given, is the whole reward instead of ``cfg.rewards``' sources
     (the overlong penalty still applies)."""
     from alignkit.data.tokenize import ensure_chat_template
-    from alignkit.eval.diversity import diversity
     from alignkit.models.actor_critic import parameter_bytes
     from alignkit.models.generation import generate_ids
     from alignkit.models.hf_logging import quiet_libraries
@@ -264,45 +262,15 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             from accelerate.utils import gather_object
 
             rows = gather_object(rows)
-        lens = [r[2] for r in rows]
-        div = diversity([r[4] for r in rows], lens, reference_lengths)
-        figures = {
-            "eval_reward": sum(r[0] for r in rows) / len(rows),
-            **{f"eval_reward/{n}": sum(r[1][j] for r in rows) / len(rows) for j, n in enumerate(names)},
-            "eval_response_length": sum(lens) / len(rows),
-            "eval_no_eos_fraction": 1 - sum(r[3] for r in rows) / len(rows),
-            "eval_distinct_share": div.distinct_share,
-            "eval_top_answer_share": div.top_answer_share,
-            "eval_distinct_2": div.distinct_2,
-            "eval_length_ratio": div.length_ratio,
-            "eval_n": len(rows),
-        }
-        return figures, lens
+        return eval_figures(rows, reference_lengths, names)
 
     if held_ids and eval_start is None and start_step == 0:
         figures, lengths = run_eval(None)
         figures["eval_length_ratio"] = 1.0 if sum(lengths) else None
         eval_start = {"metrics": figures, "lengths": lengths}
         metrics.log({"step": 0, **figures})
-        log(_eval_line("eval of the starting policy", figures))
+        log(eval_line("eval of the starting policy", figures))
     reference_lengths = eval_start["lengths"] if eval_start else None
-
-    def stop_if_update_not_finite(loss: float, step: int, updates_done: int, position: tuple[int, dict]) -> None:
-        """Before an optimizer step: a non-finite loss stops the run (saving the state after ``step`` steps when
-        no update of this step was applied yet, with the prompt stream at ``position``; otherwise naming the last
-        checkpoint)."""
-        if updates_done == 0:
-            stop_if_not_finite(loss, step, partial(save, position=position))
-            return
-        if math.isfinite(loss):
-            return
-        where = latest_checkpoint(ckpt_root)
-        raise TrainingError(
-            f"step {step + 1}: the loss is {loss} (not finite) at update {updates_done + 1} of the step, after "
-            f"{updates_done} of its updates were applied, so the weights are not saved; "
-            + (f"the last saved state is {where}." if where else "no checkpoint was saved (train.save_every).")
-            + " Lower train.learning_rate or check the data, then run again to resume."
-        )
 
     # --- the loop -----------------------------------------------------------------------------------
     last: dict = {}
@@ -455,7 +423,9 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                             sums.add("clip_frac_high", pl.clipped_high)
                             sums.add("entropy", new.entropy.detach() * lm)
                             sums.add("tokens", lm)
-                        stop_if_update_not_finite(accelerator.reduce(mb_loss, "sum").item(), step, updates, position)
+                        stop_if_update_not_finite(
+                            accelerator.reduce(mb_loss, "sum").item(), step, updates, partial(save, position=position), ckpt_root
+                        )
                         if t.max_grad_norm is not None:
                             grad_norm = accelerator.clip_grad_norm_(policy.parameters(), t.max_grad_norm)
                         optimizer.step()
@@ -512,7 +482,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             if held_ids and t.eval_every and done % t.eval_every == 0 and done != steps:
                 figures = run_eval(reference_lengths)[0]
                 metrics.log({"step": done, **figures})
-                log(_eval_line(f"eval at step {done}", figures))
+                log(eval_line(f"eval at step {done}", figures))
             if t.save_every and done % t.save_every == 0 and done != steps:
                 save(done)
 
@@ -520,19 +490,13 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     if held_ids:
         eval_result = run_eval(reference_lengths)[0]
         metrics.log({"step": steps, **eval_result})
-        log(_eval_line("eval", eval_result))
+        log(eval_line("eval", eval_result))
 
     final = out / "final"
     accelerator.wait_for_everyone()
     if main:
-        if inner.shared:  # the policy adapter alone, a standard peft adapter directory
-            from alignkit.models._fs import atomic_dir
-
-            with atomic_dir(final, overwrite=True) as tmp:
-                inner.policy.save_pretrained(str(tmp), selected_adapters=["default"])
-                tokenizer.save_pretrained(str(tmp))
-        else:
-            save_model(inner.policy, tokenizer, str(final))
+        # shared-base: the policy adapter alone, a standard peft adapter directory
+        save_model(inner.policy, tokenizer, str(final), adapters=["default"] if inner.shared else None)
         summary = {
             "stage": "grpo",
             "estimator": cfg.advantage.estimator,
@@ -634,13 +598,3 @@ def _aggregate(cfg: GRPOConfig, per_token_loss: torch.Tensor, mask: torch.Tensor
     if cfg.loss.aggregation == "sequence":
         return sequence_mean(per_token_loss, mask, norm)
     return fixed_length_mean(per_token_loss, mask, norm, max_new_tokens)
-
-
-def _eval_line(label: str, e: dict) -> str:
-    ratio = "n/a" if e["eval_length_ratio"] is None else f"{e['eval_length_ratio']:.2f}x"
-    per = ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in e.items() if k.startswith("eval_reward/"))
-    return (
-        f"{label}: mean reward {e['eval_reward']:.4f} ({per}) on {e['eval_n']} held-out prompts; "
-        f"{e['eval_distinct_share']:.0%} distinct answers, top answer {e['eval_top_answer_share']:.0%}, "
-        f"length {ratio} the starting policy's"
-    )

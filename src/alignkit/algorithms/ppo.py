@@ -24,7 +24,6 @@ then every ``train.eval_every`` steps and at the end: mean reward, length, and t
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from contextlib import nullcontext
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 from alignkit.algorithms.common import optimizer_and_schedule
-from alignkit.algorithms.rollouts import collate_rollout, load_prompts  # noqa: F401 (load_prompts: also PPO's API)
+from alignkit.algorithms.rollouts import collate_rollout, eval_figures, eval_line, load_prompts  # noqa: F401 (load_prompts: also PPO's API)
 from alignkit.config.ppo import PPOConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.ppo import policy_loss, value_loss
@@ -46,8 +45,8 @@ from alignkit.rl.rollout import Rollout
 from alignkit.rl.stats import RunningMoments, explained_variance, masked_whiten, normalize_scores
 from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
-from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
-from alignkit.training.errors import TrainingError, stop_if_not_finite
+from alignkit.training.checkpoint import save_checkpoint
+from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_record, resume_state, start_run
@@ -66,7 +65,6 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     score each) replaces the reward source of ``cfg.reward`` when given: the reward model or function named there
     is then not loaded, while ``reward.normalize`` (running statistics), ``clip`` and ``missing_eos_penalty`` apply."""
     from alignkit.data.tokenize import ensure_chat_template
-    from alignkit.eval.diversity import diversity
     from alignkit.models.actor_critic import build_actor_critic, load_reference, parameter_bytes
     from alignkit.models.generation import generate_ids
     from alignkit.models.hf_logging import quiet_libraries
@@ -227,24 +225,12 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             )
         texts = tokenizer.batch_decode([r for r, _ in got], skip_special_tokens=True)
         scores = score_texts([held_messages[i] for i in mine], texts) if mine else []
-        rows = [(score, len(ids), ended, text) for score, (ids, ended), text in zip(scores, got, texts)]
+        rows = [(score, [], len(ids), ended, text) for score, (ids, ended), text in zip(scores, got, texts)]
         if world > 1:
             from accelerate.utils import gather_object
 
             rows = gather_object(rows)
-        lengths = [r[1] for r in rows]
-        div = diversity([r[3] for r in rows], lengths, reference_lengths)
-        figures = {
-            "eval_reward": sum(r[0] for r in rows) / len(rows),
-            "eval_response_length": sum(lengths) / len(rows),
-            "eval_no_eos_fraction": 1 - sum(r[2] for r in rows) / len(rows),
-            "eval_distinct_share": div.distinct_share,
-            "eval_top_answer_share": div.top_answer_share,
-            "eval_distinct_2": div.distinct_2,
-            "eval_length_ratio": div.length_ratio,
-            "eval_n": len(rows),
-        }
-        return figures, lengths
+        return eval_figures(rows, reference_lengths)
 
     use_stats = cfg.reward.normalize and reward_stats is not None
     log(
@@ -258,26 +244,8 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
         figures["eval_length_ratio"] = 1.0 if sum(lengths) else None  # the starting policy against itself
         eval_start = {"metrics": figures, "lengths": lengths}
         metrics.log({"step": 0, **figures})
-        log(_eval_line("eval of the starting policy", figures))
+        log(eval_line("eval of the starting policy", figures))
     reference_lengths = eval_start["lengths"] if eval_start else None
-
-    def stop_if_update_not_finite(loss: float, step: int, updates_done: int, moments_before: dict) -> None:
-        """Before an optimizer step: a non-finite loss stops the run. Before the step's first update the weights
-        are the state after ``step`` steps, saved as usual (with the reward statistics from before this step's
-        scores); after some updates they are between steps, so nothing is saved and the message names the last
-        checkpoint instead."""
-        if updates_done == 0:
-            stop_if_not_finite(loss, step, partial(save, reward_moments=moments_before))
-            return
-        if math.isfinite(loss):
-            return
-        where = latest_checkpoint(ckpt_root)
-        raise TrainingError(
-            f"step {step + 1}: the loss is {loss} (not finite) at update {updates_done + 1} of the step, after "
-            f"{updates_done} of its updates were applied, so the weights are not saved; "
-            + (f"the last saved state is {where}." if where else "no checkpoint was saved (train.save_every).")
-            + " Lower train.learning_rate or check the data, then run again to resume."
-        )
 
     # --- the loop -----------------------------------------------------------------------------------
     last: dict = {}
@@ -404,7 +372,13 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                         ):
                             sums.add(name, v * mk)
                         sums.add("tokens", mk)
-                    stop_if_update_not_finite(accelerator.reduce(mb_loss, "sum").item(), step, updates, moments_before)
+                    stop_if_update_not_finite(
+                        accelerator.reduce(mb_loss, "sum").item(),
+                        step,
+                        updates,
+                        partial(save, reward_moments=moments_before),
+                        ckpt_root,
+                    )
                     if t.max_grad_norm is not None:
                         grad_norm = accelerator.clip_grad_norm_(ac.parameters(), t.max_grad_norm)
                     optimizer.step()
@@ -469,21 +443,13 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     if held_ids:
         eval_result = run_eval(reference_lengths)[0]
         metrics.log({"step": steps, **eval_result})
-        log(_eval_line("eval", eval_result))
+        log(eval_line("eval", eval_result))
 
     final = out / "final"
     accelerator.wait_for_everyone()
     if main:
-        with inner.adapter("default"):
-            policy = inner.policy
-            if inner.shared:  # the policy adapter alone, a standard peft adapter directory
-                from alignkit.models._fs import atomic_dir
-
-                with atomic_dir(final, overwrite=True) as tmp:
-                    policy.save_pretrained(str(tmp), selected_adapters=["default"])
-                    tokenizer.save_pretrained(str(tmp))
-            else:
-                save_model(policy, tokenizer, str(final))
+        with inner.adapter("default"):  # shared-base: the policy adapter alone, a standard peft adapter directory
+            save_model(inner.policy, tokenizer, str(final), adapters=["default"] if inner.shared else None)
         summary = {
             "stage": "ppo",
             "memory": cfg.memory,
@@ -509,15 +475,6 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     metrics.close()
     accelerator.end_training()
     return PPOResult(out, final, steps, last)
-
-
-def _eval_line(label: str, e: dict) -> str:
-    ratio = "n/a" if e["eval_length_ratio"] is None else f"{e['eval_length_ratio']:.2f}x"
-    return (
-        f"{label}: mean reward {e['eval_reward']:.4f} on {e['eval_n']} held-out prompts; "
-        f"{e['eval_distinct_share']:.0%} distinct answers, top answer {e['eval_top_answer_share']:.0%}, "
-        f"distinct-2 {e['eval_distinct_2']:.2f}, length {ratio} the starting policy's"
-    )
 
 
 def _check_same_vocabulary(policy_tokenizer, reward_dir: str) -> None:

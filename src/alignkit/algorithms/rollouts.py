@@ -52,3 +52,38 @@ def collate_rollout(prompt_ids, response_ids, *, pad_token_id: int, max_row_toke
     seqs = [TokenizedExample(list(p) + list(r), [0] * len(p) + [1] * len(r), None) for p, r in zip(prompt_ids, response_ids)]
     width = max(len(r) for r in response_ids)
     return collate_packed(seqs, max_row_tokens=max_row_tokens, pad_token_id=pad_token_id), width
+
+
+def eval_figures(rows: list[tuple], reference_lengths: list[int] | None, names: list[str] = ()) -> tuple[dict, list[int]]:
+    """The held-out eval of an RL stage from its answers, gathered from every process: ``rows`` are
+    ``(reward, [reward of each term in names], length in tokens, ended with EOS, text)``. Returns the figures
+    (mean reward, per term, length, share cut at max_new_tokens, and the diversity figures of ``alignkit
+    compare``, the length relative to ``reference_lengths``: the starting policy's answers) and the lengths."""
+    from alignkit.eval.diversity import diversity
+
+    n = len(rows)
+    lengths = [r[2] for r in rows]
+    div = diversity([r[4] for r in rows], lengths, reference_lengths)
+    figures = {
+        "eval_reward": sum(r[0] for r in rows) / n,
+        **{f"eval_reward/{name}": sum(r[1][j] for r in rows) / n for j, name in enumerate(names)},
+        "eval_response_length": sum(lengths) / n,
+        "eval_no_eos_fraction": 1 - sum(r[3] for r in rows) / n,
+        "eval_distinct_share": div.distinct_share,
+        "eval_top_answer_share": div.top_answer_share,
+        "eval_distinct_2": div.distinct_2,
+        "eval_length_ratio": div.length_ratio,
+        "eval_n": n,
+    }
+    return figures, lengths
+
+
+def eval_line(label: str, e: dict) -> str:
+    """One log line of ``eval_figures``."""
+    ratio = "n/a" if e["eval_length_ratio"] is None else f"{e['eval_length_ratio']:.2f}x"
+    per = ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in e.items() if k.startswith("eval_reward/"))
+    return (
+        f"{label}: mean reward {e['eval_reward']:.4f}{f' ({per})' if per else ''} on {e['eval_n']} held-out prompts; "
+        f"{e['eval_distinct_share']:.0%} distinct answers, top answer {e['eval_top_answer_share']:.0%}, "
+        f"distinct-2 {e['eval_distinct_2']:.2f}, length {ratio} the starting policy's"
+    )

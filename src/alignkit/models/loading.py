@@ -350,16 +350,21 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def save_model(model, tokenizer, out_dir: str) -> Path:
+def save_model(model, tokenizer, out_dir: str, *, adapters: list[str] | None = None) -> Path:
     """Save ``model`` (and ``tokenizer`` when given) to ``out_dir`` atomically, replacing it if present.
 
     A full model is saved whole (safetensors, with its generation config); a ``PeftModel`` saves
     only its adapter (``adapter_config.json`` names the base model) — load either back with
-    :func:`load_for_inference`. Returns the absolute output path.
+    :func:`load_for_inference`. ``adapters``: save only these of a ``PeftModel``'s adapters (the RL
+    stages' policy adapter ``default``, not their value or frozen reference adapters). Returns the absolute
+    output path.
     """
     model = getattr(model, "module", model)  # unwrap DDP-style wrappers
     with atomic_dir(out_dir, overwrite=True) as tmp:
-        model.save_pretrained(str(tmp))
+        if adapters is not None:
+            model.save_pretrained(str(tmp), selected_adapters=adapters)
+        else:
+            model.save_pretrained(str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
     return Path(out_dir).expanduser().absolute()

@@ -19,3 +19,26 @@ def stop_if_not_finite(loss: float, step: int, save) -> None:
         f"step {step + 1}: the loss is {loss} (not finite); the last good state (after step {step}) "
         f"is saved in {where}. Lower train.learning_rate or check the data, then run again to resume."
     )
+
+
+def stop_if_update_not_finite(loss: float, step: int, updates_done: int, save, checkpoint_root) -> None:
+    """RL stages, before each optimizer update of 0-based ``step`` (``updates_done`` of its updates applied): a
+    nan/inf ``loss`` stops the run. Before the step's first update the weights are the state after ``step`` steps,
+    saved with ``save(step)`` (``stop_if_not_finite``); after some updates they are between steps, so nothing is
+    saved and the one-line ``TrainingError`` names the last checkpoint under ``checkpoint_root`` instead."""
+    import math
+
+    if updates_done == 0:
+        stop_if_not_finite(loss, step, save)
+        return
+    if math.isfinite(loss):
+        return
+    from alignkit.training.checkpoint import latest_checkpoint
+
+    where = latest_checkpoint(checkpoint_root)
+    raise TrainingError(
+        f"step {step + 1}: the loss is {loss} (not finite) at update {updates_done + 1} of the step, after "
+        f"{updates_done} of its updates were applied, so the weights are not saved; "
+        + (f"the last saved state is {where}." if where else "no checkpoint was saved (train.save_every).")
+        + " Lower train.learning_rate or check the data, then run again to resume."
+    )
