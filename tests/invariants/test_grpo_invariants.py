@@ -87,15 +87,21 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tiny_sft_dir, tmp_
         dynamic_sampling={"enabled": True, "max_rounds": 2},  # the prompt stream's position must come back too
         train={**STEP["train"], "max_steps": 8, "save_every": 2},
     )
+    # every run in a process of its own with the same thread count, so floating point is the same in all three
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+    def launch(cfg):
+        return subprocess.Popen(
+            [sys.executable, "-m", "alignkit", "grpo", str(cfg)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
     ref = tmp_path / "ref"
-    assert main(["grpo", str(write_grpo_config(tmp_path / "ref.yaml", tiny_sft_dir, ref, **kw))]) == 0
+    child = launch(write_grpo_config(tmp_path / "ref.yaml", tiny_sft_dir, ref, **kw))
+    assert child.wait(timeout=300) == 0, child.stderr.read().decode()[-2000:]
 
     out = tmp_path / "killed"
     cfg = write_grpo_config(tmp_path / "killed.yaml", tiny_sft_dir, out, **kw)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "alignkit", "grpo", str(cfg)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    child = launch(cfg)
     deadline = time.time() + 240
     while not (out / "checkpoints" / "step-4").exists():
         assert child.poll() is None, child.stderr.read().decode()[-2000:]
@@ -104,7 +110,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tiny_sft_dir, tmp_
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL and not (out / "final").exists()
-    assert main(["grpo", str(cfg)]) == 0
+    child = launch(cfg)
+    assert child.wait(timeout=300) == 0, child.stderr.read().decode()[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_step"] >= 4
     a, b = _rows(out), _rows(ref)

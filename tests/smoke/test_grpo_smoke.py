@@ -221,3 +221,31 @@ def test_prompts_without_a_prompt_are_located(tiny_sft_dir, tmp_path, capsys):
     assert main(["grpo", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert "plain.jsonl:1" in err and "no prompt" in err
+
+
+def test_a_nan_loss_saves_the_state_before_the_step_with_the_prompt_stream_where_it_was(
+    tiny_sft_dir, tmp_path, monkeypatch, capsys
+):
+    import alignkit.algorithms.grpo as grpo
+
+    kw = dict(grpo={"group_size": 4, "prompts_per_step": 2, "num_iterations": 2}, train={"max_steps": 3, "save_every": 1})
+    ref = tmp_path / "ref"  # the same run with no NaN, checkpointed after every step
+    assert main(["grpo", str(write_grpo_config(tmp_path / "ref.yaml", tiny_sft_dir, ref, **kw))]) == 0
+
+    real, calls = grpo.clipped_policy_loss, [0]
+
+    def nan_from_step_2(*args, **kwargs):  # 2 updates of 2 micro-batches a step: call 5 is step 2's first
+        out = real(*args, **kwargs)
+        calls[0] += 1
+        return out._replace(loss=out.loss * float("nan")) if calls[0] > 4 else out
+
+    monkeypatch.setattr(grpo, "clipped_policy_loss", nan_from_step_2)
+    out = tmp_path / "nan"
+    kw["train"] = {"max_steps": 3}  # no save_every: the only checkpoint is the one the NaN writes
+    capsys.readouterr()
+    assert main(["grpo", str(write_grpo_config(tmp_path / "nan.yaml", tiny_sft_dir, out, **kw))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "step 2: the loss is nan" in err[0] and "after step 1" in err[0], err
+    state = json.loads((out / "checkpoints" / "step-1" / "trainer_state.json").read_text())
+    want = json.loads((ref / "checkpoints" / "step-1" / "trainer_state.json").read_text())
+    assert state["cursor"] == want["cursor"] == 2 and state["totals"] == want["totals"]  # not step 2's prompts

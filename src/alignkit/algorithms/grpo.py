@@ -47,7 +47,7 @@ from alignkit.rl.kl import kl_penalty
 from alignkit.rl.rollout import Rollout
 from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
-from alignkit.training.checkpoint import save_checkpoint
+from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
@@ -424,7 +424,11 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                             sums.add("entropy", new.entropy.detach() * lm)
                             sums.add("tokens", lm)
                         stop_if_update_not_finite(
-                            accelerator.reduce(mb_loss, "sum").item(), step, updates, partial(save, position=position), ckpt_root
+                            accelerator.reduce(mb_loss, "sum").item(),
+                            step,
+                            updates,
+                            partial(save, position=position),
+                            partial(latest_checkpoint, ckpt_root),
                         )
                         if t.max_grad_norm is not None:
                             grad_norm = accelerator.clip_grad_norm_(policy.parameters(), t.max_grad_norm)

@@ -45,7 +45,7 @@ from alignkit.rl.rollout import Rollout
 from alignkit.rl.stats import RunningMoments, explained_variance, masked_whiten, normalize_scores
 from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
-from alignkit.training.checkpoint import save_checkpoint
+from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
@@ -377,7 +377,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                         step,
                         updates,
                         partial(save, reward_moments=moments_before),
-                        ckpt_root,
+                        partial(latest_checkpoint, ckpt_root),
                     )
                     if t.max_grad_norm is not None:
                         grad_norm = accelerator.clip_grad_norm_(ac.parameters(), t.max_grad_norm)

@@ -21,11 +21,11 @@ def stop_if_not_finite(loss: float, step: int, save) -> None:
     )
 
 
-def stop_if_update_not_finite(loss: float, step: int, updates_done: int, save, checkpoint_root) -> None:
+def stop_if_update_not_finite(loss: float, step: int, updates_done: int, save, last_saved) -> None:
     """RL stages, before each optimizer update of 0-based ``step`` (``updates_done`` of its updates applied): a
     nan/inf ``loss`` stops the run. Before the step's first update the weights are the state after ``step`` steps,
     saved with ``save(step)`` (``stop_if_not_finite``); after some updates they are between steps, so nothing is
-    saved and the one-line ``TrainingError`` names the last checkpoint under ``checkpoint_root`` instead."""
+    saved and the one-line ``TrainingError`` names the last checkpoint instead (``last_saved()``: its path or None)."""
     import math
 
     if updates_done == 0:
@@ -33,9 +33,7 @@ def stop_if_update_not_finite(loss: float, step: int, updates_done: int, save, c
         return
     if math.isfinite(loss):
         return
-    from alignkit.training.checkpoint import latest_checkpoint
-
-    where = latest_checkpoint(checkpoint_root)
+    where = last_saved()
     raise TrainingError(
         f"step {step + 1}: the loss is {loss} (not finite) at update {updates_done + 1} of the step, after "
         f"{updates_done} of its updates were applied, so the weights are not saved; "
