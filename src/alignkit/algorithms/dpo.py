@@ -33,7 +33,7 @@ from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_record, resume_state, start_run
+from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
 
 
 @dataclass
@@ -591,6 +591,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     if main:
         save_model(accelerator.unwrap_model(model), tokenizer, str(final))
         summary = {
+            **run_facts(accelerator),
             "stage": "dpo",
             "loss": L.model_dump(by_alias=True),
             "steps": steps,

@@ -49,7 +49,7 @@ from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_record, resume_state, start_run
+from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
 
 
 @dataclass
@@ -465,7 +465,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             "reward": reward_name,
             "data": data_stats,
             "final_dir": str(final),
-            "device": str(accelerator.device),
+            **run_facts(accelerator),
             "peak_cuda_memory_mib": (
                 torch.cuda.max_memory_allocated(accelerator.device) / 2**20 if accelerator.device.type == "cuda" else None
             ),

@@ -29,7 +29,7 @@ from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.metrics import MetricsLogger
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_record, resume_state, start_run
+from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
 
 
 @dataclass
@@ -336,6 +336,7 @@ def run(cfg: RewardConfig) -> RewardResult:
     if main:
         save_reward_model(accelerator.unwrap_model(model), tokenizer, spec(reward_mean, reward_std), final)
         summary = {
+            **run_facts(accelerator),
             "stage": "rm",
             "steps": steps,
             "resumed_from_step": start_step,

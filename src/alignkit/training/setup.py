@@ -107,6 +107,47 @@ def check_resume_config(cfg, ckpt: Path, log) -> dict | None:
     }
 
 
+def check_distribution(accelerator, env=None) -> dict:
+    """Stop before training when the launch asked for more than this accelerator got, never fall back silently.
+
+    Two launches that look distributed but are not: ``torchrun``/``accelerate launch`` started N > 1 processes
+    (``WORLD_SIZE``) while the accelerator sees one process, so N unsynchronised copies would train and race for
+    the same output directory (``accelerate launch`` with an FSDP or DeepSpeed config on a machine without CUDA
+    does this); or the launcher requested FSDP/DeepSpeed (``ACCELERATE_USE_FSDP``/``ACCELERATE_USE_DEEPSPEED``)
+    and the accelerator runs without it. Returns ``{"world_size", "distributed_type"}`` for ``summary.json``.
+    (``accelerate launch --cpu --num_processes 2`` starts one ordinary process and tells it nothing: that one
+    cannot be detected from inside; docs/distributed.md says to use torchrun for multi-process CPU runs.)
+    """
+    import os
+
+    from alignkit.training.errors import TrainingError
+
+    env = os.environ if env is None else env
+    launched = int(env.get("WORLD_SIZE", "1") or 1)
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    fix = "on a machine without CUDA run several processes with torchrun (real DDP over gloo): torchrun --nproc_per_node N -m alignkit ..."
+    if launched > 1 and accelerator.num_processes == 1:
+        raise TrainingError(
+            f"launched as {launched} processes (WORLD_SIZE={launched}) but this process's accelerator sees 1 "
+            f"(distributed type {kind}): the processes would train unsynchronised copies and overwrite each other's "
+            f"output; {fix}"
+        )
+    for flag, want in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
+        if str(env.get(flag, "false")).lower() == "true" and kind != want:
+            raise TrainingError(
+                f"the launch asked for {want} ({flag}=true) but the accelerator runs as {kind} "
+                f"({'no CUDA device' if not torch.cuda.is_available() else 'the plugin did not load'}): nothing would be "
+                f"sharded; {fix}, or launch on GPUs"
+            )
+    return {"world_size": accelerator.num_processes, "distributed_type": kind}
+
+
+def run_facts(accelerator) -> dict:
+    """Where a run ran, for its ``summary.json``: device, number of processes, accelerate's distributed type."""
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    return {"device": str(accelerator.device), "world_size": accelerator.num_processes, "distributed_type": kind}
+
+
 def start_run(cfg, *, mixed_precision: str, seed: int, model_path: str, init_spec=None):
     """``(accelerator, output dir, checkpoint root)`` for a training stage.
 
@@ -129,6 +170,7 @@ def start_run(cfg, *, mixed_precision: str, seed: int, model_path: str, init_spe
     accelerator = Accelerator(
         mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False
     )
+    check_distribution(accelerator)
     out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
     if accelerator.is_main_process:
