@@ -33,3 +33,19 @@ def test_real_runs_pass_and_are_recorded():
     assert check_distribution(_acc(2, "MULTI_CPU"), env={"WORLD_SIZE": "2"})["world_size"] == 2
     assert check_distribution(_acc(1, "NO"), env={"ACCELERATE_USE_FSDP": "false"})["distributed_type"] == "NO"
     assert run_facts(_acc(2, "MULTI_CPU")) == {"device": "cpu", "world_size": 2, "distributed_type": "MULTI_CPU"}
+
+
+def test_replicas_in_sync_compares_every_process_checksum():
+    import torch
+
+    from alignkit.training.setup import replicas_in_sync
+
+    model = torch.nn.Linear(3, 2)
+
+    def fake(other_offset: float):
+        gather = lambda t: torch.cat([t, t + other_offset])  # noqa: E731 (a second process's checksum)
+        return SimpleNamespace(num_processes=2, device="cpu", unwrap_model=lambda m: m, gather=gather)
+
+    assert replicas_in_sync(fake(0.0), model) is True
+    assert replicas_in_sync(fake(1e-12), model) is False  # compared exactly: DDP replicas are bitwise equal
+    assert replicas_in_sync(SimpleNamespace(num_processes=1), model) is None

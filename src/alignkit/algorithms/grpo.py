@@ -51,7 +51,7 @@ from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
+from alignkit.training.setup import holdout_split, replicas_in_sync, resume_record, resume_state, run_facts, start_run
 
 
 @dataclass
@@ -497,6 +497,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
         log(eval_line("eval", eval_result))
 
     final = out / "final"
+    in_sync = replicas_in_sync(accelerator, policy)  # every process, before the main one saves
     accelerator.wait_for_everyone()
     if main:
         # shared-base: the policy adapter alone, a standard peft adapter directory
@@ -520,6 +521,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             "data": data_stats,
             "final_dir": str(final),
             **run_facts(accelerator),
+            "replicas_in_sync": in_sync,
             "peak_cuda_memory_mib": (
                 torch.cuda.max_memory_allocated(accelerator.device) / 2**20 if accelerator.device.type == "cuda" else None
             ),

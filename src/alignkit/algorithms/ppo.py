@@ -49,7 +49,7 @@ from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
+from alignkit.training.setup import holdout_split, replicas_in_sync, resume_record, resume_state, run_facts, start_run
 
 
 @dataclass
@@ -446,6 +446,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
         log(eval_line("eval", eval_result))
 
     final = out / "final"
+    in_sync = replicas_in_sync(accelerator, ac)  # every process, before the main one saves
     accelerator.wait_for_everyone()
     if main:
         with inner.adapter("default"):  # shared-base: the policy adapter alone, a standard peft adapter directory
@@ -466,6 +467,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             "data": data_stats,
             "final_dir": str(final),
             **run_facts(accelerator),
+            "replicas_in_sync": in_sync,
             "peak_cuda_memory_mib": (
                 torch.cuda.max_memory_allocated(accelerator.device) / 2**20 if accelerator.device.type == "cuda" else None
             ),

@@ -148,6 +148,18 @@ def run_facts(accelerator) -> dict:
     return {"device": str(accelerator.device), "world_size": accelerator.num_processes, "distributed_type": kind}
 
 
+def replicas_in_sync(accelerator, model) -> bool | None:
+    """Data-parallel processes hold the same weights after training (DDP keeps them so; a launch that silently
+    trained independent copies would not): a float64 checksum of every parameter, gathered from every process and
+    compared exactly. None on one process. Every process must call it (it gathers)."""
+    if accelerator.num_processes == 1:
+        return None
+    with torch.no_grad():
+        total = sum(p.detach().double().sum() * (i + 1) for i, p in enumerate(accelerator.unwrap_model(model).parameters()))
+    sums = accelerator.gather(torch.as_tensor(total, dtype=torch.float64, device=accelerator.device).reshape(1)).cpu()
+    return bool((sums == sums[0]).all())
+
+
 def start_run(cfg, *, mixed_precision: str, seed: int, model_path: str, init_spec=None):
     """``(accelerator, output dir, checkpoint root)`` for a training stage.
 
