@@ -1,7 +1,7 @@
 """QLoRA (4-bit NF4 base + LoRA) through the training stages on this CPU, where bitsandbytes quantizes there: the
 loss falls, final/ is a peft adapter that plain peft loads onto its base, and `alignkit merge` turns it into a
-plain transformers model. (PPO and GRPO with QLoRA: tests/invariants/test_ppo_reference.py. The reward model
-does not train with QLoRA yet: its config refuses `finetune: qlora` with one line.)"""
+plain transformers model; a QLoRA reward model is saved merged into its full-precision base. (PPO and GRPO with
+QLoRA: tests/invariants/test_ppo_reference.py.)"""
 
 import json
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alignkit.cli import main
-from tests.conftest import write_dpo_config, write_sft_config
+from tests.conftest import write_dpo_config, write_rm_config, write_sft_config
 
 
 def _qlora_here() -> bool:
@@ -58,3 +58,19 @@ def test_qlora_sft_and_dpo_learn_and_save_a_loadable_adapter(tiny_model_dir, tmp
     summary = json.loads((out / "summary.json").read_text())
     assert summary.get("trainable_parameters", 1) < summary.get("total_parameters", 2)
     _check_adapter(out / "final", tiny_model_dir, tmp_path)
+
+
+def test_qlora_decoder_reward_model_learns_and_is_saved_full_precision(tiny_model_dir, tmp_path):
+    from alignkit.models.reward import RewardModel
+
+    out = tmp_path / "rm"
+    train = {**TRAIN, "max_steps": 32, "learning_rate": 3e-3}  # 4 epochs of the 32 pairs
+    cfg = write_rm_config(tmp_path / "rm.yaml", tiny_model_dir, out, model=QLORA, train=train)
+    assert main(["rm", str(cfg)]) == 0
+    losses = _losses(out)
+    assert len(losses) == 32 and sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.05, losses  # last epoch vs first
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert "quantization_config" not in config  # merged into the full-precision base: loads without bitsandbytes
+    rm = RewardModel.load(str(out / "final"))
+    scores = rm.score(["Hi", "Hi"], ["Hello! How can I help?", "Go away."])
+    assert len(scores) == 2 and all(torch.isfinite(torch.tensor(scores))) and scores[0] != scores[1]

@@ -24,7 +24,11 @@ class RewardModelConfig(Closed):
         description="Text rendering: the tokenizer's chat template (ChatML if it has none), or plain "
         "'User: ...\\n\\nAssistant: ...' text; auto: chat for decoders, plain for encoders.",
     )
-    finetune: Literal["full", "lora"] = Field("full", description="Train all weights, or LoRA adapters (the head always trains).")
+    finetune: Literal["full", "lora", "qlora"] = Field(
+        "full",
+        description="Train all weights, LoRA adapters, or LoRA on a 4-bit NF4 base (bitsandbytes); the head always trains. "
+        "A QLoRA reward model is saved merged into the full-precision base.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (finetune: lora).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype when loading.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")

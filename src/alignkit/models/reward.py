@@ -195,13 +195,26 @@ def build_reward_scorer(
         resolve_source,
     )
 
-    if finetune not in ("full", "lora"):
-        raise ModelError(f"reward models train with finetune 'full' or 'lora', got {finetune!r}")
+    if finetune not in ("full", "lora", "qlora"):
+        raise ModelError(f"reward models train with finetune 'full', 'lora' or 'qlora', got {finetune!r}")
+    qlora_device = None
+    if finetune == "qlora":
+        from alignkit.models.loading import _check_qlora_available
+
+        qlora_device = _check_qlora_available()  # before any load
     source = resolve_source(name_or_path)
     config = _from_pretrained(AutoConfig, source, "config", revision=revision, trust_remote_code=trust_remote_code)
     kind = backbone_kind(config)
     pooling = resolve_pooling(pooling, kind)
     kw = dict(dtype=resolve_dtype(dtype), revision=revision, trust_remote_code=trust_remote_code)
+    base_kw = dict(kw)  # how to load the full-precision base again (a QLoRA model is saved merged into it)
+    if finetune == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+        )
+        kw["device_map"] = {"": qlora_device}
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the new head's initialisation
         if pooling in HEAD_POOLINGS:
@@ -217,7 +230,17 @@ def build_reward_scorer(
         disable_dropout(model)
     if gradient_checkpointing:
         _enable_checkpointing(model)
-    if finetune == "lora":
+    if finetune == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        from alignkit.models.loading import _keep_4bit_trainable_on_cpu
+
+        if qlora_device == "cpu":
+            _keep_4bit_trainable_on_cpu(model)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    if finetune in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         task = "FEATURE_EXTRACTION" if pooling in HEAD_POOLINGS else "SEQ_CLS"
@@ -241,23 +264,42 @@ def build_reward_scorer(
     if head is not None:
         head.requires_grad_(True)
     scorer = RewardScorer(model, pooling, kind, head)
+    if finetune == "qlora":
+        scorer.full_precision_base = (source, pad_token_id, base_kw)  # for save_reward_model's merge
     scorer.train()
     return scorer
 
 
-def _plain(model):
-    """A model without LoRA wrappers: adapters merged into a copy (the training model is untouched)."""
+def _plain(model, full_precision_base=None):
+    """A model without LoRA wrappers: adapters merged into a copy (the training model is untouched). A QLoRA model
+    (``full_precision_base``: how its base was loaded) is merged into a fresh full-precision copy of the base, not
+    into the 4-bit weights, so the saved reward model is a plain transformers model."""
     from peft import PeftModel
 
-    if isinstance(model, PeftModel):
+    if not isinstance(model, PeftModel):
+        return model
+    if full_precision_base is None:
         return copy.deepcopy(model).merge_and_unload()
-    return model
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    from alignkit.models.loading import _from_pretrained, _quiet_peft
+
+    source, pad_token_id, kw = full_precision_base
+    base_cls = type(model.get_base_model())
+    base = _from_pretrained(
+        base_cls, source, "model", **({"num_labels": 1} if "ForSequenceClassification" in base_cls.__name__ else {}), **kw
+    )
+    base.config.pad_token_id = pad_token_id
+    with _quiet_peft():
+        fresh = get_peft_model(base, copy.deepcopy(model.peft_config["default"]))
+        set_peft_model_state_dict(fresh, {k: v.float().cpu() for k, v in get_peft_model_state_dict(model).items()})
+    return fresh.merge_and_unload()
 
 
 def save_reward_model(scorer: RewardScorer, tokenizer, spec: RewardSpec, out_dir: str | Path) -> Path:
     """Write a loadable reward model to ``out_dir`` atomically (LoRA merged), with its tokenizer and spec."""
     scorer = getattr(scorer, "module", scorer)
-    model = _plain(scorer.model)
+    model = _plain(scorer.model, getattr(scorer, "full_precision_base", None))
     with atomic_dir(out_dir, overwrite=True) as tmp:
         model.save_pretrained(str(tmp))
         if scorer.head is not None:
