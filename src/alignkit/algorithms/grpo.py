@@ -281,7 +281,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             position = (cursor, dict(totals))  # the stream before this step: what a checkpoint of `step` steps holds
 
             # 1-2. sample groups and score them; dynamic sampling drops groups without signal and draws more
-            kept: list[tuple[int, list, bool, float, dict]] = []  # (prompt, response ids, ended, reward, parts) per row
+            kept: list[tuple[int, list, bool, float]] = []  # (prompt, response ids, ended, reward) per row
             sampled_total, sampled_parts, sampled_len, sampled_ended, zero_std, n_groups = [], {}, [], [], 0, 0
             rounds = 0
             while True:
@@ -320,9 +320,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                     if cfg.dynamic_sampling.enabled and stds[gi] == 0:
                         continue
                     for r in range(gi * G, (gi + 1) * G):
-                        kept.append(
-                            (rows_prompts[r], resp[r], ended[r], total[r].item(), {k: v[r].item() for k, v in parts.items()})
-                        )
+                        kept.append((rows_prompts[r], resp[r], ended[r], total[r].item()))
                 rounds += 1
                 if not cfg.dynamic_sampling.enabled:
                     break
@@ -330,10 +328,10 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 if fewest >= P or rounds >= cfg.dynamic_sampling.max_rounds:
                     break
             n_keep = min(P, _reduce_int(accelerator, len(kept) // G, "min")) if cfg.dynamic_sampling.enabled else P
-            dropped = n_groups - n_keep  # groups sampled by this process and not trained on
+            dropped = _reduce_int(accelerator, n_groups - n_keep, "sum")  # groups sampled and not trained on
             kept = kept[: n_keep * G]
             totals["groups_sampled"] += n_groups * world
-            totals["groups_dropped"] += _reduce_int(accelerator, dropped, "sum")
+            totals["groups_dropped"] += dropped
             totals["prompts_used"] = cursor
             gen_time = time.perf_counter() - t0
 
@@ -352,24 +350,18 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 scores = torch.tensor([r[3] for r in kept])
                 batch, W = collate(p_ids, response_ids)
                 batch = batch.to(accelerator.device)
+                kl_in_reward = use_ref and cfg.kl.placement == "reward"
                 with torch.no_grad(), accelerator.autocast():
                     mask = _response_mask(response_ids, W)
                     old_logps = torch.zeros(B, W)
-                    if not on_policy:
+                    if not on_policy or kl_in_reward:  # off-policy updates, or the reward's KL, need them
                         inner.eval()
                         old_logps = inner(batch, B, W, with_entropy=False, temperature=g.temperature).logps.cpu() * mask
                         inner.train()
                     ref_logps = torch.zeros(B, W)
                     if use_ref:
                         ref_logps = inner.reference_logps(batch, B, W, temperature=g.temperature).logps.cpu() * mask
-                kl_seq_est = None
-                if use_ref and cfg.kl.placement == "reward":
-                    if on_policy:  # the sampling policy's log-probs are needed for the reward's KL
-                        with torch.no_grad():
-                            inner.eval()
-                            old_logps = inner(batch, B, W, with_entropy=False, temperature=g.temperature).logps.cpu() * mask
-                            inner.train()
-                    kl_seq_est = kl_penalty(old_logps, ref_logps, "k1") * mask
+                kl_seq_est = kl_penalty(old_logps, ref_logps, "k1") * mask if kl_in_reward else None
 
                 # 4. advantages (over the rows of every process where the estimator needs the whole batch)
                 adv, token_r = _advantages(cfg, accelerator, scores, mask, kl_seq_est, G)
@@ -393,7 +385,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                     order = torch.randperm(B, generator=rng).tolist() if not on_policy else list(range(B))
                     for mb_start in range(0, B, mini):
                         mb = order[mb_start : mb_start + mini]
-                        norm = _normaliser(cfg, accelerator, loss_mask[mb], g.max_new_tokens)
+                        norm = _normaliser(cfg, accelerator, loss_mask[mb])
                         micro = [mb[k : k + t.batch_size] for k in range(0, len(mb), t.batch_size)]
                         mb_loss = torch.zeros((), device=accelerator.device)
                         for j, rows_ in enumerate(micro):
@@ -461,7 +453,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 "reward_std": all_total.std().item() if len(all_total) > 1 else 0.0,
                 "frac_zero_std": _reduce_int(accelerator, zero_std, "sum") / (n_groups * world),
                 "groups_trained": n_keep * world,
-                "groups_dropped": _reduce_int(accelerator, dropped, "sum"),
+                "groups_dropped": dropped,
                 "sampling_rounds": rounds,
                 "entropy": s.get("entropy", 0.0) / n if B else None,
                 "clip_frac_low": s.get("clip_frac_low", 0.0) / n if B else None,
@@ -563,22 +555,23 @@ def _advantages(cfg: GRPOConfig, accelerator, scores: torch.Tensor, mask: torch.
     and this process's rows kept. ``kl``: (B, W) per-token k1 when the KL is placed in the reward, else None."""
     a, beta = cfg.advantage, cfg.kl.coef if kl is not None else 0.0
     world, rank, B = accelerator.num_processes, accelerator.process_index, len(scores)
-    kl_t = kl if kl is not None else torch.zeros_like(mask)
     if world > 1:
         dev = accelerator.device
-        mask_all = accelerator.pad_across_processes(mask.to(dev), dim=1)
-        scores_all = accelerator.gather(scores.to(dev)).cpu()
-        mask_all = accelerator.gather(mask_all).cpu()
-        kl_all = accelerator.gather(accelerator.pad_across_processes(kl_t.to(dev), dim=1)).cpu()
+
+        def gather_rows(x: torch.Tensor) -> torch.Tensor:  # (B, W) from every process, padded to one width
+            return accelerator.gather(accelerator.pad_across_processes(x.to(dev), dim=1)).cpu()
+
+        scores_all, mask_all = accelerator.gather(scores.to(dev)).cpu(), gather_rows(mask)
+        kl_all = gather_rows(kl) if kl is not None else None
     else:
-        scores_all, mask_all, kl_all = scores, mask, kl_t
+        scores_all, mask_all, kl_all = scores, mask, kl
     adv_all, rewards_all = critic_free_advantages(
         scores_all,
         mask_all,
         estimator=a.estimator,
         group_size=G,
         scale=a.scale,
-        kl=kl_all if kl is not None else None,
+        kl=kl_all,
         kl_coef=beta,
         gamma=a.gamma,
     )
@@ -586,7 +579,7 @@ def _advantages(cfg: GRPOConfig, accelerator, scores: torch.Tensor, mask: torch.
     return adv_all[keep, :W].contiguous(), rewards_all[keep, :W].contiguous()
 
 
-def _normaliser(cfg: GRPOConfig, accelerator, loss_mask: torch.Tensor, max_new_tokens: int) -> float:
+def _normaliser(cfg: GRPOConfig, accelerator, loss_mask: torch.Tensor) -> float:
     """The mini-batch's normaliser, counted over every micro-batch and process: its loss tokens (token), its
     responses with a loss token (sequence), or its responses (fixed)."""
     if cfg.loss.aggregation == "token":

@@ -209,14 +209,13 @@ def group_advantages(
         raise ValueError(f"scale 'batch' is for the grpo estimator; {estimator} does not divide by a std")
     if estimator == "rloo":
         return rloo_advantages(rewards, group_size)
+    if estimator == "grpo":
+        _groups(rewards, group_size, 2)  # GRPO needs a group; Dr. GRPO accepts a group of one
     if estimator == "dr_grpo" or scale == "none":
-        if estimator == "grpo":
-            _groups(rewards, group_size, 2)  # GRPO needs a group; Dr. GRPO accepts a group of one
         return dr_grpo_advantages(rewards, group_size)
     if scale == "group":
         return grpo_advantages(rewards, group_size, eps)
-    centred = dr_grpo_advantages(_groups(rewards, group_size, 2).flatten(), group_size)
-    return centred / (rewards.float().std() + eps)
+    return dr_grpo_advantages(rewards, group_size) / (rewards.float().std() + eps)
 
 
 CRITIC_FREE_ESTIMATORS = (*GROUP_ESTIMATORS, "reinforce_pp", "reinforce_pp_baseline")
