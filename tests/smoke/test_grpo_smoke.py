@@ -63,10 +63,20 @@ def test_grpo_runs_logs_and_saves(tiny_sft_dir, tmp_path):
         {"advantage": {"estimator": "rloo"}, "kl": {"coef": 0.1, "estimator": "k1", "placement": "reward"}},
         {"advantage": {"estimator": "reinforce_pp"}, "kl": {"coef": 0.1, "estimator": "k1", "placement": "reward"}},
         {"advantage": {"estimator": "reinforce_pp_baseline"}},
+        {"advantage": {"estimator": "reinforce_pp"}, "grpo": {"group_size": 1, "prompts_per_step": 8}},
         {"loss": {"ratio": "sequence", "clip_low": 3e-4, "clip_high": 4e-4}, "grpo": {"num_iterations": 2, "mini_batch_size": 8}},
         {"loss": {"clip_high": 0.28, "mask_truncated": True}, "rewards": {"overlong_buffer": 4}},
     ],
-    ids=["dr_grpo-fixed", "grpo-batch-sequence", "rloo-kl-reward", "reinforce_pp", "reinforce_pp_baseline", "gspo", "dapo"],
+    ids=[
+        "dr_grpo-fixed",
+        "grpo-batch-sequence",
+        "rloo-kl-reward",
+        "reinforce_pp",
+        "reinforce_pp_baseline",
+        "reinforce_pp-G1",
+        "gspo",
+        "dapo",
+    ],
 )
 def test_every_estimator_and_aggregation_runs(tiny_sft_dir, tmp_path, overrides):
     out = tmp_path / "run"
@@ -82,6 +92,10 @@ def test_every_estimator_and_aggregation_runs(tiny_sft_dir, tmp_path, overrides)
         assert rows[0]["clip_frac_low"] + rows[0]["clip_frac_high"] > 0  # the second pass is off-policy
     if "rewards" in overrides:
         assert "reward/overlong_penalty" in rows[0]
+    if overrides.get("grpo", {}).get("group_size") == 1:
+        assert rows[0]["frac_zero_std"] is None  # no groups: not "every group without signal"
+    else:
+        assert 0 <= rows[0]["frac_zero_std"] <= 1
 
 
 def test_grpo_learns_a_rule_reward(tiny_sft_dir, tmp_path):

@@ -308,16 +308,16 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 texts = tokenizer.batch_decode(resp, skip_special_tokens=True)
                 lengths = torch.tensor([len(r) for r in resp], dtype=torch.float32)
                 total, parts = score([messages[i] for i in rows_prompts], texts, [references[i] for i in rows_prompts], lengths)
-                stds = group_std(total, G) if G > 1 else torch.zeros(P)
+                stds = group_std(total, G) if G > 1 else None  # answers of one: no group, no spread to measure
                 sampled_total.append(total)
                 sampled_len.append(lengths)
                 sampled_ended.append(torch.tensor(ended, dtype=torch.float32))
                 for k, v in parts.items():
                     sampled_parts.setdefault(k, []).append(v)
-                zero_std += int((stds == 0).sum())
+                zero_std += int((stds == 0).sum()) if stds is not None else 0
                 n_groups += P
                 for gi in range(P):
-                    if cfg.dynamic_sampling.enabled and stds[gi] == 0:
+                    if stds is not None and cfg.dynamic_sampling.enabled and stds[gi] == 0:
                         continue
                     for r in range(gi * G, (gi + 1) * G):
                         kept.append((rows_prompts[r], resp[r], ended[r], total[r].item()))
@@ -451,7 +451,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                     for k, v in sampled_parts.items()
                 },
                 "reward_std": all_total.std().item() if len(all_total) > 1 else 0.0,
-                "frac_zero_std": _reduce_int(accelerator, zero_std, "sum") / (n_groups * world),
+                "frac_zero_std": _reduce_int(accelerator, zero_std, "sum") / (n_groups * world) if G > 1 else None,
                 "groups_trained": n_keep * world,
                 "groups_dropped": dropped,
                 "sampling_rounds": rounds,
