@@ -119,6 +119,11 @@ class TrainConfig(Closed):
     batch_size: int = Field(8, ge=1, description="Examples per micro-batch (per process).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit"] = Field(
+        "adamw",
+        description="adamw: torch AdamW (fp32 states); adamw_8bit: bitsandbytes 8-bit states; paged_*: bitsandbytes "
+        "states in CUDA unified memory (CUDA only).",
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
@@ -135,6 +140,12 @@ class TrainConfig(Closed):
     eval_batch_size: int | None = Field(None, ge=1, description="Eval micro-batch size (default: batch_size).")
     group_by_length: bool = Field(
         False, description="Batch examples of similar length (sorted within shuffled runs of 50 batches): less padding."
+    )
+    peak_tflops: float | None = Field(
+        None,
+        gt=0,
+        description="This device's matmul peak in TFLOP/s (benchmarks/matmul_peak.py measures it): metrics log mfu "
+        "= achieved tflops / peak; null: tflops only.",
     )
 
 
