@@ -9,7 +9,7 @@ from alignkit.training.optim import build_optimizer, build_scheduler, warmup_ste
 
 
 def optimizer_and_schedule(model, t: TrainConfig, steps: int, lr_for: Callable[[str], float | None] | None = None):
-    """AdamW over ``model``'s trainable parameters and its warm-up + decay schedule over ``steps`` optimizer steps."""
+    """``t.optimizer`` (AdamW, 8-bit or paged) over ``model``'s trainable parameters and its warm-up + decay schedule over ``steps`` optimizer steps."""
     optimizer = build_optimizer(
         model,
         learning_rate=t.learning_rate,
@@ -17,6 +17,7 @@ def optimizer_and_schedule(model, t: TrainConfig, steps: int, lr_for: Callable[[
         betas=(t.adam_beta1, t.adam_beta2),
         eps=t.adam_eps,
         lr_for=lr_for,
+        optimizer=t.optimizer,
     )
     scheduler = build_scheduler(
         optimizer, name=t.lr_scheduler, warmup=warmup_steps_for(steps, t.warmup_steps, t.warmup_ratio), total=steps
