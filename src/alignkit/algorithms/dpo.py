@@ -31,7 +31,8 @@ from alignkit.models.logprobs import SequenceLogps, sequence_logps
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
-from alignkit.training.metrics import MetricsLogger, StepSums
+from alignkit.training.flops import forward_flops, shape_or_none, train_flops
+from alignkit.training.metrics import MetricsLogger, StepSums, Throughput
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
 
@@ -407,6 +408,7 @@ def run(cfg: DPOConfig) -> DPOResult:
         disable_dropout(model)
     n_train, n_total = trainable_parameters(model)
     log(f"policy {m.name_or_path}: {n_train:,} trainable of {n_total:,} parameters ({m.finetune}); loss {L.type}")
+    shape = shape_or_none(model.config, trust_remote_code=m.trust_remote_code, log=log)  # model FLOPs: 6N + attention
 
     # --- reference: who computes it (the cache, if asked for, is filled after resume below) ------------
     lora = m.finetune in ("lora", "qlora")
@@ -508,6 +510,13 @@ def run(cfg: DPOConfig) -> DPOResult:
     last: dict = {}
     eval_result = None
     unit_name = "rows" if kto else "pairs"
+    throughput = Throughput(t.peak_tflops, devices=world)
+    # Model FLOPs of a step: the policy trains on its sequences; a reference model (not a precomputed table)
+    # runs a forward over the same ones; KTO's KL estimate adds a policy and a reference forward over the
+    # mismatched partners. The reference is counted with the policy's shape (ref.model may differ: a same-size
+    # model is the usual case).
+    ref_forwards = reference is not None and reference.tables is None
+    seq_len = lambda i: len(train.sequences[i].input_ids)  # noqa: E731
     with training_progress(enabled=main) as progress:
         task = progress.add_task(L.type, total=steps, completed=start_step, stats="")
         for step in range(start_step, steps):
@@ -517,6 +526,15 @@ def run(cfg: DPOConfig) -> DPOResult:
             local = [len(mine), sum(train.learned_tokens(train.first[u]) for u in mine)]
             n_units, n_first_tokens = (int(x) for x in accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum"))
             kl = None
+            flops = 0.0
+            if shape is not None:
+                trained = [
+                    seq_len(i) for idx in groups for u in idx for i in ([train.first[u]] + ([] if kto else [train.second[u]]))
+                ]
+                flops = train_flops(shape, trained) + (forward_flops(shape, trained) if ref_forwards else 0.0)
+                if kto:
+                    partners = [seq_len(train.second[u]) for idx in groups for u in idx]
+                    flops += forward_flops(shape, partners) * (2 if ref_forwards else 1)
             if kto:
                 kl, _ = kl_estimate(model, reference, train, groups, collate=collate, accelerator=accelerator)
             sums = StepSums()
@@ -550,7 +568,9 @@ def run(cfg: DPOConfig) -> DPOResult:
             train_loss = step_sums["loss"] / n_units
             stop_if_not_finite(train_loss, step, save)
             grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, t.max_grad_norm)
-            n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
+            n_tokens, flops = (
+                int(x) for x in accelerator.reduce(torch.tensor([n_tokens, round(flops)], device=accelerator.device), "sum")
+            )
             units_seen += n_units
             dt = time.perf_counter() - t0
             done = step + 1
@@ -564,6 +584,7 @@ def run(cfg: DPOConfig) -> DPOResult:
                 "tokens_per_second": n_tokens / dt,
                 "epoch": batching.epoch_of_step(done, **plan_kw),
                 f"{unit_name}_seen": units_seen,
+                **(throughput.step(flops, dt) if shape is not None else {}),
             }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
@@ -602,6 +623,7 @@ def run(cfg: DPOConfig) -> DPOResult:
             "eval": eval_result,
             f"{unit_name}_seen": units_seen,
             "reference": ref_what,
+            "throughput": throughput.summary() if shape is not None else None,
             "trainable_parameters": n_train,
             "total_parameters": n_total,
             "data": train_stats,

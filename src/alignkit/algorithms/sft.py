@@ -25,7 +25,8 @@ from alignkit.rl.aggregate import token_mean
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
-from alignkit.training.metrics import MetricsLogger
+from alignkit.training.flops import shape_or_none, train_flops
+from alignkit.training.metrics import MetricsLogger, Throughput
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
 
@@ -165,6 +166,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     )
     n_train, n_total = trainable_parameters(model)
     log(f"model {m.name_or_path}: {n_train:,} trainable of {n_total:,} parameters ({m.finetune})")
+    shape = shape_or_none(model.config, trust_remote_code=m.trust_remote_code, log=log)  # model FLOPs: 6N + attention
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = batching.total_steps(len(train_examples), t.batch_size, t.grad_accum, world, t.epochs, t.max_steps)
     optimizer, scheduler = optimizer_and_schedule(model, t, steps)
@@ -189,6 +191,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     lengths = [len(e.input_ids) for e in train_examples] if t.group_by_length else None
     last: dict = {}
     eval_result = None
+    throughput = Throughput(t.peak_tflops, devices=world)
     run_eval = partial(evaluate, model, accelerator, eval_examples, batch_size=t.eval_batch_size or t.batch_size, collate=collate)
     with training_progress(enabled=main) as progress:
         task = progress.add_task("sft", total=steps, completed=start_step, stats="")
@@ -197,11 +200,13 @@ def run(cfg: SFTConfig) -> SFTResult:
             groups = batching.step_micro_batches(step, rank=rank, seed=t.seed, lengths=lengths, **plan_kw)
             micro = [collate([train_examples[i] for i in idx]).to(accelerator.device) for idx in groups]
             # Global normaliser: loss tokens of the whole step, all micro-batches and processes.
+            lens = [len(train_examples[i].input_ids) for idx in groups for i in idx]
+            flops = round(train_flops(shape, lens)) if shape is not None else 0
             counts = torch.tensor(
-                [sum(b.num_loss_tokens for b in micro), sum(b.num_tokens for b in micro)], device=accelerator.device
+                [sum(b.num_loss_tokens for b in micro), sum(b.num_tokens for b in micro), flops], device=accelerator.device
             )
             counts = accelerator.reduce(counts, "sum")
-            n_loss, n_tokens = int(counts[0]), int(counts[1])
+            n_loss, n_tokens, flops = int(counts[0]), int(counts[1]), int(counts[2])
             nll_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
             for i, batch in enumerate(micro):
                 sync = i == len(micro) - 1
@@ -228,6 +233,7 @@ def run(cfg: SFTConfig) -> SFTResult:
                 "loss_tokens": n_loss,
                 "tokens": n_tokens,
                 "tokens_seen": tokens_seen,
+                **(throughput.step(flops, dt) if shape is not None else {}),
             }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
@@ -256,6 +262,7 @@ def run(cfg: SFTConfig) -> SFTResult:
             "final_loss": last.get("loss"),
             "eval": eval_result,
             "tokens_seen": tokens_seen,
+            "throughput": throughput.summary() if shape is not None else None,
             "trainable_parameters": n_train,
             "total_parameters": n_total,
             "data": train_stats,

@@ -85,7 +85,7 @@ def _get(cfg, *names, default=None):
     return default
 
 
-def shape_from_config(hf_config) -> ModelShape:
+def shape_from_config(hf_config, *, trust_remote_code: bool = False) -> ModelShape:
     """The :class:`ModelShape` of a transformers causal-LM config (``model.config``), counted exactly:
     the model is built on the ``meta`` device (no memory, no weights), its parameters counted, the input
     embedding (and learned position embeddings) taken out and the LM head's ``vocab × d`` put in once
@@ -98,7 +98,7 @@ def shape_from_config(hf_config) -> ModelShape:
 
     cfg = getattr(hf_config, "text_config", None) or hf_config  # multimodal wrappers: the language model
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
+        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
     total = sum(p.numel() for p in model.parameters())  # shared (tied) tensors are yielded once
     embed = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
@@ -113,3 +113,13 @@ def shape_from_config(hf_config) -> ModelShape:
     heads = _get(cfg, "num_attention_heads", "n_head", "num_heads")
     head_dim = _get(cfg, "head_dim", default=None) or (hidden // heads)
     return ModelShape(n_params=int(n), n_layers=int(n_layers), attn_dim=int(heads * head_dim))
+
+
+def shape_or_none(hf_config, *, trust_remote_code: bool = False, log=print) -> ModelShape | None:
+    """:func:`shape_from_config` for a training stage: a model it cannot build on the meta device (an exotic
+    remote-code architecture) costs the ``tflops``/``mfu`` metrics, said once through ``log``, not the run."""
+    try:
+        return shape_from_config(hf_config, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - an optional metric must not stop training
+        log(f"no tflops/mfu metrics: cannot count this model's FLOPs ({type(e).__name__}: {e})")
+        return None

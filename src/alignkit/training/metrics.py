@@ -89,3 +89,33 @@ class StepSums:
         names = list(self.values)
         total = accelerator.reduce(torch.stack([self.values[k].to(accelerator.device) for k in names]), "sum")
         return dict(zip(names, total.tolist()))
+
+
+class Throughput:
+    """Achieved TFLOP/s (and MFU when the device's peak is known) per step, and over the run.
+
+    ``step(flops, seconds)`` takes a step's model FLOPs, summed over all processes
+    (``alignkit.training.flops``), and its wall time; it returns the row entries ``tflops`` and, with a
+    peak, ``mfu`` = tflops / (peak_tflops × devices). ``summary()`` gives the same over every step after
+    the first one this process ran (which carries the warm-up: allocator, kernels, lazy init), as total
+    FLOPs over total time; with a single step, that step.
+    """
+
+    def __init__(self, peak_tflops: float | None, devices: int = 1):
+        self.peak_tflops, self.devices = peak_tflops, devices
+        self.steps: list[tuple[float, float]] = []  # (flops, seconds) per step, in order
+
+    def step(self, flops: float, seconds: float) -> dict[str, float]:
+        from alignkit.training.flops import achieved
+
+        self.steps.append((flops, seconds))
+        return achieved(flops, seconds, self.peak_tflops, self.devices)
+
+    def summary(self) -> dict:
+        from alignkit.training.flops import achieved
+
+        counted = self.steps[1:] or self.steps
+        out: dict = {"peak_tflops": self.peak_tflops, "steps_counted": len(counted), "tflops": None, "mfu": None}
+        if counted:
+            out.update(achieved(sum(f for f, _ in counted), sum(s for _, s in counted), self.peak_tflops, self.devices))
+        return out
