@@ -56,6 +56,24 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from alignkit.config.base import ConfigError, load_config
+    from alignkit.plan import format_plan, parse_size, plan_json, plan_pipeline, plan_stage
+
+    gpu = parse_size(args.gpu_memory) if args.gpu_memory else None
+    stage = args.stage or Path(args.config).parent.name.replace("_", "-")
+    if stage not in STAGES:
+        raise ConfigError(f"{args.config}: cannot tell the stage from its folder; pass --stage ({' | '.join(STAGES)})")
+    if stage == "pipeline":
+        plans = plan_pipeline(load_config(_load(STAGES[stage][0]), args.config, args.overrides))
+    else:
+        plans = {stage: plan_stage(stage, _stage_config(stage, args.config, args.overrides))}
+    print(json.dumps(plan_json(plans, gpu)) if args.json else format_plan(plans, gpu, title=f"memory plan: {args.config}"))
+    return 0
+
+
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from alignkit.data.inspect import inspect_data, print_report
 
@@ -232,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", help="key.sub=value overrides, values parsed as YAML")
     show.add_argument("--stage", choices=list(STAGES), help="stage schema (default: the config's folder name)")
     show.set_defaults(func=cmd_config_show)
+
+    pl = sub.add_parser("plan", help="memory each part of a stage or pipeline needs on the GPU, and whether it fits")
+    pl.add_argument("config", help="a stage or pipeline YAML config")
+    pl.add_argument("overrides", nargs="*", help="key.sub=value overrides, values parsed as YAML")
+    pl.add_argument("--gpu-memory", metavar="SIZE", help="the device's memory (24GB, 80GiB): say whether the plan fits")
+    pl.add_argument("--json", action="store_true", help='print {"total_bytes", "fits", "breakdown"} as JSON')
+    pl.add_argument("--stage", choices=list(STAGES), help="config schema (default: the config's folder name)")
+    pl.set_defaults(func=cmd_plan)
 
     d = sub.add_parser("data", help="data tools").add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
     insp = d.add_parser("inspect", help="format, row count, token lengths and the first example, masks marked")
