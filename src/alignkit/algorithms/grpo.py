@@ -45,6 +45,7 @@ from alignkit.rl.advantages import critic_free_advantages, group_std, overlong_p
 from alignkit.rl.aggregate import fixed_length_mean, sequence_mean, token_mean
 from alignkit.rl.kl import kl_penalty
 from alignkit.rl.rollout import Rollout
+from alignkit.rl.rollout_sync import logprob_gap, truncated_is_weights
 from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
 from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
@@ -122,6 +123,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import disable_dropout, load_tokenizer, save_model, trainable_parameters
     from alignkit.models.policy import build_policy
+    from alignkit.models.rollout_engine import PolicyEngine, WeightSync, as_padded, build_engine, engine_base_path
 
     quiet_libraries()
     t, m, d, g, gc = cfg.train, cfg.model, cfg.data, cfg.generation, cfg.grpo
@@ -223,6 +225,50 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     collate = partial(collate_rollout, pad_token_id=tokenizer.pad_token_id, max_row_tokens=d.max_length + g.max_new_tokens)
     eval_tokens = cfg.eval.max_new_tokens or g.max_new_tokens
 
+    # --- the rollout engine: the policy itself, or a separate one (vLLM) pushed and verified after every update
+    engine = build_engine(
+        g,
+        policy=inner.policy,
+        tokenizer=tokenizer,
+        base_path=engine_base_path(m.name_or_path),
+        dtype=m.dtype,
+        seed=t.seed + rank,
+        device=accelerator.device,
+        batch_size=gc.generation_batch_size or P * G,
+    )
+    syncer = None
+    if engine.needs_sync:
+        probe = prompt_ids[: g.sync_check.probe_prompts]
+        syncer = WeightSync(
+            engine,
+            tokenizer,
+            probe,
+            tolerance=g.sync_check.tolerance,
+            probe_tokens=g.sync_check.probe_tokens,
+            adapter="default" if hasattr(inner.policy, "peft_config") else None,
+        )
+        figures = syncer.push(inner.policy)
+        log(
+            f"rollouts from a separate {g.backend} engine; first weight push verified (probe log-prob gap {figures['sync/gap']:.2e})"
+        )
+
+    def sample(prompts: list, *, max_new_tokens: int, temperature: float, seed: int, batch_size: int) -> list:
+        """``(ids, ended, the engine's log-probs or None)`` per prompt from the rollout engine."""
+        if isinstance(engine, PolicyEngine):  # the policy itself: transformers' generate in batches of batch_size
+            got = generate_ids(
+                inner.policy,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+                batch_size=batch_size,
+            )
+            return [(ids, ended, None) for ids, ended in got]
+        out = engine.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, seed=seed)
+        engine.sleep()  # the trainer gets the memory back
+        return [(x.ids, x.ended, x.logps) for x in out]
+
     def save(step: int, position: tuple[int, dict] | None = None) -> Path:
         """Checkpoint the state after ``step`` steps; ``position``: the prompt stream's (cursor, totals) as they
         were then, when this step has already drawn its prompts."""
@@ -241,22 +287,20 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
         """The current policy's answers to the held-out prompts at ``eval.temperature``: the mean of each reward
         term and of the total, length and diversity (length relative to ``reference_lengths``, the starting policy's)."""
         mine = list(range(rank, len(held_ids), world))
-        got = generate_ids(
-            inner.policy,
-            tokenizer,
+        got = sample(
             [held_ids[i] for i in mine],
             max_new_tokens=eval_tokens,
             temperature=cfg.eval.temperature,
             seed=t.seed + 17,
             batch_size=max(P * G, 8),
         )
-        texts = tokenizer.batch_decode([r for r, _ in got], skip_special_tokens=True)
-        lengths = torch.tensor([len(r) for r, _ in got], dtype=torch.float32)
+        texts = tokenizer.batch_decode([r for r, _, _ in got], skip_special_tokens=True)
+        lengths = torch.tensor([len(r) for r, _, _ in got], dtype=torch.float32)
         total, parts = score([held_messages[i] for i in mine], texts, [held_refs[i] for i in mine], lengths)
         names = list(parts)
         rows = [
             (total[k].item(), [parts[n][k].item() for n in names], len(ids), ended, text)
-            for k, ((ids, ended), text) in enumerate(zip(got, texts))
+            for k, ((ids, ended, _), text) in enumerate(zip(got, texts))
         ]
         if world > 1:
             from accelerate.utils import gather_object
@@ -281,7 +325,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             position = (cursor, dict(totals))  # the stream before this step: what a checkpoint of `step` steps holds
 
             # 1-2. sample groups and score them; dynamic sampling drops groups without signal and draws more
-            kept: list[tuple[int, list, bool, float]] = []  # (prompt, response ids, ended, reward) per row
+            kept: list[tuple] = []  # (prompt, response ids, ended, reward, the engine's log-probs or None) per row
             sampled_total, sampled_parts, sampled_len, sampled_ended, zero_std, n_groups = [], {}, [], [], 0, 0
             rounds = 0
             while True:
@@ -293,9 +337,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 gen_bs = gc.generation_batch_size or len(rows_prompts)
                 got = []
                 for c in range(0, len(rows_prompts), gen_bs):
-                    got += generate_ids(
-                        inner.policy,
-                        tokenizer,
+                    got += sample(
                         [prompt_ids[i] for i in rows_prompts[c : c + gen_bs]],
                         max_new_tokens=g.max_new_tokens,
                         temperature=g.temperature,
@@ -303,8 +345,9 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                         batch_size=gen_bs,
                     )
                 cursor += P * world
-                resp = [r if r else [tokenizer.eos_token_id] for r, _ in got]
-                ended = [e for _, e in got]
+                resp = [r if r else [tokenizer.eos_token_id] for r, _, _ in got]
+                ended = [e for _, e, _ in got]
+                engine_logps = [lp if (lp and r) else None for r, _, lp in got]
                 texts = tokenizer.batch_decode(resp, skip_special_tokens=True)
                 lengths = torch.tensor([len(r) for r in resp], dtype=torch.float32)
                 total, parts = score([messages[i] for i in rows_prompts], texts, [references[i] for i in rows_prompts], lengths)
@@ -320,7 +363,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                     if stds is not None and cfg.dynamic_sampling.enabled and stds[gi] == 0:
                         continue
                     for r in range(gi * G, (gi + 1) * G):
-                        kept.append((rows_prompts[r], resp[r], ended[r], total[r].item()))
+                        kept.append((rows_prompts[r], resp[r], ended[r], total[r].item(), engine_logps[r]))
                 rounds += 1
                 if not cfg.dynamic_sampling.enabled:
                     break
@@ -354,7 +397,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 with torch.no_grad(), accelerator.autocast():
                     mask = _response_mask(response_ids, W)
                     old_logps = torch.zeros(B, W)
-                    if not on_policy or kl_in_reward:  # off-policy updates, or the reward's KL, need them
+                    if not on_policy or kl_in_reward or syncer:  # off-policy, the reward's KL, or a separate engine
                         inner.eval()
                         old_logps = inner(batch, B, W, with_entropy=False, temperature=g.temperature).logps.cpu() * mask
                         inner.train()
@@ -362,6 +405,15 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                     if use_ref:
                         ref_logps = inner.reference_logps(batch, B, W, temperature=g.temperature).logps.cpu() * mask
                 kl_seq_est = kl_penalty(old_logps, ref_logps, "k1") * mask if kl_in_reward else None
+                tis = torch.ones(B, W)
+                if syncer:  # the engine sampled: how far its log-probs are from the trainer's, and TIS if asked
+                    rollout_logps = as_padded([r[4] if r[4] is not None else [] for r in kept], W)
+                    gap_mask = mask * torch.tensor([float(r[4] is not None) for r in kept]).unsqueeze(-1)
+                    gap = logprob_gap(old_logps, rollout_logps, gap_mask)
+                    step_metrics.update({f"rollout/logprob_gap_{k}": v for k, v in gap.items()})
+                    if g.tis_cap is not None:
+                        tis = truncated_is_weights(old_logps, rollout_logps, gap_mask, g.tis_cap) + (1 - gap_mask)
+                        step_metrics["rollout/tis_weight_mean"] = float((tis * mask).sum() / mask.sum().clamp(min=1))
 
                 # 4. advantages (over the rows of every process where the estimator needs the whole batch)
                 adv, token_r = _advantages(cfg, accelerator, scores, mask, kl_seq_est, G)
@@ -403,7 +455,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                                 pl = clipped_policy_loss(
                                     new.logps, old, part.advantages, lm, cfg.loss.clip_low, cfg.loss.clip_high, cfg.loss.ratio
                                 )
-                                per_tok = pl.loss
+                                per_tok = pl.loss * tis[rows_][:, : part.width].to(accelerator.device)
                                 if use_ref and cfg.kl.placement == "loss":
                                     kl_tok = kl_penalty(new.logps, part.ref_logps, cfg.kl.estimator) * lm
                                     per_tok = per_tok + cfg.kl.coef * kl_tok
@@ -428,6 +480,10 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                         optimizer.zero_grad(set_to_none=True)
                         updates += 1
                 step_metrics["training_time"] = time.perf_counter() - t2
+                if syncer:  # the engine gets the updated weights, and the push is verified before the next rollout
+                    t3 = time.perf_counter()
+                    step_metrics.update(syncer.push(inner.policy))
+                    step_metrics["sync_time"] = time.perf_counter() - t3
                 if kl_seq_est is not None:
                     step_metrics["kl"] = accelerator.gather(kl_seq_est.sum(1).to(accelerator.device)).mean().item()
             scheduler.step()
@@ -469,6 +525,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 "learning_rate": lr,
                 "grad_norm": float(grad_norm) if grad_norm is not None else None,
                 "epoch": cursor / len(prompt_ids),
+                **{k: v for k, v in step_metrics.items() if k.startswith(("rollout/", "sync/")) or k == "sync_time"},
             }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
@@ -499,6 +556,8 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             "estimator": cfg.advantage.estimator,
             "aggregation": cfg.loss.aggregation,
             "memory": cfg.memory,
+            "generation_backend": g.backend,
+            "weight_pushes": syncer.pushes if syncer else None,
             "steps": steps,
             "resumed_from_step": start_step,
             "resumes": resume_record(out),

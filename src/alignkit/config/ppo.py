@@ -54,6 +54,30 @@ class ValueConfig(Closed):
     learning_rate: float | None = Field(None, gt=0, description="Value model learning rate (null: train.learning_rate).")
 
 
+class VLLMSettings(Closed):
+    """The colocated vLLM engine of ``generation.backend: vllm`` (one per process, on its GPU)."""
+
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="Share of the GPU's memory vLLM may take (weights + KV cache); the rest is the trainer's."
+    )
+    max_model_len: int | None = Field(None, ge=16, description="vLLM's context length (null: the model's).")
+    dtype: str = Field("auto", description="vLLM's weight dtype (auto: the checkpoint's; bfloat16 for a QLoRA policy's base).")
+    sleep_mode: bool = Field(True, description="Offload vLLM's weights and free its KV cache while the trainer works.")
+
+
+class SyncCheckConfig(Closed):
+    """The check after every weight push to a separate rollout engine (see alignkit.rl.rollout_sync.check_sync)."""
+
+    tolerance: float = Field(
+        0.05,
+        gt=0,
+        description="Largest mean |trainer - engine| log-prob over the probe tokens (fp32 engines agree to ~1e-5, bf16 "
+        "ones to ~1e-2).",
+    )
+    probe_prompts: int = Field(2, ge=1, description="Training prompts the probe answers are drawn for.")
+    probe_tokens: int = Field(16, ge=1, description="Greedy tokens per probe prompt, scored by both sides after every push.")
+
+
 class GenerationConfig(Closed):
     """Rollout sampling: softmax(logits / temperature) and nothing else, because PPO's old log-probs are computed
     under exactly that distribution (any truncation, top_p < 1, top-k or a repetition penalty, would make them
@@ -67,6 +91,29 @@ class GenerationConfig(Closed):
         le=1,
         description="Nucleus sampling threshold: must stay 1 (PPO's log-probs are of the untruncated distribution).",
     )
+
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="transformers: generate with the policy being trained; vllm: a colocated vLLM engine with its own "
+        "weights, pushed and verified after every update.",
+    )
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="The vLLM engine (backend vllm).")
+    sync_check: SyncCheckConfig = Field(default_factory=SyncCheckConfig, description="Verification of every weight push.")
+    tis_cap: float | None = Field(
+        None,
+        gt=0,
+        description="Truncated importance sampling for a separate rollout engine: weight each token's policy loss by "
+        "min(p_trainer / p_engine, tis_cap) (e.g. 2). null: off.",
+    )
+
+    @model_validator(mode="after")
+    def _tis_needs_an_engine(self) -> GenerationConfig:
+        if self.tis_cap is not None and self.backend == "transformers":
+            raise ValueError(
+                "generation.tis_cap corrects the mismatch of a separate rollout engine (backend vllm); with backend "
+                "transformers the rollouts come from the policy itself and there is nothing to correct"
+            )
+        return self
 
     @field_validator("top_p")
     @classmethod
