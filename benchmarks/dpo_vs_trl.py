@@ -13,7 +13,7 @@ Runs (each its own subprocess, so its peak RSS, from ``os.wait4``, is its own):
         trl-dpo-precompute (``precompute_ref_log_probs=True``). Sigmoid loss, beta 0.1.
   orpo: alignkit-orpo (``python -m alignkit orpo``, the alias), trl-orpo (``beta`` = ORPO's lambda, 0.1).
 
-Held equal: one randomly initialised llama/tiny (``init_model``, built once, float32, sdpa attention), the same
+Held equal: one randomly initialised llama/--size (``init_model``, built once, float32, sdpa attention), the same
 hh-rlhf harmless pairs in the same batches in the same order (alignkit's plan from ``step_micro_batches``; TRL reads
 the rows in that order with ``train_sampling_strategy="sequential"``, which is a ``SequentialSampler``), batch size,
 steps, learning rate with a linear schedule and no warm-up, ``max_grad_norm`` 1.0, no weight decay, AdamW, dropout
@@ -62,7 +62,7 @@ all start-up are left out:
     precompute runs in ``DPOTrainer.__init__``, also outside the timed steps (trainer construction time reported).
 
 Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/dpo_vs_trl.py [--modes dpo orpo --steps N --warmup W
-      --batch-size B --max-length L --threads T --repeats R --trl-tokens alignkit|stock --out PATH]
+      --batch-size B --max-length L --size tiny|small|medium --threads T --repeats R --trl-tokens alignkit|stock --out PATH]
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def prepare_child(a: argparse.Namespace) -> None:
 
     quiet_libraries()
     work = Path(a.work_dir).resolve()
-    model_dir = init_model("llama", "tiny", [str(HH_RLHF)], str(work / "model-tiny"), seed=0, overwrite=True)
+    model_dir = init_model("llama", a.size, [str(HH_RLHF)], str(work / f"model-{a.size}"), seed=0, overwrite=True)
     base = prepare_pairs(model_dir, work, a)  # pairs whose both sides fit, pairs.jsonl, plan, TRL rows
     tokenizer = load_tokenizer(str(model_dir))
     ensure_chat_template(tokenizer)
@@ -721,7 +721,7 @@ def mode_report(mode: str, a, res: dict[str, PrefRunResult], floors: dict[str, f
 def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchData, launcher_mib: float) -> dict:
     v = versions()
     setup = {
-        "model": "llama/tiny (alignkit.models.init_model, seed 0), float32, sdpa attention, full fine-tuning",
+        "model": f"llama/{a.size} (alignkit.models.init_model, seed 0), float32, sdpa attention, full fine-tuning",
         "data": f"{HH_RLHF.relative_to(REPO)}: the first {len(data.order)} usable pairs with both sides <= "
         f"max_length tokens, from its first {data.rows_scanned} rows ({data.passed_over} longer pairs passed over)",
         "steps": a.steps,
@@ -772,7 +772,7 @@ def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchD
         "versions": v,
     }
     print(
-        f"\nPreference optimisation, alignkit vs TRL {v['trl']}: llama/tiny, {a.batch_size} pairs per step, "
+        f"\nPreference optimisation, alignkit vs TRL {v['trl']}: llama/{a.size}, {a.batch_size} pairs per step, "
         f"max_length {a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
         f"{a.threads} torch threads in every run, TRL tokens: {a.trl_tokens}"
     )
@@ -787,7 +787,7 @@ def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchD
     )
     print(f"data: {setup['data']}.\ndifferences: {'; '.join(setup['differences'])}.")
     md = [
-        f"Preference optimisation on llama/tiny, {a.batch_size} pairs/step, max_length {a.max_length}, "
+        f"Preference optimisation on llama/{a.size}, {a.batch_size} pairs/step, max_length {a.max_length}, "
         f"{a.steps - a.warmup} timed steps, float32 CPU, {a.threads} threads, TRL {v['trl']}, median of {a.repeats}:",
         "",
         "| run | pairs/s | peak RSS (MiB) | setup (s) | first -> last loss |",
@@ -826,6 +826,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
     p.add_argument("--warmup", type=int, default=5, help="first steps left out of the timing (>= 1)")
     p.add_argument("--batch-size", type=int, default=8, help="pairs per optimizer step")
+    p.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny", help="init_model size (medium: ~57M)")
+    p.add_argument(
+        "--peak-tflops", type=float, help="fp32 matmul peak for MFU (default: measured now, benchmarks/matmul_peak.py)"
+    )
     p.add_argument("--max-length", type=int, default=512, help="only pairs whose both sides fit are used")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (linear decay, no warm-up)")
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta (sigmoid loss)")
@@ -862,6 +866,47 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
+def add_mfu(a, res: dict[str, dict[str, PrefRunResult]], data: PrefBenchData, peak: float | None) -> dict:
+    """TFLOP/s and MFU of every run's timed steps, from one FLOP formula (alignkit.training.flops): the policy
+    trains on both sides of each pair (6N + attention per token); runs with a reference copy add its forward
+    (2N + attention); precomputed references are outside the timed steps. Prints a table; returns it."""
+    from transformers import AutoConfig
+
+    from alignkit.training.flops import shape_from_config, step_flops
+
+    shape = shape_from_config(AutoConfig.from_pretrained(data.model_dir))
+    B = a.batch_size
+    out = {}
+    print(
+        f"\nMFU: model FLOPs of the timed steps (6N + 12·L·d·s per trained token, 2N + 4·L·d·s per reference-forward "
+        f"token; N with the LM head) / timed time / fp32 matmul peak {peak or float('nan'):.4f} TFLOP/s, {a.threads} thread(s)"
+    )
+    for runs in res.values():
+        for name, r in runs.items():
+            copy = name.endswith("-copy")
+            flops = 0.0
+            for s in timed_window(a.steps, a.warmup):
+                lens = [n for i in data.order[(s - 1) * B : s * B] for n in data.lengths[i]]
+                flops += step_flops(shape, lens, forward_only=lens if copy else ())
+            tflops = flops / r.timed_seconds / 1e12
+            out[name] = {"tflops": tflops, "mfu": tflops / peak if peak else None, "reference_forward": copy}
+            step_s = r.timed_seconds / r.timed_steps
+            mfu = f"{tflops / peak:.1%}" if peak else "-"
+            print(f"  {name:<25} step {step_s:6.2f}s  {r.tokens_per_second:8,.0f} tok/s  {tflops:.4f} TFLOP/s  MFU {mfu}")
+    return out
+
+
+def measured_peak(a) -> dict:
+    """The fp32 matmul peak at the runs' thread count (``--peak-tflops``, or measured by matmul_peak.py now)."""
+    if a.peak_tflops:
+        return {"peak_tflops": {"fp32": a.peak_tflops}, "threads": a.threads, "source": "--peak-tflops"}
+    from matmul_peak import measure
+
+    res = measure(threads=a.threads, dtypes=["fp32"], sizes=[1024, 2048], repeats=5, min_seconds=0.5)
+    res["source"] = "benchmarks/matmul_peak.py, measured after the runs in this process"
+    return res
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     if a.run_trl or a.probe_imports or a.prepare:  # one of the child processes
@@ -874,7 +919,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--work-dir", str(work)]
     cmd += [
-        f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("steps", "warmup", "batch-size", "max-length", "seed", "threads")
+        f"--{k}={getattr(a, k.replace('-', '_'))}"
+        for k in ("steps", "warmup", "batch-size", "max-length", "seed", "threads", "size")
     ]
     run_child(cmd, env=child_env(a.threads), log=work / "prepare.log")
     data = PrefBenchData(**json.loads((work / "data.json").read_text()))
@@ -903,7 +949,10 @@ def main(argv=None) -> int:
 
     launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # the floor under every child's peak
     res = {m: {n: median_run(rs) for n, rs in by_name.items()} for m, by_name in runs.items()}
+    peak = measured_peak(a)
+    mfu = add_mfu(a, res, data, peak["peak_tflops"]["fp32"])
     doc = report(a, res, floors, data, launcher_mib)
+    doc["matmul_peak"], doc["mfu"] = peak, mfu
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")

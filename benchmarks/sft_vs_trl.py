@@ -21,7 +21,7 @@ Throughput is non-padding input tokens of the timed steps over the wall time of 
     end-to-end time (step end to step end, collation and logging included) is reported beside it.
 
 Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sft_vs_trl.py [--steps N --batch-size B
-      --max-length L --size tiny|small --threads T --repeats R --out PATH]
+      --max-length L --size tiny|small|medium --threads T --repeats R --out PATH]
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ class RunResult:
     process_seconds: float  # wall time of the whole subprocess (start-up included)
     end_to_end_tokens_per_second: float | None = None  # TRL: step end -> step end, collation and logging in
     threads: int | None = None  # torch.get_num_threads() in the child, when it reports it
+    tflops: float | None = None  # model FLOPs of the timed steps (alignkit.training.flops) / timed seconds / 1e12
+    mfu: float | None = None  # tflops / the measured matmul peak at the same thread count
     notes: list[str] = field(default_factory=list)
 
 
@@ -453,7 +455,27 @@ def ratio(x: float | None, y: float | None) -> float | None:
     return None if not x or not y else x / y
 
 
-def report(a, results: dict[str, RunResult], floors: dict[str, float], data: BenchData) -> dict:
+def timed_flops(model_dir: Path, data: BenchData, a) -> float:
+    """Model FLOPs of the timed steps (6N + attention per trained token, alignkit.training.flops), the same for
+    every framework: each trains on the same rows in the same batches (checked by same_batches)."""
+    from transformers import AutoConfig
+
+    from alignkit.training.flops import shape_from_config, train_flops
+
+    shape = shape_from_config(AutoConfig.from_pretrained(model_dir))
+    B = a.batch_size
+    return sum(
+        train_flops(shape, [data.lengths[i] for i in data.order[(s - 1) * B : s * B]]) for s in timed_window(a.steps, a.warmup)
+    )
+
+
+def add_mfu(results: dict[str, RunResult], flops: float, peak: float | None) -> None:
+    for r in results.values():
+        r.tflops = flops / r.timed_seconds / 1e12
+        r.mfu = r.tflops / peak if peak else None
+
+
+def report(a, results: dict[str, RunResult], floors: dict[str, float], data: BenchData, peak: dict | None = None) -> dict:
     ak, akp, trl = results["alignkit"], results["alignkit-packed"], results["trl"]
     trl_pf = results.get("trl-padding-free")
     expected = expected_step_tokens(data, a.steps, a.batch_size)
@@ -511,6 +533,7 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
         "ratios": ratios,
         "goals": goals,
         "same_batches_as_planned": same_batches,
+        "matmul_peak": peak,
     }
 
     # --- print ------------------------------------------------------------------------------------
@@ -537,6 +560,16 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
             f"{name:<22}{r.tokens_per_second:>11,.0f}{spread:>16}{e2e:>11}{r.peak_rss_mib:>14,.0f}"
             f"{(f'{floor:,.0f}' if floor else '-'):>12}{r.losses[0]:>12.4f}{r.losses[-1]:>11.4f}{lt:>15}"
         )
+    print()
+    peak_fp32 = (peak or {}).get("peak_tflops", {}).get("fp32")
+    print(
+        f"MFU: model FLOPs (6N + 12·L·d·s per token, N with the LM head; alignkit.training.flops) of the timed steps "
+        f"/ timed time / fp32 matmul peak {peak_fp32 or float('nan'):.4f} TFLOP/s at {a.threads} thread(s)"
+    )
+    for name, r in results.items():
+        step_s = r.timed_seconds / r.timed_steps
+        mfu = f"{r.mfu:.1%}" if r.mfu is not None else "-"
+        print(f"  {name:<20} step {step_s:6.2f}s  {r.tokens_per_second:8,.0f} tok/s  {r.tflops:.4f} TFLOP/s  MFU {mfu}")
     print()
     for key, value in ratios.items():
         print(f"{key:<58}{'-' if value is None else f'{value:.2f}x'}")
@@ -586,7 +619,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
     p.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step")
     p.add_argument("--max-length", type=int, default=512, help="truncate examples to this many tokens")
-    p.add_argument("--size", choices=["tiny", "small"], default="tiny", help="init_model size")
+    p.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny", help="init_model size (medium: ~57M)")
+    p.add_argument(
+        "--peak-tflops", type=float, help="fp32 matmul peak for MFU (default: measured now, benchmarks/matmul_peak.py)"
+    )
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay, no warm-up)")
     p.add_argument("--seed", type=int, default=42, help="training seed (alignkit's data order comes from it)")
     default_threads = int(os.environ.get("OMP_NUM_THREADS", "2") or 2)
@@ -605,6 +641,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 <= a.warmup < a.steps:
         p.error(f"--warmup must be in [0, --steps); got {a.warmup} with --steps {a.steps}")
     return a
+
+
+def measured_peak(a) -> dict:
+    """The fp32 matmul peak at the runs' thread count (``--peak-tflops``, or measured by matmul_peak.py now)."""
+    if a.peak_tflops:
+        return {"peak_tflops": {"fp32": a.peak_tflops}, "threads": a.threads, "source": "--peak-tflops"}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from matmul_peak import measure
+
+    res = measure(threads=a.threads, dtypes=["fp32"], sizes=[1024, 2048], repeats=5, min_seconds=0.5)
+    res["source"] = "benchmarks/matmul_peak.py, measured after the runs in this process"
+    return res
 
 
 def main(argv=None) -> int:
@@ -659,7 +707,9 @@ def main(argv=None) -> int:
             )
 
     results = {name: median_run(rs) for name, rs in runs.items()}
-    doc = report(a, results, floors, data)
+    peak = measured_peak(a)
+    add_mfu(results, timed_flops(model_dir, data, a), peak["peak_tflops"]["fp32"])
+    doc = report(a, results, floors, data, peak)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
