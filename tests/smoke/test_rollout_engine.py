@@ -205,3 +205,32 @@ def test_small_updates_add_up_until_a_dead_push_is_caught(tiny_model_dir):
         assert (failed_at is not None) == should_fail
         if should_fail:
             assert failed_at > 1  # not seen after one step: it took the drift adding up
+
+
+@pytest.mark.parametrize("sections", [{}, {"memory": "shared-base", "model": LORA}], ids=["separate-full", "shared-base-lora"])
+def test_ppo_through_a_separate_engine_trains_as_through_the_policy_and_catches_a_dead_push(
+    tiny_sft_dir, tmp_path, monkeypatch, capsys, sections
+):
+    from tests.conftest import write_ppo_config
+
+    _stand_in(monkeypatch, CopyEngine)
+    runs = {}
+    for backend in ("transformers", "vllm"):
+        out = tmp_path / backend
+        cfg = write_ppo_config(tmp_path / f"{backend}.yaml", tiny_sft_dir, out, generation={"backend": backend}, **sections)
+        assert main(["ppo", str(cfg)]) == 0
+        runs[backend] = out
+    rows = [r for r in _rows(runs["vllm"]) if "reward" in r]
+    assert [r["reward"] for r in rows] == [r["reward"] for r in _rows(runs["transformers"]) if "reward" in r]
+    assert all(r["rollout/logprob_gap_mean_abs"] < 1e-4 and r["sync/gap"] < 1e-4 for r in rows)
+    assert json.loads((runs["vllm"] / "summary.json").read_text())["weight_pushes"] == 3
+    a, b = _final(runs["vllm"]), _final(runs["transformers"])
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+    _stand_in(monkeypatch, SilentEngine if not sections else NoLoraEngine)
+    cfg = write_ppo_config(tmp_path / "dead.yaml", tiny_sft_dir, tmp_path / "dead", generation={"backend": "vllm"}, **sections)
+    capsys.readouterr()
+    assert main(["ppo", str(cfg)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "weight sync 2 to the rollout engine failed" in err[0], err

@@ -45,7 +45,6 @@ from alignkit.rl.advantages import critic_free_advantages, group_std, overlong_p
 from alignkit.rl.aggregate import fixed_length_mean, sequence_mean, token_mean
 from alignkit.rl.kl import kl_penalty
 from alignkit.rl.rollout import Rollout
-from alignkit.rl.rollout_sync import logprob_gap, truncated_is_weights
 from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
 from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
@@ -119,11 +118,10 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     (the overlong penalty still applies)."""
     from alignkit.data.tokenize import ensure_chat_template
     from alignkit.models.actor_critic import parameter_bytes
-    from alignkit.models.generation import generate_ids
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import disable_dropout, load_tokenizer, save_model, trainable_parameters
     from alignkit.models.policy import build_policy
-    from alignkit.models.rollout_engine import PolicyEngine, WeightSync, as_padded, build_engine, engine_base_path
+    from alignkit.models.rollout_engine import engine_correction, sample_rollouts, start_engine
 
     quiet_libraries()
     t, m, d, g, gc = cfg.train, cfg.model, cfg.data, cfg.generation, cfg.grpo
@@ -226,48 +224,18 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     eval_tokens = cfg.eval.max_new_tokens or g.max_new_tokens
 
     # --- the rollout engine: the policy itself, or a separate one (vLLM) pushed and verified after every update
-    engine = build_engine(
+    engine, syncer = start_engine(
         g,
         policy=inner.policy,
         tokenizer=tokenizer,
-        base_path=engine_base_path(m.name_or_path),
+        name_or_path=m.name_or_path,
         dtype=m.dtype,
         seed=t.seed + rank,
         device=accelerator.device,
         batch_size=gc.generation_batch_size or P * G,
+        probe_prompts=prompt_ids,
+        log=log,
     )
-    syncer = None
-    if engine.needs_sync:
-        probe = prompt_ids[: g.sync_check.probe_prompts]
-        syncer = WeightSync(
-            engine,
-            tokenizer,
-            probe,
-            tolerance=g.sync_check.tolerance,
-            probe_tokens=g.sync_check.probe_tokens,
-            adapter="default" if hasattr(inner.policy, "peft_config") else None,
-        )
-        figures = syncer.push(inner.policy)
-        log(
-            f"rollouts from a separate {g.backend} engine; first weight push verified (probe log-prob gap {figures['sync/gap']:.2e})"
-        )
-
-    def sample(prompts: list, *, max_new_tokens: int, temperature: float, seed: int, batch_size: int) -> list:
-        """``(ids, ended, the engine's log-probs or None)`` per prompt from the rollout engine."""
-        if isinstance(engine, PolicyEngine):  # the policy itself: transformers' generate in batches of batch_size
-            got = generate_ids(
-                inner.policy,
-                tokenizer,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                seed=seed,
-                batch_size=batch_size,
-            )
-            return [(ids, ended, None) for ids, ended in got]
-        out = engine.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, seed=seed)
-        engine.sleep()  # the trainer gets the memory back
-        return [(x.ids, x.ended, x.logps) for x in out]
 
     def save(step: int, position: tuple[int, dict] | None = None) -> Path:
         """Checkpoint the state after ``step`` steps; ``position``: the prompt stream's (cursor, totals) as they
@@ -287,20 +255,21 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
         """The current policy's answers to the held-out prompts at ``eval.temperature``: the mean of each reward
         term and of the total, length and diversity (length relative to ``reference_lengths``, the starting policy's)."""
         mine = list(range(rank, len(held_ids), world))
-        got = sample(
+        got = sample_rollouts(
+            engine,
             [held_ids[i] for i in mine],
             max_new_tokens=eval_tokens,
             temperature=cfg.eval.temperature,
             seed=t.seed + 17,
             batch_size=max(P * G, 8),
         )
-        texts = tokenizer.batch_decode([r for r, _, _ in got], skip_special_tokens=True)
-        lengths = torch.tensor([len(r) for r, _, _ in got], dtype=torch.float32)
+        texts = tokenizer.batch_decode([x.ids for x in got], skip_special_tokens=True)
+        lengths = torch.tensor([len(x.ids) for x in got], dtype=torch.float32)
         total, parts = score([held_messages[i] for i in mine], texts, [held_refs[i] for i in mine], lengths)
         names = list(parts)
         rows = [
-            (total[k].item(), [parts[n][k].item() for n in names], len(ids), ended, text)
-            for k, ((ids, ended, _), text) in enumerate(zip(got, texts))
+            (total[k].item(), [parts[n][k].item() for n in names], len(x.ids), x.ended, text)
+            for k, (x, text) in enumerate(zip(got, texts))
         ]
         if world > 1:
             from accelerate.utils import gather_object
@@ -337,7 +306,8 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 gen_bs = gc.generation_batch_size or len(rows_prompts)
                 got = []
                 for c in range(0, len(rows_prompts), gen_bs):
-                    got += sample(
+                    got += sample_rollouts(
+                        engine,
                         [prompt_ids[i] for i in rows_prompts[c : c + gen_bs]],
                         max_new_tokens=g.max_new_tokens,
                         temperature=g.temperature,
@@ -345,9 +315,9 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                         batch_size=gen_bs,
                     )
                 cursor += P * world
-                resp = [r if r else [tokenizer.eos_token_id] for r, _, _ in got]
-                ended = [e for _, e, _ in got]
-                engine_logps = [lp if (lp and r) else None for r, _, lp in got]
+                resp = [x.ids if x.ids else [tokenizer.eos_token_id] for x in got]
+                ended = [x.ended for x in got]
+                engine_logps = [x.logps if x.ids else None for x in got]  # an empty answer is trained as EOS
                 texts = tokenizer.batch_decode(resp, skip_special_tokens=True)
                 lengths = torch.tensor([len(r) for r in resp], dtype=torch.float32)
                 total, parts = score([messages[i] for i in rows_prompts], texts, [references[i] for i in rows_prompts], lengths)
@@ -407,13 +377,8 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 kl_seq_est = kl_penalty(old_logps, ref_logps, "k1") * mask if kl_in_reward else None
                 tis = torch.ones(B, W)
                 if syncer:  # the engine sampled: how far its log-probs are from the trainer's, and TIS if asked
-                    rollout_logps = as_padded([r[4] if r[4] is not None else [] for r in kept], W)
-                    gap_mask = mask * torch.tensor([float(r[4] is not None) for r in kept]).unsqueeze(-1)
-                    gap = logprob_gap(old_logps, rollout_logps, gap_mask)
-                    step_metrics.update({f"rollout/logprob_gap_{k}": v for k, v in gap.items()})
-                    if g.tis_cap is not None:
-                        tis = truncated_is_weights(old_logps, rollout_logps, gap_mask, g.tis_cap) + (1 - gap_mask)
-                        step_metrics["rollout/tis_weight_mean"] = float((tis * mask).sum() / mask.sum().clamp(min=1))
+                    tis, figures = engine_correction(old_logps, [r[4] for r in kept], mask, g.tis_cap)
+                    step_metrics.update(figures)
 
                 # 4. advantages (over the rows of every process where the estimator needs the whole batch)
                 adv, token_r = _advantages(cfg, accelerator, scores, mask, kl_seq_est, G)

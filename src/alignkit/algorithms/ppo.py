@@ -66,10 +66,10 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     is then not loaded, while ``reward.normalize`` (running statistics), ``clip`` and ``missing_eos_penalty`` apply."""
     from alignkit.data.tokenize import ensure_chat_template
     from alignkit.models.actor_critic import build_actor_critic, load_reference, parameter_bytes
-    from alignkit.models.generation import generate_ids
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import disable_dropout, load_tokenizer, save_model, trainable_parameters
     from alignkit.models.logprobs import completion_token_logps
+    from alignkit.models.rollout_engine import engine_correction, sample_rollouts, start_engine
     from alignkit.rl.rewards import RewardSource
 
     quiet_libraries()
@@ -207,15 +207,29 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
 
     collate = partial(collate_rollout, pad_token_id=tokenizer.pad_token_id, max_row_tokens=d.max_length + g.max_new_tokens)
 
+    # --- the rollout engine: the policy itself, or a separate one (vLLM) pushed and verified after every update
+    with inner.adapter("default"):
+        engine, syncer = start_engine(
+            g,
+            policy=inner.policy,
+            tokenizer=tokenizer,
+            name_or_path=m.name_or_path,
+            dtype=m.dtype,
+            seed=t.seed + rank,
+            device=accelerator.device,
+            batch_size=pc.rollout_size,
+            probe_prompts=prompt_ids,
+            log=log,
+        )
+
     def run_eval(reference_lengths: list[int] | None) -> tuple[dict, list[int]]:
         """The current policy's answers to the held-out prompts (sampled as in training, fixed seed): their mean raw
         score, length and diversity, the length relative to ``reference_lengths`` (the starting policy's answers to
         the same prompts). Returns the metrics and the answers' lengths in tokens."""
         mine = list(range(rank, len(held_ids), world))
         with inner.adapter("default"):
-            got = generate_ids(
-                inner.policy,
-                tokenizer,
+            got = sample_rollouts(
+                engine,
                 [held_ids[i] for i in mine],
                 max_new_tokens=g.max_new_tokens,
                 temperature=g.temperature,
@@ -223,9 +237,9 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                 seed=t.seed + 17,
                 batch_size=pc.rollout_size,
             )
-        texts = tokenizer.batch_decode([r for r, _ in got], skip_special_tokens=True)
+        texts = tokenizer.batch_decode([x.ids for x in got], skip_special_tokens=True)
         scores = score_texts([held_messages[i] for i in mine], texts) if mine else []
-        rows = [(score, [], len(ids), ended, text) for score, (ids, ended), text in zip(scores, got, texts)]
+        rows = [(score, [], len(x.ids), x.ended, text) for score, x, text in zip(scores, got, texts)]
         if world > 1:
             from accelerate.utils import gather_object
 
@@ -266,9 +280,8 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             # 1. rollout (seeded per step and process: a resumed run samples the same responses)
             p_ids = [prompt_ids[i] for i in idx]
             with inner.adapter("default"):
-                sampled = generate_ids(
-                    inner.policy,
-                    tokenizer,
+                sampled = sample_rollouts(
+                    engine,
                     p_ids,
                     max_new_tokens=g.max_new_tokens,
                     temperature=g.temperature,
@@ -276,8 +289,8 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                     seed=t.seed * 1_000_003 + step * 1009 + rank,
                     batch_size=len(idx),
                 )
-            response_ids = [r if r else [tokenizer.eos_token_id] for r, _ in sampled]
-            ended = torch.tensor([e for _, e in sampled], dtype=torch.float32)
+            response_ids = [x.ids if x.ids else [tokenizer.eos_token_id] for x in sampled]
+            ended = torch.tensor([x.ended for x in sampled], dtype=torch.float32)
             gen_time = time.perf_counter() - t0
 
             # 2. score
@@ -312,6 +325,9 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                 inner.train()
             mask = old.mask.cpu()  # (B, W)
             old_logps, ref_logps, old_values = old.logps.cpu() * mask, ref.logps.cpu() * mask, old.values.cpu() * mask
+            tis, engine_figures = torch.ones(B, W), {}
+            if syncer:  # the engine sampled: how far its log-probs are from the trainer's, and TIS if asked
+                tis, engine_figures = engine_correction(old_logps, [x.logps if x.ids else None for x in sampled], mask, g.tis_cap)
 
             # 4. rewards, advantages: the step's rollout record
             kl = kl_penalty(old_logps, ref_logps, pc.kl_estimator) * mask  # (B, W)
@@ -358,7 +374,8 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                             new = ac(mb_batch, len(rows), w, entropy_grad=pc.entropy_coef != 0, temperature=g.temperature)
                             pl = policy_loss(new.logps, part.old_logps, part.advantages, mk, pc.clip_range)
                             vl = value_loss(new.values, part.values, part.returns, mk, pc.clip_range_value)
-                            per_tok = pl.loss + pc.vf_coef * vl.loss - pc.entropy_coef * new.entropy
+                            pg = pl.loss * tis[rows][:, : part.width].to(accelerator.device)  # TIS: ones unless asked
+                            per_tok = pg + pc.vf_coef * vl.loss - pc.entropy_coef * new.entropy
                             loss = token_mean(per_tok, mk, max(n_tok, 1.0))
                             accelerator.backward(loss * world)
                         mb_loss += loss.detach()
@@ -387,6 +404,11 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             train_time = time.perf_counter() - t2
+            if syncer:  # the engine gets the updated policy, and the push is verified before the next rollout
+                t3 = time.perf_counter()
+                with inner.adapter("default"):
+                    engine_figures.update(syncer.push(inner.policy))
+                engine_figures["sync_time"] = time.perf_counter() - t3
 
             # 6. KL controller, metrics
             kl_seq = accelerator.gather(rollout.kl.sum(1).to(accelerator.device)).cpu()  # (B·world,) nats per response
@@ -428,6 +450,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                 "epoch": batching.epoch_of_step(
                     done, num_examples=len(prompt_ids), batch_size=pc.rollout_size, grad_accum=1, world_size=world
                 ),
+                **engine_figures,
             }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
@@ -454,6 +477,8 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
         summary = {
             "stage": "ppo",
             "memory": cfg.memory,
+            "generation_backend": g.backend,
+            "weight_pushes": syncer.pushes if syncer else None,
             "steps": steps,
             "resumed_from_step": start_step,
             "resumes": resume_record(out),

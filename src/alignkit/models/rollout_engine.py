@@ -169,7 +169,7 @@ class PolicyEngine:
     def __init__(self, model, tokenizer, *, batch_size: int | None = None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
-    def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed) -> list[Sample]:
+    def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed, batch_size=None) -> list[Sample]:
         from alignkit.models.generation import generate_ids
 
         got = generate_ids(
@@ -180,7 +180,7 @@ class PolicyEngine:
             temperature=temperature,
             top_p=top_p,
             seed=seed,
-            batch_size=self.batch_size or max(len(prompts), 1),
+            batch_size=batch_size or self.batch_size or max(len(prompts), 1),
         )
         return [Sample(ids, ended, None) for ids, ended in got]
 
@@ -402,6 +402,42 @@ class WeightSync:
         return figures
 
 
+def sample_rollouts(
+    engine: RolloutEngine, prompts, *, max_new_tokens: int, temperature: float, top_p: float = 1.0, seed: int, batch_size: int
+) -> list[Sample]:
+    """One :class:`Sample` per token-id prompt from ``engine``: the policy itself generates in batches of
+    ``batch_size`` (exactly transformers' ``generate``, as before engines existed); a separate engine takes them
+    all at once and is put to sleep after, so the trainer gets the memory back."""
+    if isinstance(engine, PolicyEngine):
+        return engine.generate(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size
+        )
+    out = engine.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    engine.sleep()
+    return out
+
+
+def engine_correction(
+    trainer_logps: torch.Tensor, engine_logps: Sequence[Sequence[float] | None], mask: torch.Tensor, tis_cap: float | None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """For rollouts a separate engine sampled: the per-token weights of the policy loss, (N, W) — truncated
+    importance weights with ``tis_cap``, else ones — and the figures to log (``rollout/logprob_gap_*``, the mean
+    TIS weight). ``trainer_logps`` (N, W): the trainer's log-probs of the sampled tokens at the sampling temperature;
+    ``engine_logps``: the engine's, per row (None where it gave none: weight 1, left out of the gap)."""
+    from alignkit.rl.rollout_sync import logprob_gap, truncated_is_weights
+
+    width = trainer_logps.shape[1]
+    given = torch.tensor([float(row is not None) for row in engine_logps]).unsqueeze(-1)  # (N, 1)
+    rollout = as_padded([row if row is not None else [] for row in engine_logps], width)
+    gap_mask = mask * given
+    figures = {f"rollout/logprob_gap_{k}": v for k, v in logprob_gap(trainer_logps, rollout, gap_mask).items()}
+    weights = torch.ones_like(trainer_logps)
+    if tis_cap is not None:
+        weights = truncated_is_weights(trainer_logps, rollout, gap_mask, tis_cap) + (1 - gap_mask)
+        figures["rollout/tis_weight_mean"] = float((weights * mask).sum() / mask.sum().clamp(min=1))
+    return weights, figures
+
+
 def engine_base_path(name_or_path: str) -> str:
     """The full model a separate engine loads for a policy that starts from ``name_or_path``: the path itself, or
     an adapter directory's base model."""
@@ -423,3 +459,38 @@ def build_engine(generation, *, policy, tokenizer, base_path: str, dtype: str, s
             kwargs["max_model_len"] = v.max_model_len
         return VLLMEngine(base_path, dtype=v.dtype, seed=seed, sleep_mode=v.sleep_mode, llm_kwargs=kwargs)
     raise ModelError(f"unknown generation.backend {generation.backend!r}")
+
+
+def start_engine(
+    generation, *, policy, tokenizer, name_or_path: str, dtype: str, seed: int, device, batch_size, probe_prompts, log
+):
+    """The rollout engine ``generation.backend`` names, and for a separate one its :class:`WeightSync`, after the
+    first push (verified). ``policy``: the trained model (a peft model: its ``default`` adapter is the policy);
+    ``probe_prompts``: token-id prompts for the sync check (the first ``sync_check.probe_prompts`` are used).
+    Returns ``(engine, sync or None)``."""
+    from alignkit.models import rollout_engine  # looked up at call time: tests put a stand-in in build_engine's place
+
+    engine = rollout_engine.build_engine(
+        generation,
+        policy=policy,
+        tokenizer=tokenizer,
+        base_path=engine_base_path(name_or_path),
+        dtype=dtype,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+    )
+    if not engine.needs_sync:
+        return engine, None
+    c = generation.sync_check
+    sync = WeightSync(
+        engine,
+        tokenizer,
+        list(probe_prompts)[: c.probe_prompts],
+        tolerance=c.tolerance,
+        probe_tokens=c.probe_tokens,
+        adapter="default" if hasattr(policy, "peft_config") else None,
+    )
+    figures = sync.push(policy)
+    log(f"rollouts from a separate {generation.backend} engine; first weight push verified (probe gap {figures['sync/gap']:.2e})")
+    return engine, sync
