@@ -223,6 +223,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         min_distinct_share=args.min_distinct_share,
+        backend=args.backend,
     )
     print_side_by_side(result)
     if args.out:
@@ -347,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
     cp.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (the same for every model)")
     cp.add_argument("--batch-size", type=int, default=8, help="prompts generated per batch")
+    cp.add_argument(
+        "--backend", choices=["transformers", "vllm"], default="transformers", help="generate with transformers or vLLM (CUDA)"
+    )
     cp.add_argument("--runs", nargs="+", metavar="DIR", help="more run directories (with metrics.jsonl) to plot")
     cp.set_defaults(func=cmd_compare)
 

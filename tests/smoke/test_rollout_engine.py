@@ -234,3 +234,50 @@ def test_ppo_through_a_separate_engine_trains_as_through_the_policy_and_catches_
     assert main(["ppo", str(cfg)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "weight sync 2 to the rollout engine failed" in err[0], err
+
+
+class _CopyAsVLLM(CopyEngine):
+    """The stand-in in VLLMEngine's place (its constructor's signature); records the paths it loaded."""
+
+    loaded: list = []
+
+    def __init__(self, path, *, dtype="auto", seed=0, sleep_mode=True, llm_kwargs=None):
+        super().__init__(path)
+        _CopyAsVLLM.loaded.append(path)
+
+
+def test_compare_and_self_reward_generate_through_the_engine(tiny_model_dir, loud_model_dir, tmp_path, monkeypatch):
+    """compare with backend vllm: each model in its own engine (an adapter merged first); greedy answers equal
+    transformers'. self-reward with generation.backend vllm runs a round with every generation in the engine."""
+    from alignkit.eval.compare import compare_models
+    from alignkit.models.loading import load_causal_lm, load_tokenizer, save_model
+    from tests.smoke.test_self_reward_smoke import _config
+
+    monkeypatch.setattr(rollout_engine, "VLLMEngine", _CopyAsVLLM)
+    lora = load_causal_lm(str(loud_model_dir), finetune="lora", lora_r=4)
+    save_model(lora, load_tokenizer(str(loud_model_dir)), str(tmp_path / "adapter"))
+    models = {"base": str(loud_model_dir), "lora": str(tmp_path / "adapter")}
+    prompts = ["What is the capital of France?", "Name a colour.", "Count to three."]
+    kw = dict(max_new_tokens=6, temperature=0.0, log=lambda _: None)
+    _CopyAsVLLM.loaded.clear()
+    via_engine = compare_models(models, prompts, backend="vllm", **kw)
+    plain = compare_models(models, prompts, **kw)
+    assert len(_CopyAsVLLM.loaded) == 2 and "alignkit-merged-" in _CopyAsVLLM.loaded[1]  # the adapter merged first
+    for name in models:
+        assert via_engine.column(name, "response") == plain.column(name, "response")
+    assert via_engine.settings["backend"] == "vllm" and len(set(plain.column("base", "response"))) > 1
+
+    _CopyAsVLLM.loaded.clear()
+    out = tmp_path / "self"
+    cfg = _config(
+        tmp_path / "s.yaml",
+        tiny_model_dir,
+        out,
+        iterations=1,
+        prompts={"per_iteration": 8, "heldout_rows": 4, "max_rows": 40},
+        dpo={"train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3}},
+        generation={"backend": "vllm"},
+    )
+    assert main(["self-reward", str(cfg)]) == 0
+    assert str(out / "iter-1" / "train" / "final") in _CopyAsVLLM.loaded  # the trained round's model was loaded
+    assert (out / "iter-1" / "candidates.jsonl").exists()

@@ -133,6 +133,7 @@ def _run_compare(c: dict, out: Path) -> None:
         seed=c["seed"],
         batch_size=c["batch_size"],
         min_distinct_share=c["min_distinct_share"],
+        backend=c["backend"],
     )
     print_side_by_side(result)
     write_outputs(result, out, runs=find_runs(c["models"]))

@@ -220,12 +220,14 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 
 class Models:
-    """Loads models for generation one at a time (the previous one is freed), on the GPU when there is one."""
+    """Loads models for generation one at a time (the previous one is freed), on the GPU when there is one.
+    ``backend``: ``transformers`` (the model in this process, ``generate``) or ``vllm`` (a vLLM engine per model,
+    :class:`alignkit.models.rollout_engine.EngineTexts`)."""
 
-    def __init__(self, dtype: str):
+    def __init__(self, dtype: str, backend: str = "transformers"):
         import torch
 
-        self.dtype = dtype
+        self.dtype, self.backend = dtype, backend
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.path: str | None = None
         self.model = self.tokenizer = None
@@ -236,10 +238,36 @@ class Models:
             from alignkit.models.loading import load_for_inference
 
             self.free()
-            self.model, self.tokenizer = load_for_inference(path, dtype=self.dtype, device=self.device)
-            ensure_chat_template(self.tokenizer)
+            if self.backend == "vllm":
+                from alignkit.models.rollout_engine import EngineTexts
+
+                self.model = EngineTexts(path, dtype=self.dtype)
+                self.tokenizer = self.model.tokenizer
+            else:
+                self.model, self.tokenizer = load_for_inference(path, dtype=self.dtype, device=self.device)
+                ensure_chat_template(self.tokenizer)
             self.path = path
         return self.model, self.tokenizer
+
+    def generate(
+        self, path: str, prompts: list, *, max_new_tokens: int, temperature: float, top_p: float = 1.0, seed: int, batch_size: int
+    ) -> list[str]:
+        """One answer per prompt from the model at ``path`` (loaded if it is not the current one)."""
+        from alignkit.models.generation import generate
+
+        model, tok = self.get(path)
+        if self.backend == "vllm":
+            return model.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        return generate(
+            model,
+            tok,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+        )
 
     def free(self) -> None:
         self.model = self.tokenizer = None
@@ -258,11 +286,8 @@ def make_judge(cfg: SelfRewardConfig, models: Models, judge_model: str | None, s
         return FunctionJudge(j.function, j.kwargs)
 
     def generate_fn(prompts: list[str], seed: int) -> list[str]:
-        from alignkit.models.generation import generate
-
-        model, tok = models.get(judge_model)
-        return generate(
-            model, tok, prompts, max_new_tokens=j.max_new_tokens, temperature=j.temperature, seed=seed, batch_size=j.batch_size
+        return models.generate(
+            judge_model, prompts, max_new_tokens=j.max_new_tokens, temperature=j.temperature, seed=seed, batch_size=j.batch_size
         )
 
     return SelfJudge(generate_fn, samples=j.samples, seed=seed, name=f"self ({judge_model})")
@@ -291,13 +316,10 @@ def evaluate(
     after."""
     from alignkit.eval.stats import bootstrap_ci, mean, win_rate
     from alignkit.judge.judges import agreement
-    from alignkit.models.generation import generate
 
     e = cfg.eval
-    model, tok = models.get(model_path)
-    answers = generate(
-        model,
-        tok,
+    answers = models.generate(
+        model_path,
         heldout,
         max_new_tokens=e.max_new_tokens or cfg.generation.max_new_tokens,
         temperature=e.temperature,
@@ -404,7 +426,6 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
     from alignkit.data.errors import DataError
     from alignkit.data.examples import prompt_text
     from alignkit.eval.self_reward_report import print_iteration_table, write_report_html
-    from alignkit.models.generation import generate
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import load_tokenizer
 
@@ -446,7 +467,7 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
     log(f"{len(pool)} training prompts, {len(heldout)} held-out prompts (out/heldout_prompts.jsonl)")
     human_pairs = load_human_pairs(cfg, log)
 
-    models = Models(m.dtype)
+    models = Models(m.dtype, cfg.generation.backend)
     eval_judge = lambda current: current if cfg.eval.judge == "current" else m.name_or_path  # noqa: E731
     eval_scorer = _eval_scorer(cfg, models, scorer)
 
@@ -507,12 +528,10 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
             new_stats = {"requested": 0, "too_short": 0}
             if p.self_instruct.new_prompts:
                 si = p.self_instruct
-                model, tok = models.get(current)
                 texts = [prompt_text(q) for q in pool if isinstance(q, str)] or [prompt_text(q) for q in pool]
                 requests = self_instruct_requests(texts, si.new_prompts, si.few_shot, random.Random(seed))
-                written = generate(
-                    model,
-                    tok,
+                written = models.generate(
+                    current,
                     requests,
                     max_new_tokens=si.max_new_tokens,
                     temperature=si.temperature,
@@ -548,11 +567,9 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
         # 2. candidates
         if not state.done("candidates"):
             g = cfg.generation
-            model, tok = models.get(current)
             flat = [r["prompt"] for r in prompt_rows for _ in range(g.n)]
-            texts = generate(
-                model,
-                tok,
+            texts = models.generate(
+                current,
                 flat,
                 max_new_tokens=g.max_new_tokens,
                 temperature=g.temperature,

@@ -17,6 +17,8 @@ Each stage section is validated by that stage's own schema before anything runs.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from alignkit.config.base import Closed
@@ -39,6 +41,9 @@ class CompareStageConfig(Closed):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = Field(0)
     batch_size: int = Field(8, ge=1)
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="Generate with transformers, or with vLLM (a CUDA GPU; LoRA adapters merged first)."
+    )
     min_distinct_share: float = Field(
         0.5,
         ge=0,

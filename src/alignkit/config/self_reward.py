@@ -57,6 +57,11 @@ class CandidateConfig(Closed):
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling threshold.")
     max_new_tokens: int = Field(128, ge=1, description="Longest candidate.")
     batch_size: int = Field(8, ge=1, description="Prompts per generate call.")
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="Generate candidates, self-judgments and eval answers with transformers, or with vLLM (a CUDA GPU; "
+        "each round's model loaded into a fresh engine, LoRA adapters merged first).",
+    )
 
 
 class JudgeConfig(Closed):

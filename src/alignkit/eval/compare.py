@@ -212,6 +212,7 @@ def compare_models(
     dtype: str = "float32",
     n_boot: int = 2000,
     min_distinct_share: float = 0.5,
+    backend: str = "transformers",
     log: Callable[[str], None] = print,
 ) -> CompareResult:
     """Every model answers every prompt (same settings, same ``seed``); ``scorer`` scores the answers.
@@ -227,6 +228,11 @@ def compare_models(
     many answers it cut at its maximum length (``rm_truncated``). ``scorer_label`` names it in the settings
     (default: its ``name``, or its type). Without a scorer the rewards are None and only lengths and
     diversity are summarised.
+
+    ``backend``: ``transformers`` (``generate`` in batches of ``batch_size``) or ``vllm`` (each model in a vLLM
+    engine, LoRA adapters merged first, row i seeded ``seed + i``: see
+    :class:`alignkit.models.rollout_engine.EngineTexts`). The two backends sample differently, so compare models
+    with one backend.
     """
     from alignkit.models.generation import generate
     from alignkit.models.loading import load_for_inference
@@ -241,9 +247,18 @@ def compare_models(
     lengths: dict[str, list[int]] = {}
     for name, path in models.items():
         t0 = time.perf_counter()
-        model, tokenizer = load_for_inference(path, dtype=dtype, device=device)
+        if backend == "vllm":
+            from alignkit.models.rollout_engine import EngineTexts
+
+            model = EngineTexts(path, dtype=dtype)
+            tokenizer = model.tokenizer
+        else:
+            model, tokenizer = load_for_inference(path, dtype=dtype, device=device)
         try:
-            answers = generate(model, tokenizer, prompts, **gen)
+            if backend == "vllm":
+                answers = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+            else:
+                answers = generate(model, tokenizer, prompts, **gen)
             lengths[name] = [len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]]
         finally:
             del model, tokenizer
@@ -277,6 +292,7 @@ def compare_models(
         "n_prompts": len(prompts),
         **gen,
         "dtype": dtype,
+        "backend": backend,
         "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.95, "resampled": "prompts"},
         "length_unit": "length_tokens: the answer re-encoded by the model's own tokenizer; length_chars: characters",
         "length_ratio": "mean characters per answer / the reference (first) model's",

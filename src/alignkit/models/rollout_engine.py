@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -204,11 +205,11 @@ class CopyEngine:
 
     needs_sync = True
 
-    def __init__(self, path: str, tokenizer, *, dtype: str = "float32", device: str | torch.device = "cpu", batch_size=None):
+    def __init__(self, path: str, tokenizer=None, *, dtype: str = "float32", device: str | torch.device = "cpu", batch_size=None):
         from alignkit.models.loading import load_for_inference
 
-        self.model, _ = load_for_inference(path, dtype=dtype, device=device)
-        self.tokenizer, self.batch_size = tokenizer, batch_size
+        self.model, own_tokenizer = load_for_inference(path, dtype=dtype, device=device)
+        self.tokenizer, self.batch_size = tokenizer or own_tokenizer, batch_size
         self.pushes = 0
 
     def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed) -> list[Sample]:
@@ -341,6 +342,43 @@ class VLLMEngine:
         if self._asleep:
             self.llm.wake_up()
             self._asleep = False
+
+
+class EngineTexts:
+    """Answers of a saved model (full or LoRA adapter directory) through a separate engine: what ``compare`` and
+    ``self-reward`` use with ``backend: vllm``. Prompts (a str: one user message, or a message list) go through
+    the model's chat template (:func:`alignkit.models.generation.encode_prompt`); row i is sampled with seed
+    ``seed + i`` (vLLM seeds per request, so an answer does not depend on its batch). A LoRA adapter is merged
+    into its base first (``scratch_dir``/merged), since the engine loads full models."""
+
+    def __init__(self, path: str, *, dtype: str = "auto", scratch_dir: str | None = None, llm_kwargs: dict | None = None):
+        import tempfile
+
+        from alignkit.data.tokenize import ensure_chat_template
+        from alignkit.models import rollout_engine
+        from alignkit.models.loading import is_adapter_dir, load_tokenizer, resolve_source
+
+        source = resolve_source(path)
+        if is_adapter_dir(source):
+            from alignkit.models.merge import merge_adapter
+
+            self._scratch = tempfile.TemporaryDirectory(dir=scratch_dir, prefix="alignkit-merged-")
+            source = str(
+                merge_adapter(source, str(Path(self._scratch.name) / "merged"), dtype="bfloat16" if dtype == "auto" else dtype)
+            )
+        self.tokenizer = load_tokenizer(source)
+        ensure_chat_template(self.tokenizer)
+        # looked up at call time: tests put a stand-in in VLLMEngine's place
+        self.engine = rollout_engine.VLLMEngine(source, dtype=dtype, sleep_mode=False, llm_kwargs=llm_kwargs)
+
+    def generate(self, prompts, *, max_new_tokens: int, temperature: float, top_p: float = 1.0, seed: int = 0) -> list[str]:
+        from alignkit.models.generation import encode_prompt
+
+        if not prompts:
+            return []
+        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        got = self.engine.generate(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        return self.tokenizer.batch_decode([x.ids for x in got], skip_special_tokens=True)
 
 
 def _pad_id(tokenizer) -> int:
