@@ -102,7 +102,8 @@ def reward_terms(cfg: GRPOConfig, device) -> list[RewardTerm]:
         terms.append(RewardTerm(name, f.weight, src, src.takes_references))
     if cfg.rewards.model is not None:
         rm = cfg.rewards.model
-        terms.append(RewardTerm(rm.name, rm.weight, RewardSource(model_dir=rm.path, device=device, batch_size=rm.batch_size)))
+        src = RewardSource(model_dir=rm.path, device=device, batch_size=rm.batch_size, dtype=rm.dtype)
+        terms.append(RewardTerm(rm.name, rm.weight, src))
     names = [t.name for t in terms]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -538,9 +539,6 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             "final_dir": str(final),
             **run_facts(accelerator),
             "replicas_in_sync": in_sync,
-            "peak_cuda_memory_mib": (
-                torch.cuda.max_memory_allocated(accelerator.device) / 2**20 if accelerator.device.type == "cuda" else None
-            ),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"final policy saved to {final}")

@@ -153,6 +153,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             kwargs=cfg.reward.kwargs,
             device=accelerator.device,
             batch_size=cfg.reward.batch_size,
+            dtype=cfg.reward.dtype,
         )
         reward_model, reward_stats, reward_name = getattr(source.model, "scorer", None), source.stats, source.name
         scorer = source
@@ -493,9 +494,6 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             "final_dir": str(final),
             **run_facts(accelerator),
             "replicas_in_sync": in_sync,
-            "peak_cuda_memory_mib": (
-                torch.cuda.max_memory_allocated(accelerator.device) / 2**20 if accelerator.device.type == "cuda" else None
-            ),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"final policy saved to {final}")

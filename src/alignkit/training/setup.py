@@ -143,9 +143,14 @@ def check_distribution(accelerator, env=None) -> dict:
 
 
 def run_facts(accelerator) -> dict:
-    """Where a run ran, for its ``summary.json``: device, number of processes, accelerate's distributed type."""
+    """Where a run ran, for its ``summary.json``: device, number of processes, accelerate's distributed type, and on
+    CUDA the card and this process's peak allocated memory (``torch.cuda.max_memory_allocated``)."""
     kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-    return {"device": str(accelerator.device), "world_size": accelerator.num_processes, "distributed_type": kind}
+    facts = {"device": str(accelerator.device), "world_size": accelerator.num_processes, "distributed_type": kind}
+    if accelerator.device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(accelerator.device)
+        facts["peak_cuda_memory_mib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**20
+    return facts
 
 
 def replicas_in_sync(accelerator, model) -> bool | None:
