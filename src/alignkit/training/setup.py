@@ -147,9 +147,10 @@ def run_facts(accelerator) -> dict:
     CUDA the card and this process's peak allocated memory (``torch.cuda.max_memory_allocated``)."""
     kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
     facts = {"device": str(accelerator.device), "world_size": accelerator.num_processes, "distributed_type": kind}
-    if accelerator.device.type == "cuda":
-        facts["gpu"] = torch.cuda.get_device_name(accelerator.device)
-        facts["peak_cuda_memory_mib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**20
+    device = torch.device(accelerator.device)
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+        facts["peak_cuda_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return facts
 
 
