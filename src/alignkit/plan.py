@@ -32,7 +32,7 @@ Parts (bytes; ``P`` = parameters, ``T`` = trainable parameters):
 - ``weights/reference``, ``weights/value``, ``weights/reward``: the other models a stage holds, by its layout:
   ``separate`` keeps a reference copy (4-bit again under QLoRA) and a value model of its own (PPO), ``shared-base``
   keeps one base with extra LoRA adapters (``weights/value_adapter``, ``weights/reference_adapter``); a reward
-  model is loaded in fp32 by PPO (its scores are computed in full precision).
+  model is loaded in its config's ``dtype`` by PPO / GRPO (``reward.dtype``, ``rewards.model.dtype``; default fp32).
 
 The pure functions take explicit numbers; :func:`plan_config` reads a stage or pipeline config.
 """
@@ -492,10 +492,12 @@ def plan_dpo(cfg, aliases=None, adapters: set[str] = frozenset()) -> Plan:
     return plan
 
 
-def _reward_model_weights(plan: Plan, path: str | None, aliases) -> None:
-    """A reward model as PPO / GRPO / self-reward hold it: a sequence classifier loaded in fp32."""
+def _reward_model_weights(plan: Plan, path: str | None, aliases, dtype: str = "float32") -> None:
+    """A reward model as PPO / GRPO / self-reward hold it: a sequence classifier loaded in ``dtype`` (the reward
+    config's ``dtype``; self-reward's judge and compare load it in fp32)."""
     if path:
-        plan.add("weights/reward", resolve_shape(path, aliases=aliases).without_lm_head().num_params() * 4)
+        shape = resolve_shape(path, aliases=aliases).without_lm_head()
+        plan.add("weights/reward", shape.num_params() * dtype_bytes(dtype, shape))
 
 
 def _rl_policy(plan: Plan, cfg, aliases, adapters, *, with_reference: bool) -> Trainee:
@@ -546,7 +548,7 @@ def plan_ppo(cfg, aliases=None, adapters: set[str] = frozenset()) -> Plan:
             eager=_eager(model.shape, m.attn_implementation),
             lm_head=lm_head,
         )
-    _reward_model_weights(plan, cfg.reward.model, aliases)
+    _reward_model_weights(plan, cfg.reward.model, aliases, cfg.reward.dtype)
     plan.add("kv_cache/rollout", kv_cache_bytes(pol.shape, sequences=cfg.ppo.rollout_size, seq_len=seq, act_bytes=pol.act_bytes))
     return plan
 
@@ -567,7 +569,7 @@ def plan_grpo(cfg, aliases=None, adapters: set[str] = frozenset()) -> Plan:
         eager=_eager(pol.shape, m.attn_implementation),
     )
     if cfg.rewards.model is not None:
-        _reward_model_weights(plan, cfg.rewards.model.path, aliases)
+        _reward_model_weights(plan, cfg.rewards.model.path, aliases, cfg.rewards.model.dtype)
     gen = gc.generation_batch_size or gc.prompts_per_step * gc.group_size
     plan.add("kv_cache/rollout", kv_cache_bytes(pol.shape, sequences=gen, seq_len=seq, act_bytes=pol.act_bytes))
     return plan

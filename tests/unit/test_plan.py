@@ -153,10 +153,10 @@ def test_pipeline_reports_each_stage_and_the_max(capsys):
     assert stages == {"sft", "rm", "ppo"}
     per_stage = {s: sum(v for k, v in out["breakdown"].items() if k.startswith(s + ":")) for s in stages}
     assert out["total_bytes"] == max(per_stage.values()) == per_stage["ppo"]
-    # shared-base PPO from the SFT adapter: one 4-bit base, the value and reference adapters, an fp32 reward model
+    # shared-base PPO from the SFT adapter: one 4-bit base, the value and reference adapters, a bf16 reward model
     b = out["breakdown"]
     assert "ppo:weights/reference" not in b and b["ppo:weights/reference_adapter"] == b["ppo:weights/policy_lora"]
-    assert b["ppo:weights/reward"] == (resolve_shape("meta-llama/Llama-3.2-3B").num_params()) * 4
+    assert b["ppo:weights/reward"] == (resolve_shape("meta-llama/Llama-3.2-3B").num_params()) * 2  # reward.dtype
 
 
 def test_separate_layout_holds_more_than_shared(capsys, tiny_model_dir):

@@ -30,6 +30,9 @@ class RewardModelConfig(Closed):
     weight: float = Field(1.0, description="Its weight in the summed reward.")
     batch_size: int = Field(16, ge=1, description="Responses scored per reward-model forward.")
     name: str = Field("reward_model", description="Name in the metrics.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="The reward model's weights dtype when loading (bfloat16 halves its memory on a GPU)."
+    )
 
 
 class RewardsConfig(Closed):

@@ -37,6 +37,9 @@ class RewardSourceConfig(Closed):
         None, ge=0, description="Subtract this from the score of a response that hit max_new_tokens without EOS."
     )
     batch_size: int = Field(16, ge=1, description="Responses scored per reward-model forward.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="The reward model's weights dtype when loading (bfloat16 halves its memory on a GPU)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self):

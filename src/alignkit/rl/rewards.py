@@ -75,14 +75,17 @@ class RewardSource(Scorer):
         kwargs: dict | None = None,
         device="cpu",
         batch_size: int = 16,
+        dtype: str = "float32",
     ):
+        """``model_dir`` (loaded on ``device`` with weights in ``dtype``, e.g. "bfloat16") or ``function`` (with
+        ``kwargs``); ``batch_size`` responses per reward-model forward."""
         self.batch_size = batch_size
         self.model = self.fn = None
         self.stats: tuple[float, float] | None = None
         if model_dir is not None:
             from alignkit.models.reward import RewardModel
 
-            self.model = RewardModel.load(model_dir, device=device)
+            self.model = RewardModel.load(model_dir, device=device, dtype=dtype)
             spec = getattr(self.model, "spec", None)
             mean, std = getattr(spec, "reward_mean", None), getattr(spec, "reward_std", None)
             if mean is not None and std:
