@@ -281,3 +281,29 @@ def test_compare_and_self_reward_generate_through_the_engine(tiny_model_dir, lou
     assert main(["self-reward", str(cfg)]) == 0
     assert str(out / "iter-1" / "train" / "final") in _CopyAsVLLM.loaded  # the trained round's model was loaded
     assert (out / "iter-1" / "candidates.jsonl").exists()
+
+
+def test_an_interrupted_run_through_the_engine_resumes_to_the_same_result(tiny_sft_dir, tmp_path, monkeypatch):
+    """Killed (Ctrl-C) in the push after step 2, before that step's checkpoint: the resumed run builds a fresh
+    engine from the base, pushes the checkpoint's weights (verified), samples what the first run sampled and ends
+    with the uninterrupted run's weights."""
+    from alignkit.models.rollout_engine import WeightSync
+    from tests.conftest import interrupt_on_call
+
+    _stand_in(monkeypatch, CopyEngine)
+    kw = dict(generation={"backend": "vllm"}, train={"max_steps": 3, "save_every": 1})
+    whole = tmp_path / "whole"
+    assert main(["grpo", str(write_grpo_config(tmp_path / "w.yaml", tiny_sft_dir, whole, **kw))]) == 0
+    out = tmp_path / "cut"
+    cfg = write_grpo_config(tmp_path / "c.yaml", tiny_sft_dir, out, **kw)
+    real = WeightSync.push
+    monkeypatch.setattr(WeightSync, "push", interrupt_on_call(3, real))  # pushes: start, after step 1, after step 2
+    assert main(["grpo", str(cfg)]) != 0  # the CLI reports the interrupt and exits non-zero
+    assert not (out / "final").exists()
+    monkeypatch.setattr(WeightSync, "push", real)
+    assert main(["grpo", str(cfg)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 1 and summary["weight_pushes"] == 3  # start + steps 2 and 3
+    a, b = _final(out), _final(whole)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
