@@ -20,8 +20,13 @@ Throughput is non-padding input tokens of the timed steps over the wall time of 
     of begin->end times, which leaves out fetching and collating the batch (TRL's best case); the
     end-to-end time (step end to step end, collation and logging included) is reported beside it.
 
+On a GPU (``--device cuda``): both frameworks train on it, ``--precision`` bf16 by default (bf16 autocast over fp32
+weights in both: alignkit ``train.mixed_precision=bf16``, TRL ``bf16=True``), each step's timing synchronises the GPU
+(TRL's callback; alignkit's step ends in ``.item()`` reads), and the peak memory is the run's
+``torch.cuda.max_memory_allocated`` instead of its RSS; MFU is against the GPU's matmul peak in that precision.
+
 Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sft_vs_trl.py [--steps N --batch-size B
-      --max-length L --size tiny|small|medium --threads T --repeats R --out PATH]
+      --max-length L --size tiny|small|medium --threads T --repeats R --device cpu|cuda --precision fp32|bf16 --out PATH]
 """
 
 from __future__ import annotations
@@ -64,13 +69,15 @@ class RunResult:
     threads: int | None = None  # torch.get_num_threads() in the child, when it reports it
     tflops: float | None = None  # model FLOPs of the timed steps (alignkit.training.flops) / timed seconds / 1e12
     mfu: float | None = None  # tflops / the measured matmul peak at the same thread count
+    peak_cuda_memory_mib: float | None = None  # --device cuda: the run's torch.cuda.max_memory_allocated
     notes: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def child_env(threads: int) -> dict[str, str]:
+def child_env(threads: int, device: str = "cpu") -> dict[str, str]:
+    """A child's environment: pinned threads, offline; ``device`` cpu hides any GPU."""
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS=str(threads),
@@ -83,6 +90,8 @@ def child_env(threads: int) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
@@ -191,7 +200,7 @@ def alignkit_config(a: argparse.Namespace, model_dir: Path, data_path: Path) -> 
             "lr_scheduler": "cosine",
             "warmup_steps": 0,
             "max_grad_norm": 1.0,
-            "mixed_precision": "no",
+            "mixed_precision": "bf16" if a.precision == "bf16" else "no",
             "log_every": 1,
             "eval_every": None,
             "save_every": None,
@@ -203,7 +212,10 @@ def run_alignkit(a, name: str, cfg_path: Path, work: Path, *, packing: bool) -> 
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "alignkit", "sft", str(cfg_path), f"output_dir={out}", f"data.packing={str(packing).lower()}"]
-    rss, wall = run_child(cmd, env=child_env(a.threads), log=work / f"{name}.log")
+    rss, wall = run_child(cmd, env=child_env(a.threads, a.device), log=work / f"{name}.log")
+    summary = json.loads((out / "summary.json").read_text())
+    if a.device == "cuda" and not str(summary.get("device", "")).startswith("cuda"):
+        raise SystemExit(f"{name}: --device cuda, but alignkit ran on {summary.get('device')}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "tokens_per_second" in r]
     by_step = {r["step"]: r for r in rows}
@@ -224,6 +236,7 @@ def run_alignkit(a, name: str, cfg_path: Path, work: Path, *, packing: bool) -> 
         step_loss_tokens=[by_step[s]["loss_tokens"] for s in range(1, a.steps + 1)],
         step_tokens_per_second=[r["tokens_per_second"] for r in timed],
         process_seconds=wall,
+        peak_cuda_memory_mib=summary.get("peak_cuda_memory_mib"),
     )
 
 
@@ -256,6 +269,8 @@ def trl_child(spec_path: str) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
+    cuda = spec.get("device", "cpu") == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)  # a step's kernels finish inside its timing
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -282,9 +297,11 @@ def trl_child(spec_path: str) -> None:
             self._seen = 0
 
         def on_step_begin(self, args, state, control, **kwargs):
+            sync()
             self.begin[state.global_step + 1] = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            sync()
             self.end[state.global_step] = time.perf_counter()
             total = int(self.trainer._total_train_tokens)  # attention_mask.sum() / flattened length, per batch
             self.tokens[state.global_step] = total - self._seen
@@ -310,12 +327,13 @@ def trl_child(spec_path: str) -> None:
         padding_free=padding_free,
         packing=False,
         completion_only_loss=True,
-        # float32 on CPU, no activation recomputation: as alignkit runs (TRL defaults to bf16 and
-        # gradient checkpointing; alignkit's defaults are mixed_precision=no, gradient_checkpointing=false)
-        bf16=False,
+        # --precision as alignkit runs it (fp32, or bf16 autocast over fp32 weights: alignkit mixed_precision=bf16),
+        # no activation recomputation (TRL defaults to bf16 and gradient checkpointing; alignkit's defaults are
+        # mixed_precision=no, gradient_checkpointing=false)
+        bf16=spec.get("precision", "fp32") == "bf16",
         fp16=False,
         gradient_checkpointing=False,
-        use_cpu=True,
+        use_cpu=not cuda,
         # alignkit's order, read in sequence (TRL would otherwise shuffle with its own generator)
         train_sampling_strategy="sequential",
         dataloader_num_workers=0,
@@ -346,6 +364,8 @@ def trl_child(spec_path: str) -> None:
         "threads": torch.get_num_threads(),
         "optim": str(getattr(config.optim, "value", config.optim)),
         "self_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "device": str(trainer.accelerator.device),
+        "peak_cuda_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }
     Path(spec["result"]).write_text(json.dumps(result))
 
@@ -367,12 +387,16 @@ def run_trl(a, name: str, work: Path, model_dir: Path, data: BenchData, *, mode:
         "lr": a.lr,
         "seed": a.seed,
         "threads": a.threads,
+        "device": a.device,
+        "precision": a.precision,
     }
     spec_path = out / "spec.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trl", str(spec_path)]
-    rss, wall = run_child(cmd, env=child_env(a.threads), log=work / f"{name}.log")
+    rss, wall = run_child(cmd, env=child_env(a.threads, a.device), log=work / f"{name}.log")
     res = json.loads((out / "result.json").read_text())
+    if a.device == "cuda" and not res["device"].startswith("cuda"):
+        raise SystemExit(f"{name}: --device cuda, but TRL ran on {res['device']}")
     begin = {int(k): v for k, v in res["begin"].items()}
     end = {int(k): v for k, v in res["end"].items()}
     tokens = {int(k): v for k, v in res["tokens"].items()}
@@ -403,6 +427,7 @@ def run_trl(a, name: str, work: Path, model_dir: Path, data: BenchData, *, mode:
         process_seconds=wall,
         end_to_end_tokens_per_second=n_tokens / e2e_seconds,
         threads=res["threads"],
+        peak_cuda_memory_mib=res.get("peak_cuda_memory_mib"),
         notes=notes + [f"optim={res['optim']}"],
     )
 
@@ -435,7 +460,7 @@ def probe_child(name: str) -> None:
 
 def import_floor_mib(a, work: Path, name: str) -> float:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-imports", name]
-    return run_child(cmd, env=child_env(a.threads), log=work / f"probe-{name}.log")[0]
+    return run_child(cmd, env=child_env(a.threads, a.device), log=work / f"probe-{name}.log")[0]
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -448,6 +473,8 @@ def median_run(runs: list[RunResult]) -> RunResult:
     if len(runs) > 1:
         pick.notes.append(f"median of {len(runs)} repeats: " + ", ".join(f"{r.tokens_per_second:,.0f}" for r in runs))
         pick.peak_rss_mib = max(r.peak_rss_mib for r in runs)
+        if all(r.peak_cuda_memory_mib is not None for r in runs):
+            pick.peak_cuda_memory_mib = max(r.peak_cuda_memory_mib for r in runs)
     return pick
 
 
@@ -479,11 +506,17 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
     ak, akp, trl = results["alignkit"], results["alignkit-packed"], results["trl"]
     trl_pf = results.get("trl-padding-free")
     expected = expected_step_tokens(data, a.steps, a.batch_size)
+    # on a GPU the memory that matters is the device's: torch's peak allocation, not the process's RSS
+    mem, mem_key = (
+        ("CUDA memory", "alignkit_over_trl_peak_cuda_memory") if a.device == "cuda" else ("RSS", "alignkit_over_trl_peak_rss")
+    )
+    precision = "float32" if a.precision == "fp32" else "bf16 autocast over float32 weights"
     same_batches = {name: r.step_tokens == expected for name, r in results.items()}
     ratios = {
         "alignkit_over_trl_tokens_per_second": ratio(ak.tokens_per_second, trl.tokens_per_second),
         "alignkit_over_trl_end_to_end_tokens_per_second": ratio(ak.tokens_per_second, trl.end_to_end_tokens_per_second),
         "alignkit_over_trl_peak_rss": ratio(ak.peak_rss_mib, trl.peak_rss_mib),
+        "alignkit_over_trl_peak_cuda_memory": ratio(ak.peak_cuda_memory_mib, trl.peak_cuda_memory_mib),
         "alignkit_packed_over_unpacked_tokens_per_second": ratio(akp.tokens_per_second, ak.tokens_per_second),
         "alignkit_packed_over_trl_padding_free_tokens_per_second": ratio(
             akp.tokens_per_second, trl_pf.tokens_per_second if trl_pf else None
@@ -491,14 +524,16 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
     }
     goals = {
         f"alignkit >= {GOAL_TOKENS_RATIO}x TRL tokens/s": ratios["alignkit_over_trl_tokens_per_second"] >= GOAL_TOKENS_RATIO,
-        f"alignkit peak RSS <= {GOAL_MEMORY_RATIO}x TRL": ratios["alignkit_over_trl_peak_rss"] <= GOAL_MEMORY_RATIO,
+        f"alignkit peak {mem} <= {GOAL_MEMORY_RATIO}x TRL": (ratios[mem_key] or float("inf")) <= GOAL_MEMORY_RATIO,
         f"alignkit packed >= {GOAL_PACKED_RATIO}x alignkit unpacked tokens/s": ratios[
             "alignkit_packed_over_unpacked_tokens_per_second"
         ]
         >= GOAL_PACKED_RATIO,
     }
     setup = {
-        "model": f"llama/{a.size} (alignkit.models.init_model, seed 0), float32, sdpa attention, full fine-tuning",
+        "model": f"llama/{a.size} (alignkit.models.init_model, seed 0), {precision}, sdpa attention, full fine-tuning",
+        "device": a.device,
+        "precision": a.precision,
         "data": f"{HH_RLHF.relative_to(REPO)}: first {a.steps * a.batch_size} usable chosen replies as conversational "
         f"prompt-completion rows ({data.truncated} truncated at max_length), alignkit's epoch-0 order for both",
         "steps": a.steps,
@@ -512,11 +547,15 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
         "disabled_in_both": [
             "eval and checkpoints during training",
             "tensorboard (alignkit tensorboard=false) / reporting (TRL report_to=none)",
-            "mixed precision (alignkit mixed_precision=no; TRL bf16=False, its default would be True)",
             "gradient checkpointing (alignkit default false; TRL default True, set False)",
         ],
         "same_batches": "TRL reads the rows in alignkit's epoch-0 order in sequence (train_sampling_strategy="
         "'sequential'), so both train on the same examples in the same batches",
+        "precision_in_both": (
+            "fp32 (alignkit mixed_precision=no; TRL bf16=False, its default would be True)"
+            if a.precision == "fp32"
+            else "bf16 autocast over fp32 weights in both (alignkit mixed_precision=bf16; TRL bf16=True)"
+        ),
         "left_at_defaults": [
             "optimizer: TRL's adamw_torch_fused, alignkit's torch.optim.AdamW",
             "TRL's fused LM head also computes entropy and token accuracy every step (not optional in TRL)",
@@ -540,13 +579,13 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
     print()
     print(
         f"SFT throughput, alignkit vs TRL {versions()['trl']}: llama/{a.size}, batch {a.batch_size}, max_length "
-        f"{a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, float32 CPU, "
+        f"{a.max_length}, {a.steps} steps (first {a.warmup} not timed), lr {a.lr}, {precision} on {a.device.upper()}, "
         f"torch threads = {a.threads} in every run (OMP_NUM_THREADS and torch.set_num_threads)"
     )
-    print(f"disabled in both: {'; '.join(setup['disabled_in_both'])}")
+    print(f"disabled in both: {'; '.join(setup['disabled_in_both'])}; precision: {setup['precision_in_both']}")
     print()
     head = (
-        f"{'framework / mode':<22}{'tokens/s':>11}{'step min-max':>16}{'e2e tok/s':>11}{'peak RSS MiB':>14}"
+        f"{'framework / mode':<22}{'tokens/s':>11}{'step min-max':>16}{'e2e tok/s':>11}{'peak ' + ('CUDA' if a.device == 'cuda' else 'RSS') + ' MiB':>14}"
         f"{'import MiB':>12}{'first loss':>12}{'last loss':>11}{'loss tok/step':>15}"
     )
     print(head)
@@ -556,15 +595,17 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
         e2e = f"{r.end_to_end_tokens_per_second:,.0f}" if r.end_to_end_tokens_per_second else "-"
         lt = f"{statistics.mean(r.step_loss_tokens):,.0f}" if r.step_loss_tokens else "-"
         spread = f"{min(r.step_tokens_per_second):,.0f}-{max(r.step_tokens_per_second):,.0f}"
+        peak_mib = r.peak_cuda_memory_mib if a.device == "cuda" else r.peak_rss_mib
         print(
-            f"{name:<22}{r.tokens_per_second:>11,.0f}{spread:>16}{e2e:>11}{r.peak_rss_mib:>14,.0f}"
+            f"{name:<22}{r.tokens_per_second:>11,.0f}{spread:>16}{e2e:>11}{peak_mib or float('nan'):>14,.0f}"
             f"{(f'{floor:,.0f}' if floor else '-'):>12}{r.losses[0]:>12.4f}{r.losses[-1]:>11.4f}{lt:>15}"
         )
     print()
-    peak_fp32 = (peak or {}).get("peak_tflops", {}).get("fp32")
+    peak_tf = (peak or {}).get("peak_tflops", {}).get(a.precision)
     print(
         f"MFU: model FLOPs (6N + 12·L·d·s per token, N with the LM head; alignkit.training.flops) of the timed steps "
-        f"/ timed time / fp32 matmul peak {peak_fp32 or float('nan'):.4f} TFLOP/s at {a.threads} thread(s)"
+        f"/ timed time / {a.precision} matmul peak {peak_tf or float('nan'):.4f} TFLOP/s on {(peak or {}).get('device_name', a.device)}"
+        f"{f' at {a.threads} thread(s)' if a.device == 'cpu' else ''}"
     )
     for name, r in results.items():
         step_s = r.timed_seconds / r.timed_steps
@@ -595,6 +636,7 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
     )
     print(
         "peak RSS = the run's own process (os.wait4), libraries included; import MiB = RSS after importing the framework alone."
+        + (" peak CUDA = the run's torch.cuda.max_memory_allocated (the memory goal uses it)." if a.device == "cuda" else "")
     )
     print(f"same data: {setup['same_batches']}.")
     print(f"left at each framework's default: {'; '.join(setup['left_at_defaults'])}.")
@@ -621,7 +663,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=512, help="truncate examples to this many tokens")
     p.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny", help="init_model size (medium: ~57M)")
     p.add_argument(
-        "--peak-tflops", type=float, help="fp32 matmul peak for MFU (default: measured now, benchmarks/matmul_peak.py)"
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cpu: GPUs hidden from every run; cuda: every run trains on the GPU, peak CUDA memory reported",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="fp32, or bf16 autocast over fp32 weights in both frameworks (default: fp32 on cpu, bf16 on cuda)",
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="matmul peak in --precision for MFU (default: measured now, benchmarks/matmul_peak.py)",
     )
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay, no warm-up)")
     p.add_argument("--seed", type=int, default=42, help="training seed (alignkit's data order comes from it)")
@@ -640,17 +696,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if not 0 <= a.warmup < a.steps:
         p.error(f"--warmup must be in [0, --steps); got {a.warmup} with --steps {a.steps}")
+    a.precision = a.precision or ("bf16" if a.device == "cuda" else "fp32")
     return a
 
 
 def measured_peak(a) -> dict:
-    """The fp32 matmul peak at the runs' thread count (``--peak-tflops``, or measured by matmul_peak.py now)."""
+    """The matmul peak in ``--precision`` on ``--device`` (at the runs' thread count on CPU): ``--peak-tflops``, or
+    measured by matmul_peak.py now."""
     if a.peak_tflops:
-        return {"peak_tflops": {"fp32": a.peak_tflops}, "threads": a.threads, "source": "--peak-tflops"}
+        return {"peak_tflops": {a.precision: a.peak_tflops}, "threads": a.threads, "source": "--peak-tflops"}
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from matmul_peak import measure
 
-    res = measure(threads=a.threads, dtypes=["fp32"], sizes=[1024, 2048], repeats=5, min_seconds=0.5)
+    sizes = [4096, 8192] if a.device == "cuda" else [1024, 2048]
+    res = measure(threads=a.threads, dtypes=[a.precision], sizes=sizes, repeats=5, min_seconds=0.5, device=a.device)
     res["source"] = "benchmarks/matmul_peak.py, measured after the runs in this process"
     return res
 
@@ -669,6 +728,9 @@ def main(argv=None) -> int:
     import yaml
 
     torch.set_num_threads(a.threads)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("sft_vs_trl: --device cuda, but torch sees no CUDA GPU here (use --device cpu)", file=sys.stderr)
+        return 2
     work = Path(a.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
@@ -701,14 +763,15 @@ def main(argv=None) -> int:
             r = fn()
             runs.setdefault(name, []).append(r)
             print(
-                f"[{rep + 1}/{a.repeats}] {name}: {r.tokens_per_second:,.0f} tokens/s, peak RSS {r.peak_rss_mib:,.0f} MiB "
-                f"({time.perf_counter() - t:.0f}s)",
+                f"[{rep + 1}/{a.repeats}] {name}: {r.tokens_per_second:,.0f} tokens/s, peak RSS {r.peak_rss_mib:,.0f} MiB"
+                + (f", peak CUDA {r.peak_cuda_memory_mib:,.0f} MiB " if r.peak_cuda_memory_mib is not None else " ")
+                + f"({time.perf_counter() - t:.0f}s)",
                 flush=True,
             )
 
     results = {name: median_run(rs) for name, rs in runs.items()}
     peak = measured_peak(a)
-    add_mfu(results, timed_flops(model_dir, data, a), peak["peak_tflops"]["fp32"])
+    add_mfu(results, timed_flops(model_dir, data, a), peak["peak_tflops"][a.precision])
     doc = report(a, results, floors, data, peak)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
