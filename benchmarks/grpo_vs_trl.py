@@ -61,6 +61,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -103,7 +104,7 @@ def prepare_child(a: argparse.Namespace) -> None:
     else:
         from alignkit.models.init_model import init_model
 
-        model_dir = init_model("llama", "tiny", [str(HARMLESS)], str(work / "model-tiny"), seed=0, overwrite=True)
+        model_dir = init_model("llama", a.size, [str(HARMLESS)], str(work / f"model-{a.size}"), seed=0, overwrite=True)
     tokenizer = load_tokenizer(str(model_dir))
     if not tokenizer.chat_template:  # TRL applies the tokenizer's own template: save a copy with alignkit's
         ensure_chat_template(tokenizer)
@@ -222,11 +223,12 @@ def trl_config(spec: dict, output_dir: str, **overrides):
         warmup_steps=0,
         weight_decay=0.0,
         max_grad_norm=1.0,
-        # float32, no activation recomputation (GRPOConfig's defaults: bf16=True, gradient_checkpointing=True)
-        bf16=False,
+        # --precision as alignkit runs it (fp32, or bf16 autocast over fp32 weights: alignkit mixed_precision=bf16),
+        # no activation recomputation (GRPOConfig's defaults: bf16=True, gradient_checkpointing=True)
+        bf16=spec.get("precision", "fp32") == "bf16",
         fp16=False,
         gradient_checkpointing=False,
-        use_cpu=True,
+        use_cpu=spec.get("device", "cpu") == "cpu",
         disable_dropout=True,
         shuffle_dataset=False,
         log_completions=False,
@@ -255,6 +257,8 @@ def trl_child(spec_path: str) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
+    cuda = spec.get("device", "cpu") == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)  # a step's kernels finish inside its timing
     import trl
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -269,9 +273,11 @@ def trl_child(spec_path: str) -> None:
 
     class StepClock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
+            sync()
             clock["begin"][state.global_step + 1] = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            sync()
             clock["end"][state.global_step] = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -324,6 +330,8 @@ def trl_child(spec_path: str) -> None:
         "optim": str(getattr(trainer.args.optim, "value", trainer.args.optim)),
         "ref_model_loaded": trainer.ref_model is not None,
         "trl": trl.__version__,
+        "device": str(trainer.accelerator.device),
+        "peak_cuda_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }
     Path(spec["result"]).write_text(json.dumps(result))
 
@@ -368,7 +376,7 @@ def alignkit_config(spec: dict) -> dict:
             "lr_scheduler": "constant",
             "warmup_steps": 0,
             "max_grad_norm": 1.0,
-            "mixed_precision": "no",
+            "mixed_precision": "bf16" if spec.get("precision") == "bf16" else "no",
             "log_every": 1,
             "eval_every": None,
             "save_every": None,
@@ -413,6 +421,7 @@ def alignkit_child(spec_path: str) -> None:
         "run_seconds": process_train,
         "threads": torch.get_num_threads(),
         "metrics_keys": sorted(r[0]),
+        **{k: json.loads((out / "summary.json").read_text()).get(k) for k in ("device", "peak_cuda_memory_mib")},
     }
     Path(spec["result"]).write_text(json.dumps(result))
 
@@ -598,8 +607,11 @@ def run_framework(a, work: Path, data: dict, name: str) -> dict:
     spec_path = work / f"{name}-spec.json"
     spec_path.write_text(json.dumps(spec))
     Path(spec["result"]).unlink(missing_ok=True)
-    rss, wall = run_child(child_cmd(name, spec_path), env=child_env(a.threads), log=work / f"{name}.log")
+    spec_path.write_text(json.dumps(spec | {"device": a.device, "precision": a.precision}))
+    rss, wall = run_child(child_cmd(name, spec_path), env=child_env(a.threads, a.device), log=work / f"{name}.log")
     r = json.loads(Path(spec["result"]).read_text())
+    if a.device == "cuda" and not str(r.get("device")).startswith("cuda"):
+        raise SystemExit(f"{name}: --device cuda, but it ran on {r.get('device')}")
     r["peak_rss_mib"], r["process_seconds"] = rss, wall
     window = [s - 1 for s in timed_window(a.steps, a.warmup)]
     P, G = a.prompts_per_step, a.group_size
@@ -652,11 +664,14 @@ def report(a, data: dict, res: dict, check: dict | None, launcher_mib: float) ->
     if trl and ak:
         ratios["tokens/s alignkit / TRL"] = ratio(ak.get("tokens_per_second"), trl.get("tokens_per_second"))
         ratios["peak RSS alignkit / TRL"] = ratio(ak["peak_rss_mib"], trl["peak_rss_mib"])
+        ratios["peak CUDA memory alignkit / TRL"] = ratio(ak.get("peak_cuda_memory_mib"), trl.get("peak_cuda_memory_mib"))
+    mem = "CUDA memory" if a.device == "cuda" else "RSS"  # on a GPU: torch's peak allocation, not the process's RSS
+    precision = "float32" if a.precision == "fp32" else "bf16 autocast over float32 weights"
     goals = {}
     if ratios.get("tokens/s alignkit / TRL") is not None:
         goals[f"alignkit tokens/s >= {GOAL_SPEED_RATIO}x TRL"] = ratios["tokens/s alignkit / TRL"] >= GOAL_SPEED_RATIO
-    if ratios.get("peak RSS alignkit / TRL") is not None:
-        goals[f"alignkit peak RSS <= {GOAL_MEMORY_RATIO}x TRL"] = ratios["peak RSS alignkit / TRL"] <= GOAL_MEMORY_RATIO
+    if ratios.get(f"peak {mem} alignkit / TRL") is not None:
+        goals[f"alignkit peak {mem} <= {GOAL_MEMORY_RATIO}x TRL"] = ratios[f"peak {mem} alignkit / TRL"] <= GOAL_MEMORY_RATIO
     if check:
         goals[f"first-update loss |alignkit - TRL| <= {LOSS_TOLERANCE:g}"] = check["loss_abs_diff"] <= LOSS_TOLERANCE
     v = versions()
@@ -674,6 +689,8 @@ def report(a, data: dict, res: dict, check: dict | None, launcher_mib: float) ->
         "warmup_steps_excluded": a.warmup,
         "learning_rate": a.lr,
         "threads": a.threads,
+        "device": a.device,
+        "precision": precision + " (alignkit mixed_precision, TRL bf16); the loss check runs in float32 on CPU",
         "launcher_peak_rss_mib": launcher_mib,
         "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
         "versions": v,
@@ -687,17 +704,17 @@ def report(a, data: dict, res: dict, check: dict | None, launcher_mib: float) ->
         "goals": goals,
     }
     print(
-        f"\nGRPO, alignkit vs TRL {v.get('trl', '?')} GRPOTrainer: {a.model or 'llama/tiny'}, {a.prompts_per_step} prompts x G "
+        f"\nGRPO, alignkit vs TRL {v.get('trl', '?')} GRPOTrainer: {a.model or f'llama/{a.size}'}, {a.prompts_per_step} prompts x G "
         f"{a.group_size} per step, <= {a.max_new_tokens} new tokens, {a.steps} steps (first {a.warmup} not timed), "
-        f"beta 0, token-mean (dapo) loss, float32 CPU, {a.threads} torch threads in every run\n"
+        f"beta 0, token-mean (dapo) loss, {precision} on {a.device.upper()}, {a.threads} torch threads in every run\n"
     )
-    hdr = f"{'run':<10}{'tokens/s':>10}{'s/step':>8}{'peak RSS MiB':>14}{'compl tok':>11}{'process s':>11}"
+    hdr = f"{'run':<10}{'tokens/s':>10}{'s/step':>8}{'peak ' + ('CUDA' if a.device == 'cuda' else 'RSS') + ' MiB':>14}{'compl tok':>11}{'process s':>11}"
     print(hdr + "\n" + "-" * len(hdr))
     for name, r in res.items():
         tps, ts, mct = r.get("tokens_per_second"), r.get("timed_seconds"), r.get("mean_completion_tokens")
         print(
             f"{name:<10}{(f'{tps:,.0f}' if tps else '-'):>10}{(f'{ts / (a.steps - a.warmup):.3f}' if ts else '-'):>8}"
-            f"{r['peak_rss_mib']:>14,.0f}{(f'{mct:.1f}' if mct else '-'):>11}{r['process_seconds']:>11.1f}"
+            f"{(r.get('peak_cuda_memory_mib') or float('nan')) if a.device == 'cuda' else r['peak_rss_mib']:>14,.0f}{(f'{mct:.1f}' if mct else '-'):>11}{r['process_seconds']:>11.1f}"
         )
         if not r.get("prompt_tokens_as_planned"):
             print(f"  note {name}: its per-step prompt tokens are not those of alignkit's prompt plan")
@@ -742,7 +759,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="which runs (none: the loss check only)",
     )
     p.add_argument("--no-loss-check", action="store_true", help="skip the identical-rollout loss check")
-    p.add_argument("--model", default=None, help="a local causal LM directory (default: init_model llama/tiny)")
+    p.add_argument("--model", default=None, help="a local causal LM directory (default: init_model llama/--size)")
+    p.add_argument("--size", choices=["tiny", "small", "medium"], default="tiny", help="init_model size (without --model)")
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cpu: GPUs hidden from every run; cuda: both train on the GPU, peak CUDA memory reported (loss check: CPU)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="fp32, or bf16 autocast over fp32 weights in both frameworks (default: fp32 on cpu, bf16 on cuda)",
+    )
     p.add_argument("--steps", type=int, default=10, help="optimizer steps per run")
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing (>= 1)")
     p.add_argument("--group-size", type=int, default=4, help="G: completions per prompt")
@@ -768,6 +798,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--warmup must be in [1, --steps); got {a.warmup} with --steps {a.steps}")
     if a.group_size < 2:
         p.error("--group-size must be >= 2 (GRPO's group std needs two completions)")
+    a.precision = a.precision or ("bf16" if a.device == "cuda" else "fp32")
     return a
 
 
@@ -782,12 +813,18 @@ def main(argv=None) -> int:
         return 0
     import resource
 
+    if a.device == "cuda":  # asked in a child: the launcher stays free of torch (its RSS is every child's floor)
+        probe = [sys.executable, "-c", "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"]
+        if subprocess.run(probe, env=child_env(a.threads, "cuda"), capture_output=True).returncode != 0:
+            print("grpo_vs_trl: --device cuda, but torch sees no CUDA GPU here (use --device cpu)", file=sys.stderr)
+            return 2
     work = Path(a.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--work-dir", str(work)]
     cmd += [
-        f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("steps", "prompts-per-step", "max-prompt-tokens", "threads", "seed")
+        f"--{k}={getattr(a, k.replace('-', '_'))}"
+        for k in ("steps", "prompts-per-step", "max-prompt-tokens", "threads", "seed", "size")
     ]
     if a.model:
         cmd.append(f"--model={a.model}")
