@@ -90,3 +90,19 @@ def test_sft_step_on_cuda_logs_plausible_mfu(tiny_model_dir, tmp_path):
     assert json.loads((out / "summary.json").read_text())["device"].startswith("cuda")
     for r in rows:
         assert r["tflops"] > 0 and 0 < r["mfu"] < 1, r
+
+
+@pytest.mark.parametrize("stage", ["grpo", "ppo"])
+def test_rl_stages_log_tflops_and_mfu(tiny_sft_dir, tmp_path, stage):
+    """PPO and GRPO log tflops (generation + no-gradient passes + trained passes, alignkit.training.flops.
+    rl_step_flops) and mfu with a peak, per step and in summary.json."""
+    from tests.conftest import write_grpo_config, write_ppo_config
+
+    write = write_grpo_config if stage == "grpo" else write_ppo_config
+    out = tmp_path / "run"
+    assert main([stage, str(write(tmp_path / "c.yaml", tiny_sft_dir, out, train={"peak_tflops": 0.1}))]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"reward"' in x]
+    for r in rows:
+        assert r["tflops"] > 0 and r["mfu"] == pytest.approx(r["tflops"] / 0.1)
+    summary = json.loads((out / "summary.json").read_text())["throughput"]
+    assert summary["peak_tflops"] == 0.1 and summary["tflops"] > 0 and summary["steps_counted"] == 1

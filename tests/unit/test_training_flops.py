@@ -74,3 +74,14 @@ def test_achieved_tflops_and_mfu():
     assert math.isclose(achieved(3e12, 2.0, peak_tflops=3.0, devices=2)["mfu"], 0.25)
     with pytest.raises(ValueError):
         achieved(1.0, 0.0, peak_tflops=1.0)
+
+
+def test_rl_step_flops_by_hand():
+    from alignkit.training.flops import rl_step_flops
+
+    shape = ModelShape(n_params=100, n_layers=2, attn_dim=4)
+    # one forward over a sequence of s tokens: 2·100·s + 4·2·4·s² = 200·s + 32·s²
+    fwd = {3: 200 * 3 + 32 * 9, 5: 200 * 5 + 32 * 25}  # 888, 1800
+    # sampled 3 and 5 (generation: one forward each); 5 kept, 2 no-grad passes and 3 trained passes over it
+    got = rl_step_flops(shape, [3, 5], [5], forward_passes=2, train_passes=3)
+    assert got == (888 + 1800) + 2 * 1800 + 3 * 3 * 1800

@@ -49,7 +49,8 @@ from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
 from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
-from alignkit.training.metrics import MetricsLogger, StepSums
+from alignkit.training.flops import rl_step_flops, shape_or_none
+from alignkit.training.metrics import MetricsLogger, StepSums, Throughput
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, replicas_in_sync, resume_record, resume_state, run_facts, start_run
 
@@ -222,6 +223,8 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     mini = gc.mini_batch_size or rows_per_step
     on_policy = gc.num_iterations == 1 and mini >= rows_per_step
     collate = partial(collate_rollout, pad_token_id=tokenizer.pad_token_id, max_row_tokens=d.max_length + g.max_new_tokens)
+    shape = shape_or_none(inner.policy.config, trust_remote_code=m.trust_remote_code, log=log)  # model FLOPs
+    throughput = Throughput(t.peak_tflops, devices=world)
     eval_tokens = cfg.eval.max_new_tokens or g.max_new_tokens
 
     # --- the rollout engine: the policy itself, or a separate one (vLLM) pushed and verified after every update
@@ -297,6 +300,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             # 1-2. sample groups and score them; dynamic sampling drops groups without signal and draws more
             kept: list[tuple] = []  # (prompt, response ids, ended, reward, the engine's log-probs or None) per row
             sampled_total, sampled_parts, sampled_len, sampled_ended, zero_std, n_groups = [], {}, [], [], 0, 0
+            sampled_seqs: list[int] = []  # prompt + response length of every sampled row (model FLOPs)
             rounds = 0
             while True:
                 idx = stream.take(cursor, P, world, rank)
@@ -321,6 +325,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 engine_logps = [x.logps if x.ids else None for x in got]  # an empty answer is trained as EOS
                 texts = tokenizer.batch_decode(resp, skip_special_tokens=True)
                 lengths = torch.tensor([len(r) for r in resp], dtype=torch.float32)
+                sampled_seqs += [len(prompt_ids[i]) + len(r) for i, r in zip(rows_prompts, resp)]
                 total, parts = score([messages[i] for i in rows_prompts], texts, [references[i] for i in rows_prompts], lengths)
                 stds = group_std(total, G) if G > 1 else None  # answers of one: no group, no spread to measure
                 sampled_total.append(total)
@@ -461,9 +466,20 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             all_len = accelerator.gather(torch.cat(sampled_len).to(accelerator.device)).cpu()
             all_ended = accelerator.gather(torch.cat(sampled_ended).to(accelerator.device)).cpu()
             dt = time.perf_counter() - t0
-            n_tok = accelerator.reduce(
-                torch.tensor(float(sum(len(prompt_ids[r[0]]) + len(r[1]) for r in kept)), device=accelerator.device), "sum"
-            ).item()
+            kept_seqs = [len(prompt_ids[r[0]]) + len(r[1]) for r in kept]
+            flops = 0.0
+            if shape is not None:  # generation, the no-gradient passes (old, reference), num_iterations trained passes
+                no_grad = int(B > 0 and (not on_policy or (use_ref and cfg.kl.placement == "reward") or syncer is not None))
+                no_grad += int(B > 0 and use_ref)
+                flops = rl_step_flops(
+                    shape, sampled_seqs, kept_seqs, forward_passes=no_grad, train_passes=gc.num_iterations if B else 0
+                )
+            n_tok, flops = (
+                x.item()
+                for x in accelerator.reduce(
+                    torch.tensor([float(sum(kept_seqs)), flops], dtype=torch.float64, device=accelerator.device), "sum"
+                )
+            )
             done = step + 1
             last = {
                 "step": done,
@@ -492,6 +508,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 "grad_norm": float(grad_norm) if grad_norm is not None else None,
                 "epoch": cursor / len(prompt_ids),
                 **{k: v for k, v in step_metrics.items() if k.startswith(("rollout/", "sync/")) or k == "sync_time"},
+                **(throughput.step(flops, dt) if shape is not None else {}),
             }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
@@ -523,6 +540,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             "aggregation": cfg.loss.aggregation,
             "memory": cfg.memory,
             "generation_backend": g.backend,
+            "throughput": throughput.summary() if shape is not None else None,
             "weight_pushes": syncer.pushes if syncer else None,
             "steps": steps,
             "resumed_from_step": start_step,

@@ -47,7 +47,8 @@ from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
 from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
-from alignkit.training.metrics import MetricsLogger, StepSums
+from alignkit.training.flops import rl_step_flops, shape_or_none
+from alignkit.training.metrics import MetricsLogger, StepSums, Throughput
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, replicas_in_sync, resume_record, resume_state, run_facts, start_run
 
@@ -207,6 +208,8 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
         )
 
     collate = partial(collate_rollout, pad_token_id=tokenizer.pad_token_id, max_row_tokens=d.max_length + g.max_new_tokens)
+    shape = shape_or_none(inner.policy.config, trust_remote_code=m.trust_remote_code, log=log)  # model FLOPs
+    throughput = Throughput(t.peak_tflops, devices=world)
 
     # --- the rollout engine: the policy itself, or a separate one (vLLM) pushed and verified after every update
     with inner.adapter("default"):
@@ -422,6 +425,12 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             ev = explained_variance(rollout.values, rollout.returns, rollout.mask)
             dt = time.perf_counter() - t0
             n_tokens_step = sum(len(p) + len(r) for p, r in zip(p_ids, response_ids)) * world
+            seqs = [len(p) + len(r) for p, r in zip(p_ids, response_ids)]
+            # generation; old log-probs, values and reference (3 no-gradient passes); ppo_epochs × (policy + value)
+            flops = (
+                rl_step_flops(shape, seqs, seqs, forward_passes=3, train_passes=2 * pc.ppo_epochs) if shape is not None else 0.0
+            )
+            flops = accelerator.reduce(torch.tensor(flops, dtype=torch.float64, device=accelerator.device), "sum").item()
             done = step + 1
             n = max(s["tokens"], 1.0)
             last = {
@@ -452,6 +461,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                     done, num_examples=len(prompt_ids), batch_size=pc.rollout_size, grad_accum=1, world_size=world
                 ),
                 **engine_figures,
+                **(throughput.step(flops, dt) if shape is not None else {}),
             }
             if done % t.log_every == 0 or done == steps:
                 metrics.log(last)
@@ -479,6 +489,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             "stage": "ppo",
             "memory": cfg.memory,
             "generation_backend": g.backend,
+            "throughput": throughput.summary() if shape is not None else None,
             "weight_pushes": syncer.pushes if syncer else None,
             "steps": steps,
             "resumed_from_step": start_step,

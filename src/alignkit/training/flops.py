@@ -65,6 +65,22 @@ def step_flops(shape: ModelShape, trained: Iterable[int], forward_only: Iterable
     return train_flops(shape, trained) + forward_flops(shape, forward_only)
 
 
+def rl_step_flops(
+    shape: ModelShape, sampled: Iterable[int], trained: Iterable[int], *, forward_passes: int, train_passes: int
+) -> float:
+    """FLOPs of an RL step (PPO, GRPO) with models of one shape: generating the ``sampled`` sequences (prompt +
+    response lengths; with a KV cache each token still meets every weight once, so one forward over the whole
+    sequence), ``forward_passes`` no-gradient passes over the ``trained`` sequences (old, reference, value
+    log-probs) and ``train_passes`` forward+backward passes over them (epochs / iterations, and PPO's value
+    model). A reward model of another shape is not counted."""
+    trained = list(trained)
+    return (
+        forward_flops(shape, sampled)
+        + forward_passes * forward_flops(shape, trained)
+        + train_passes * train_flops(shape, trained)
+    )
+
+
 def achieved(flops: float, seconds: float, peak_tflops: float | None, devices: int = 1) -> dict[str, float]:
     """``{"tflops": flops / seconds / 1e12}`` and, when the peak (TFLOP/s per device) is known,
     ``"mfu": tflops / (peak · devices)``. ``flops`` is the step's total over all ``devices``."""
