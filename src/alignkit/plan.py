@@ -29,6 +29,11 @@ Parts (bytes; ``P`` = parameters, ``T`` = trainable parameters):
   fragmentation, CUDA context (~0.5 GB) and library workspaces — keep a margin.
 - ``kv_cache/rollout``: sampling keeps keys and values for every layer: ``2 × L × kv_heads × head_dim × N ×
   (prompt + new tokens) × a`` for ``N`` sequences generated together.
+- ``generation.backend: vllm`` (PPO, GRPO): the engine's own copy of the weights (``weights/vllm_engine``, in
+  ``generation.vllm.dtype``; 2 bytes for ``auto``, vLLM's choice for bf16, fp16 and fp32 checkpoints) and its KV cache for the same
+  sequences (``kv_cache/vllm``) instead of ``kv_cache/rollout``. vLLM reserves ``gpu_memory_utilization`` × the
+  GPU's memory whatever it needs (a note says how much on the asked GPU); with ``sleep_mode`` it gives the memory
+  back while the trainer works, so the sum over-states the peak by the smaller of the two phases.
 - ``weights/reference``, ``weights/value``, ``weights/reward``: the other models a stage holds, by its layout:
   ``separate`` keeps a reference copy (4-bit again under QLoRA) and a value model of its own (PPO), ``shared-base``
   keeps one base with extra LoRA adapters (``weights/value_adapter``, ``weights/reference_adapter``); a reward
@@ -549,7 +554,7 @@ def plan_ppo(cfg, aliases=None, adapters: set[str] = frozenset()) -> Plan:
             lm_head=lm_head,
         )
     _reward_model_weights(plan, cfg.reward.model, aliases, cfg.reward.dtype)
-    plan.add("kv_cache/rollout", kv_cache_bytes(pol.shape, sequences=cfg.ppo.rollout_size, seq_len=seq, act_bytes=pol.act_bytes))
+    _rollout_memory(plan, pol, g, sequences=cfg.ppo.rollout_size, seq_len=seq)
     return plan
 
 
@@ -571,8 +576,23 @@ def plan_grpo(cfg, aliases=None, adapters: set[str] = frozenset()) -> Plan:
     if cfg.rewards.model is not None:
         _reward_model_weights(plan, cfg.rewards.model.path, aliases, cfg.rewards.model.dtype)
     gen = gc.generation_batch_size or gc.prompts_per_step * gc.group_size
-    plan.add("kv_cache/rollout", kv_cache_bytes(pol.shape, sequences=gen, seq_len=seq, act_bytes=pol.act_bytes))
+    _rollout_memory(plan, pol, g, sequences=gen, seq_len=seq)
     return plan
+
+
+def _rollout_memory(plan: Plan, pol: Trainee, g, *, sequences: int, seq_len: int) -> None:
+    """The rollouts' memory: transformers' KV cache, or a vLLM engine's weights and KV cache (module doc)."""
+    if getattr(g, "backend", "transformers") != "vllm":
+        plan.add("kv_cache/rollout", kv_cache_bytes(pol.shape, sequences=sequences, seq_len=seq_len, act_bytes=pol.act_bytes))
+        return
+    # vLLM's "auto" is the checkpoint's dtype, but float16 for a float32 checkpoint: 2 bytes either way
+    nbytes = 2 if g.vllm.dtype == "auto" else dtype_bytes(g.vllm.dtype, pol.shape)
+    plan.add("weights/vllm_engine", pol.shape.num_params() * nbytes)
+    plan.add("kv_cache/vllm", kv_cache_bytes(pol.shape, sequences=sequences, seq_len=seq_len, act_bytes=nbytes))
+    plan.notes.append(
+        f"vLLM reserves gpu_memory_utilization {g.vllm.gpu_memory_utilization:g} of the GPU's memory (at least the two "
+        "vllm parts above)" + ("; sleep_mode frees it while the trainer works" if g.vllm.sleep_mode else "")
+    )
 
 
 JUDGE_PROMPT_TOKENS = 400  # the additive 5-point rubric around the prompt and answer (self-judging)

@@ -202,3 +202,26 @@ def test_plan_against_cuda_peak_for_a_qlora_sft_step(model_dirs):
 def test_table_covers_every_recipe_model():
     for name in ("meta-llama/Llama-3.2-3B", "meta-llama/Meta-Llama-3-8B-Instruct", "google/gemma-2-9b-it"):
         assert name in KNOWN_CONFIGS
+
+
+def test_a_vllm_rollout_engine_adds_its_weights_and_kv_cache():
+    """generation.backend vllm: the engine's own 2-byte copy of the weights and its KV cache replace
+    transformers' KV cache, with a note on vLLM's reservation."""
+    from alignkit.config.grpo import GRPOConfig
+    from alignkit.plan import kv_cache_bytes, plan_stage, resolve_shape
+
+    base = {
+        "output_dir": "runs/x",
+        "model": {"name_or_path": "meta-llama/Llama-3.2-3B-Instruct", "finetune": "lora"},
+        "data": {"train": "data/gsm8k/train.jsonl", "max_length": 256},
+        "rewards": {"functions": [{"function": "alignkit.rl.verifiable:gsm8k"}]},
+        "generation": {"max_new_tokens": 256},
+        "grpo": {"group_size": 8, "prompts_per_step": 4},
+    }
+    plain = plan_stage("grpo", GRPOConfig.model_validate(base))
+    with_vllm = plan_stage("grpo", GRPOConfig.model_validate({**base, "generation": {"max_new_tokens": 256, "backend": "vllm"}}))
+    shape = resolve_shape("meta-llama/Llama-3.2-3B-Instruct")
+    assert "kv_cache/rollout" in plain.parts and "kv_cache/rollout" not in with_vllm.parts
+    assert with_vllm.parts["weights/vllm_engine"] == shape.num_params() * 2
+    assert with_vllm.parts["kv_cache/vllm"] == kv_cache_bytes(shape, sequences=32, seq_len=512, act_bytes=2)
+    assert any("gpu_memory_utilization 0.3" in n for n in with_vllm.notes)
