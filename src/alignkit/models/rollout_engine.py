@@ -199,41 +199,29 @@ class PolicyEngine:
         pass
 
 
-class CopyEngine:
+class CopyEngine(PolicyEngine):
     """A transformers model of its own, loaded from ``path`` (the policy's base weights, as vLLM loads them),
-    changed only by :meth:`load_weights`: the vLLM engine's design and interface without vLLM."""
+    changed only by :meth:`load_weights`: the vLLM engine's design and interface without vLLM. Like vLLM it
+    returns its own log-probs of what it sampled."""
 
     needs_sync = True
 
     def __init__(self, path: str, tokenizer=None, *, dtype: str = "float32", device: str | torch.device = "cpu", batch_size=None):
         from alignkit.models.loading import load_for_inference
 
-        self.model, own_tokenizer = load_for_inference(path, dtype=dtype, device=device)
-        self.tokenizer, self.batch_size = tokenizer or own_tokenizer, batch_size
+        model, own_tokenizer = load_for_inference(path, dtype=dtype, device=device)
+        super().__init__(model, tokenizer or own_tokenizer, batch_size=batch_size)
         self.pushes = 0
 
-    def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed) -> list[Sample]:
-        from alignkit.models.generation import generate_ids
-
-        got = generate_ids(
-            self.model,
-            self.tokenizer,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            batch_size=self.batch_size or max(len(prompts), 1),
+    def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed, batch_size=None) -> list[Sample]:
+        got = super().generate(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size
         )
-        responses = [ids if ids else [self.tokenizer.eos_token_id] for ids, _ in got]
-        logps, mask = response_logps(
+        responses = [x.ids if x.ids else [self.tokenizer.eos_token_id] for x in got]
+        logps, _ = response_logps(
             self.model, prompts, responses, temperature=temperature or 1.0, pad_token_id=_pad_id(self.tokenizer)
         )
-        return [Sample(ids, ended, row[: len(ids)].tolist()) for (ids, ended), row in zip(got, logps)]
-
-    def score(self, prompts, responses) -> list[list[float]]:
-        logps, mask = response_logps(self.model, prompts, responses, pad_token_id=_pad_id(self.tokenizer))
-        return [row[: int(m.sum())].tolist() for row, m in zip(logps, mask)]
+        return [Sample(x.ids, x.ended, row[: len(x.ids)].tolist()) for x, row in zip(got, logps)]
 
     def load_weights(self, weights) -> None:
         params = dict(self.model.named_parameters())
@@ -243,12 +231,6 @@ class CopyEngine:
                     raise ModelError(f"rollout engine: no parameter named {name!r} in the engine's model")
                 params[name].copy_(tensor.to(params[name].dtype))
         self.pushes += 1
-
-    def sleep(self) -> None:
-        pass
-
-    def wake_up(self) -> None:
-        pass
 
 
 class VLLMEngine:
@@ -446,7 +428,7 @@ def sample_rollouts(
     """One :class:`Sample` per token-id prompt from ``engine``: the policy itself generates in batches of
     ``batch_size`` (exactly transformers' ``generate``, as before engines existed); a separate engine takes them
     all at once and is put to sleep after, so the trainer gets the memory back."""
-    if isinstance(engine, PolicyEngine):
+    if not engine.needs_sync:  # the policy itself
         return engine.generate(
             prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size
         )
