@@ -51,7 +51,9 @@ from alignkit.rag.documents import (
 )
 from alignkit.rag.embed import EmbedderLike
 from alignkit.rag.errors import RagError
-from alignkit.rag.vectors import SearchResult, VectorIndex
+from alignkit.rag.pg import is_postgres_url
+from alignkit.rag.sqlite_vectors import SyncedVectors, chunked, connect, transaction
+from alignkit.rag.vectors import SearchResult
 
 DB_FILE, VECTORS_DIR = "chunks.sqlite", "vectors"
 FORMAT = "1"
@@ -157,18 +159,20 @@ class CorpusIndex:
     :meth:`vectors`. Reads are safe from several threads; writes are not.
     """
 
-    def __init__(self, path: Path, embedder: EmbedderLike, db: sqlite3.Connection, vectors: VectorIndex):
-        self.path, self.embedder, self._db, self._vectors = path, embedder, db, vectors
+    def __init__(self, path: Path, embedder: EmbedderLike, db: sqlite3.Connection, vectors: SyncedVectors):
+        self.path, self.embedder, self._db, self._synced = path, embedder, db, vectors
         self._lock = threading.RLock()
         self._version: str | None = None
+
+    @property
+    def _vectors(self):
+        """The :class:`~alignkit.rag.vectors.VectorIndex` of the chunk vectors."""
+        return self._synced.index
 
     # --- opening ----------------------------------------------------------------------------------
     @staticmethod
     def _connect(db_path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+        return connect(db_path)
 
     @staticmethod
     def _meta(db: sqlite3.Connection) -> dict[str, str]:
@@ -176,11 +180,20 @@ class CorpusIndex:
 
     @classmethod
     def exists(cls, path: str | os.PathLike) -> bool:
+        """Whether ``path`` holds an index (a directory, or a ``postgresql://`` URL)."""
+        if is_postgres_url(path):
+            from alignkit.rag.store_pg import PgCorpusIndex
+
+            return PgCorpusIndex.exists(str(path))
         return (Path(path) / DB_FILE).is_file()
 
     @classmethod
     def info(cls, path: str | os.PathLike) -> IndexInfo:
         """What the index at ``path`` records; a RagError when there is none."""
+        if is_postgres_url(path):
+            from alignkit.rag.store_pg import PgCorpusIndex
+
+            return PgCorpusIndex.info(str(path))
         path = Path(path)
         if not cls.exists(path):
             raise RagError(f"{path}: no RAG index here (build one with 'alignkit rag index --docs DIR --index {path}')")
@@ -206,7 +219,12 @@ class CorpusIndex:
     @classmethod
     def open(cls, path: str | os.PathLike, embedder: EmbedderLike, *, create: bool = False) -> CorpusIndex:
         """Open the index at ``path`` (``create``: make an empty one when there is none), check it was built with
-        ``embedder`` (another name or dimension is a RagError) and reconcile SQLite with the vectors."""
+        ``embedder`` (another name or dimension is a RagError) and reconcile SQLite with the vectors. A
+        ``postgresql://`` URL opens the server store (:class:`~alignkit.rag.store_pg.PgCorpusIndex`) instead."""
+        if is_postgres_url(path):
+            from alignkit.rag.store_pg import PgCorpusIndex
+
+            return PgCorpusIndex.open(str(path), embedder, create=create)
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise RagError(f"{path}: a file, not an index directory")
@@ -221,7 +239,7 @@ class CorpusIndex:
                 db.execute("ALTER TABLE chunks ADD COLUMN embedding BLOB")  # NULL: embedded again if its vector is lost
             meta = cls._meta(db)
             if not meta:
-                with _transaction(db):
+                with transaction(db):
                     db.executemany(
                         "INSERT INTO meta VALUES (?, ?)",
                         [
@@ -244,13 +262,7 @@ class CorpusIndex:
         except BaseException:
             db.close()
             raise
-        vec_dir = path / VECTORS_DIR
-        try:
-            vectors = VectorIndex.load(vec_dir)
-        except Exception:  # none yet, or damaged: rebuilt from SQLite by reconcile()
-            vectors = VectorIndex(embedder.dim)
-        if vectors.dim != embedder.dim:
-            vectors = VectorIndex(embedder.dim)
+        vectors = SyncedVectors.load(path / VECTORS_DIR, embedder.dim)  # none yet, or damaged: empty, rebuilt below
         self = cls(path, embedder, db, vectors)
         self.reconcile()
         return self
@@ -293,34 +305,32 @@ class CorpusIndex:
         and the embedding stored, when the row has none), vectors with no chunk are dropped; save if anything
         changed. Returns (embedded, dropped): chunks the embedder had to encode, vectors removed."""
         with self._lock:
-            sql_ids = {r[0] for r in self._db.execute("SELECT id FROM chunks")}
-            vec_ids = set(self._vectors.ids().tolist())
-            stale = sorted(vec_ids - sql_ids)
-            missing = sorted(sql_ids - vec_ids)
-            if stale:
-                self._vectors.remove(stale)
+            sql_ids = np.array([r[0] for r in self._db.execute("SELECT id FROM chunks")], dtype=np.int64)
             embedded = 0
-            for start in range(0, len(missing), 512):
-                part = missing[start : start + 512]
+
+            def vectors_for(part: list[int]) -> tuple[list[int], np.ndarray]:
+                nonlocal embedded
                 stored = self._stored_embeddings(part)  # committed with the chunk: no need to embed it again
-                if stored:
-                    self._vectors.add(list(stored), np.stack(list(stored.values())))
                 rows = self.rows([i for i in part if i not in stored])
+                ids, vecs = list(stored), list(stored.values())
                 if rows:
                     vectors = self.embedder.encode([r.embed_text() for r in rows])  # (n, dim)
                     self._store_embeddings([r.id for r in rows], vectors)
-                    self._vectors.add([r.id for r in rows], vectors)
+                    ids += [r.id for r in rows]
+                    vecs += list(np.asarray(vectors, dtype=np.float32))
                     embedded += len(rows)
-            if stale or missing:
-                self._vectors.save(self.path / VECTORS_DIR)
-            return embedded, len(stale)
+                return ids, (np.stack(vecs) if vecs else np.zeros((0, int(self.embedder.dim)), np.float32))
+
+            _, dropped = self._synced.reconcile(sql_ids, vectors_for)
+            if self._synced.unsaved:
+                self._synced.save()
+            return embedded, dropped
 
     def _stored_embeddings(self, ids: list[int]) -> dict[int, np.ndarray]:
         """The embeddings stored with chunks ``ids`` (those with none, or of another size, left out)."""
         out: dict[int, np.ndarray] = {}
         dim = int(self.embedder.dim)
-        for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-            part = ids[start : start + 900]
+        for part in chunked(ids):
             q = f"SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL AND id IN ({','.join('?' * len(part))})"
             for id_, blob in self._db.execute(q, part):
                 if len(blob) == 4 * dim:
@@ -328,7 +338,7 @@ class CorpusIndex:
         return out
 
     def _store_embeddings(self, ids: list[int], vectors: np.ndarray) -> None:
-        with _transaction(self._db):
+        with transaction(self._db):
             self._db.executemany(
                 "UPDATE chunks SET embedding = ? WHERE id = ?", [(_blob(v), int(i)) for i, v in zip(ids, vectors)]
             )
@@ -366,9 +376,7 @@ class CorpusIndex:
             }
             known = self.files()
             if any(meta.get(k) != v for k, v in settings.items()):
-                with _transaction(self._db):  # every file is stale at once: a crash midway re-chunks the rest next time
-                    self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(settings.items()))
-                    self._db.execute("UPDATE files SET sha256 = 'stale'")
+                self._mark_all_stale(settings)  # one transaction: a crash midway re-chunks the rest next time
                 report.rechunked = bool(known)
                 known = dict.fromkeys(known, "stale")
             bar = _Progress(len(found)) if progress else None
@@ -387,7 +395,7 @@ class CorpusIndex:
                 if bar:
                     bar.close()
                 self._version = None
-                self._vectors.save(self.path / VECTORS_DIR)  # also after an error or Ctrl-C: what SQLite committed
+                self._save_vectors()  # also after an error or Ctrl-C: what SQLite committed
         report.seconds = time.perf_counter() - started
         return report
 
@@ -414,9 +422,7 @@ class CorpusIndex:
             return None
         if rel not in known and gone_by_sha.get(sha):  # moved or renamed (or the docs root changed): same chunks
             old = gone_by_sha[sha].pop(0)
-            with _transaction(self._db):
-                self._db.execute("UPDATE chunks SET path = ? WHERE path = ?", (rel, old))
-                self._db.execute("UPDATE files SET path = ? WHERE path = ?", (rel, old))
+            self._move(old, rel)
             report.moved.append((old, rel))
             return None
         try:
@@ -439,10 +445,26 @@ class CorpusIndex:
         if rel in known:  # it was indexed before: its old chunks no longer match the file
             report.chunks_removed += self._replace(rel, None, [], None)
 
+    # --- storage primitives (the PostgreSQL store overrides these) ----------------------------------
+    def _mark_all_stale(self, settings: dict[str, str]) -> None:
+        """One transaction: record the new chunking ``settings`` and mark every file stale (re-chunked by the update)."""
+        with transaction(self._db):
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(settings.items()))
+            self._db.execute("UPDATE files SET sha256 = 'stale'")
+
+    def _move(self, old: str, rel: str) -> None:
+        """One transaction: file ``old``'s chunks and file row now belong to path ``rel``."""
+        with transaction(self._db):
+            self._db.execute("UPDATE chunks SET path = ? WHERE path = ?", (rel, old))
+            self._db.execute("UPDATE files SET path = ? WHERE path = ?", (rel, old))
+
+    def _save_vectors(self) -> None:
+        self._synced.save()
+
     def _replace(self, rel: str, sha: str | None, chunks: list[Chunk], vectors: np.ndarray | None) -> int:
         """One transaction: drop ``rel``'s chunks, insert ``chunks`` (and its file row when ``sha``); then the same
         in the vector index. Returns how many old chunks were dropped."""
-        with _transaction(self._db):
+        with transaction(self._db):
             old = [r[0] for r in self._db.execute("SELECT id FROM chunks WHERE path = ?", (rel,))]
             self._db.execute("DELETE FROM chunks WHERE path = ?", (rel,))
             self._db.execute("DELETE FROM files WHERE path = ?", (rel,))
@@ -468,8 +490,7 @@ class CorpusIndex:
             return []
         with self._lock:
             found: dict[int, ChunkRow] = {}
-            for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-                part = ids[start : start + 900]
+            for part in chunked(ids):  # SQLite's bound-parameter limit
                 q = f"SELECT id, path, heading, start, end, text, hash FROM chunks WHERE id IN ({','.join('?' * len(part))})"
                 for r in self._db.execute(q, part):
                     found[r[0]] = ChunkRow(*r)
@@ -500,21 +521,6 @@ def _version(meta: dict[str, str], files: list[tuple[str, str]]) -> str:
     keys = ("embedder", "dim", "chunk_tokens", "overlap", "cleaner", "keep_code")
     payload = json.dumps({"meta": {k: meta.get(k) for k in keys}, "files": files}, sort_keys=True)
     return _sha(payload, 16)
-
-
-class _transaction:
-    """``with _transaction(db):`` BEGIN ... COMMIT, ROLLBACK on any exception (autocommit connection)."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        return False
 
 
 class _Progress:
