@@ -71,7 +71,18 @@ def test_two_processes_equal_one_process_accumulating(tiny_sft_dir, tmp_path):
     two = write_grpo_config(tmp_path / "two.yaml", tiny_sft_dir, tmp_path / "two", **STEP)
     assert main(["grpo", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "alignkit", "grpo", str(two)]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "alignkit",
+        "grpo",
+        str(two),
+    ]
     proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
@@ -131,7 +142,18 @@ def test_ppo_and_grpo_on_two_processes_keep_their_replicas_in_sync(tiny_sft_dir,
     for stage, write in (("ppo", write_ppo_config), ("grpo", write_grpo_config)):
         out = tmp_path / stage
         cfg = write(tmp_path / f"{stage}.yaml", tiny_sft_dir, out, train={"max_steps": 2})
-        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "alignkit", stage, str(cfg)]
+        launch = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "alignkit",
+            stage,
+            str(cfg),
+        ]
         proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())

@@ -24,7 +24,18 @@ def test_two_processes_equal_one_process_accumulating(tiny_model_dir, tmp_path):
     two = write_rm_config(tmp_path / "two.yaml", tiny_model_dir, tmp_path / "two", train={**train, "grad_accum": 1}, data=data)
     assert main(["rm", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "alignkit", "rm", str(two)]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "alignkit",
+        "rm",
+        str(two),
+    ]
     proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")

@@ -26,7 +26,18 @@ def test_two_processes_equal_one_process_accumulating(tiny_model_dir, tmp_path):
     assert main(["sft", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     # torchrun sets RANK/WORLD_SIZE; accelerate's Accelerator picks them up (MULTI_CPU, gloo).
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "alignkit", "sft", str(two)]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "alignkit",
+        "sft",
+        str(two),
+    ]
     proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
