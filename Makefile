@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup quickstart quickstart-rlvr rag-demo test test-all lint format bench clean
+.PHONY: setup quickstart quickstart-rlvr rag-demo cache-verifier test test-all lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ quickstart-rlvr: setup
 # RAG over the shipped d2l textbook chapters with a tiny local model, offline (see docs/rag.md)
 rag-demo: setup
 	$(BIN)/python scripts/rag_demo.py $(ARGS)
+
+# retrain the semantic cache's verifier into the shipped artefact, seeded (about 20 min on one CPU thread)
+cache-verifier: setup
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/train_cache_verifier.py --out src/alignkit/rag/verifier_model --seed 0 $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q tests
