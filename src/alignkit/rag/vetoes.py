@@ -39,7 +39,7 @@ def _base(word: str) -> str:
 
 
 def names(text: str) -> frozenset[str]:
-    """Words written as names: capitalised not at the start of a sentence, ALL-CAPS (2+ letters), or mixing
+    """Words written as names: capitalised (2+ letters: not "I") not at the start of a sentence, ALL-CAPS (2+ letters), or mixing
     letters with inner capitals or digits ("iPhone", "GPT4"); case-folded, apostrophe suffix dropped. Scripts
     without letter case have none (no veto: the verifier decides)."""
     text = unicodedata.normalize("NFKC", text)
@@ -55,7 +55,7 @@ def names(text: str) -> frozenset[str]:
         all_caps = len(letters) >= 2 and all(c.isupper() for c in letters)
         inner_upper = any(c.isupper() for c in w[1:])
         has_digit = any(c.isdigit() for c in w)
-        if (w[0].isupper() and not start) or all_caps or inner_upper or has_digit:
+        if (w[0].isupper() and not start and len(letters) >= 2) or all_caps or inner_upper or has_digit:
             out.add(_base(w))
     return frozenset(out)
 
