@@ -26,10 +26,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-from alignkit.rag.cache_store import DB_FILE, VECTORS_DIR, CacheStore, open_store
+from alignkit.rag.cache_store import DB_FILE, VECTORS_DIR, CacheStore, SqliteCacheStore
 from alignkit.rag.embed import EmbedderLike
 from alignkit.rag.errors import RagError
 from alignkit.rag.match import DEFAULT_THRESHOLD, CandidateCheck, RuleCheck, normalise
@@ -98,7 +99,7 @@ class SemanticCache:
         flush_every: int = 256,
         flush_seconds: float = 5.0,
     ):
-        self.path = redact(str(path)) if is_postgres_url(path) else _as_path(path)
+        self.path = redact(str(path)) if is_postgres_url(path) else Path(path)
         self.check = check if check is not None else RuleCheck()
         threshold = float(threshold if threshold is not None else self.check.default_threshold)
         if not -1.0 <= threshold <= 1.0:
@@ -109,20 +110,26 @@ class SemanticCache:
         self._embed_lock = threading.Lock()  # builds the default embedder once (its calls lock themselves)
         self._embedder = embedder
         self._closed = False
-        self.store: CacheStore = open_store(
-            path,
+        common = dict(
             embedder_name=getattr(embedder, "name", None) if embedder is not None else None,
             dim=int(embedder.dim) if embedder is not None else None,
-            embed=self._embed,
-            embedder_dim=lambda: int(self.embedder.dim),
             clock=clock,
             ttl=ttl,
             max_entries=max_entries,
             create=create,
-            save_every=save_every,
             flush_every=flush_every,
             flush_seconds=flush_seconds,
         )
+        self.store: CacheStore
+        if is_postgres_url(path):
+            from alignkit.rag.cache_pg import PgCacheStore
+
+            self.store = PgCacheStore(str(path), **common)
+        else:  # the embedded store re-embeds rows missing from its vector index
+            embedder_dim = lambda: int(self.embedder.dim)  # noqa: E731
+            self.store = SqliteCacheStore(
+                Path(path), embed=self._embed, embedder_dim=embedder_dim, save_every=save_every, **common
+            )
 
     # --- settings, read through to the policy and the store -----------------------------------------
     @property
@@ -295,12 +302,6 @@ class SemanticCache:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def _as_path(path: str | os.PathLike):
-    from pathlib import Path
-
-    return Path(path)
-
-
 def _context(context: str | None, where) -> str:
     if context is None:
         return ""

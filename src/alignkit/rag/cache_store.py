@@ -9,7 +9,7 @@ bound, the hit and miss counters. It knows nothing of thresholds or the second c
 - :class:`~alignkit.rag.cache_pg.PgCacheStore` (``postgresql://`` URLs): PostgreSQL with pgvector, for several
   server workers sharing one cache.
 
-:func:`open_store` picks one from the path. Every store is thread-safe (an internal lock) and crash-safe: a put
+:class:`~alignkit.rag.cache.SemanticCache` picks one from its path. Every store is thread-safe (an internal lock) and crash-safe: a put
 returns once its rows are committed.
 
 The embedded store's layout, in directory ``path``:
@@ -31,7 +31,6 @@ the last write, so a lookup is usually a read, not a write.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -45,7 +44,7 @@ import numpy as np
 from alignkit.rag.errors import RagError
 from alignkit.rag.sqlite_vectors import SyncedVectors, chunked, connect, transaction
 
-__all__ = ["CacheRow", "CacheStore", "SqliteCacheStore", "StoreCounts", "open_store"]
+__all__ = ["CacheRow", "CacheStore", "SqliteCacheStore", "StoreCounts"]
 
 log = logging.getLogger(__name__)
 
@@ -134,39 +133,6 @@ class CacheStore(Protocol):
         """Write batched counters (and anything derived), release connections. Idempotent."""
 
     def __len__(self) -> int: ...
-
-
-def open_store(
-    path: str | os.PathLike,
-    *,
-    embedder_name: str | None,
-    dim: int | None,
-    embed: Embed,
-    embedder_dim: Callable[[], int],
-    clock: Callable[[], float],
-    ttl: float | None,
-    max_entries: int | None,
-    create: bool,
-    save_every: int,
-    flush_every: int,
-    flush_seconds: float,
-) -> CacheStore:
-    """The store at ``path``: a ``postgresql://`` URL opens :class:`~alignkit.rag.cache_pg.PgCacheStore`, anything
-    else the embedded :class:`SqliteCacheStore` directory. ``embed`` and ``embedder_dim`` give the embedded store
-    the vectors of rows missing from its index; ``embedder_name``/``dim``: the embedder's, or None when the cache
-    will build its own (then the stored ones are used); ``clock``: the cache's (for the purge at close)."""
-    from alignkit.rag.pg import is_postgres_url
-
-    common = dict(
-        clock=clock, ttl=ttl, max_entries=max_entries, create=create, flush_every=flush_every, flush_seconds=flush_seconds
-    )
-    if is_postgres_url(path):
-        from alignkit.rag.cache_pg import PgCacheStore
-
-        return PgCacheStore(str(path), embedder_name=embedder_name, dim=dim, **common)
-    return SqliteCacheStore(
-        Path(path), embedder_name=embedder_name, dim=dim, embed=embed, embedder_dim=embedder_dim, save_every=save_every, **common
-    )
 
 
 @dataclass

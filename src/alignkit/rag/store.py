@@ -28,35 +28,35 @@ context key so a cached answer is never served for a changed corpus.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from alignkit.rag.documents import (
-    CLEANER_VERSION,
-    SUFFIXES,
-    Chunk,
-    chunk_document,
-    decode_document,
-    embed_text,
-    word_counter,
-)
+from alignkit.rag.documents import CLEANER_VERSION, Chunk
 from alignkit.rag.embed import EmbedderLike
 from alignkit.rag.errors import RagError
 from alignkit.rag.pg import is_postgres_url
 from alignkit.rag.sqlite_vectors import SyncedVectors, chunked, connect, transaction
+from alignkit.rag.store_base import (  # noqa: F401 - re-exported: the index's public types live here too
+    FORMAT,
+    ChunkRow,
+    CorpusBase,
+    IndexInfo,
+    IndexReport,
+    _check_format,
+    _sha,
+    _version,
+    discover,
+)
 from alignkit.rag.vectors import SearchResult
 
 DB_FILE, VECTORS_DIR = "chunks.sqlite", "vectors"
-FORMAT = "1"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,90 +69,7 @@ CREATE INDEX IF NOT EXISTS chunks_path ON chunks (path);
 """
 
 
-@dataclass(frozen=True)
-class ChunkRow:
-    """A stored chunk."""
-
-    id: int  # chunk id (also its vector's id)
-    source: str  # file path relative to the docs root
-    heading: str  # heading path, "A > B > C"
-    start: int  # char offsets in the file's cleaned text
-    end: int
-    text: str
-    hash: str  # sha256 of the text, first 16 hex digits
-
-    def embed_text(self) -> str:
-        return embed_text(self.heading, self.text)
-
-
-@dataclass(frozen=True)
-class IndexInfo:
-    """What an index directory records (readable without loading an embedder)."""
-
-    path: str
-    embedder: str  # the embedder name the vectors were made with
-    dim: int
-    chunk_tokens: int
-    overlap: int
-    files: int
-    chunks: int
-    version: str  # 16 hex digits; changes whenever the corpus, the embedder or the chunking does
-
-
-@dataclass
-class IndexReport:
-    """What one :meth:`CorpusIndex.update` did."""
-
-    added: list[str] = field(default_factory=list)  # new files indexed
-    changed: list[str] = field(default_factory=list)  # files whose content changed: chunks replaced
-    unchanged: int = 0  # files skipped because their sha256 matched
-    removed: list[str] = field(default_factory=list)  # files no longer among the docs: chunks removed
-    moved: list[tuple[str, str]] = field(default_factory=list)  # (old, new) path: same bytes, chunks kept
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): empty, not UTF-8, unsupported
-    chunks_added: int = 0
-    chunks_removed: int = 0
-    rechunked: bool = False  # the chunking settings or the cleaner changed: every file was re-chunked
-    seconds: float = 0.0
-
-
-def discover(docs: Sequence[str | os.PathLike]) -> tuple[Path, list[tuple[Path, str]]]:
-    """The files named by ``docs`` (files, or directories searched recursively for :data:`SUFFIXES`, hidden
-    entries skipped) as (absolute path, path relative to the root), sorted; the root is the directories' and
-    files' common parent (a single directory is its own root). A path that does not exist is a RagError."""
-    if not docs:
-        raise RagError("--docs: give at least one file or directory")
-    found: dict[Path, None] = {}
-    bases: list[Path] = []
-    for d in docs:
-        p = Path(d).expanduser().resolve()
-        if not p.exists():
-            raise RagError(f"{d}: no such file or directory")
-        if p.is_dir():
-            bases.append(p)
-            for f in sorted(p.rglob("*")):
-                rel = f.relative_to(p).parts
-                if f.is_file() and f.suffix.lower() in SUFFIXES and not any(part.startswith(".") for part in rel):
-                    found[f] = None
-        else:
-            bases.append(p.parent)
-            found[p] = None
-    root = Path(os.path.commonpath([str(b) for b in bases])) if bases else Path.cwd()
-    return root, sorted(((f, f.relative_to(root).as_posix()) for f in found), key=lambda t: t[1])
-
-
-def _sha(data: bytes | str, n: int | None = None) -> str:
-    h = hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-    return h[:n] if n else h
-
-
-def _check_format(path: Path, meta: dict) -> None:
-    if meta.get("format") != FORMAT or "embedder" not in meta:
-        raise RagError(
-            f"{path}: index format {meta.get('format')!r}, this alignkit reads {FORMAT!r}: re-index into a new directory"
-        )
-
-
-class CorpusIndex:
+class CorpusIndex(CorpusBase):
     """Chunks of a document corpus with their vectors, persisted in one directory (see the module doc).
 
     Open with :meth:`open`; add documents with :meth:`update`; read with :meth:`search`, :meth:`rows` and
@@ -277,6 +194,9 @@ class CorpusIndex:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _read_meta(self) -> dict[str, str]:
+        return self._meta(self._db)
+
     # --- properties -------------------------------------------------------------------------------
     @property
     def embedder_name(self) -> str:
@@ -288,7 +208,7 @@ class CorpusIndex:
         with self._lock:
             if self._version is None:
                 files = self._db.execute("SELECT path, sha256 FROM files ORDER BY path").fetchall()
-                self._version = _version(self._meta(self._db), files)
+                self._version = _version(self._read_meta(), files)
             return self._version
 
     def __len__(self) -> int:
@@ -342,108 +262,6 @@ class CorpusIndex:
             self._db.executemany(
                 "UPDATE chunks SET embedding = ? WHERE id = ?", [(_blob(v), int(i)) for i, v in zip(ids, vectors)]
             )
-
-    # --- writing ----------------------------------------------------------------------------------
-    def update(
-        self,
-        docs: Sequence[str | os.PathLike],
-        *,
-        chunk_tokens: int = 256,
-        overlap: int = 32,
-        keep_code: bool = False,
-        progress: bool = False,
-    ) -> IndexReport:
-        """Bring the index in line with ``docs`` (files and directories): index new and changed files, remove
-        the chunks of files no longer among them, skip unchanged ones. See the module doc for crash safety."""
-        started = time.perf_counter()
-        max_tokens = getattr(self.embedder, "max_tokens", None)
-        if max_tokens is not None and chunk_tokens > max_tokens:
-            raise RagError(f"--chunk-tokens {chunk_tokens}: the embedder {self.embedder.name} reads at most {max_tokens} tokens")
-        if chunk_tokens < 8:
-            raise RagError(f"--chunk-tokens must be >= 8, got {chunk_tokens}")
-        if not 0 <= overlap < chunk_tokens:
-            raise RagError(f"--overlap must be >= 0 and below --chunk-tokens ({chunk_tokens}), got {overlap}")
-        _, found = discover(docs)
-        report = IndexReport()
-        count = word_counter(self.embedder)
-        with self._lock:
-            meta = self._meta(self._db)
-            settings = {
-                "chunk_tokens": str(chunk_tokens),
-                "overlap": str(overlap),
-                "cleaner": CLEANER_VERSION,
-                "keep_code": str(int(keep_code)),
-            }
-            known = self.files()
-            if any(meta.get(k) != v for k, v in settings.items()):
-                self._mark_all_stale(settings)  # one transaction: a crash midway re-chunks the rest next time
-                report.rechunked = bool(known)
-                known = dict.fromkeys(known, "stale")
-            bar = _Progress(len(found)) if progress else None
-            gone_by_sha: dict[str, list[str]] = {}  # files indexed before and not found now: a moved file's old path
-            for rel in sorted(set(known) - {rel for _, rel in found}):
-                gone_by_sha.setdefault(known[rel], []).append(rel)
-            try:
-                for abs_path, rel in found:
-                    if bar:
-                        bar.file(rel)
-                    self._update_file(abs_path, rel, known, gone_by_sha, report, count, chunk_tokens, overlap, keep_code, bar)
-                for rel in sorted(r for rels in gone_by_sha.values() for r in rels):
-                    report.chunks_removed += self._replace(rel, None, [], None)
-                    report.removed.append(rel)
-            finally:
-                if bar:
-                    bar.close()
-                self._version = None
-                self._save_vectors()  # also after an error or Ctrl-C: what SQLite committed
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _update_file(
-        self,
-        abs_path: Path,
-        rel: str,
-        known: dict[str, str],
-        gone_by_sha: dict[str, list[str]],
-        report: IndexReport,
-        count,
-        chunk_tokens: int,
-        overlap: int,
-        keep_code: bool,
-        bar,
-    ) -> None:
-        try:
-            data = abs_path.read_bytes()
-        except OSError as err:
-            return self._skip(rel, f"unreadable: {err.strerror or err}", known, report)
-        sha = _sha(data)
-        if known.get(rel) == sha:
-            report.unchanged += 1
-            return None
-        if rel not in known and gone_by_sha.get(sha):  # moved or renamed (or the docs root changed): same chunks
-            old = gone_by_sha[sha].pop(0)
-            self._move(old, rel)
-            report.moved.append((old, rel))
-            return None
-        try:
-            doc = decode_document(data, abs_path, rel, keep_code=keep_code)  # the bytes hashed, not a second read
-        except RagError as err:
-            return self._skip(rel, str(err).split(": ", 1)[-1], known, report)
-        chunks = chunk_document(doc, count, chunk_tokens=chunk_tokens, overlap=overlap)
-        if not chunks:
-            return self._skip(rel, "no text to index after cleaning (empty, or only headings and code)", known, report)
-        vectors = self.embedder.encode([c.embed_text() for c in chunks])  # (n_chunks, dim)
-        report.chunks_removed += self._replace(rel, sha, chunks, vectors)
-        report.chunks_added += len(chunks)
-        (report.changed if rel in known else report.added).append(rel)
-        if bar:
-            bar.chunks(len(chunks))
-        return None
-
-    def _skip(self, rel: str, why: str, known: dict[str, str], report: IndexReport) -> None:
-        report.skipped.append((rel, why))
-        if rel in known:  # it was indexed before: its old chunks no longer match the file
-            report.chunks_removed += self._replace(rel, None, [], None)
 
     # --- storage primitives (the PostgreSQL store overrides these) ----------------------------------
     def _mark_all_stale(self, settings: dict[str, str]) -> None:
@@ -515,46 +333,3 @@ class CorpusIndex:
 def _blob(vector: np.ndarray) -> bytes:
     """A (dim,) vector as the float32 bytes stored in a chunk's row."""
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-
-
-def _version(meta: dict[str, str], files: list[tuple[str, str]]) -> str:
-    keys = ("embedder", "dim", "chunk_tokens", "overlap", "cleaner", "keep_code")
-    payload = json.dumps({"meta": {k: meta.get(k) for k in keys}, "files": files}, sort_keys=True)
-    return _sha(payload, 16)
-
-
-class _Progress:
-    """A rich progress bar on stderr: files done of total, and the chunks written so far."""
-
-    def __init__(self, n_files: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._p = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._files = self._p.add_task("files", total=n_files, info="")
-        self._chunks = self._p.add_task("chunks", total=None, info="")
-        self._started = False
-        self._p.start()
-
-    def file(self, rel: str) -> None:
-        if self._started:
-            self._p.advance(self._files)
-        self._started = True
-        self._p.update(self._files, info=rel[-40:])
-
-    def chunks(self, n: int) -> None:
-        self._p.advance(self._chunks, n)
-
-    def close(self) -> None:
-        if self._started:
-            self._p.advance(self._files)
-        self._p.update(self._files, info="")
-        self._p.stop()
