@@ -276,3 +276,20 @@ def test_corpus_index_on_postgres_answers_as_on_sqlite(tmp_path, pg_url):
     assert (info.embedder, info.dim, info.files) == ("fake-bow", 256, 4) and CorpusIndex.exists(pg_url)
     with pytest.raises(RagError, match="built with embedder fake-bow"):
         CorpusIndex.open(pg_url, BagOfWords("other"))
+
+
+def test_two_server_workers_share_one_cache_and_say_hit(pg_url):
+    from fastapi.testclient import TestClient
+
+    from alignkit.serve.app import CACHE_HEADER, create_app
+    from tests.smoke.test_server import MAX, EchoBackend, user
+
+    echo_a, echo_b = EchoBackend(), EchoBackend()
+    with open_cache(pg_url) as cache_a, open_cache(pg_url) as cache_b:  # each worker opens the URL itself
+        a, b = TestClient(create_app(echo_a, cache=cache_a)), TestClient(create_app(echo_b, cache=cache_b))
+        body = {"messages": user("How do I reset my password?"), "max_tokens": MAX}
+        assert a.post("/v1/chat/completions", json=body).headers[CACHE_HEADER] == "miss"
+        para = {**body, "messages": user("How can I reset my password?")}
+        hit = b.post("/v1/chat/completions", json=para)
+        assert hit.headers[CACHE_HEADER] == "hit" and (echo_a.generated, echo_b.generated) == (1, 0)
+        assert hit.json()["choices"][0]["message"]["content"] == "echo: How do I reset my password?"

@@ -79,8 +79,17 @@ def add_parsers(sub) -> None:
     )
     s.add_argument("--device", help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.add_argument("--model-name", help="the name clients send as 'model' (default: the model directory's name or the Hub id)")
-    s.add_argument("--rag-index", metavar="DIR", help="answer through the RAG pipeline over this index")
-    s.add_argument("--cache", metavar="DIR", help="semantic cache directory (RAG answers, or greedy chat answers)")
+    s.add_argument(
+        "--rag-index",
+        metavar="DIR|URL",
+        help="answer through the RAG pipeline over this index (a directory or postgresql:// URL)",
+    )
+    s.add_argument(
+        "--cache",
+        metavar="DIR|URL",
+        help="semantic cache (RAG answers, or greedy chat answers): a directory, or a postgresql://user@host:port/db URL "
+        "that several server workers share",
+    )
     s.add_argument(
         "--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no auth; empty: an error)"
     )
@@ -125,8 +134,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock.close()
         raise
     port = sock.getsockname()[1]
-    mode = [args.backend, f"RAG over {args.rag_index}" if args.rag_index else "chat"]
-    mode += [f"cache {args.cache}"] if args.cache else []
+    from alignkit.rag.pg import redact
+
+    mode = [args.backend, f"RAG over {redact(args.rag_index)}" if args.rag_index else "chat"]
+    mode += [f"cache {redact(args.cache)}"] if args.cache else []
     mode += ["API key required"] if api_key else []
     print(f"serving {name} ({', '.join(mode)}) on http://{args.host}:{port}/v1")
     if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
