@@ -16,7 +16,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
             print(json.dumps(cache.stats().as_dict(), indent=2))
         else:
             n = cache.clear()
-            print(f"cleared {n} entries from {args.cache}")
+            print(f"cleared {n} entries from {cache.path}")
     finally:
         cache.close()
     return 0
@@ -26,5 +26,5 @@ def add_parsers(sub) -> None:
     """Register ``alignkit cache`` on the ``alignkit`` parser's subparsers ``sub``."""
     c = sub.add_parser("cache", help="semantic cache tools: stats (JSON) or clear")
     c.add_argument("action", choices=["stats", "clear"], help="stats: print counts as JSON; clear: remove every entry")
-    c.add_argument("--cache", required=True, metavar="DIR", help="the cache directory")
+    c.add_argument("--cache", required=True, metavar="DIR", help="the cache directory, or its postgresql:// URL")
     c.set_defaults(func=cmd_cache)

@@ -31,6 +31,7 @@ def cmd_rag_index(args: argparse.Namespace) -> int:
     from alignkit.rag.documents import SUFFIXES
     from alignkit.rag.embed import DEFAULT_EMBEDDER
     from alignkit.rag.errors import RagError
+    from alignkit.rag.pg import redact
     from alignkit.rag.store import CorpusIndex, discover
 
     index_path = Path(args.index)
@@ -62,7 +63,7 @@ def cmd_rag_index(args: argparse.Namespace) -> int:
     if r.rechunked:
         print("chunking settings changed: every file was re-chunked")
     print(
-        f"indexed {', '.join(map(str, args.docs))} into {args.index} in {r.seconds:.1f} s: "
+        f"indexed {', '.join(map(str, args.docs))} into {redact(args.index)} in {r.seconds:.1f} s: "
         f"{len(r.added)} new, {len(r.changed)} changed, {r.unchanged} unchanged, {len(r.moved)} moved, {len(r.removed)} removed, "
         f"{len(r.skipped)} skipped files; chunks +{r.chunks_added} -{r.chunks_removed}"
     )
@@ -124,7 +125,12 @@ def add_parsers(sub) -> None:
 
     ix = actions.add_parser("index", help="index .md/.txt/.html documents (new and changed files only)")
     ix.add_argument("--docs", nargs="+", required=True, metavar="PATH", help="files or directories (searched recursively)")
-    ix.add_argument("--index", required=True, metavar="DIR", help="index directory (created if missing; not a file)")
+    ix.add_argument(
+        "--index",
+        required=True,
+        metavar="DIR",
+        help="index directory (created if missing; not a file), or a postgresql:// URL (docs/rag.md)",
+    )
     ix.add_argument("--embedder", default=None, help="sentence-transformers model (default: the index's, else all-MiniLM-L6-v2)")
     ix.add_argument("--chunk-tokens", type=int, default=256, help="most embedder tokens per chunk")
     ix.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive chunks of a section")
@@ -135,9 +141,9 @@ def add_parsers(sub) -> None:
 
     ask = actions.add_parser("ask", help="answer a question from an index, citing numbered sources")
     ask.add_argument("question", help="the question to answer")
-    ask.add_argument("--index", required=True, metavar="DIR", help="index directory built by 'rag index'")
+    ask.add_argument("--index", required=True, metavar="DIR", help="index directory (or postgresql:// URL) built by 'rag index'")
     ask.add_argument("--model", required=True, help="chat model directory or Hub id")
-    ask.add_argument("--cache", metavar="DIR", help="semantic cache directory (looked up before retrieval)")
+    ask.add_argument("--cache", metavar="DIR", help="semantic cache directory or postgresql:// URL (looked up before retrieval)")
     ask.add_argument("--top-k", type=int, default=5, help="passages retrieved")
     ask.add_argument("--mmr", action="store_true", help="re-rank --fetch-k candidates by maximal marginal relevance")
     ask.add_argument("--mmr-lambda", type=float, default=0.5, help="MMR relevance weight (1: plain top-k)")
