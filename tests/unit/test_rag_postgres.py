@@ -293,3 +293,40 @@ def test_two_server_workers_share_one_cache_and_say_hit(pg_url):
         hit = b.post("/v1/chat/completions", json=para)
         assert hit.headers[CACHE_HEADER] == "hit" and (echo_a.generated, echo_b.generated) == (1, 0)
         assert hit.json()["choices"][0]["message"]["content"] == "echo: How do I reset my password?"
+
+
+class RecordingVerifier:
+    """A batch verifier (the Verifier protocol): accepts candidates whose answer is in ``good``."""
+
+    name, default_threshold = "recording", 0.5
+
+    def __init__(self, good: set[str]):
+        self.good, self.calls = good, []
+
+    def verify(self, question, candidates):
+        from alignkit.rag.policy import Decision
+
+        self.calls.append((question, [(c.question, c.answer, c.context, round(c.score, 4)) for c in candidates]))
+        return [Decision(c.answer in self.good, () if c.answer in self.good else ("no",), 0.9) for c in candidates]
+
+
+def test_an_injected_verifier_judges_the_eligible_candidates_in_one_call(location):
+    v = RecordingVerifier({"B"})
+    with open_cache(location, check=v, threshold=None) as cache:
+        cache.put_many([(Q, "A"), ("How do I reset my password now?", "B"), ("What is the capital of France?", "C")])
+        assert cache.get(PARA) == "B"  # the closer candidate A is refused by the verifier, B is served
+        (question, seen), *_ = v.calls
+        assert question == PARA and {q for q, *_ in seen} == {Q, "How do I reset my password now?"}  # France: < 0.5
+        assert [a for _, a, _, _ in seen][0] == "A" and all(ctx == "" for *_, ctx, _ in seen)
+        why = cache.explain(PARA, k=3)
+        assert [c.answer for c in why] == ["A", "B", "C"] and [c.hit for c in why] == [False, True, False]
+        assert why[1].verdict.probability == 0.9 and cache.stats().check == "recording"
+
+
+def test_a_missing_driver_is_a_one_line_error_naming_the_package(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    with pytest.raises(RagError, match=r"needs psycopg 3: pip install 'psycopg\[binary\]'") as err:
+        SemanticCache("postgresql://nobody@127.0.0.1:1/x", embedder=HashEmbedder())
+    assert "\n" not in str(err.value)
