@@ -27,6 +27,7 @@ import pytest
 
 from alignkit.rag.cache import SemanticCache
 from alignkit.rag.errors import RagError
+from alignkit.rag.match import RuleCheck
 from alignkit.rag.store import CorpusIndex
 from tests.unit.test_rag_store import BagOfWords, write_docs
 from tests.unit.test_semantic_cache import NEG, PARA, Clock, HashEmbedder, Q
@@ -112,6 +113,10 @@ def location(request, tmp_path):
 def open_cache(where: str, **kw) -> SemanticCache:
     kw.setdefault("embedder", HashEmbedder())
     kw.setdefault("threshold", 0.5)
+    if (
+        "error_bound" not in kw
+    ):  # the store and policy mechanics, with the rule check; the default check: test_cache_default_check.py
+        kw.setdefault("check", RuleCheck())
     return SemanticCache(where, **kw)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from alignkit.rag.cache import DB_FILE, VECTORS_DIR, SemanticCache
 from alignkit.rag.errors import RagError
-from alignkit.rag.match import PlainCosine
+from alignkit.rag.match import PlainCosine, RuleCheck
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,6 +59,10 @@ class Clock:
 def open_cache(path, **kw) -> SemanticCache:
     kw.setdefault("embedder", HashEmbedder())
     kw.setdefault("threshold", 0.5)
+    if (
+        "error_bound" not in kw
+    ):  # the store and policy mechanics, with the rule check; the default check: test_cache_default_check.py
+        kw.setdefault("check", RuleCheck())
     return SemanticCache(path, **kw)
 
 
@@ -276,6 +280,7 @@ import sys
 sys.path.insert(0, {str(REPO)!r})
 from tests.unit.test_semantic_cache import HashEmbedder
 from alignkit.rag.cache import SemanticCache
+from alignkit.rag.match import RuleCheck
 """
 
 
@@ -295,7 +300,7 @@ def _child(code: str, *args: str, **kw) -> subprocess.Popen:
 def test_a_writer_killed_mid_write_loses_nothing_committed(tmp_path):
     path = tmp_path / "c"
     code = """
-cache = SemanticCache(sys.argv[1], embedder=HashEmbedder(), threshold=0.5, save_every=5)
+cache = SemanticCache(sys.argv[1], embedder=HashEmbedder(), threshold=0.5, check=RuleCheck(), save_every=5)
 i = 0
 while True:
     row = cache.put(f"question {i} about item{i}", f"answer {i}")  # returns after the commit
@@ -328,7 +333,7 @@ def test_two_processes_read_and_follow_each_others_writes(tmp_path):
         assert cache.get(PARA) == "A"  # the parent's index is loaded now
         cache.flush_seconds = 0.0  # write counters at once, so the other process sees them
         reader = """
-cache = SemanticCache(sys.argv[1], embedder=HashEmbedder(), threshold=0.5)
+cache = SemanticCache(sys.argv[1], embedder=HashEmbedder(), threshold=0.5, check=RuleCheck())
 print(cache.get("How can I reset my password?"), cache.get("Tell me the capital of France?"), cache.get("How do I reset my username?"))
 cache.put("Which port does HTTPS use by default?", "443")
 cache.close()
@@ -342,7 +347,7 @@ cache.close()
         assert cache.get("By default, which port does HTTPS use?") == "443"
         assert cache.stats().hits >= 2 * 2 + 2
         remover = """
-cache = SemanticCache(sys.argv[1], embedder=HashEmbedder(), threshold=0.5, max_entries=1)
+cache = SemanticCache(sys.argv[1], embedder=HashEmbedder(), threshold=0.5, check=RuleCheck(), max_entries=1)
 cache.put("Is this the newest entry?", "yes")  # evicts all the older rows
 cache.close()
 """

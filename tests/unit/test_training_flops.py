@@ -84,4 +84,5 @@ def test_rl_step_flops_by_hand():
     fwd = {3: 200 * 3 + 32 * 9, 5: 200 * 5 + 32 * 25}  # 888, 1800
     # sampled 3 and 5 (generation: one forward each); 5 kept, 2 no-grad passes and 3 trained passes over it
     got = rl_step_flops(shape, [3, 5], [5], forward_passes=2, train_passes=3)
-    assert got == (888 + 1800) + 2 * 1800 + 3 * 3 * 1800
+    assert fwd == {3: 888, 5: 1800}
+    assert got == (fwd[3] + fwd[5]) + 2 * fwd[5] + 3 * 3 * fwd[5]

@@ -1,11 +1,12 @@
 """A persistent semantic cache: answer a question again when it comes back in other words.
 
-``SemanticCache(path).get(question)`` returns a stored answer when a cached question is the same question:
-the same words (after :func:`~alignkit.rag.match.normalise`: an exact repeat, no embedding needed), or an
-embedding cosine similarity of at least ``threshold`` AND the second check (by default the rules of
-:mod:`alignkit.rag.match`: numbers, names, negations, units, opposites, swapped words must agree). The check is
-what lets the threshold be low enough to catch real paraphrases without serving "How do I reset my username?" the
-answer to "How do I reset my password?" (the measured curves and the choice of the default are in docs/cache.md).
+``SemanticCache(path, error_bound=0.02).get(question)`` returns a stored answer when a cached question is the same
+question: the same words (after :func:`~alignkit.rag.match.normalise`: an exact repeat, no embedding needed), or
+a cached question among the nearest (cosine of at least ``threshold``, a cheap prefilter) that the second check
+accepts. The default check (:class:`~alignkit.rag.verified_check.VerifiedCheck`) is a few crisp vetoes and a
+learned, calibrated cross-encoder: an answer is served only when the calibrated probability that it is wrong is
+below ``error_bound``, and ``stats()`` reports the estimated error rate among hits. The measured curves are in
+docs/cache.md. The rule engine of :mod:`alignkit.rag.match` remains as an opt-in check (``check=RuleCheck()``).
 
 :class:`SemanticCache` is two parts and an embedder:
 
@@ -33,11 +34,14 @@ import numpy as np
 from alignkit.rag.cache_store import DB_FILE, VECTORS_DIR, CacheStore, SqliteCacheStore
 from alignkit.rag.embed import EmbedderLike
 from alignkit.rag.errors import RagError
-from alignkit.rag.match import DEFAULT_THRESHOLD, CandidateCheck, RuleCheck, normalise
+from alignkit.rag.match import CandidateCheck, normalise
 from alignkit.rag.pg import is_postgres_url, redact
 from alignkit.rag.policy import Candidate, LookupPolicy, Verifier, as_verifier
+from alignkit.rag.verified_check import DEFAULT_ERROR_BOUND, DEFAULT_PREFILTER, VerifiedCheck
 
-__all__ = ["CacheStats", "Candidate", "DB_FILE", "DEFAULT_THRESHOLD", "SemanticCache", "VECTORS_DIR"]
+DEFAULT_THRESHOLD = DEFAULT_PREFILTER  # the default cosine prefilter of the default check
+
+__all__ = ["CacheStats", "Candidate", "DB_FILE", "DEFAULT_ERROR_BOUND", "DEFAULT_THRESHOLD", "SemanticCache", "VECTORS_DIR"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class CacheStats:
     expired: int  # rows purged after their TTL
     threshold: float
     check: str
+    error_bound: float | None  # the default check's bound on P(wrong) per served answer (None: another check)
+    semantic_hits: int  # hits served through the second check with a probability (the rest: exact repeats)
+    estimated_error_rate: float | None  # mean P(wrong) over all hits (exact repeats count 0); None: no hits yet
     embedder: str
     dim: int | None  # embedding size (None until the first embedding)
     ttl: float | None
@@ -72,12 +79,12 @@ class SemanticCache:
     None builds :class:`~alignkit.rag.embed.Embedder` lazily, on the first lookup that needs it, for the
     model the cache was built with (the default model for a new cache). Opening a cache with an embedder
     of another name is an error: its vectors would not be comparable. ``threshold``: the least cosine
-    similarity for a semantic hit (default: ``check.default_threshold``, chosen on the dev split of
-    data/cache_eval). ``ttl``: seconds an entry may be served after its put (None: forever).
+    similarity for a candidate to be judged (default: ``check.default_threshold``). ``error_bound``: the default
+    check serves an answer only when its calibrated P(wrong) is below this (default 0.02). ``ttl``: seconds an entry may be served after its put (None: forever).
     ``max_entries``: keep at most this many, evicting the least recently used. ``check``: the second check
-    on candidates: a :class:`~alignkit.rag.policy.Verifier` (judges a question's candidates together), or a pairwise
-    check (default :class:`~alignkit.rag.match.RuleCheck`; :class:`~alignkit.rag.match.PlainCosine`
-    turns it off). ``clock``: returns seconds (tests inject a fake one). ``create``: False makes a missing
+    on candidates: a :class:`~alignkit.rag.policy.Verifier` (judges a question's candidates together; default
+    :class:`~alignkit.rag.verified_check.VerifiedCheck`), or a pairwise check (:class:`~alignkit.rag.match.RuleCheck`,
+    the rule engine; :class:`~alignkit.rag.match.PlainCosine` turns the check off). ``clock``: returns seconds (tests inject a fake one). ``create``: False makes a missing
     cache an error instead of creating it. ``top_k``: candidates checked per lookup (more are fetched when
     all of them pass the threshold but fail a check). ``save_every``: index changes between saves (embedded
     store). ``flush_every``/``flush_seconds``: lookups counted in memory before their counters are written.
@@ -92,6 +99,7 @@ class SemanticCache:
         max_entries: int | None = None,
         *,
         check: CandidateCheck | Verifier | None = None,
+        error_bound: float | None = None,
         clock: Callable[[], float] = time.time,
         create: bool = True,
         top_k: int = 8,
@@ -100,7 +108,9 @@ class SemanticCache:
         flush_seconds: float = 5.0,
     ):
         self.path = redact(str(path)) if is_postgres_url(path) else Path(path)
-        self.check = check if check is not None else RuleCheck()
+        if check is not None and error_bound is not None:
+            raise RagError(f"{self.path}: error_bound sets the default check; with check={check.name!r} leave it out")
+        self.check = check if check is not None else VerifiedCheck(DEFAULT_ERROR_BOUND if error_bound is None else error_bound)
         threshold = float(threshold if threshold is not None else self.check.default_threshold)
         if not -1.0 <= threshold <= 1.0:
             raise RagError(f"{self.path}: threshold must be a cosine similarity in [-1, 1], got {threshold}")
@@ -191,7 +201,8 @@ class SemanticCache:
         self._check_open()
         for cand in self.policy.candidates(self.store, question, vec, ctx, now, first_hit=True):
             if cand.hit:
-                self.store.record(cand.id, now)
+                p = cand.verdict.probability
+                self.store.record(cand.id, now, wrong=None if p is None else 1.0 - p)
                 return cand.answer
         self.store.record(None, now)
         return None
@@ -250,6 +261,9 @@ class SemanticCache:
             expired=c.counters["expired"],
             threshold=self.threshold,
             check=self.check.name,
+            error_bound=getattr(self.check, "error_bound", None),
+            semantic_hits=c.counters["semantic_hits"],
+            estimated_error_rate=c.counters["wrong_ppm"] / 1e6 / c.counters["hits"] if c.counters["hits"] else None,
             embedder=self.embedder_name,
             dim=self.dim,
             ttl=self.ttl,

@@ -185,10 +185,10 @@ class PgCacheStore:
                 out.append(CacheRow(int(id_), question, answer, context, created, 1.0 - float(dist), expired))
             return out
 
-    def record(self, hit_id: int | None, now: float) -> None:
+    def record(self, hit_id: int | None, now: float, wrong: float | None = None) -> None:
         with self._lock:
             self._check_open()
-            self._pending.record(hit_id, now)
+            self._pending.record(hit_id, now, wrong)
             if self._pending.size() >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
                 with self._conn.transaction():
                     self._write_lock()
@@ -227,7 +227,7 @@ class PgCacheStore:
                 self._sql("UPDATE {E} SET last_used = GREATEST(last_used, %s), hits = hits + %s WHERE id = %s"),
                 [(last_used, n, id_) for id_, (last_used, n) in p.touch.items()],
             )
-        for name, n in (("hits", p.hits), ("misses", p.misses)):
+        for name, n in p.counter_deltas():
             if n:
                 cur.execute(self._sql("UPDATE {C} SET value = value + %s WHERE name = %s"), (n, name))
         expired = 0

@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 
 DB_FILE, VECTORS_DIR, LOCK_FILE = "cache.sqlite", "vectors", "vectors.lock"
 SCHEMA_VERSION = 1
-COUNTERS = ("hits", "misses", "evictions", "expired")
+COUNTERS = ("hits", "misses", "evictions", "expired", "semantic_hits", "wrong_ppm")
+# semantic_hits: hits served through the second check with a probability; wrong_ppm: the sum over them of the
+# check's P(the served answer is wrong), in millionths (an integer, like every counter)
 _KEEP_REMOVED = 4096  # generations of the removed log kept; a process further behind reconciles in full
 
 _SCHEMA = """
@@ -116,8 +118,9 @@ class CacheStore(Protocol):
         """The ``k`` rows whose question vectors are nearest ``vec`` (dim,), best first (fewer when the store
         holds fewer); expired ones included and flagged (noted for purging)."""
 
-    def record(self, hit_id: int | None, now: float) -> None:
-        """Count a lookup: a hit on row ``hit_id`` (its last use and hit count updated), or a miss (None)."""
+    def record(self, hit_id: int | None, now: float, wrong: float | None = None) -> None:
+        """Count a lookup: a hit on row ``hit_id`` (its last use and hit count updated), or a miss (None).
+        ``wrong``: for a semantic hit, the second check's probability that the answer is wrong."""
 
     def put_many(self, rows: Sequence[tuple[str, str, str, str]], vecs: np.ndarray, now: float) -> list[int]:
         """Store ``rows`` ((question, norm, answer, ctx), distinct keys) with their question vectors (N, dim) in one
@@ -143,18 +146,31 @@ class _Pending:
     hits: int = 0
     misses: int = 0
     expired: set[int] | None = None  # ids met expired in lookups
+    semantic_hits: int = 0
+    wrong_ppm: int = 0
 
     @classmethod
     def new(cls) -> _Pending:
         return cls({}, 0, 0, set())
 
-    def record(self, hit_id: int | None, now: float) -> None:
+    def record(self, hit_id: int | None, now: float, wrong: float | None = None) -> None:
         if hit_id is None:
             self.misses += 1
         else:
             self.hits += 1
             _, n = self.touch.get(hit_id, (now, 0))
             self.touch[hit_id] = (now, n + 1)
+            if wrong is not None:
+                self.semantic_hits += 1
+                self.wrong_ppm += round(1e6 * min(max(wrong, 0.0), 1.0))
+
+    def counter_deltas(self) -> tuple[tuple[str, int], ...]:
+        return (
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("semantic_hits", self.semantic_hits),
+            ("wrong_ppm", self.wrong_ppm),
+        )
 
     def size(self) -> int:
         return self.hits + self.misses + len(self.expired)
@@ -352,10 +368,10 @@ class SqliteCacheStore:
                 out.append(CacheRow(id_, question, answer, context, created, score, expired))
             return out
 
-    def record(self, hit_id: int | None, now: float) -> None:
+    def record(self, hit_id: int | None, now: float, wrong: float | None = None) -> None:
         with self._lock:
             self._check_open()
-            self._pending.record(hit_id, now)
+            self._pending.record(hit_id, now, wrong)
             if self._pending.size() >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
                 with transaction(self._conn):
                     removed = self._flush(now)
@@ -410,9 +426,12 @@ class SqliteCacheStore:
             self._conn.execute(
                 "UPDATE entries SET last_used = max(last_used, ?), hits = hits + ? WHERE id = ?", (last_used, n, id_)
             )
-        for name, n in (("hits", p.hits), ("misses", p.misses)):
-            if n:
-                self._conn.execute("UPDATE meta SET value = value + ? WHERE key = ?", (n, name))
+        for name, n in p.counter_deltas():
+            if n:  # an upsert: caches made before a counter existed gain it
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                    (name, n),
+                )
         expired: set[int] = set()
         if self.ttl is not None:
             cutoff = now - self.ttl
