@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="src/alignkit/rag/verifier_model", help="artefact directory")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank")
@@ -219,10 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         },
     }
     lat_pairs = EXAMPLES[:3]
-    metrics["latency_3_pairs_1_thread"] = {"float32": latency(verifier, lat_pairs)}
-    q = Verifier.load(out, quantize=True)
-    metrics["latency_3_pairs_1_thread"]["int8_dynamic"] = latency(q, lat_pairs)
-    metrics["int8_max_abs_score_change_cache_test"] = float(np.abs(q.scores(c_test) - s_c_test).max())
+    metrics["latency_3_pairs_1_thread"] = latency(verifier, lat_pairs)
     metrics["examples"] = [
         {"a": a, "b": b, "probability": float(verifier.probability([(a, b)])[0]), "score": float(verifier.scores([(a, b)])[0])}
         for a, b in EXAMPLES
