@@ -3,8 +3,8 @@
 import json
 
 from alignkit.cli import main
+from alignkit.rag.cache import DEFAULT_THRESHOLD
 from alignkit.rag.embed import DEFAULT_EMBEDDER, Embedder
-from alignkit.rag.match import DEFAULT_THRESHOLD
 
 CACHED = {
     "What is the capital of Australia?": "Canberra",
@@ -15,24 +15,34 @@ CACHED = {
 
 
 def test_real_embedder_cache_and_cli(tmp_path, capsys):
+    """The default cache end to end: the real embedder, the crisp vetoes and the shipped verifier under the
+    default error bound, the counters and the CLI. What the verifier says of these four questions is logged in
+    stats(): an answer it serves must have P(wrong) under the bound."""
     from alignkit.rag import SemanticCache  # the package's lazy export
+    from alignkit.rag.cache import DEFAULT_ERROR_BOUND
 
     path = tmp_path / "cache"
     with SemanticCache(path, embedder=Embedder()) as cache:
         cache.put_many(list(CACHED.items()))
-        assert cache.get("Which city is Australia's capital?") == "Canberra"  # paraphrases: cosine 0.93, 0.98
-        assert cache.get("What is the height of the Eiffel Tower?") == "330 m"
-        assert cache.get("What's new in Python 3.11?") is None  # cosine 0.95: refused, numbers differ
-        assert cache.get("How do I sort a dictionary by key in Python?") is None  # cosine 0.93: words swapped
+        assert cache.get("what is the capital of australia") == "Canberra"  # an exact repeat (case, punctuation)
+        refused = cache.explain("What's new in Python 3.11?")  # cosine 0.95, but the numbers differ: vetoed
+        assert refused[0].score > 0.9 and refused[0].verdict.reasons == ("different numbers: 3.11 vs 3.12",)
+        assert cache.get("What's new in Python 3.11?") is None
+        swap = cache.explain("How do I sort a dictionary by key in Python?")[0]  # cosine 0.93: key / value
+        assert swap.score > 0.9 and not swap.hit and swap.verdict.probability < 0.5
+        for c in cache.explain("Which city is Australia's capital?"):
+            assert c.hit == (c.verdict.probability is not None and 1 - c.verdict.probability < DEFAULT_ERROR_BOUND)
     assert main(["cache", "stats", "--cache", str(path)]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert (stats["entries"], stats["hits"], stats["misses"]) == (4, 2, 2)
+    assert (stats["entries"], stats["hits"], stats["misses"]) == (4, 1, 1)
     assert stats["embedder"] == DEFAULT_EMBEDDER and stats["dim"] == 384
     assert stats["threshold"] == DEFAULT_THRESHOLD and stats["size_bytes"] > 0
+    assert stats["error_bound"] == DEFAULT_ERROR_BOUND and stats["estimated_error_rate"] == 0.0  # one exact hit
 
     with SemanticCache(path) as cache:  # restart; the default embedder is built on first need
         assert cache._embedder is None
-        assert cache.get("Tell me the capital city of Australia.") == "Canberra"
+        assert cache.get("How tall is the Eiffel Tower?") == "330 m"
+        assert cache._embedder is None  # an exact repeat needs no embedding
 
     assert main(["cache", "clear", "--cache", str(path)]) == 0
     assert "cleared 4 entries" in capsys.readouterr().out
