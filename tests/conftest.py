@@ -182,6 +182,19 @@ def tiny_sft_dir(tmp_path_factory, tiny_model_dir) -> Path:
     return root / "run" / "final"
 
 
+def torchrun(stage: str, config, nproc: int = 2, timeout: int = 300):
+    """``alignkit STAGE CONFIG`` under torchrun: ``nproc`` processes (gloo on CPU), one thread each, a free
+    rendezvous port (``--standalone``: two test runs on one machine cannot collide). The CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd += ["-m", "alignkit", stage, str(config)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def interrupt_on_call(n: int, real):
     """A stand-in for ``real`` that raises KeyboardInterrupt (as Ctrl-C would) on its ``n``-th call."""
     calls = {"n": 0}

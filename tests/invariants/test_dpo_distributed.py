@@ -3,14 +3,11 @@ accumulating the same two micro-batches: pair counts and ORPO/KTO step quantitie
 precompute sharded and gathered back in order, eval sharded."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from alignkit.cli import main
-from tests.conftest import REPO, write_dpo_config
+from tests.conftest import torchrun, write_dpo_config
 
 
 def _rows(out):
@@ -24,20 +21,7 @@ def test_two_processes_equal_one_process_accumulating(tiny_model_dir, tmp_path, 
     one = write_dpo_config(tmp_path / "one.yaml", tiny_model_dir, tmp_path / "one", train={**train, "grad_accum": 2}, **kw)
     two = write_dpo_config(tmp_path / "two.yaml", tiny_model_dir, tmp_path / "two", train={**train, "grad_accum": 1}, **kw)
     assert main(["dpo", str(one)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "alignkit",
-        "dpo",
-        str(two),
-    ]
-    proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun("dpo", two)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     keys = ("loss", "rewards/chosen", "rewards/rejected", "logps/chosen") + (("kl",) if loss["type"] == "kto" else ())

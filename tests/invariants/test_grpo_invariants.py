@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignkit.cli import main
-from tests.conftest import REPO, write_grpo_config
+from tests.conftest import REPO, torchrun, write_grpo_config
 
 KEYS = ("reward", "reward_std", "entropy", "clip_frac_low", "clip_frac_high", "response_length", "kl", "grad_norm")
 
@@ -70,20 +70,7 @@ def test_two_processes_equal_one_process_accumulating(tiny_sft_dir, tmp_path):
     )
     two = write_grpo_config(tmp_path / "two.yaml", tiny_sft_dir, tmp_path / "two", **STEP)
     assert main(["grpo", str(one)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "alignkit",
-        "grpo",
-        str(two),
-    ]
-    proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun("grpo", two)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert [r[0] for r in a] == [r[0] for r in b] == [1, 2, 3]
@@ -138,23 +125,10 @@ def test_ppo_and_grpo_on_two_processes_keep_their_replicas_in_sync(tiny_sft_dir,
     that DDP kept both replicas identical (checked in the run: a checksum gathered from both) and the run finished."""
     from tests.conftest import write_ppo_config
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     for stage, write in (("ppo", write_ppo_config), ("grpo", write_grpo_config)):
         out = tmp_path / stage
         cfg = write(tmp_path / f"{stage}.yaml", tiny_sft_dir, out, train={"max_steps": 2})
-        launch = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "alignkit",
-            stage,
-            str(cfg),
-        ]
-        proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+        proc = torchrun(stage, cfg)
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())
         assert summary["world_size"] == 2 and summary["distributed_type"] == "MULTI_CPU", summary

@@ -3,14 +3,11 @@ process accumulating the same two micro-batches: pair counts all-reduced, eval a
 sharded and gathered back in order."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from alignkit.cli import main
-from tests.conftest import REPO, write_rm_config
+from tests.conftest import torchrun, write_rm_config
 
 
 def _rows(out):
@@ -23,20 +20,7 @@ def test_two_processes_equal_one_process_accumulating(tiny_model_dir, tmp_path):
     one = write_rm_config(tmp_path / "one.yaml", tiny_model_dir, tmp_path / "one", train={**train, "grad_accum": 2}, data=data)
     two = write_rm_config(tmp_path / "two.yaml", tiny_model_dir, tmp_path / "two", train={**train, "grad_accum": 1}, data=data)
     assert main(["rm", str(one)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "alignkit",
-        "rm",
-        str(two),
-    ]
-    proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun("rm", two)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     train_a = [(r["step"], r["loss"], r["accuracy"]) for r in a if "loss" in r]

@@ -5,13 +5,10 @@ averaging undone, each rank taking its own micro-batches of the step.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from alignkit.cli import main
-from tests.conftest import REPO, write_sft_config
+from tests.conftest import torchrun, write_sft_config
 
 
 def _losses(out: Path):
@@ -24,21 +21,8 @@ def test_two_processes_equal_one_process_accumulating(tiny_model_dir, tmp_path):
     one = write_sft_config(tmp_path / "one.yaml", tiny_model_dir, tmp_path / "one", train={**train, "grad_accum": 2})
     two = write_sft_config(tmp_path / "two.yaml", tiny_model_dir, tmp_path / "two", train={**train, "grad_accum": 1})
     assert main(["sft", str(one)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     # torchrun sets RANK/WORLD_SIZE; accelerate's Accelerator picks them up (MULTI_CPU, gloo).
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "alignkit",
-        "sft",
-        str(two),
-    ]
-    proc = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun("sft", two)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3]
