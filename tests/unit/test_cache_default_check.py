@@ -84,3 +84,18 @@ def test_counters_survive_a_restart_and_old_caches_gain_them(tmp_path):
     with SemanticCache(path, embedder=HashEmbedder(), check=VerifiedCheck(verifier=fake)) as cache:
         st = cache.stats()
         assert st.semantic_hits == 1 and st.estimated_error_rate == pytest.approx(0.005)
+
+
+def test_explain_judges_the_eligible_candidates_as_get_does(tmp_path):
+    """In a cache holding the same question under several contexts, explain's verdicts for the eligible
+    candidates are the ones get() acts on: the verifier reads the best eligible ones together, whatever ranks
+    above them in other contexts."""
+    fake = FakeVerifier({"How do I reset my password?": 0.999})
+    check = VerifiedCheck(verifier=fake, max_candidates=1)
+    with SemanticCache(tmp_path / "c", embedder=HashEmbedder(), check=check) as cache:
+        for ctx in ("a", "b", "c"):
+            cache.put("How do I reset my password?", f"answer {ctx}", context=ctx)
+        assert cache.get("How can I reset my password?", context="c") == "answer c"
+        cands = cache.explain("How can I reset my password?", context="c")
+        assert [c.hit for c in cands if c.context_ok] == [True]
+        assert [c.answer for c in cands if c.hit] == ["answer c"]

@@ -128,8 +128,13 @@ class LookupPolicy:
             rows = store.nearest(vec, k, now)
             fresh = [r for r in rows if r.id not in seen]
             seen.update(r.id for r in fresh)
-            judged = [r for r in fresh if not first_hit or self._eligible(r, ctx)]
-            decisions = dict(zip((r.id for r in judged), self._verify(question, judged)))
+            # the eligible rows are judged together, as get() judges them (a verifier that reads only the few
+            # best sees the same ones); explain also judges the rest, apart
+            eligible = [r for r in fresh if self._eligible(r, ctx)]
+            decisions = dict(zip((r.id for r in eligible), self._verify(question, eligible)))
+            if not first_hit:
+                rest = [r for r in fresh if r.id not in decisions]
+                decisions.update(zip((r.id for r in rest), self._verify(question, rest)))
             for r in fresh:
                 verdict = decisions.get(r.id, _NOT_CHECKED)
                 hit = not hit_found and self._eligible(r, ctx) and verdict.ok
