@@ -24,7 +24,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from alignkit.rag.cache_store import COUNTERS, SCHEMA_VERSION, CacheRow, StoreCounts, _Pending, check_settings, is_expired
+from alignkit.rag.cache_store import (
+    COUNTERS,
+    SCHEMA_VERSION,
+    CacheRow,
+    StoreCounts,
+    _Pending,
+    check_settings,
+    is_expired,
+    stored_settings,
+)
 from alignkit.rag.errors import RagError
 from alignkit.rag.pg import connect, redact, split_url
 
@@ -95,8 +104,6 @@ class PgCacheStore:
 
     # --- opening ----------------------------------------------------------------------------------
     def _setup(self, create: bool, name: str | None, dim: int | None) -> tuple[str, int | None]:
-        from alignkit.rag.embed import DEFAULT_EMBEDDER
-
         with self._conn.transaction():
             self._write_lock()
             (exists,) = self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self._t["meta"],)).fetchone()
@@ -107,29 +114,18 @@ class PgCacheStore:
                     if stmt.strip():
                         self._conn.execute(stmt)
             meta = dict(self._conn.execute(self._sql("SELECT key, value FROM {M}")).fetchall())
-            if meta.get("schema") not in (None, str(SCHEMA_VERSION)):
-                raise RagError(f"{self.location}: cache schema {meta['schema']}, this alignkit reads {SCHEMA_VERSION}")
-            stored = meta.get("embedder")
-            if stored is None:
-                stored = name or DEFAULT_EMBEDDER
+            st = stored_settings(self.location, meta, name, dim)
+            if st.new:
                 self._conn.cursor().executemany(
                     self._sql("INSERT INTO {M} (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING"),
-                    [("schema", str(SCHEMA_VERSION)), ("embedder", stored)],
+                    [("schema", str(SCHEMA_VERSION)), ("embedder", st.embedder)],
                 )
-                self._conn.cursor().executemany(
-                    self._sql("INSERT INTO {C} (name, value) VALUES (%s, 0) ON CONFLICT DO NOTHING"), [(c,) for c in COUNTERS]
-                )
-            elif name is not None and name != stored:
-                raise RagError(
-                    f"{self.location}: cache was built with embedder {stored!r}, opened with {name!r} "
-                    f"(use that embedder, or clear the cache)"
-                )
-            stored_dim = meta.get("dim")
-            if stored_dim is not None and dim is not None and int(stored_dim) != dim:
-                raise RagError(f"{self.location}: cache vectors have dimension {stored_dim}, the embedder {dim}")
-            if stored_dim is None and dim is not None:
+            self._conn.cursor().executemany(  # every counter, also those newer than the cache
+                self._sql("INSERT INTO {C} (name, value) VALUES (%s, 0) ON CONFLICT DO NOTHING"), [(c,) for c in COUNTERS]
+            )
+            if st.record_dim:
                 self._record_dim(dim)
-        return stored, (int(stored_dim) if stored_dim is not None else dim)
+        return st.embedder, st.dim
 
     def _record_dim(self, dim: int) -> None:
         """Inside a transaction: store the dimension and build the HNSW index over ``embedding::vector(dim)``."""

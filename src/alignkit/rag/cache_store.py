@@ -184,6 +184,38 @@ def check_settings(location: str, ttl: float | None, max_entries: int | None) ->
         raise RagError(f"{location}: max_entries must be at least 1 (or None), got {max_entries}")
 
 
+class StoredSettings(NamedTuple):
+    """What a store's meta table says of its embedder, checked against the one opening it."""
+
+    embedder: str  # the embedder the vectors are made with
+    dim: int | None  # their dimension (None until the first embedding)
+    new: bool  # the store has no settings yet: write the embedder, the schema version and zero counters
+    record_dim: bool  # the dimension is known now and not yet stored: write it
+
+
+def stored_settings(location: str, meta: dict, name: str | None, dim: int | None) -> StoredSettings:
+    """Read a store's ``meta`` (key -> value; values may be strings): one-line errors for another schema version,
+    another embedder or another dimension; otherwise what to use and what to write (both stores)."""
+    from alignkit.rag.embed import DEFAULT_EMBEDDER
+
+    if meta.get("schema") is not None and str(meta["schema"]) != str(SCHEMA_VERSION):
+        raise RagError(f"{location}: cache schema {meta['schema']}, this alignkit reads {SCHEMA_VERSION}")
+    stored = meta.get("embedder")
+    if stored is not None and name is not None and name != stored:
+        raise RagError(
+            f"{location}: cache was built with embedder {stored!r}, opened with {name!r} (use that embedder, or clear the cache)"
+        )
+    stored_dim = meta.get("dim")
+    if stored_dim is not None and dim is not None and int(stored_dim) != dim:
+        raise RagError(f"{location}: cache vectors have dimension {stored_dim}, the embedder {dim}")
+    return StoredSettings(
+        embedder=stored if stored is not None else (name or DEFAULT_EMBEDDER),
+        dim=int(stored_dim) if stored_dim is not None else dim,
+        new=stored is None,
+        record_dim=stored_dim is None and dim is not None,
+    )
+
+
 def is_expired(ttl: float | None, created: float, now: float) -> bool:
     """Whether a row put at ``created`` is past the TTL at ``now`` (never with no TTL)."""
     return ttl is not None and now - created >= ttl
@@ -241,34 +273,21 @@ class SqliteCacheStore:
         return conn
 
     def _check_meta(self, name: str | None, dim: int | None) -> tuple[str, int | None]:
-        from alignkit.rag.embed import DEFAULT_EMBEDDER
-
         with self._lock, transaction(self._conn):
             meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-            if meta.get("schema") not in (None, SCHEMA_VERSION):
-                raise RagError(f"{self.path}: cache schema {meta['schema']}, this alignkit reads {SCHEMA_VERSION}")
-            stored = meta.get("embedder")
-            if stored is None:
-                stored = name or DEFAULT_EMBEDDER
+            st = stored_settings(str(self.path), meta, name, dim)
+            if st.new:
                 defaults = {
                     "schema": SCHEMA_VERSION,
-                    "embedder": stored,
+                    "embedder": st.embedder,
                     "generation": 0,
                     "removed_floor": 0,
                     **{c: 0 for c in COUNTERS},
                 }
                 self._conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", list(defaults.items()))
-            elif name is not None and name != stored:
-                raise RagError(
-                    f"{self.path}: cache was built with embedder {stored!r}, opened with {name!r} "
-                    f"(use that embedder, or clear the cache)"
-                )
-            stored_dim = meta.get("dim")
-            if stored_dim is not None and dim is not None and int(stored_dim) != dim:
-                raise RagError(f"{self.path}: cache vectors have dimension {stored_dim}, the embedder {dim}")
-            if stored_dim is None and dim is not None:
+            if st.record_dim:
                 self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dim', ?)", (dim,))
-        return stored, (int(stored_dim) if stored_dim is not None else dim)
+        return st.embedder, st.dim
 
     def set_dim(self, dim: int) -> None:
         with self._lock:
