@@ -241,6 +241,9 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
         log=log,
     )
 
+    kl_in_reward = use_ref and cfg.kl.placement == "reward"
+    old_pass = not on_policy or kl_in_reward or syncer is not None  # off-policy, the reward's KL, or a separate engine
+
     def save(step: int, position: tuple[int, dict] | None = None) -> Path:
         """Checkpoint the state after ``step`` steps; ``position``: the prompt stream's (cursor, totals) as they
         were then, when this step has already drawn its prompts."""
@@ -369,11 +372,10 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                 scores = torch.tensor([r[3] for r in kept])
                 batch, W = collate(p_ids, response_ids)
                 batch = batch.to(accelerator.device)
-                kl_in_reward = use_ref and cfg.kl.placement == "reward"
                 with torch.no_grad(), accelerator.autocast():
                     mask = _response_mask(response_ids, W)
                     old_logps = torch.zeros(B, W)
-                    if not on_policy or kl_in_reward or syncer:  # off-policy, the reward's KL, or a separate engine
+                    if old_pass:
                         inner.eval()
                         old_logps = inner(batch, B, W, with_entropy=False, temperature=g.temperature).logps.cpu() * mask
                         inner.train()
@@ -469,8 +471,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             kept_seqs = [len(prompt_ids[r[0]]) + len(r[1]) for r in kept]
             flops = 0.0
             if shape is not None:  # generation, the no-gradient passes (old, reference), num_iterations trained passes
-                no_grad = int(B > 0 and (not on_policy or (use_ref and cfg.kl.placement == "reward") or syncer is not None))
-                no_grad += int(B > 0 and use_ref)
+                no_grad = int(B > 0 and old_pass) + int(B > 0 and use_ref)
                 flops = rl_step_flops(
                     shape, sampled_seqs, kept_seqs, forward_passes=no_grad, train_passes=gc.num_iterations if B else 0
                 )

@@ -424,8 +424,8 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             score_all = accelerator.gather(rollout.scores.to(accelerator.device)).cpu()
             ev = explained_variance(rollout.values, rollout.returns, rollout.mask)
             dt = time.perf_counter() - t0
-            n_tokens_step = sum(len(p) + len(r) for p, r in zip(p_ids, response_ids)) * world
             seqs = [len(p) + len(r) for p, r in zip(p_ids, response_ids)]
+            n_tokens_step = sum(seqs) * world
             # generation; old log-probs, values and reference (3 no-gradient passes); ppo_epochs × (policy + value)
             flops = (
                 rl_step_flops(shape, seqs, seqs, forward_passes=3, train_passes=2 * pc.ppo_epochs) if shape is not None else 0.0
