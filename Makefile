@@ -36,7 +36,7 @@ rag-demo: setup
 
 # retrain the semantic cache's verifier into the shipped artefact, seeded (about 20 min on one CPU thread)
 cache-verifier: setup
-	OMP_NUM_THREADS=1 $(BIN)/python scripts/train_cache_verifier.py --out src/alignkit/rag/verifier_model --seed 0 $(ARGS)
+	OMP_NUM_THREADS=2 $(BIN)/python scripts/train_cache_verifier.py --out src/alignkit/rag/verifier_model --seed 0 $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q tests

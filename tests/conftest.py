@@ -12,6 +12,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+if "ALIGNKIT_CACHE_DIR" not in os.environ:  # the ONNX exports of the cache's encoders: one per test session
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["ALIGNKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="alignkit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ALIGNKIT_CACHE_DIR"], True)
 
 from pathlib import Path  # noqa: E402
 

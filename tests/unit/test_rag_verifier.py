@@ -17,6 +17,7 @@ from alignkit.rag.verifier import (
     batch_order,
     build_model,
     canonical,
+    conservative,
     expected_calibration_error,
     isotonic_fit,
     roc_auc,
@@ -46,6 +47,24 @@ def test_isotonic_pools_adjacent_violators():
     assert iso.blocks == ((1.0, 2.0, 2.0, 1.0), (3.0, 4.0, 2.0, 2.0))
     # linear between breakpoints, clipped outside
     np.testing.assert_allclose(iso(np.array([0.0, 1.5, 2.5, 9.0])), [0.5, 0.5, 0.75, 1.0])
+
+
+def test_conservative_calibration_by_hand():
+    # the blocks of the fit above: 1 of 2 right over [1, 2], 2 of 2 over [3, 4] -> Laplace 2/4 and 3/4
+    c = conservative(isotonic_fit([3.0, 1.0, 4.0, 2.0], [1, 1, 1, 0]), prior=1.0)
+    assert c.x == (1.0, 2.0, 3.0, 4.0)
+    np.testing.assert_allclose(c.y, [0.5, 0.5, 0.75, 0.75])
+    # a small perfect block above a large good one: 9 of 10 -> 10/12 = 0.833, 1 of 1 -> 2/3; the lower block is
+    # lowered to 2/3 so the map stays non-decreasing (the conservative direction)
+    iso = Isotonic((0.0, 1.0, 2.0), (0.9, 0.9, 1.0), ((0.0, 1.0, 10.0, 9.0), (2.0, 2.0, 1.0, 1.0)))
+    np.testing.assert_allclose(conservative(iso, prior=1.0).y, [2 / 3, 2 / 3, 2 / 3])
+    # the default prior is Jeffreys' (0.5): 1.5/3 and 2.5/3
+    np.testing.assert_allclose(conservative(isotonic_fit([3.0, 1.0, 4.0, 2.0], [1, 1, 1, 0])).y, [0.5, 0.5, 2.5 / 3, 2.5 / 3])
+    # 40 right and none wrong is not "never wrong": P(wrong) = 0.5/41 = 1.2%, which a 2% bound admits and 1% does not
+    big = conservative(isotonic_fit(np.arange(40.0), np.ones(40)))
+    assert big.y == (40.5 / 41, 40.5 / 41)
+    with pytest.raises(ValueError, match="block counts"):
+        conservative(Isotonic((0.0,), (1.0,)))
 
 
 def test_isotonic_ties_and_weights():
@@ -121,8 +140,9 @@ def test_shipped_artefact_is_small_and_complete():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known shortfall of the shipped model (seed 0, 3 epochs): it scores these two short paraphrases "
-    "(make faster / speed up; capital / capital city) as different questions (p ~0.0 and 0.03) and the word swap at 0.41",
+    reason="known shortfall of the shipped model (seed 0): it scores these two short paraphrases "
+    "(make faster / speed up; capital / capital city) as different questions (p 0.004 each) and the word swap "
+    "(New York / Florida) at 0.83; see docs/cache.md",
 )
 def test_shipped_verifier_prefers_paraphrases_to_swaps(shipped):  # offline: conftest sets HF_HUB_OFFLINE=1
     p = shipped.probability(PARAPHRASES + NOT_SAME)

@@ -174,7 +174,7 @@ class SemanticCache:
                 if self._embedder is None:
                     from alignkit.rag.embed import Embedder
 
-                    self._embedder = Embedder(self.embedder_name)
+                    self._embedder = Embedder(self.embedder_name, runtime="onnx")  # int8: the lookup's latency
         return self._embedder
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:

