@@ -357,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     # RAG, the semantic cache and the server: each module registers its own commands (argparse only at import)
     from alignkit.rag import cache_commands, commands
     from alignkit.serve import commands as serve_commands
+    from alignkit.vocab import commands as vocab_commands
 
-    for module in (commands, cache_commands, serve_commands):
+    for module in (commands, cache_commands, serve_commands, vocab_commands):
         module.add_parsers(sub)
     _show_defaults(p, skip=("serve",))
     return p
