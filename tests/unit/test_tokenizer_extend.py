@@ -139,3 +139,24 @@ def test_extend_cli_writes_a_tokenizer_and_refuses_bad_inputs(old_tok, tamil_lin
     err = capsys.readouterr().err.strip()
     assert "WordPiece" in err and "byte-level BPE" in err and "\n" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_join_marks_keeps_tamil_words_whole_and_english_unchanged(old_tok, tamil_lines):
+    from alignkit.vocab.coverage import measure
+    from alignkit.vocab.extend import extend_bpe
+
+    plain = _fast(extend_bpe(old_tok.backend_tokenizer.to_str(), tamil_lines, 60).tokenizer_json, old_tok)
+    joined = _fast(extend_bpe(old_tok.backend_tokenizer.to_str(), tamil_lines, 60, marks_in_words=True).tokenizer_json, old_tok)
+    pre = joined.backend_tokenizer.pre_tokenizer
+    assert [w for w, _ in pre.pre_tokenize_str("தமிழ் மொழி")] == ["à®¤à®®à®¿à®´à¯į", "Ġà®®à¯Ĭà®´à®¿"]  # 2 words, 2 pre-tokens
+    for line in ENGLISH:
+        assert joined(line, add_special_tokens=False)["input_ids"] == old_tok(line, add_special_tokens=False)["input_ids"]
+    assert measure(joined, tamil_lines).fertility < measure(plain, tamil_lines).fertility
+
+
+def test_join_marks_refuses_other_pre_tokenizers():
+    from alignkit.vocab.coverage import VocabError
+    from alignkit.vocab.extend import join_marks
+
+    with pytest.raises(VocabError, match="GPT-2 ByteLevel pre-tokenizer only"):
+        join_marks({"pre_tokenizer": {"type": "Sequence", "pretokenizers": []}, "model": {"type": "BPE"}})

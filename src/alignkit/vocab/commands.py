@@ -60,7 +60,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
         raise VocabError(f"--tokenizer {args.tokenizer}: a slow (Python) tokenizer cannot be extended; a fast one can")
     lines = [line for ls in texts.values() for line in ls]
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:  # checks --out before the slow work
-        ext = extend_bpe(old.backend_tokenizer.to_str(), lines, args.add)
+        ext = extend_bpe(old.backend_tokenizer.to_str(), lines, args.add, marks_in_words=args.join_marks)
         if not ext.added:
             raise VocabError(f"{', '.join(texts)}: no new token found (the tokenizer already has this text's merges)")
         from transformers import AutoTokenizer
@@ -140,6 +140,12 @@ def add_parsers(sub) -> None:
     e.add_argument("--out", required=True, metavar="DIR", help="output directory (tokenizer, and the model with --model)")
     e.add_argument("--model", metavar="M", help="causal LM dir or hub id whose embeddings to extend")
     e.add_argument("--keep-text", action="append", metavar="FILE", help="text that must tokenize exactly as before (repeat)")
+    e.add_argument(
+        "--join-marks",
+        action="store_true",
+        help="keep combining marks (Tamil vowel signs) inside words in the pre-tokenizer (GPT-2 ByteLevel only): "
+        "whole words can then become tokens; ASCII text is unchanged, other scripts with marks may change",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     e.add_argument("--json", action="store_true", help="print the summary and before/after rows as JSON")
     e.set_defaults(func=cmd_extend)

@@ -85,6 +85,43 @@ def tokenizer_family(spec: dict) -> str:
     return kind
 
 
+# GPT-2's pre-tokenizer regex (the tokenizers ByteLevel default) with combining marks (\p{M}: Tamil's vowel signs and
+# virama, Hindi's matras, decomposed accents) counted as letters, so a word stays one pre-token. On text without
+# combining marks (all ASCII text) it splits exactly as the original.
+GPT2_PATTERN_WITH_MARKS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def join_marks(spec: dict) -> dict:
+    r"""``spec`` (a tokenizer.json dict) with its GPT-2 ByteLevel pre-tokenizer replaced by the same regex that keeps
+    combining marks inside words (``GPT2_PATTERN_WITH_MARKS``) followed by ByteLevel without its own regex.
+
+    GPT-2's regex matches letters with ``\p{L}+``; Tamil's vowel signs are marks (``\p{M}``), so every word breaks
+    at each of them and no merge can ever join a whole Tamil word. Only a plain ``ByteLevel`` pre-tokenizer with
+    ``use_regex`` is handled; others (Llama 3's ``Split`` regex) are a :class:`VocabError`."""
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    pre = spec.get("pre_tokenizer") or {}
+    if pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
+        raise VocabError(
+            "--join-marks handles the GPT-2 ByteLevel pre-tokenizer only (alignkit init-model, GPT-2); this "
+            f"tokenizer's pre-tokenizer is {pre.get('type', 'none')}"
+        )
+    tok = Tokenizer.from_str(json.dumps(spec))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(GPT2_PATTERN_WITH_MARKS), behavior="isolated"),
+            pre_tokenizers.ByteLevel(
+                add_prefix_space=pre.get("add_prefix_space", False),
+                trim_offsets=pre.get("trim_offsets", True),
+                use_regex=False,
+            ),
+        ]
+    )
+    out = dict(spec)
+    out["pre_tokenizer"] = json.loads(tok.to_str())["pre_tokenizer"]
+    return out
+
+
 def _merge_pairs(merges: list) -> list[tuple[str, str]]:
     """tokenizer.json merges (``"a b"`` strings or ``[a, b]`` pairs) as pairs."""
     return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in merges]
@@ -122,10 +159,12 @@ def _train_merges(spec: dict, lines: Sequence[str], n_merges: int) -> list[tuple
     return _merge_pairs(json.loads(tok.to_str())["model"]["merges"])
 
 
-def extend_bpe(tokenizer_json: str, lines: Sequence[str], n_add: int) -> Extension:
+def extend_bpe(tokenizer_json: str, lines: Sequence[str], n_add: int, *, marks_in_words: bool = False) -> Extension:
     """Add up to ``n_add`` tokens learned on ``lines`` to a byte-level BPE ``tokenizer.json`` (see the module doc).
 
     Fewer are added when the text does not yield ``n_add`` new tokens (``len(result.added)`` says how many).
+    ``marks_in_words``: also change the pre-tokenizer so combining marks stay inside words (:func:`join_marks`);
+    ASCII text still tokenizes as before, but text in other scripts with combining marks may not.
     A tokenizer that is not byte-level BPE is a :class:`VocabError` naming its family.
     """
     if n_add < 1:
@@ -137,6 +176,8 @@ def extend_bpe(tokenizer_json: str, lines: Sequence[str], n_add: int) -> Extensi
             f"extending a {family} tokenizer is not supported: only byte-level BPE (GPT-2, Llama 3, Qwen, "
             "alignkit init-model tokenizers) can be extended"
         )
+    if marks_in_words:
+        spec = join_marks(spec)
     model = spec["model"]
     if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
         raise VocabError("extending a BPE with a subword prefix or end-of-word suffix is not supported")
