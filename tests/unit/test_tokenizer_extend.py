@@ -160,3 +160,38 @@ def test_join_marks_refuses_other_pre_tokenizers():
 
     with pytest.raises(VocabError, match="GPT-2 ByteLevel pre-tokenizer only"):
         join_marks({"pre_tokenizer": {"type": "Sequence", "pretokenizers": []}, "model": {"type": "BPE"}})
+
+
+def test_llama3_style_split_regex_and_trailing_special_tokens(tamil_lines):
+    """A Llama 3-shaped tokenizer: a Split regex then ByteLevel without its own regex, merges ignored for whole
+    words in the vocabulary, special tokens after the BPE vocabulary. New ids come after the special tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from alignkit.vocab.extend import extend_bpe
+
+    pattern = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+        r"|\s+(?!\S)|\s+"
+    )
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(ENGLISH * 10, trainer=trainer)
+    old = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eot|>")
+    old.add_special_tokens({"additional_special_tokens": ["<|begin|>"]})
+    first_free = len(old)
+    ext = extend_bpe(old.backend_tokenizer.to_str(), tamil_lines, 40)
+    new = _fast(ext.tokenizer_json, old)
+    assert ext.ids[0] == first_free and len(ext.added) == 40
+    for line in ENGLISH:
+        assert new(line, add_special_tokens=False)["input_ids"] == old(line, add_special_tokens=False)["input_ids"]
+    tamil = " ".join(tamil_lines[:5])
+    assert len(new(tamil)["input_ids"]) < len(old(tamil)["input_ids"])
+    assert new.decode(new(tamil)["input_ids"]) == tamil
