@@ -58,6 +58,17 @@ def cmd_extend(args: argparse.Namespace) -> int:
     old = _load(args.tokenizer)
     if getattr(old, "backend_tokenizer", None) is None:
         raise VocabError(f"--tokenizer {args.tokenizer}: a slow (Python) tokenizer cannot be extended; a fast one can")
+    model_source = None
+    if args.model:  # checked before the slow work
+        from alignkit.models.errors import ModelError
+        from alignkit.models.loading import is_adapter_dir, resolve_source
+
+        try:
+            model_source = resolve_source(args.model)
+        except ModelError as err:
+            raise VocabError(f"--model {args.model}: {err}") from None
+        if is_adapter_dir(model_source):
+            raise VocabError(f"--model {args.model}: a LoRA adapter directory; merge it first (alignkit merge)")
     lines = [line for ls in texts.values() for line in ls]
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:  # checks --out before the slow work
         ext = extend_bpe(old.backend_tokenizer.to_str(), lines, args.add, marks_in_words=args.join_marks)
@@ -75,11 +86,9 @@ def cmd_extend(args: argparse.Namespace) -> int:
             check_unchanged(old, new, ls, path)
         info = None
         if args.model:
-            from alignkit.models.loading import is_adapter_dir, load_causal_lm, resolve_source
+            from alignkit.models.loading import load_causal_lm
 
-            if is_adapter_dir(resolve_source(args.model)):
-                raise VocabError(f"--model {args.model}: a LoRA adapter; merge it first (alignkit merge)")
-            model = load_causal_lm(args.model, finetune="none")
+            model = load_causal_lm(model_source, finetune="none")
             info = resize_and_init(model, old, ext)
             model.save_pretrained(str(tmp))
             new.save_pretrained(str(tmp))
