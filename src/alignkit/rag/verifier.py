@@ -14,7 +14,7 @@ a canonical order (the smaller string first), so ``probability((a, b)) == probab
 cost of one pass, not two.
 
     v = Verifier.load()                      # the shipped artefact, offline
-    v.probability([("How do I make my code faster?", "How do I speed up my code?")])  # -> array([0.9...])
+    v.probability([("Can I bring my bicycle on the train?", "I commute by bike, can I take it with me on the train?")])  # -> array([0.99...])
 """
 
 from __future__ import annotations
