@@ -9,10 +9,29 @@ traceback. Each layer keeps its own subclass, so a caller can still catch one ki
   (``RuntimeError``), ``alignkit.rl.rewards.RewardError`` (``ValueError``), ``alignkit.judge.judges.JudgeError``
   (``ValueError``), ``alignkit.rag.errors.RagError``, ``alignkit.scoring.ScoreError`` (``ValueError``).
 
-This module imports nothing: every layer may import it.
+This module imports nothing but the standard library: every layer may import it. It also holds
+:func:`require`, the one way an optional dependency is imported (a missing one is a one-line error naming the
+extra that installs it).
 """
 
 from __future__ import annotations
+
+import importlib
+
+# optional dependency (the module imported) -> the pyproject extra that installs it
+EXTRAS = {
+    "faiss": "rag",
+    "sentence_transformers": "rag",
+    "onnxruntime": "rag",
+    "onnx": "rag",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "bitsandbytes": "qlora",
+    "vllm": "vllm",
+    "psycopg": "postgres",
+    "pgvector": "postgres",
+    "tensorboard": "tensorboard",
+}
 
 
 class UserError(Exception):
@@ -24,3 +43,19 @@ def first_line(err: BaseException) -> str:
     type's name when the message is empty."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+class MissingExtra(UserError, ImportError):
+    """An optional dependency is not installed; the message names the extra (``pip install 'alignkit[rag]'``)."""
+
+
+def require(module: str, feature: str):
+    """Import and return ``module`` (a dotted name), or raise :class:`MissingExtra`: one line saying that
+    ``feature`` needs it and which alignkit extra installs it (from :data:`EXTRAS`, by the top-level package)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        top = module.split(".")[0]
+        extra = EXTRAS.get(top)
+        how = f"pip install 'alignkit[{extra}]'" if extra else f"pip install {top}"
+        raise MissingExtra(f"{feature} needs {top}, which is not installed ({first_line(err)}): {how}") from None

@@ -60,10 +60,9 @@ class Embedder:
             source = bundled_path(f"sentence-transformers/{model}") or model
         if source == model:  # a Hub id with no local or bundled copy: fail fast rather than retry the Hub offline
             _check_hub_reachable(model)
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as err:  # a dependency of alignkit; a broken install says so
-            raise ImportError("alignkit.rag needs sentence-transformers: pip install sentence-transformers") from err
+        from alignkit.errors import require
+
+        SentenceTransformer = require("sentence_transformers", "alignkit.rag's embedder").SentenceTransformer
         self.model = SentenceTransformer(source, device=device)
         self.name = model
         self.dim = int(

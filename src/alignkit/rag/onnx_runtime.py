@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from alignkit.rag.errors import RagError
-
 EXPORT_VERSION = 1  # bump when the export or quantisation settings below change
 OPSET = 17
 
@@ -40,11 +38,10 @@ def cache_root() -> Path:
 
 
 def _require_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise RagError("the semantic cache runs its encoders on ONNX Runtime: pip install onnxruntime onnx") from err
-    return onnxruntime
+    from alignkit.errors import require
+
+    require("onnx", "the semantic cache's int8 encoders (ONNX export)")
+    return require("onnxruntime", "the semantic cache's int8 encoders (ONNX Runtime)")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -28,11 +28,9 @@ class SearchResult(NamedTuple):
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError as err:
-        raise ImportError("alignkit.rag needs faiss: pip install faiss-cpu") from err
-    return faiss
+    from alignkit.errors import require
+
+    return require("faiss", "the RAG index and the semantic cache (vector search)")
 
 
 class VectorIndex:

@@ -106,7 +106,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from alignkit.models.hf_logging import quiet_libraries
 
     quiet_libraries()
-    import uvicorn
+    from alignkit.errors import require
+
+    require("fastapi", "alignkit serve")
+    uvicorn = require("uvicorn", "alignkit serve")
 
     from alignkit.models.backends import check_device, load_backend
     from alignkit.serve.app import create_app
