@@ -219,7 +219,7 @@ def test_write_report_html_is_atomic(tmp_path):
 
 
 def test_write_report_html_leaves_no_temp_file_on_error(tmp_path, monkeypatch):
-    import alignkit.eval.self_reward_report as mod
+    import alignkit.io_atomic as mod
 
     def fail(src, dst):
         raise OSError("disk full")

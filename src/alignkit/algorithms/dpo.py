@@ -26,6 +26,7 @@ import torch
 from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
 from alignkit.config.dpo import DPOConfig
 from alignkit.data.mixture import repeat_by_source
+from alignkit.io_atomic import atomic_file
 from alignkit.losses.preference import DPO_LOSS_TYPES, dpo_loss, kto_loss, orpo_loss, simpo_loss
 from alignkit.models.logprobs import SequenceLogps, sequence_logps
 from alignkit.training import batching
@@ -163,8 +164,6 @@ def all_logps(logps_fn, data, accelerator, *, batch_size: int, collate) -> Seque
 def cached_reference(logps_fn, datasets: dict, accelerator, *, cache_dir: Path, ref_name: str, batch_size: int, collate, log):
     """Reference log-probs of every sequence of each ``datasets[split]``, from ``cache_dir/<split>.safetensors`` when
     it was made for the same sequences and reference, else computed now (``logps_fn``) and written atomically."""
-    import os
-
     from safetensors.torch import load_file, save_file
 
     tables = {}
@@ -184,13 +183,12 @@ def cached_reference(logps_fn, datasets: dict, accelerator, *, cache_dir: Path, 
         tables[split] = all_logps(logps_fn, data, accelerator, batch_size=batch_size, collate=collate)
         if accelerator.is_main_process:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file(
-                {"sum": tables[split].sum.contiguous(), "tokens": tables[split].tokens.contiguous()},
-                str(tmp),
-                metadata={"key": key},
-            )
-            os.replace(tmp, path)
+            with atomic_file(path) as tmp:
+                save_file(
+                    {"sum": tables[split].sum.contiguous(), "tokens": tables[split].tokens.contiguous()},
+                    str(tmp),
+                    metadata={"key": key},
+                )
         accelerator.wait_for_everyone()
         log(
             f"reference log-probs ({split}): {len(data.sequences)} sequences computed in {time.perf_counter() - t0:.1f}s -> {path}"

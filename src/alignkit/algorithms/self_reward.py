@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.config.self_reward import SelfRewardConfig
+from alignkit.io_atomic import atomic_file
 from alignkit.scoring import Scorer
 
 
@@ -49,15 +50,13 @@ class SelfRewardResult:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from alignkit.errors import UserError
+from alignkit.io_atomic import atomic_file
 
 
 class ConfigError(UserError, ValueError):
@@ -206,6 +207,5 @@ def dump_config(cfg: BaseModel) -> str:
 def write_config(cfg: BaseModel, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(dump_config(cfg))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(dump_config(cfg))

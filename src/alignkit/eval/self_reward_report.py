@@ -18,13 +18,12 @@ are rounded to an integer (``256``), counts are printed as integers.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alignkit.eval.html import e, figure, number, page, png, table
+from alignkit.io_atomic import atomic_file
 
 MISSING = "—"
 
@@ -432,13 +431,6 @@ def write_report_html(path: str | Path, summaries: list[dict], **kwargs) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render_report_html(summaries, **kwargs)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a report is meant to be read
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, mode=0o644) as tmp:  # a report is meant to be read
+        tmp.write_text(text, encoding="utf-8")
     return path

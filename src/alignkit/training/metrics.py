@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from alignkit.io_atomic import atomic_file
+
 
 def _clean(v: Any) -> Any:
     if hasattr(v, "item"):
@@ -47,9 +49,8 @@ class MetricsLogger:
                 continue  # a line cut by a kill
             if row.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        tmp.replace(self.path)
+        with atomic_file(self.path) as tmp:
+            tmp.write_text("".join(k + "\n" for k in kept))
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
