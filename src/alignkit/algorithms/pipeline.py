@@ -9,59 +9,25 @@ section fails in a second, not after the SFT has run). Then the stages run in or
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 from alignkit import stages
-from alignkit.config.pipeline import STAGE_ORDER, PipelineConfig
+from alignkit.config.pipeline import STAGE_ORDER, PipelineConfig, references, resolve_refs
 
-_REF = re.compile(r"\$\{([A-Za-z_]+)(\.dir)?\}")
-
-
-def resolve_refs(value, refs: dict[str, str], where: str):
-    """Replace ``${name}`` / ``${name.dir}`` in every string of ``value`` (nested dicts and lists)."""
-    from alignkit.config.base import ConfigError
-
-    if isinstance(value, dict):
-        return {k: resolve_refs(v, refs, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_refs(v, refs, where) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def sub(m: re.Match) -> str:
-        key = m.group(1) + (m.group(2) or "")
-        if key not in refs or refs[key] is None:
-            known = ", ".join(sorted(k for k, v in refs.items() if v is not None))
-            raise ConfigError(f"pipeline: {where}: unknown reference ${{{key}}} (known: {known})")
-        return str(refs[key])
-
-    return _REF.sub(sub, value)
+__all__ = ["resolve_refs", "run", "stage_configs"]
 
 
 def stage_configs(cfg: PipelineConfig) -> tuple[dict, dict | None]:
-    """Every stage section with its references resolved, validated by its stage's schema:
-    ``({stage: config}, the compare section as a dict or None)``. Raises ConfigError naming the section."""
-    from alignkit.config.base import ConfigError, validate
+    """The stage configs present (validated, references resolved, by the schema itself) and the compare section
+    with its references resolved: ``({stage: config}, the compare section as a dict or None)``."""
+    from alignkit.config.base import ConfigError
 
-    out = Path(cfg.output_dir)
-    refs: dict[str, str | None] = {"base": cfg.base, "output_dir": str(out)}
-    for stage in STAGE_ORDER:
-        refs[stage] = str(out / stage / "final")
-        refs[f"{stage}.dir"] = str(out / stage)
     present = [s for s in STAGE_ORDER if getattr(cfg, s) is not None]
     if not present:
         raise ConfigError("pipeline: no stage sections (sft, rm, ppo, grpo, dpo, compare)")
-    configs = {}
-    for stage in present:
-        if stage == "compare":
-            continue
-        section = dict(getattr(cfg, stage))
-        if "output_dir" in section:
-            raise ConfigError(f"pipeline: {stage}.output_dir is set by the pipeline ({out / stage}); remove it")
-        data = resolve_refs({**section, "output_dir": str(out / stage)}, refs, stage)
-        configs[stage] = validate(stages.schema(stage), data, f"pipeline section '{stage}'")
+    configs = {stage: getattr(cfg, stage) for stage in present if stage != "compare"}
+    refs = references(cfg.output_dir, cfg.base)
     compare = resolve_refs(cfg.compare.model_dump(), refs, "compare") if cfg.compare is not None else None
     return configs, compare
 

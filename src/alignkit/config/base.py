@@ -142,6 +142,10 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], sourc
     """One line per problem: ``source: key 'train.max_stpes' is not allowed (did you mean 'max_steps'?)``."""
     lines = []
     for e in err.errors():
+        raised = e.get("ctx", {}).get("error")
+        if isinstance(raised, ConfigError):  # a validator's own located message (e.g. a pipeline section's)
+            lines.append(str(raised))
+            continue
         loc, valid = _resolve(schema, tuple(e["loc"]))
         key = ".".join(str(p) for p in loc) or "<root>"
         if e["type"] == "extra_forbidden":

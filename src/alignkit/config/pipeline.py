@@ -12,19 +12,59 @@ compare: {models: {base: ${base}, sft: ${sft}, ppo: ${ppo}}, prompts: ${ppo.dir}
 
 A stage's output is ``output_dir/<stage>``; ``${stage}`` is its ``final`` model directory and
 ``${stage.dir}`` the run directory. Stages run in the order sft, rm, ppo, grpo, dpo, compare (those present).
-Each stage section is validated by that stage's own schema before anything runs.
+Each stage section is validated by that stage's own schema when the pipeline config is (the fields are typed
+as the stage configs; references are resolved and ``output_dir`` set first).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from alignkit.config.base import Closed
+from alignkit.config.base import Closed, ConfigError, validate
 from alignkit.config.common import InitModelConfig
+from alignkit.config.dpo import DPOConfig
+from alignkit.config.grpo import GRPOConfig
+from alignkit.config.ppo import PPOConfig
+from alignkit.config.reward import RewardConfig
+from alignkit.config.sft import SFTConfig
 
 STAGE_ORDER = ("sft", "rm", "ppo", "grpo", "dpo", "compare")
+SECTION_SCHEMAS = {"sft": SFTConfig, "rm": RewardConfig, "ppo": PPOConfig, "grpo": GRPOConfig, "dpo": DPOConfig}
+_REF = re.compile(r"\$\{([A-Za-z_]+)(\.dir)?\}")
+
+
+def resolve_refs(value, refs: dict[str, str | None], where: str):
+    """Replace ``${name}`` / ``${name.dir}`` in every string of ``value`` (nested dicts and lists)."""
+    if isinstance(value, dict):
+        return {k: resolve_refs(v, refs, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_refs(v, refs, where) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        key = m.group(1) + (m.group(2) or "")
+        if key not in refs or refs[key] is None:
+            known = ", ".join(sorted(k for k, v in refs.items() if v is not None))
+            raise ConfigError(f"pipeline: {where}: unknown reference ${{{key}}} (known: {known})")
+        return str(refs[key])
+
+    return _REF.sub(sub, value)
+
+
+def references(output_dir: str, base: str | None) -> dict[str, str | None]:
+    """What ``${...}`` may name: ``base``, ``output_dir``, and each stage's ``final`` (``${sft}``) and run
+    directory (``${sft.dir}``)."""
+    out = Path(output_dir)
+    refs: dict[str, str | None] = {"base": base, "output_dir": str(out)}
+    for stage in STAGE_ORDER:
+        refs[stage] = str(out / stage / "final")
+        refs[f"{stage}.dir"] = str(out / stage)
+    return refs
 
 
 class CompareStageConfig(Closed):
@@ -58,9 +98,29 @@ class PipelineConfig(Closed):
     output_dir: str = Field(..., description="Each stage writes output_dir/<stage>.")
     base: str | None = Field(None, description="The starting model (referred to as ${base}).")
     init: InitModelConfig | None = Field(None, description="Create `base` first when it does not exist (offline).")
-    sft: dict | None = Field(None, description="An `alignkit sft` config without output_dir.")
-    rm: dict | None = Field(None, description="An `alignkit rm` config without output_dir.")
-    ppo: dict | None = Field(None, description="An `alignkit ppo` config without output_dir.")
-    grpo: dict | None = Field(None, description="An `alignkit grpo` config (any estimator) without output_dir.")
-    dpo: dict | None = Field(None, description="An `alignkit dpo` config (any loss) without output_dir.")
+    sft: SFTConfig | None = Field(None, description="An `alignkit sft` config without output_dir.")
+    rm: RewardConfig | None = Field(None, description="An `alignkit rm` config without output_dir.")
+    ppo: PPOConfig | None = Field(None, description="An `alignkit ppo` config without output_dir.")
+    grpo: GRPOConfig | None = Field(None, description="An `alignkit grpo` config (any estimator) without output_dir.")
+    dpo: DPOConfig | None = Field(None, description="An `alignkit dpo` config (any loss) without output_dir.")
     compare: CompareStageConfig | None = Field(None, description="Side-by-side comparison of the models.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_sections(cls, data: Any) -> Any:
+        """Each stage section (a mapping): references resolved, ``output_dir`` set to ``output_dir/<stage>``, then
+        validated by its stage's schema with errors named ``pipeline section '<stage>'``."""
+        if not isinstance(data, dict) or not isinstance(data.get("output_dir"), str):
+            return data  # the field validation reports it
+        out = Path(data["output_dir"])
+        refs = references(data["output_dir"], data.get("base") if isinstance(data.get("base"), str) else None)
+        data = dict(data)
+        for stage, schema in SECTION_SCHEMAS.items():
+            section = data.get(stage)
+            if not isinstance(section, dict):
+                continue
+            if "output_dir" in section and section["output_dir"] != str(out / stage):
+                raise ConfigError(f"pipeline: {stage}.output_dir is set by the pipeline ({out / stage}); remove it")
+            resolved = resolve_refs({**section, "output_dir": str(out / stage)}, refs, stage)
+            data[stage] = validate(schema, resolved, f"pipeline section '{stage}'")
+        return data
