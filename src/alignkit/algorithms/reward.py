@@ -27,7 +27,7 @@ from alignkit.losses.reward import bradley_terry_loss
 from alignkit.training import batching
 from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
-from alignkit.training.metrics import MetricsLogger
+from alignkit.training.metrics import MetricsLogger, StepSums
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
 
@@ -254,8 +254,7 @@ def run(cfg: RewardConfig) -> RewardResult:
             micro = [collate([train_pairs[i] for i in idx]).to(accelerator.device) for idx in groups]
             # Global normaliser: pairs in the whole step, all micro-batches and processes.
             n_pairs = int(accelerator.reduce(torch.tensor(sum(b.num_pairs for b in micro), device=accelerator.device), "sum"))
-            # [loss sum, accuracy sum, margin sum, reward sum, reward² sum, tokens]
-            sums = torch.zeros(6, dtype=torch.float64, device=accelerator.device)
+            sums = StepSums()  # sums over the step's pairs (rewards: both sides), reduced once at the end
             for i, batch in enumerate(micro):
                 sync = i == len(micro) - 1
                 ctx = accelerator.no_sync(model) if not sync and world > 1 else nullcontext()
@@ -271,36 +270,32 @@ def run(cfg: RewardConfig) -> RewardResult:
                     # DDP averages gradients over processes; the global normaliser already divides by all.
                     accelerator.backward(out_loss.loss.sum() / n_pairs * world)
                 r = torch.cat([rc, rr]).detach().double()
-                sums += torch.stack(
-                    [
-                        out_loss.loss.detach().double().sum(),
-                        out_loss.accuracy.double().sum(),
-                        out_loss.margin.double().sum(),
-                        r.sum(),
-                        (r * r).sum(),
-                        torch.tensor(batch.num_tokens, dtype=torch.float64, device=r.device),
-                    ]
-                )
-            sums = accelerator.reduce(sums, "sum")
-            train_loss = sums[0].item() / n_pairs
+                sums.add("loss", out_loss.loss)
+                sums.add("accuracy", out_loss.accuracy)
+                sums.add("margin", out_loss.margin)
+                sums.add("reward", r)
+                sums.add("reward_sq", r * r)
+                sums.add("tokens", torch.tensor(batch.num_tokens, dtype=torch.float64, device=r.device))
+            step_sums = sums.reduce(accelerator)
+            train_loss = step_sums["loss"] / n_pairs
             stop_if_not_finite(train_loss, step, save)
             grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, t.max_grad_norm)
             pairs_seen += n_pairs
             dt = time.perf_counter() - t0
             done = step + 1
-            mean_r = sums[3].item() / (2 * n_pairs)
-            var_r = max(sums[4].item() / (2 * n_pairs) - mean_r**2, 0.0)
+            mean_r = step_sums["reward"] / (2 * n_pairs)
+            var_r = max(step_sums["reward_sq"] / (2 * n_pairs) - mean_r**2, 0.0)
             last = {
                 "step": done,
                 "loss": train_loss,
-                "accuracy": sums[1].item() / n_pairs,
-                "margin": sums[2].item() / n_pairs,
+                "accuracy": step_sums["accuracy"] / n_pairs,
+                "margin": step_sums["margin"] / n_pairs,
                 "reward_mean": mean_r,
                 "reward_std": math.sqrt(var_r),
                 "learning_rate": lr,
                 "grad_norm": grad_norm,
                 "pairs_per_second": n_pairs / dt,
-                "tokens_per_second": sums[5].item() / dt,
+                "tokens_per_second": step_sums["tokens"] / dt,
                 "epoch": batching.epoch_of_step(done, **plan_kw),
                 "pairs_seen": pairs_seen,
                 "train_pairs": len(train_pairs),
