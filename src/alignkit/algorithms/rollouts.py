@@ -10,18 +10,24 @@ def load_prompts(source, tokenizer, *, fmt, split, max_length, on_error, max_row
     ``max_length`` tokens keeps its end. Returns ``(messages, ids, stats, source path of each prompt, reference of each prompt)``, the reference being
     the row's completion (its chosen reply for a preference row; None when the row has none)."""
     from alignkit.data.chat import encode_chat
-    from alignkit.data.errors import DataError, report_skipped
+    from alignkit.data.errors import DataError
     from alignkit.data.examples import as_messages
-    from alignkit.data.formats import load_examples
+    from alignkit.data.formats import load_prompt_examples
     from alignkit.data.mixture import describe
 
-    loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    loaded = load_prompt_examples(
+        source,
+        fmt=fmt,
+        split=split,
+        on_error=on_error,
+        max_rows=max_rows,
+        log=log,
+        no_prompt="no prompt: RL stages need chat prompts (rows with a prompt or a user turn)",
+        no_prompt_field="prompt",
+    )
     source = describe(source)
-    report_skipped(loaded.skipped, log)
     messages, ids, truncated = [], [], 0
     for ex in loaded.examples:
-        if not ex.prompt:
-            raise DataError(ex.ref, "no prompt: RL stages need chat prompts (rows with a prompt or a user turn)", field="prompt")
         m = as_messages(ex.prompt)
         x = encode_chat(tokenizer, m, add_generation_prompt=True)  # content never becomes control tokens
         if len(x) > max_length:

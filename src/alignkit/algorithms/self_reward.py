@@ -100,17 +100,11 @@ def dedupe(items: Sequence, key: Callable[[object], str]) -> tuple[list, int]:
 
 def load_prompt_set(source: str, *, fmt: str, split: str, on_error: str, max_rows: int | None, log) -> list:
     """The prompt part of every row of ``source`` (a str for one user turn, else a message list), duplicates removed."""
-    from alignkit.data.errors import DataError, report_skipped
     from alignkit.data.examples import compact_prompt
-    from alignkit.data.formats import load_examples
+    from alignkit.data.formats import load_prompt_examples
 
-    loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
-    report_skipped(loaded.skipped, log)
-    prompts = []
-    for ex in loaded.examples:
-        if not ex.prompt:
-            raise DataError(ex.ref, f"a {loaded.format!r} row has no prompt (give prompts, chats or pairs)")
-        prompts.append(compact_prompt(ex.prompt))
+    loaded = load_prompt_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows, log=log)
+    prompts = [compact_prompt(ex.prompt) for ex in loaded.examples]
     prompts, dropped = dedupe(prompts, key=lambda p: norm_text(json.dumps(p, ensure_ascii=False)))
     log(
         f"{source}: format {loaded.format}, {loaded.rows_read} rows, {len(loaded.skipped)} skipped, "

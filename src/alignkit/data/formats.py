@@ -35,7 +35,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from alignkit.data.errors import DataError, RowRef
+from alignkit.data.errors import DataError, RowRef, report_skipped
 from alignkit.data.examples import Example, Message
 from alignkit.data.mixture import DataSource
 from alignkit.data.sources import read_rows_or_errors
@@ -378,6 +378,37 @@ def load_examples(
     loaded = convert_rows(source, fmt=fmt, split=split, max_rows=max_rows, stop_on_error=on_error == "raise")
     if loaded.format is None:  # every row was skipped before a format could be detected
         raise loaded.skipped[0]
+    return loaded
+
+
+NO_PROMPT = "a {format!r} row has no prompt (give prompts, chats or pairs)"
+
+
+def load_prompt_examples(
+    source: str | Sequence[DataSource],
+    *,
+    fmt: str = "auto",
+    split: str = "train",
+    on_error: str = "raise",
+    max_rows: int | None = None,
+    log: Callable[[str], None] | None = None,
+    no_prompt: str = NO_PROMPT,
+    no_prompt_field: str | None = None,
+) -> LoadedData:
+    """The rows of ``source`` for a stage that reads prompts (PPO/GRPO, self-reward, compare): ``load_examples``
+    (same arguments), the skipped rows reported to ``log`` when one is given, then every example checked to have
+    a prompt (``ex.prompt``, the turns before the answer).
+
+    A row without one raises ``DataError(row's file:line, no_prompt, field=no_prompt_field)``; ``no_prompt`` may
+    name the detected format as ``{format}``. Callers turn ``ex.prompt`` into what they need (message lists,
+    ``compact_prompt``) from the returned ``LoadedData``.
+    """
+    loaded = load_examples(source, fmt=fmt, split=split, on_error=on_error, max_rows=max_rows)
+    if log is not None:
+        report_skipped(loaded.skipped, log)
+    for ex in loaded.examples:
+        if not ex.prompt:
+            raise DataError(ex.ref, no_prompt.format(format=loaded.format), field=no_prompt_field)
     return loaded
 
 

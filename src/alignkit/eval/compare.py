@@ -119,7 +119,7 @@ def load_prompts(path: str, max_prompts: int | None = None, *, fmt: str = "auto"
     """
     from alignkit.data.errors import DataError
     from alignkit.data.examples import compact_prompt
-    from alignkit.data.formats import load_examples
+    from alignkit.data.formats import load_prompt_examples
 
     if max_prompts is not None and max_prompts < 1:
         raise DataError(path, f"max_prompts must be >= 1, got {max_prompts}")
@@ -138,11 +138,8 @@ def load_prompts(path: str, max_prompts: int | None = None, *, fmt: str = "auto"
             if line.strip():
                 prompts.append(line)
     else:  # every format the data layer reads, prompt-only rows included
-        loaded = load_examples(path, fmt=fmt, split=split, max_rows=max_prompts)
-        for ex in loaded.examples:
-            if not ex.prompt:
-                raise DataError(ex.ref, f"a {loaded.format!r} row has no prompt (give prompts, chats or pairs)")
-            prompts.append(compact_prompt(ex.prompt))
+        loaded = load_prompt_examples(path, fmt=fmt, split=split, max_rows=max_prompts)
+        prompts.extend(compact_prompt(ex.prompt) for ex in loaded.examples)
     if not prompts:
         raise DataError(path, "no prompts found (empty file?)")
     return prompts[:max_prompts] if max_prompts is not None else prompts
