@@ -36,3 +36,11 @@ def optimizer_step(accelerator, model, optimizer, scheduler, max_grad_norm: floa
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm, lr
+
+
+def run_identity(cfg) -> dict:
+    """What :func:`alignkit.training.setup.start_run` needs of a stage config: ``output_dir``, ``resume`` and
+    ``config_text`` (the resolved config as YAML, written to ``config.yaml`` and compared on resume)."""
+    from alignkit.config.base import dump_config
+
+    return {"output_dir": cfg.output_dir, "resume": cfg.resume, "config_text": dump_config(cfg)}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step, run_identity
 from alignkit.config.dpo import DPOConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.io_atomic import atomic_file
@@ -357,7 +357,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     t, m, d, L = cfg.train, cfg.model, cfg.data, cfg.loss
     kto = L.type == "kto"
     accelerator, out, ckpt_root = start_run(
-        cfg,
+        **run_identity(cfg),
         mixed_precision=t.mixed_precision,
         seed=t.seed,
         model_path=m.name_or_path,

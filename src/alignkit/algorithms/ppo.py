@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule
+from alignkit.algorithms.common import optimizer_and_schedule, run_identity
 from alignkit.algorithms.rollouts import collate_rollout, eval_figures, eval_line, load_prompts  # noqa: F401 (load_prompts: also PPO's API)
 from alignkit.config.ppo import PPOConfig
 from alignkit.data.mixture import repeat_by_source
@@ -50,7 +50,14 @@ from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.flops import rl_step_flops, shape_or_none
 from alignkit.training.metrics import MetricsLogger, StepSums, Throughput
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, replicas_in_sync, resume_record, resume_state, run_facts, start_run
+from alignkit.training.setup import (
+    holdout_split,
+    replicas_in_sync,
+    resume_record,
+    resume_state,
+    run_facts,
+    start_run,
+)
 
 
 @dataclass
@@ -76,7 +83,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     quiet_libraries()
     t, m, d, g, pc = cfg.train, cfg.model, cfg.data, cfg.generation, cfg.ppo
     accelerator, out, ckpt_root = start_run(
-        cfg, mixed_precision=t.mixed_precision, seed=t.seed, model_path=m.name_or_path, init_spec=m.init
+        **run_identity(cfg), mixed_precision=t.mixed_precision, seed=t.seed, model_path=m.name_or_path, init_spec=m.init
     )
     main = accelerator.is_main_process
     log = accelerator.print

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step, run_identity
 from alignkit.config.reward import RewardConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.reward import bradley_terry_loss
@@ -133,7 +133,7 @@ def run(cfg: RewardConfig) -> RewardResult:
     quiet_libraries()
     t, m, d = cfg.train, cfg.model, cfg.data
     accelerator, out, ckpt_root = start_run(
-        cfg,
+        **run_identity(cfg),
         mixed_precision=t.mixed_precision,
         seed=t.seed,
         model_path=m.name_or_path,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step
+from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step, run_identity
 from alignkit.config.sft import SFTConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.sft import sft_token_nll
@@ -124,7 +124,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     quiet_libraries()
     t = cfg.train
     accelerator, out, ckpt_root = start_run(
-        cfg,
+        **run_identity(cfg),
         mixed_precision=t.mixed_precision,
         seed=t.seed,
         model_path=cfg.model.name_or_path,

@@ -74,23 +74,24 @@ def _describe(changes: dict[str, tuple]) -> str:
     return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
 
 
-def check_resume_config(cfg, ckpt: Path, log) -> dict | None:
-    """Compare ``cfg`` with the config saved in checkpoint ``ckpt``. Changes of ``RESUMABLE_CHANGES`` are logged;
-    any other change is a one-line ``ConfigError`` naming the keys, unless ``cfg.resume == "force"`` (then logged
-    as forced). Returns the record of this resume for ``resumes.jsonl`` (None when the checkpoint has no config)."""
+def check_resume_config(config_text: str, resume: str, ckpt: Path, log) -> dict | None:
+    """Compare the run's config (``config_text``, the resolved YAML) with the config saved in checkpoint ``ckpt``.
+    Changes of ``RESUMABLE_CHANGES`` are logged; any other change is a one-line ``ConfigError`` naming the keys,
+    unless ``resume == "force"`` (then logged as forced). Returns the record of this resume for ``resumes.jsonl``
+    (None when the checkpoint has no config)."""
     import yaml
 
-    from alignkit.config.base import ConfigError, dump_config
+    from alignkit.config.base import ConfigError
     from alignkit.training.checkpoint import CONFIG_FILE
 
     saved = ckpt / CONFIG_FILE
     if not saved.is_file():
         log(f"warning: {ckpt} has no {CONFIG_FILE} (saved by an older alignkit): the config cannot be compared")
         return None
-    changes = config_changes(yaml.safe_load(saved.read_text()) or {}, yaml.safe_load(dump_config(cfg)))
+    changes = config_changes(yaml.safe_load(saved.read_text()) or {}, yaml.safe_load(config_text))
     allowed = {k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}
     other = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
-    if other and cfg.resume != "force":
+    if other and resume != "force":
         raise ConfigError(
             f"resume from {ckpt}: the config changed since it was saved ({_describe(other)}); only "
             f"{', '.join(RESUMABLE_CHANGES)} may change on resume. Restore the old values, set resume: force to "
@@ -166,21 +167,30 @@ def replicas_in_sync(accelerator, model) -> bool | None:
     return bool((sums == sums[0]).all())
 
 
-def start_run(cfg, *, mixed_precision: str, seed: int, model_path: str, init_spec=None):
+def start_run(
+    *,
+    output_dir: str,
+    resume: str,
+    config_text: str,
+    mixed_precision: str,
+    seed: int,
+    model_path: str,
+    init_spec=None,
+):
     """``(accelerator, output dir, checkpoint root)`` for a training stage.
 
-    Creates the accelerator (CPU when no CUDA), ``cfg.output_dir`` with the resolved ``cfg`` written to
-    ``config.yaml`` and leftovers of an interrupted checkpoint save removed; seeds everything; builds
-    the model at ``model_path`` from ``init_spec`` (an InitModelConfig) when it does not exist yet.
+    Creates the accelerator (CPU when no CUDA), ``output_dir`` with ``config_text`` (the resolved config) written
+    to ``config.yaml`` and leftovers of an interrupted checkpoint save removed; seeds everything; builds the model
+    at ``model_path`` from ``init_spec`` (an InitModelConfig) when it does not exist yet.
 
-    When the run will resume (``cfg.resume`` auto or force and a checkpoint exists), first picks the newest
-    checkpoint that verifies (saying which damaged ones it passed over) and compares ``cfg`` with the config
+    When the run will resume (``resume`` auto or force and a checkpoint exists), first picks the newest
+    checkpoint that verifies (saying which damaged ones it passed over) and compares the config with the one
     saved in it (:func:`check_resume_config`); each resume is appended to ``resumes.jsonl``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from alignkit.config.base import write_config
+    from alignkit.io_atomic import atomic_file
     from alignkit.training.checkpoint import remove_partial, usable_checkpoint
 
     # step_scheduler_with_optimizer=False: our schedule counts optimizer steps already; accelerate would
@@ -189,24 +199,25 @@ def start_run(cfg, *, mixed_precision: str, seed: int, model_path: str, init_spe
         mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False
     )
     check_distribution(accelerator)
-    out = Path(cfg.output_dir)
+    out = Path(output_dir)
     ckpt_root = out / "checkpoints"
     if accelerator.is_main_process:
         remove_partial(ckpt_root)
     accelerator.wait_for_everyone()
     record = None
-    if cfg.resume != "never":
+    if resume != "never":
         point = usable_checkpoint(ckpt_root)
         if point.path is not None:
             for problem in point.skipped:
                 accelerator.print(f"checkpoint {problem}: skipped, falling back to {point.path.name}")
             if point.unverified:
                 accelerator.print(f"warning: {point.path} has no manifest (saved by an older alignkit): not verified")
-            record = check_resume_config(cfg, point.path, accelerator.print) or {"checkpoint": str(point.path)}
+            record = check_resume_config(config_text, resume, point.path, accelerator.print) or {"checkpoint": str(point.path)}
             record["skipped"] = point.skipped
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        write_config(cfg, out / "config.yaml")
+        with atomic_file(out / "config.yaml") as tmp:
+            tmp.write_text(config_text)
         resumes = out / RESUMES_FILE
         if record is None:
             resumes.unlink(missing_ok=True)
