@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.cli import STAGES, _load
 from alignkit.config.base import ConfigError, apply_overrides, load_config, parse_override
 from alignkit.config.sft import SFTConfig
+from alignkit.stages import STAGES, load
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = {"output_dir": "o", "model": {"name_or_path": "m"}, "data": {"train": "t.jsonl"}}
@@ -70,7 +70,7 @@ def test_common_keys_every_stage_accepts():
     for stage, (schema_ref, _) in STAGES.items():
         if stage in ("pipeline", "self-reward"):  # not training stages: they run other stages (own tests)
             continue
-        schema = _load(schema_ref)
+        schema = load(schema_ref)
         cfg = schema.model_validate(
             {
                 **BASE,
@@ -89,7 +89,7 @@ def test_every_shipped_yaml_validates():
     for f in files:
         stage = f.parent.name.replace("_", "-")  # configs/self_reward -> self-reward
         assert stage in STAGES, f"{f}: folder {stage!r} is not a stage"
-        load_config(_load(STAGES[stage][0]), f)
+        load_config(load(STAGES[stage][0]), f)
 
 
 def test_a_tagged_section_without_its_type_names_the_missing_key(tmp_path):
