@@ -113,18 +113,13 @@ class Embedder:
         for name, tensor in self.model.state_dict().items():
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        st = self.model
-
-        class Pipeline(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.st = st
-
-            def forward(self, **features):
-                return st(dict(features))["sentence_embedding"]
-
-        example = self._tokenize(["a question"], "pt")
-        path = quantized_onnx(Pipeline, example, key=export_key("embedder", h.hexdigest()), output_name="embedding")
+        path = quantized_onnx(
+            lambda: self.model,
+            self._tokenize(["a question"], "pt"),
+            key=export_key("embedder", h.hexdigest()),
+            output_name="embedding",
+            call=lambda st, features: st(features)["sentence_embedding"],  # a SentenceTransformer takes one dict
+        )
         return OnnxRunner(path)
 
     def _tokenize(self, texts, tensors: str) -> dict:

@@ -66,11 +66,12 @@ def quantized_onnx(
     *,
     key: str,
     output_name: str,
+    call: Callable[[object, dict], object] = lambda module, inputs: module(**inputs),
     root: str | Path | None = None,
 ) -> Path:
-    """The int8 ONNX file for the module ``build()`` returns (a ``torch.nn.Module`` taking the tensors of ``example``
-    as keyword arguments and returning one tensor), exported and quantised on first use and reused after (``build``
-    is called only to export).
+    """The int8 ONNX file for the module ``build()`` returns, exported and quantised on first use and reused after
+    (``build`` is called only to export). ``call(module, inputs)`` runs it on a dict of the tensors of ``example``
+    and returns the one tensor to export (default: ``module(**inputs)``; e.g. ``module(**inputs).logits``).
 
     ``example``: name -> (B, S) int64 tensor, one example batch (batch and sequence axes are dynamic); ``key``: from
     :func:`export_key`, identifies the weights. Concurrent first uses in several processes are safe: each writes a
@@ -94,7 +95,7 @@ def quantized_onnx(
                 self.inner = inner
 
             def forward(self, *args):
-                return self.inner(**dict(zip(names, args)))
+                return call(self.inner, dict(zip(names, args)))
 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on the BERT graph (checked: the export matches the model)

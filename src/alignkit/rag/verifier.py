@@ -324,21 +324,6 @@ def _torch_model(path: Path, weights: Path):
     return PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval()
 
 
-def _logits_module(model):
-    """``model`` (a sequence classifier) as a module returning its (B, 1) logits tensor: what the ONNX export records."""
-    import torch
-
-    class Logits(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-
-    return Logits(model)
-
-
 def save_full(model, out: str | Path, *, max_length: int) -> None:
     """Write a fully fine-tuned verifier: every trained weight (all but the frozen word embeddings, which load from
     the bundled MiniLM) as float16 in ``model.safetensors`` (scores move by ~1e-3), and ``verifier.json``."""
@@ -423,10 +408,15 @@ class Verifier:
         else:
             from alignkit.rag.onnx_runtime import OnnxRunner, export_key, file_sha256, quantized_onnx
 
-            key = export_key("verifier", file_sha256(weights), file_sha256(Path(base) / "model.safetensors"))
+            weight_files = [path / n for n in needed[1:]] + [Path(base) / "model.safetensors"]  # the weights, the LoRA scale
+            key = export_key("verifier", *(file_sha256(f) for f in weight_files))
             example = dict(tokenizer(["a question"], ["another question"], return_tensors="pt"))
             onnx_file = quantized_onnx(
-                lambda: _logits_module(_torch_model(path, weights)), example, key=key, output_name="logits"
+                lambda: _torch_model(path, weights),
+                example,
+                key=key,
+                output_name="logits",
+                call=lambda model, inputs: model(**inputs).logits,
             )
             model = OnnxRunner(onnx_file)
         return cls(model, tokenizer, max_length=int(config["max_length"]), calibration=calibration, path=path, runtime=runtime)
