@@ -122,10 +122,9 @@ def calibration_pairs(paws_pairs_, paws_labels, dev_rows: list[dict], work: Path
     from alignkit.rag.policy import VerifierInput
     from alignkit.rag.verified_check import DEFAULT_PREFILTER, VerifiedCheck
 
-    cache_pairs_, labels, emb = lookup_pairs(dev_rows, lambda r: is_calibration_group(r["group"]), work)
-    n_cache = len(cache_pairs_)
-    rec = Recorder()
-    rec.pairs = list(cache_pairs_)
+    pairs, labels, emb = lookup_pairs(dev_rows, lambda r: is_calibration_group(r["group"]), work)
+    n_cache = len(pairs)
+    rec = Recorder()  # what the check hands the verifier for each PAWS pair as a one-entry cache
     check = VerifiedCheck(verifier=rec)
     a = emb.encode([x for x, _ in paws_pairs_])
     b = emb.encode([y for _, y in paws_pairs_])
@@ -137,10 +136,10 @@ def calibration_pairs(paws_pairs_, paws_labels, dev_rows: list[dict], work: Path
     counts = {
         "lookup_pairs_cache_eval": n_cache,
         "lookup_pairs_cache_eval_right": int(sum(labels[:n_cache])),
-        "pairs_paws_dev": len(rec.pairs) - n_cache,
+        "pairs_paws_dev": len(rec.pairs),
         "pairs_paws_dev_right": int(sum(labels[n_cache:])),
     }
-    return rec.pairs, labels, counts
+    return pairs + rec.pairs, labels, counts
 
 
 def best_accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -199,7 +198,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank")
-    ap.add_argument("--full", action="store_true", help="fine-tune every weight (no LoRA); ships the full model")
     ap.add_argument("--max-length", type=int, default=64, help="tokens per pair (both questions and specials)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training pairs (smoke runs)")
     ap.add_argument(
@@ -219,7 +217,6 @@ def main(argv: list[str] | None = None) -> None:
         conservative,
         isotonic_fit,
         save_adapter,
-        save_full,
         train_verifier,
     )
 
@@ -254,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python scripts/train_cache_verifier.py " + " ".join(argv if argv is not None else sys.argv[1:])
     previous = json.loads((out / "manifest.json").read_text()) if args.calibrate_only else None
     if previous is None:
-        model, tokenizer = build_model(seed=args.seed, rank=args.rank, alpha=2 * args.rank, full=args.full)
+        model, tokenizer = build_model(seed=args.seed, rank=args.rank, alpha=2 * args.rank)
 
         recent: list[float] = []
         t_start = time.time()
@@ -279,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             log=log,
         )
         train_s = time.time() - t_train
-        (save_full if args.full else save_adapter)(model, out, max_length=args.max_length)
+        save_adapter(model, out, max_length=args.max_length)
         del model
 
     # ---- calibrate on held-out lookups, with the model as users run it (ONNX Runtime, int8 weights)
@@ -337,10 +334,9 @@ def main(argv: list[str] | None = None) -> None:
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "lr": args.lr,
-            "fine_tuning": "full" if args.full else "lora",
-            "lora_rank": None if args.full else args.rank,
-            "lora_alpha": None if args.full else 2 * args.rank,
-            "lora_targets": None if args.full else ["query", "key", "value", "dense"],
+            "lora_rank": args.rank,
+            "lora_alpha": 2 * args.rank,
+            "lora_targets": ["query", "key", "value", "dense"],
             "max_length": args.max_length,
             "limit": args.limit,
         },

@@ -2,11 +2,9 @@
 
 A cross-encoder reads the two questions together (``[CLS] q1 [SEP] q2 [SEP]``) and gives one logit; an isotonic
 map fitted on held-out lookups turns the logit into the probability that the cached answer serves the new
-question. It is the bundled all-MiniLM-L6-v2 as a transformers sequence-classification model (1 logit),
-fine-tuned either whole (all but the word embeddings; the artefact holds those weights as float16,
-``model.safetensors``) or with a LoRA adapter (``adapter_model.safetensors``, merged at load). The shipped
-artefact (``verifier_model/``, built by ``scripts/train_cache_verifier.py``) also holds the calibration and a
-manifest. By default it runs on ONNX Runtime with int8 weights (:mod:`alignkit.rag.onnx_runtime`), the runtime its
+question. It is the bundled all-MiniLM-L6-v2 as a transformers sequence-classification model (1 logit) with a
+LoRA adapter (``adapter_model.safetensors``, merged at load). The shipped artefact (``verifier_model/``, built by
+``scripts/train_cache_verifier.py``) also holds the calibration and a manifest. By default it runs on ONNX Runtime with int8 weights (:mod:`alignkit.rag.onnx_runtime`), the runtime its
 calibration was fitted on.
 
 Order: training shows each pair in a random order (both orders over the data); at inference the pair is put in
@@ -35,6 +33,7 @@ CONFIG_FILE = "verifier.json"  # max_length, base model, the order rule
 CALIBRATION_FILE = "calibration.json"  # the isotonic map's breakpoints
 LORA_TARGETS = ("query", "key", "value", "dense")
 RUNTIMES = ("onnx", "torch")
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")  # the weights and the LoRA scale
 
 
 # ---------------------------------------------------------------- calibration (pure functions)
@@ -185,11 +184,10 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected here
 
 
-def build_model(*, seed: int, rank: int = 8, alpha: int = 16, lora_dropout: float = 0.0, full: bool = False):
+def build_model(*, seed: int, rank: int = 8, alpha: int = 16, lora_dropout: float = 0.0):
     """The trainable verifier: bundled MiniLM as ``BertForSequenceClassification`` (1 logit) with LoRA of ``rank``
-    on every query/key/value/dense linear layer; the classifier head is trained whole (``full=True``: every weight
-    but the word embeddings is trained, no LoRA). Initialised under ``torch.manual_seed(seed)``.
-    Returns ``(model, tokenizer)``."""
+    on every query/key/value/dense linear layer; the classifier head is trained whole. Initialised under
+    ``torch.manual_seed(seed)``. Returns ``(peft_model, tokenizer)``."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -198,9 +196,6 @@ def build_model(*, seed: int, rank: int = 8, alpha: int = 16, lora_dropout: floa
     path = base_model_path()
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    if full:  # every weight but the word embeddings (23k x 384, half the model), which stay MiniLM's
-        model.get_input_embeddings().weight.requires_grad_(False)
-        return model, AutoTokenizer.from_pretrained(path)
     config = LoraConfig(
         r=rank, lora_alpha=alpha, lora_dropout=lora_dropout, target_modules=list(LORA_TARGETS), modules_to_save=["classifier"]
     )
@@ -303,44 +298,14 @@ def save_adapter(model, out: str | Path, *, max_length: int) -> None:
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _torch_model(path: Path, weights: Path):
+def _torch_model(path: Path):
     """The float32 ``BertForSequenceClassification`` of an artefact: the bundled MiniLM with the artefact's adapter
-    merged in (``adapter_model.safetensors``), or its full weights (``model.safetensors``), in eval mode."""
+    merged in, in eval mode."""
+    from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(base_model_path(), num_labels=1)
-    if weights.name == "model.safetensors":
-        from safetensors.torch import load_file
-
-        state = {k: v.float() for k, v in load_file(str(weights)).items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if "position_ids" not in k and "word_embeddings" not in k]:
-            raise RagError(
-                f"verifier {path}: {weights.name} does not fit MiniLM (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-        return model.eval()
-    from peft import PeftModel
-
     return PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval()
-
-
-def save_full(model, out: str | Path, *, max_length: int) -> None:
-    """Write a fully fine-tuned verifier: every trained weight (all but the frozen word embeddings, which load from
-    the bundled MiniLM) as float16 in ``model.safetensors`` (scores move by ~1e-3), and ``verifier.json``."""
-    import torch
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    state = {
-        k: v.detach().to(torch.float16).contiguous()
-        for k, v in model.state_dict().items()
-        if k not in frozen and "position_ids" not in k
-    }
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = {"base_model": BASE_MODEL, "max_length": max_length, "order": "canonical (smaller string first)", "num_labels": 1}
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
 class Verifier:
@@ -380,9 +345,7 @@ class Verifier:
         path = Path(path) if path is not None else DEFAULT_PATH
         if runtime not in RUNTIMES:
             raise RagError(f"verifier: runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        weights = path / ("model.safetensors" if (path / "model.safetensors").is_file() else "adapter_model.safetensors")
-        needed = (CONFIG_FILE, weights.name) + (("adapter_config.json",) if weights.name.startswith("adapter") else ())
-        for name in needed + ((CALIBRATION_FILE,) if calibrated else ()):
+        for name in (CONFIG_FILE, *ADAPTER_FILES) + ((CALIBRATION_FILE,) if calibrated else ()):
             if not (path / name).is_file():
                 raise RagError(
                     f"verifier {path}: no {name} (build it with: python scripts/train_cache_verifier.py --out {path} --seed 0)"
@@ -404,15 +367,15 @@ class Verifier:
         base = base_model_path()
         tokenizer = AutoTokenizer.from_pretrained(base)
         if runtime == "torch":
-            model = _torch_model(path, weights)
+            model = _torch_model(path)
         else:
             from alignkit.rag.onnx_runtime import OnnxRunner, export_key, file_sha256, quantized_onnx
 
-            weight_files = [path / n for n in needed[1:]] + [Path(base) / "model.safetensors"]  # the weights, the LoRA scale
+            weight_files = [path / n for n in ADAPTER_FILES] + [Path(base) / "model.safetensors"]
             key = export_key("verifier", *(file_sha256(f) for f in weight_files))
             example = dict(tokenizer(["a question"], ["another question"], return_tensors="pt"))
             onnx_file = quantized_onnx(
-                lambda: _torch_model(path, weights),
+                lambda: _torch_model(path),
                 example,
                 key=key,
                 output_name="logits",
@@ -470,7 +433,6 @@ __all__ = [
     "isotonic_fit",
     "roc_auc",
     "save_adapter",
-    "save_full",
     "sigmoid",
     "train_verifier",
 ]
