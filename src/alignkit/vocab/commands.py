@@ -30,8 +30,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         tok = _load(name)
         rows += [measure(tok, lines, tokenizer_name=name, text_name=path) for path, lines in texts.items()]
     if args.html:
+        from alignkit.io_atomic import atomic_file
+
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.html).write_text(render_html(rows), encoding="utf-8")
+        with atomic_file(args.html) as tmp:
+            tmp.write_text(render_html(rows), encoding="utf-8")
     if args.json:
         print(json.dumps({"rows": [r.as_dict() for r in rows]}, indent=2, ensure_ascii=False))
     else:

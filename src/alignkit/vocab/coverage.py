@@ -216,13 +216,6 @@ def format_table(rows: Sequence[Coverage]) -> str:
     return "\n".join(out)
 
 
-def format_markdown(rows: Sequence[Coverage]) -> str:
-    """The rows as a markdown table (for docs)."""
-    head = "| " + " | ".join(title for _, title, _ in _COLUMNS) + " |"
-    rule = "| " + " | ".join("---" if i < 2 else "---:" for i in range(len(_COLUMNS))) + " |"
-    return "\n".join([head, rule, *("| " + " | ".join(_cells(r)) + " |" for r in rows)])
-
-
 def render_html(rows: Sequence[Coverage]) -> str:
     """A small self-contained HTML report: the table and a bar chart of fertility (inline SVG, no scripts)."""
     from html import escape

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # the byte-level BPE alphabet (GPT-2's table)
 
 from alignkit.vocab.coverage import VocabError
 
@@ -46,21 +47,6 @@ class Extension:
     """New tokens (byte-level strings), in id order."""
     ids: list[int] = field(default_factory=list)
     """Their ids (``ids[i]`` is ``added[i]``'s)."""
-    merges_seen: int = 0
-    """Merges of the trained BPE walked through."""
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """The byte-level BPE alphabet: byte -> the printable character standing for it (GPT-2's table)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 _NON_ASCII = {ch for b, ch in bytes_to_unicode().items() if b >= 128}
@@ -213,7 +199,6 @@ def extend_bpe(tokenizer_json: str, lines: Sequence[str], n_add: int, *, marks_i
         if len(ext.added) >= n_add or len(merges) < asked:
             break
         asked *= 2
-    ext.merges_seen = walked_until
     if model["merges"] and isinstance(model["merges"][0], str):
         model["merges"] = model["merges"] + [f"{a} {b}" for a, b in new_pairs]
     else:
