@@ -659,7 +659,7 @@ def plan_pipeline(cfg) -> dict[str, Plan]:
 
     A stage's output (``${sft}`` ...) does not exist yet: it is sized as the model that stage trains (an adapter
     directory for LoRA/QLoRA stages, so a later shared-base stage gets its reference adapter)."""
-    from alignkit.algorithms.pipeline import stage_configs
+    from alignkit.orchestrate.pipeline import stage_configs
 
     configs, _ = stage_configs(cfg)
     aliases: dict[str, ModelShape] = {}

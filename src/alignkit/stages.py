@@ -16,8 +16,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "grpo": ("alignkit.config.grpo:GRPOConfig", "alignkit.algorithms.grpo:run"),
     "rloo": ("alignkit.config.grpo:GRPOConfig", "alignkit.algorithms.grpo:run"),
     "reinforce-pp": ("alignkit.config.grpo:GRPOConfig", "alignkit.algorithms.grpo:run"),
-    "pipeline": ("alignkit.config.pipeline:PipelineConfig", "alignkit.algorithms.pipeline:run"),
-    "self-reward": ("alignkit.config.self_reward:SelfRewardConfig", "alignkit.algorithms.self_reward:run"),
+    "pipeline": ("alignkit.config.pipeline:PipelineConfig", "alignkit.orchestrate.pipeline:run"),
+    "self-reward": ("alignkit.config.self_reward:SelfRewardConfig", "alignkit.orchestrate.self_reward:run"),
 }
 # Aliases of ``dpo`` that preset ``loss.type`` (a config naming another loss type is an error).
 LOSS_ALIASES = ("orpo", "simpo", "kto")

@@ -116,7 +116,7 @@ def test_best_of_n_mode_fine_tunes_on_the_best_candidates(tiny_model_dir, tmp_pa
 
 
 def test_an_interrupted_run_resumes_at_the_step_it_stopped_in(tiny_model_dir, tmp_path, monkeypatch):
-    import alignkit.algorithms.self_reward as sr
+    import alignkit.orchestrate.self_reward as sr
 
     small = dict(
         iterations=2,
@@ -212,7 +212,7 @@ def test_a_reward_model_judges_and_scores_the_heldout_answers(tiny_model_dir, tm
 
 def test_an_injected_scorer_scores_the_heldout_answers(tiny_model_dir, tmp_path):
     """``run(cfg, scorer=...)``: any ``Scorer`` (here a plain function) is the outside check at every evaluation."""
-    from alignkit.algorithms.self_reward import run
+    from alignkit.orchestrate.self_reward import run
     from alignkit.config.base import load_config
     from alignkit.config.self_reward import SelfRewardConfig
 

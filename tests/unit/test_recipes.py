@@ -37,7 +37,7 @@ def test_recipe_parses_names_its_sources_and_fits(recipe, stage, names, gpu, cap
     path = REPO / recipe
     assert main(["config", "show", str(path), "--stage", stage]) == 0 or stage == "pipeline"
     if stage == "pipeline":
-        from alignkit.algorithms.pipeline import stage_configs
+        from alignkit.orchestrate.pipeline import stage_configs
         from alignkit.config.base import load_config
         from alignkit.config.pipeline import PipelineConfig
 
