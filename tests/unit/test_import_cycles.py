@@ -75,15 +75,28 @@ def test_no_import_cycle_between_eval_modules():
     graph = import_graph("alignkit.eval")
     assert "alignkit.eval.compare" in graph["alignkit.eval.report"]  # the report reads CompareResult
     assert "alignkit.eval.html" in graph["alignkit.eval.report"]
-    assert "alignkit.eval.html" in graph["alignkit.eval.self_reward_report"]
     assert "alignkit.eval.report" not in graph["alignkit.eval.compare"]
-    assert "alignkit.eval.report" not in graph["alignkit.eval.self_reward_report"]
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
 def test_no_import_cycle_in_alignkit():
     graph = import_graph("alignkit")
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_orchestrate_sits_above_eval_and_algorithms():
+    """``alignkit.orchestrate`` runs stages and reads ``eval``; nothing in ``eval`` or ``algorithms`` imports it back."""
+    graph = import_graph("alignkit")
+    assert "alignkit.eval.html" in graph["alignkit.orchestrate.report"]
+    assert "alignkit.eval.report" not in graph["alignkit.orchestrate.report"]
+    upward = {
+        (mod, dep)
+        for mod, deps in graph.items()
+        if mod.startswith(("alignkit.eval", "alignkit.algorithms"))
+        for dep in deps
+        if dep.startswith("alignkit.orchestrate")
+    }
+    assert not upward, f"imports of alignkit.orchestrate from below it: {sorted(upward)}"
 
 
 def test_scoring_and_errors_are_leaves():

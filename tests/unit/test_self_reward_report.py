@@ -8,7 +8,7 @@ import sys
 
 from rich.console import Console
 
-from alignkit.eval.self_reward_report import (
+from alignkit.orchestrate.report import (
     ITERATION_HEADERS,
     MISSING,
     fmt_number,
@@ -237,7 +237,7 @@ def test_write_report_html_leaves_no_temp_file_on_error(tmp_path, monkeypatch):
 
 def test_import_is_light():
     code = (
-        "import sys, alignkit.eval.self_reward_report; "
+        "import sys, alignkit.orchestrate.report; "
         "print([m for m in ('matplotlib', 'rich', 'torch', 'transformers') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

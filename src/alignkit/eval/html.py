@@ -1,4 +1,4 @@
-"""The pieces every self-contained HTML report is built from (``eval.report``, ``eval.self_reward_report``).
+"""The pieces every self-contained HTML report is built from (``eval.report``, ``orchestrate.report``).
 
 A report is one file: inline CSS, no scripts, fonts or links; plots are drawn with matplotlib's Agg canvas
 (``figure``: no pyplot, no global backend switch) and embedded as base64 PNG data URIs (``png``); every text

@@ -418,9 +418,9 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
     from alignkit.config.base import write_config
     from alignkit.data.errors import DataError
     from alignkit.data.examples import prompt_text
-    from alignkit.eval.self_reward_report import print_iteration_table, write_report_html
     from alignkit.models.hf_logging import quiet_libraries
     from alignkit.models.loading import load_tokenizer
+    from alignkit.orchestrate.report import print_iteration_table, write_report_html
 
     quiet_libraries()
     out = Path(cfg.output_dir)
