@@ -44,3 +44,33 @@ def run_identity(cfg) -> dict:
     from alignkit.config.base import dump_config
 
     return {"output_dir": cfg.output_dir, "resume": cfg.resume, "config_text": dump_config(cfg)}
+
+
+def model_options(m) -> dict:
+    """The loader options of a ``model`` section that every loader takes (policy, reference, value model):
+    ``dtype``, ``attn_implementation``, ``trust_remote_code``, ``revision``."""
+    return {
+        "dtype": m.dtype,
+        "attn_implementation": m.attn_implementation,
+        "trust_remote_code": m.trust_remote_code,
+        "revision": m.revision,
+    }
+
+
+def lora_options(m) -> dict:
+    """A ``model`` section's LoRA settings: ``{r, alpha, dropout, target_modules}`` (used when finetune is lora/qlora)."""
+    return {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout, "target_modules": m.lora.target_modules}
+
+
+def load_policy(m):
+    """The trainable causal LM a ``model`` section (``ModelConfig``) describes: its weights, ``finetune`` mode,
+    LoRA settings, gradient checkpointing and loader options (:func:`alignkit.models.loading.load_causal_lm`)."""
+    from alignkit.models.loading import load_causal_lm, lora_keywords
+
+    return load_causal_lm(
+        m.name_or_path,
+        finetune=m.finetune,
+        gradient_checkpointing=m.gradient_checkpointing,
+        **lora_keywords(lora_options(m)),
+        **model_options(m),
+    )

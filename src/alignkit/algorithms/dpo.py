@@ -14,7 +14,6 @@ completion's tokens for DPO/IPO/hinge/robust and KTO, per-token means for SimPO 
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,19 +22,18 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step, run_identity
+from alignkit.algorithms.common import load_policy, model_options, optimizer_and_schedule, optimizer_step, run_identity
 from alignkit.config.dpo import DPOConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.io_atomic import atomic_file
 from alignkit.losses.preference import DPO_LOSS_TYPES, dpo_loss, kto_loss, orpo_loss, simpo_loss
 from alignkit.models.logprobs import SequenceLogps, sequence_logps
 from alignkit.training import batching
-from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.flops import forward_flops, shape_or_none, train_flops
-from alignkit.training.metrics import MetricsLogger, StepSums, Throughput
+from alignkit.training.metrics import StepSums, Throughput
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
+from alignkit.training.setup import holdout_split, start_run
 
 
 @dataclass
@@ -356,15 +354,14 @@ def run(cfg: DPOConfig) -> DPOResult:
     quiet_libraries()
     t, m, d, L = cfg.train, cfg.model, cfg.data, cfg.loss
     kto = L.type == "kto"
-    accelerator, out, ckpt_root = start_run(
+    run = start_run(
         **run_identity(cfg),
         mixed_precision=t.mixed_precision,
         seed=t.seed,
         model_path=m.name_or_path,
         init_spec=m.init,
     )
-    main = accelerator.is_main_process
-    log = accelerator.print
+    accelerator, out, main, log = run.accelerator, run.out, run.main, run.log
 
     # --- data ---------------------------------------------------------------------------------------
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
@@ -389,19 +386,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     log(f"batches: {'packed (padding-free)' if d.packing else 'padded'}")
 
     # --- policy ------------------------------------------------------------------------------------
-    model_kw = dict(
-        dtype=m.dtype, attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code, revision=m.revision
-    )
-    model = load_causal_lm(
-        m.name_or_path,
-        finetune=m.finetune,
-        lora_r=m.lora.r,
-        lora_alpha=m.lora.alpha,
-        lora_dropout=m.lora.dropout,
-        lora_target_modules=m.lora.target_modules,
-        gradient_checkpointing=m.gradient_checkpointing,
-        **model_kw,
-    )
+    model = load_policy(m)
     if cfg.disable_dropout:
         disable_dropout(model)
     n_train, n_total = trainable_parameters(model)
@@ -415,7 +400,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     ref_model = None
 
     def load_ref_copy():
-        r = load_causal_lm(ref_source, finetune="none", **model_kw).to(accelerator.device)
+        r = load_causal_lm(ref_source, finetune="none", **model_options(m)).to(accelerator.device)
         disable_dropout(r)
         return r
 
@@ -434,7 +419,7 @@ def run(cfg: DPOConfig) -> DPOResult:
     steps = batching.total_steps(len(train), t.batch_size, t.grad_accum, world, t.epochs, t.max_steps)
     optimizer, scheduler = optimizer_and_schedule(model, t, steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
+    state = run.resume_state(steps)
     start_step, units_seen = state.get("step", 0), state.get("units_seen", 0)
     policy = accelerator.unwrap_model(model)
 
@@ -477,7 +462,7 @@ def run(cfg: DPOConfig) -> DPOResult:
         else:
             reference = Reference(model=ref_model)
 
-    metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
+    metrics = run.open_metrics(tensorboard=cfg.tensorboard, resume_step=start_step)
 
     def save(step: int) -> Path:
         state = {"step": step, "units_seen": units_seen, "total_steps": steps}
@@ -485,7 +470,7 @@ def run(cfg: DPOConfig) -> DPOResult:
         def write_model(path: Path) -> None:
             save_model(accelerator.unwrap_model(model), tokenizer, str(path / "model"))
 
-        return save_checkpoint(accelerator, ckpt_root, step, state, keep=t.save_total_limit, extra=write_model)
+        return run.save_checkpoint(step, state, keep=t.save_total_limit, extra=write_model)
 
     # --- the loop -----------------------------------------------------------------------------------
     model.train()
@@ -610,12 +595,10 @@ def run(cfg: DPOConfig) -> DPOResult:
     if main:
         save_model(accelerator.unwrap_model(model), tokenizer, str(final))
         summary = {
-            **run_facts(accelerator),
             "stage": "dpo",
             "loss": L.model_dump(by_alias=True),
             "steps": steps,
             "resumed_from_step": start_step,
-            "resumes": resume_record(out),
             "final_loss": last.get("loss"),
             "last_step": last,
             "eval": eval_result,
@@ -627,8 +610,7 @@ def run(cfg: DPOConfig) -> DPOResult:
             "data": train_stats,
             "final_dir": str(final),
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        run.write_summary(summary)
         log(f"final model saved to {final}")
-    metrics.close()
-    accelerator.end_training()
+    run.close()
     return DPOResult(out, final, steps, last.get("loss", float("nan")), eval_result)

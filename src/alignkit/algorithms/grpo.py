@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule, run_identity
+from alignkit.algorithms.common import lora_options, model_options, optimizer_and_schedule, run_identity
 from alignkit.algorithms.rollouts import collate_rollout, eval_figures, eval_line, load_prompts
 from alignkit.config.grpo import GRPOConfig
 from alignkit.data.mixture import repeat_by_source
@@ -47,17 +47,14 @@ from alignkit.rl.kl import kl_penalty
 from alignkit.rl.rollout import Rollout
 from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
-from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
+from alignkit.training.checkpoint import latest_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.flops import rl_step_flops, shape_or_none
-from alignkit.training.metrics import MetricsLogger, StepSums, Throughput
+from alignkit.training.metrics import StepSums, Throughput
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import (
     holdout_split,
     replicas_in_sync,
-    resume_record,
-    resume_state,
-    run_facts,
     start_run,
 )
 
@@ -135,11 +132,10 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     quiet_libraries()
     t, m, d, g, gc = cfg.train, cfg.model, cfg.data, cfg.generation, cfg.grpo
     G, P = gc.group_size, gc.prompts_per_step
-    accelerator, out, ckpt_root = start_run(
+    run = start_run(
         **run_identity(cfg), mixed_precision=t.mixed_precision, seed=t.seed, model_path=m.name_or_path, init_spec=m.init
     )
-    main = accelerator.is_main_process
-    log = accelerator.print
+    accelerator, out, main, log = run.accelerator, run.out, run.main, run.log
     world, rank = accelerator.num_processes, accelerator.process_index
 
     # --- prompts ------------------------------------------------------------------------------------
@@ -168,10 +164,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
         log(f"{len(held_ids)} held-out prompts -> {out / 'heldout_prompts.jsonl'}")
 
     # --- models and rewards ---------------------------------------------------------------------------
-    model_kw = dict(
-        dtype=m.dtype, attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code, revision=m.revision
-    )
-    lora = {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout, "target_modules": m.lora.target_modules}
+    model_kw, lora = model_options(m), lora_options(m)
     use_ref = cfg.kl.coef > 0
     policy = build_policy(
         m.name_or_path,
@@ -220,12 +213,12 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
     inner = accelerator.unwrap_model(policy)
     stream = PromptStream(len(prompt_ids), t.seed)
-    state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
+    state = run.resume_state(steps)
     start_step = state.get("step", 0)
     cursor = state.get("cursor", 0)
     totals = state.get("totals", {"groups_sampled": 0, "groups_dropped": 0, "prompts_used": 0})
     eval_start = state.get("eval_start")
-    metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
+    metrics = run.open_metrics(tensorboard=cfg.tensorboard, resume_step=start_step)
     rows_per_step = P * G
     mini = gc.mini_batch_size or rows_per_step
     on_policy = gc.num_iterations == 1 and mini >= rows_per_step
@@ -256,9 +249,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
         were then, when this step has already drawn its prompts."""
         at_cursor, at_totals = position or (cursor, totals)
         st = {"step": step, "total_steps": steps, "cursor": at_cursor, "totals": at_totals, "eval_start": eval_start}
-        return save_checkpoint(
-            accelerator,
-            ckpt_root,
+        return run.save_checkpoint(
             step,
             st,
             keep=t.save_total_limit,
@@ -452,7 +443,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
                             step,
                             updates,
                             partial(save, position=position),
-                            partial(latest_checkpoint, ckpt_root),
+                            partial(latest_checkpoint, run.ckpt_root),
                         )
                         if t.max_grad_norm is not None:
                             grad_norm = accelerator.clip_grad_norm_(policy.parameters(), t.max_grad_norm)
@@ -552,7 +543,6 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             "weight_pushes": syncer.pushes if syncer else None,
             "steps": steps,
             "resumed_from_step": start_step,
-            "resumes": resume_record(out),
             "last_step": last,
             "eval": eval_result,
             "eval_start": eval_start["metrics"] if eval_start else None,
@@ -563,13 +553,11 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
             "rewards": [{"name": x.name, "weight": x.weight} for x in terms],
             "data": data_stats,
             "final_dir": str(final),
-            **run_facts(accelerator),
             "replicas_in_sync": in_sync,
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        run.write_summary(summary)
         log(f"final policy saved to {final}")
-    metrics.close()
-    accelerator.end_training()
+    run.close()
     return GRPOResult(out, final, steps, last)
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule, run_identity
+from alignkit.algorithms.common import lora_options, model_options, optimizer_and_schedule, run_identity
 from alignkit.algorithms.rollouts import collate_rollout, eval_figures, eval_line, load_prompts  # noqa: F401 (load_prompts: also PPO's API)
 from alignkit.config.ppo import PPOConfig
 from alignkit.data.mixture import repeat_by_source
@@ -45,17 +45,14 @@ from alignkit.rl.rollout import Rollout
 from alignkit.rl.stats import RunningMoments, explained_variance, masked_whiten, normalize_scores
 from alignkit.scoring import Scorer, checked_scores
 from alignkit.training import batching
-from alignkit.training.checkpoint import latest_checkpoint, save_checkpoint
+from alignkit.training.checkpoint import latest_checkpoint
 from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.flops import rl_step_flops, shape_or_none
-from alignkit.training.metrics import MetricsLogger, StepSums, Throughput
+from alignkit.training.metrics import StepSums, Throughput
 from alignkit.training.progress import training_progress
 from alignkit.training.setup import (
     holdout_split,
     replicas_in_sync,
-    resume_record,
-    resume_state,
-    run_facts,
     start_run,
 )
 
@@ -82,11 +79,10 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
 
     quiet_libraries()
     t, m, d, g, pc = cfg.train, cfg.model, cfg.data, cfg.generation, cfg.ppo
-    accelerator, out, ckpt_root = start_run(
+    run = start_run(
         **run_identity(cfg), mixed_precision=t.mixed_precision, seed=t.seed, model_path=m.name_or_path, init_spec=m.init
     )
-    main = accelerator.is_main_process
-    log = accelerator.print
+    accelerator, out, main, log = run.accelerator, run.out, run.main, run.log
     world, rank = accelerator.num_processes, accelerator.process_index
 
     # --- prompts ------------------------------------------------------------------------------------
@@ -131,10 +127,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
         log(f"{len(held_ids)} held-out prompts -> {out / 'heldout_prompts.jsonl'}")
 
     # --- models -------------------------------------------------------------------------------------
-    model_kw = dict(
-        dtype=m.dtype, attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code, revision=m.revision
-    )
-    lora = {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout, "target_modules": m.lora.target_modules}
+    model_kw, lora = model_options(m), lora_options(m)
     ac = build_actor_critic(
         m.name_or_path,
         memory=cfg.memory,
@@ -187,13 +180,13 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
     inner = accelerator.unwrap_model(ac)
     kl_ctl = AdaptiveKLController(pc.kl_coef, pc.kl_target, pc.kl_horizon) if pc.kl_target else FixedKLController(pc.kl_coef)
     moments = RunningMoments()
-    state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
+    state = run.resume_state(steps)
     start_step = state.get("step", 0)
     eval_start = state.get("eval_start")  # the starting policy's held-out eval: {"metrics": ..., "lengths": [...]}
     if state:
         kl_ctl.load_state_dict(state["kl_controller"])
         moments.load_state_dict(state["reward_moments"])
-    metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
+    metrics = run.open_metrics(tensorboard=cfg.tensorboard, resume_step=start_step)
 
     def save(step: int, reward_moments: dict | None = None) -> Path:
         """Checkpoint the state after ``step`` steps (``reward_moments``: the statistics as they were then, when
@@ -205,9 +198,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             "reward_moments": reward_moments if reward_moments is not None else moments.state_dict(),
             "eval_start": eval_start,
         }
-        return save_checkpoint(
-            accelerator,
-            ckpt_root,
+        return run.save_checkpoint(
             step,
             st,
             keep=t.save_total_limit,
@@ -405,7 +396,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
                         step,
                         updates,
                         partial(save, reward_moments=moments_before),
-                        partial(latest_checkpoint, ckpt_root),
+                        partial(latest_checkpoint, run.ckpt_root),
                     )
                     if t.max_grad_norm is not None:
                         grad_norm = accelerator.clip_grad_norm_(ac.parameters(), t.max_grad_norm)
@@ -500,7 +491,6 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             "weight_pushes": syncer.pushes if syncer else None,
             "steps": steps,
             "resumed_from_step": start_step,
-            "resumes": resume_record(out),
             "last_step": last,
             "eval": eval_result,
             "eval_start": eval_start["metrics"] if eval_start else None,
@@ -510,13 +500,11 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
             "reward": reward_name,
             "data": data_stats,
             "final_dir": str(final),
-            **run_facts(accelerator),
             "replicas_in_sync": in_sync,
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        run.write_summary(summary)
         log(f"final policy saved to {final}")
-    metrics.close()
-    accelerator.end_training()
+    run.close()
     return PPOResult(out, final, steps, last)
 
 

@@ -8,7 +8,6 @@ last step: held-out metrics, reward statistics over the training pairs, ``final/
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -20,16 +19,15 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step, run_identity
+from alignkit.algorithms.common import lora_options, optimizer_and_schedule, optimizer_step, run_identity
 from alignkit.config.reward import RewardConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.reward import bradley_terry_loss
 from alignkit.training import batching
-from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
-from alignkit.training.metrics import MetricsLogger, StepSums
+from alignkit.training.metrics import StepSums
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
+from alignkit.training.setup import holdout_split, start_run
 
 
 @dataclass
@@ -127,20 +125,19 @@ def run(cfg: RewardConfig) -> RewardResult:
     from alignkit.data.pairs import collate_pairs
     from alignkit.data.tokenize import ensure_chat_template
     from alignkit.models.hf_logging import quiet_libraries
-    from alignkit.models.loading import load_tokenizer, trainable_parameters
+    from alignkit.models.loading import load_tokenizer, lora_keywords, trainable_parameters
     from alignkit.models.reward import RewardSpec, build_reward_scorer, save_reward_model
 
     quiet_libraries()
     t, m, d = cfg.train, cfg.model, cfg.data
-    accelerator, out, ckpt_root = start_run(
+    run = start_run(
         **run_identity(cfg),
         mixed_precision=t.mixed_precision,
         seed=t.seed,
         model_path=m.name_or_path,
         init_spec=m.init,
     )
-    main = accelerator.is_main_process
-    log = accelerator.print
+    accelerator, out, main, log = run.accelerator, run.out, run.main, run.log
 
     # --- model (its kind decides the pooling and the text template) -------------------------------
     tokenizer = load_tokenizer(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
@@ -149,10 +146,7 @@ def run(cfg: RewardConfig) -> RewardResult:
         pad_token_id=tokenizer.pad_token_id,
         pooling=m.pooling,
         finetune=m.finetune,
-        lora_r=m.lora.r,
-        lora_alpha=m.lora.alpha,
-        lora_dropout=m.lora.dropout,
-        lora_target_modules=m.lora.target_modules,
+        **lora_keywords(lora_options(m)),
         dtype=m.dtype,
         gradient_checkpointing=m.gradient_checkpointing,
         disable_dropout=m.disable_dropout,
@@ -214,9 +208,9 @@ def run(cfg: RewardConfig) -> RewardResult:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- resume -------------------------------------------------------------------------------------
-    state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
+    state = run.resume_state(steps)
     start_step, pairs_seen = state.get("step", 0), state.get("pairs_seen", 0)
-    metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
+    metrics = run.open_metrics(tensorboard=cfg.tensorboard, resume_step=start_step)
 
     def spec(mean: float | None = None, std: float | None = None) -> RewardSpec:
         return RewardSpec(
@@ -235,7 +229,7 @@ def run(cfg: RewardConfig) -> RewardResult:
         def write_model(path: Path) -> None:
             save_reward_model(accelerator.unwrap_model(model), tokenizer, spec(), path / "model")
 
-        return save_checkpoint(accelerator, ckpt_root, step, state, keep=t.save_total_limit, extra=write_model)
+        return run.save_checkpoint(step, state, keep=t.save_total_limit, extra=write_model)
 
     # --- the loop -----------------------------------------------------------------------------------
     model.train()
@@ -331,11 +325,9 @@ def run(cfg: RewardConfig) -> RewardResult:
     if main:
         save_reward_model(accelerator.unwrap_model(model), tokenizer, spec(reward_mean, reward_std), final)
         summary = {
-            **run_facts(accelerator),
             "stage": "rm",
             "steps": steps,
             "resumed_from_step": start_step,
-            "resumes": resume_record(out),
             "final_loss": last.get("loss"),
             "eval": eval_result,
             "reward_mean": reward_mean,
@@ -347,8 +339,7 @@ def run(cfg: RewardConfig) -> RewardResult:
             "data": train_stats,
             "final_dir": str(final),
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        run.write_summary(summary)
         log(f"final reward model saved to {final}")
-    metrics.close()
-    accelerator.end_training()
+    run.close()
     return RewardResult(out, final, steps, last.get("loss", float("nan")), eval_result, reward_mean, reward_std)

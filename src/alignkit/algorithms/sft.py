@@ -7,7 +7,6 @@ log / evaluate / checkpoint. Distributed and mixed precision come from accelerat
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -17,18 +16,17 @@ from pathlib import Path
 
 import torch
 
-from alignkit.algorithms.common import optimizer_and_schedule, optimizer_step, run_identity
+from alignkit.algorithms.common import load_policy, optimizer_and_schedule, optimizer_step, run_identity
 from alignkit.config.sft import SFTConfig
 from alignkit.data.mixture import repeat_by_source
 from alignkit.losses.sft import sft_token_nll
 from alignkit.rl.aggregate import token_mean
 from alignkit.training import batching
-from alignkit.training.checkpoint import save_checkpoint
 from alignkit.training.errors import stop_if_not_finite
 from alignkit.training.flops import shape_or_none, train_flops
-from alignkit.training.metrics import MetricsLogger, Throughput
+from alignkit.training.metrics import Throughput
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import holdout_split, resume_record, resume_state, run_facts, start_run
+from alignkit.training.setup import holdout_split, start_run
 
 
 @dataclass
@@ -119,19 +117,18 @@ def evaluate(model, accelerator, examples, *, batch_size: int, collate) -> dict:
 def run(cfg: SFTConfig) -> SFTResult:
     from alignkit.data.tokenize import ensure_chat_template
     from alignkit.models.hf_logging import quiet_libraries
-    from alignkit.models.loading import load_causal_lm, load_tokenizer, save_model, trainable_parameters
+    from alignkit.models.loading import load_tokenizer, save_model, trainable_parameters
 
     quiet_libraries()
     t = cfg.train
-    accelerator, out, ckpt_root = start_run(
+    run = start_run(
         **run_identity(cfg),
         mixed_precision=t.mixed_precision,
         seed=t.seed,
         model_path=cfg.model.name_or_path,
         init_spec=cfg.model.init,
     )
-    main = accelerator.is_main_process
-    log = accelerator.print
+    accelerator, out, main, log = run.accelerator, run.out, run.main, run.log
 
     # --- data -------------------------------------------------------------------------------------
     tokenizer = load_tokenizer(cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
@@ -151,19 +148,7 @@ def run(cfg: SFTConfig) -> SFTResult:
 
     # --- model and optimisation -------------------------------------------------------------------
     m = cfg.model
-    model = load_causal_lm(
-        m.name_or_path,
-        dtype=m.dtype,
-        finetune=m.finetune,
-        lora_r=m.lora.r,
-        lora_alpha=m.lora.alpha,
-        lora_dropout=m.lora.dropout,
-        lora_target_modules=m.lora.target_modules,
-        gradient_checkpointing=m.gradient_checkpointing,
-        attn_implementation=m.attn_implementation,
-        trust_remote_code=m.trust_remote_code,
-        revision=m.revision,
-    )
+    model = load_policy(m)
     n_train, n_total = trainable_parameters(model)
     log(f"model {m.name_or_path}: {n_train:,} trainable of {n_total:,} parameters ({m.finetune})")
     shape = shape_or_none(model.config, trust_remote_code=m.trust_remote_code, log=log)  # model FLOPs: 6N + attention
@@ -173,9 +158,9 @@ def run(cfg: SFTConfig) -> SFTResult:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- resume -----------------------------------------------------------------------------------
-    state = resume_state(accelerator, ckpt_root, cfg.resume, steps)
+    state = run.resume_state(steps)
     start_step, tokens_seen = state.get("step", 0), state.get("tokens_seen", 0)
-    metrics = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard, resume_step=start_step)
+    metrics = run.open_metrics(tensorboard=cfg.tensorboard, resume_step=start_step)
 
     def save(step: int) -> Path:
         state = {"step": step, "tokens_seen": tokens_seen, "total_steps": steps}
@@ -183,7 +168,7 @@ def run(cfg: SFTConfig) -> SFTResult:
         def write_model(path: Path) -> None:
             save_model(accelerator.unwrap_model(model), tokenizer, str(path / "model"))
 
-        return save_checkpoint(accelerator, ckpt_root, step, state, keep=t.save_total_limit, extra=write_model)
+        return run.save_checkpoint(step, state, keep=t.save_total_limit, extra=write_model)
 
     # --- the loop ---------------------------------------------------------------------------------
     model.train()
@@ -254,11 +239,9 @@ def run(cfg: SFTConfig) -> SFTResult:
     if main:
         save_model(accelerator.unwrap_model(model), tokenizer, str(final))
         summary = {
-            **run_facts(accelerator),
             "stage": "sft",
             "steps": steps,
             "resumed_from_step": start_step,
-            "resumes": resume_record(out),
             "final_loss": last.get("loss"),
             "eval": eval_result,
             "tokens_seen": tokens_seen,
@@ -268,8 +251,7 @@ def run(cfg: SFTConfig) -> SFTResult:
             "data": train_stats,
             "final_dir": str(final),
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        run.write_summary(summary)
         log(f"final model saved to {final}")
-    metrics.close()
-    accelerator.end_training()
+    run.close()
     return SFTResult(out, final, steps, last.get("loss", float("nan")), eval_result["eval_loss"] if eval_result else None)

@@ -172,11 +172,9 @@ def build_actor_critic(
     ``*ForSequenceClassification`` (it must share the policy's vocabulary; the caller checks the tokenizer).
     """
     from alignkit.models.errors import ModelError
-    from alignkit.models.loading import _quiet_peft, is_adapter_dir, load_causal_lm, resolve_source
+    from alignkit.models.loading import _quiet_peft, is_adapter_dir, load_causal_lm, lora_keywords, resolve_source
 
-    lora_kw = dict(
-        lora_r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], lora_target_modules=lora["target_modules"]
-    )
+    lora_kw = lora_keywords(lora)
     policy = load_causal_lm(policy_path, finetune=finetune, **lora_kw, **model_kw)
     hidden = policy.config.hidden_size
     if memory == "shared-base":

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -195,6 +195,17 @@ def _enable_checkpointing(model) -> None:
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.config.use_cache = False
+
+
+def lora_keywords(lora: Mapping) -> dict:
+    """A LoRA section as a dict (``{r, alpha, dropout, target_modules}``) -> :func:`load_causal_lm`'s ``lora_*``
+    keywords."""
+    return {
+        "lora_r": lora["r"],
+        "lora_alpha": lora["alpha"],
+        "lora_dropout": lora["dropout"],
+        "lora_target_modules": lora["target_modules"],
+    }
 
 
 def load_causal_lm(

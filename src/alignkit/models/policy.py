@@ -88,11 +88,9 @@ def build_policy(
     trust_remote_code, revision. The shared-base layout always has its reference at hand (it costs no weights).
     """
     from alignkit.models.errors import ModelError
-    from alignkit.models.loading import _quiet_peft, is_adapter_dir, load_causal_lm, resolve_source
+    from alignkit.models.loading import _quiet_peft, is_adapter_dir, load_causal_lm, lora_keywords, resolve_source
 
-    lora_kw = dict(
-        lora_r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], lora_target_modules=lora["target_modules"]
-    )
+    lora_kw = lora_keywords(lora)
     model = load_causal_lm(policy_path, finetune=finetune, **lora_kw, **model_kw)
     if memory == "shared-base":
         if not hasattr(model, "peft_config"):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from alignkit.training.batching import epoch_order
+from alignkit.training.metrics import MetricsLogger
 
 
 def holdout_split(examples: list, val_size: float, *, seed: int) -> tuple[list, list]:
@@ -167,6 +171,64 @@ def replicas_in_sync(accelerator, model) -> bool | None:
     return bool((sums == sums[0]).all())
 
 
+@dataclass
+class StageRun:
+    """The bookkeeping of one training stage's run, the same for every stage: its accelerator, its output
+    directory (``config.yaml``, ``metrics.jsonl``, ``resumes.jsonl``, ``checkpoints/step-N``, ``summary.json``)
+    and how it resumes. Built by :func:`start_run`; the stage's loop stays in its own file and calls, in order,
+    ``resume_state`` -> ``open_metrics`` -> ``save_checkpoint`` (as often as it saves) -> ``write_summary`` ->
+    ``close``."""
+
+    accelerator: Any
+    out: Path  # the run's output directory
+    ckpt_root: Path  # out / "checkpoints"
+    resume: str  # "auto" | "force" | "never"
+    metrics: MetricsLogger | None = None  # set by open_metrics
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def log(self, *args) -> None:
+        """Print on the main process only."""
+        self.accelerator.print(*args)
+
+    def resume_state(self, total_steps: int) -> dict:
+        """The trainer state of the checkpoint this run resumes from (``{}`` from scratch): see :func:`resume_state`.
+        Call after ``accelerator.prepare``."""
+        return resume_state(self.accelerator, self.ckpt_root, self.resume, total_steps)
+
+    def open_metrics(self, *, tensorboard: bool, resume_step: int) -> MetricsLogger:
+        """``metrics.jsonl`` (and TensorBoard) on the main process, rows after ``resume_step`` dropped."""
+        self.metrics = MetricsLogger(self.out, enabled=self.main, tensorboard=tensorboard, resume_step=resume_step)
+        return self.metrics
+
+    def save_checkpoint(self, step: int, state: dict, *, keep: int, extra: Callable[[Path], None] | None = None) -> Path:
+        """``checkpoints/step-{step}``, atomic and verified (:func:`alignkit.training.checkpoint.save_checkpoint`)."""
+        from alignkit.training.checkpoint import save_checkpoint
+
+        return save_checkpoint(self.accelerator, self.ckpt_root, step, state, keep=keep, extra=extra)
+
+    def write_summary(self, summary: dict) -> Path:
+        """``summary.json`` (written atomically, main process only): ``summary`` plus where the run ran
+        (:func:`run_facts`) and every resume (:func:`resume_record`). A pipeline treats a stage whose summary
+        exists as finished. Returns its path."""
+        from alignkit.io_atomic import atomic_file
+
+        path = self.out / "summary.json"
+        if self.main:
+            record = {**summary, **run_facts(self.accelerator), "resumes": resume_record(self.out)}
+            with atomic_file(path) as tmp:
+                tmp.write_text(json.dumps(record, indent=2))
+        return path
+
+    def close(self) -> None:
+        """Close the metrics writers and end the accelerator's run (every process)."""
+        if self.metrics is not None:
+            self.metrics.close()
+        self.accelerator.end_training()
+
+
 def start_run(
     *,
     output_dir: str,
@@ -176,8 +238,8 @@ def start_run(
     seed: int,
     model_path: str,
     init_spec=None,
-):
-    """``(accelerator, output dir, checkpoint root)`` for a training stage.
+) -> StageRun:
+    """The :class:`StageRun` of a training stage.
 
     Creates the accelerator (CPU when no CUDA), ``output_dir`` with ``config_text`` (the resolved config) written
     to ``config.yaml`` and leftovers of an interrupted checkpoint save removed; seeds everything; builds the model
@@ -227,7 +289,7 @@ def start_run(
     set_seed(seed)
     if init_spec is not None and not Path(model_path).exists():
         ensure_init_model(model_path, init_spec, accelerator)
-    return accelerator, out, ckpt_root
+    return StageRun(accelerator, out, ckpt_root, resume)
 
 
 def resume_record(out: Path) -> list[dict]:
