@@ -1,30 +1,37 @@
-"""``alignkit cache stats|clear --cache DIR``: look at or empty a semantic cache (argparse only at import)."""
+"""``alignkit cache stats|clear --cache DIR``: look at or empty a semantic cache. The options schema (pydantic only
+at import) and the entry point; registered in :data:`alignkit.commands.COMMANDS`."""
 
 from __future__ import annotations
 
-import argparse
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from alignkit.commands import Opt
+from alignkit.config.base import Closed
 
 
-def cmd_cache(args: argparse.Namespace) -> int:
+class CacheOptions(Closed):
+    """``alignkit cache ACTION --cache DIR``."""
+
+    action: Annotated[Literal["stats", "clear"], Opt(positional=True)] = Field(
+        description="stats: print counts as JSON; clear: remove every entry"
+    )
+    cache: Annotated[str, Opt(metavar="DIR")] = Field(description="the cache directory, or its postgresql:// URL")
+
+
+def cache(opts: CacheOptions) -> int:
     import json
 
     from alignkit.rag.cache import SemanticCache
 
-    cache = SemanticCache(args.cache, create=False)  # no model is loaded: neither action embeds
+    store = SemanticCache(opts.cache, create=False)  # no model is loaded: neither action embeds
     try:
-        if args.action == "stats":
-            print(json.dumps(cache.stats().as_dict(), indent=2))
+        if opts.action == "stats":
+            print(json.dumps(store.stats().as_dict(), indent=2))
         else:
-            n = cache.clear()
-            print(f"cleared {n} entries from {cache.path}")
+            n = store.clear()
+            print(f"cleared {n} entries from {store.path}")
     finally:
-        cache.close()
+        store.close()
     return 0
-
-
-def add_parsers(sub) -> None:
-    """Register ``alignkit cache`` on the ``alignkit`` parser's subparsers ``sub``."""
-    c = sub.add_parser("cache", help="semantic cache tools: stats (JSON) or clear")
-    c.add_argument("action", choices=["stats", "clear"], help="stats: print counts as JSON; clear: remove every entry")
-    c.add_argument("--cache", required=True, metavar="DIR", help="the cache directory, or its postgresql:// URL")
-    c.set_defaults(func=cmd_cache)

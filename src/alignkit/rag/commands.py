@@ -1,8 +1,14 @@
-"""``alignkit rag index`` and ``alignkit rag ask``: argparse only at import, the work inside the handlers."""
+"""``alignkit rag index`` and ``alignkit rag ask``: the options schemas (pydantic only at import) and the entry
+points that take them (the work inside). Registered in :data:`alignkit.commands.COMMANDS`."""
 
 from __future__ import annotations
 
-import argparse
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from alignkit.commands import Opt
+from alignkit.config.base import Closed
 
 
 def _quiet() -> None:
@@ -24,7 +30,22 @@ def _embedder(name: str, device: str | None = None):
         raise RagError(f"embedder {name}: cannot load it ({first_line(err)})") from None
 
 
-def cmd_rag_index(args: argparse.Namespace) -> int:
+class IndexOptions(Closed):
+    """``alignkit rag index --docs PATH... --index DIR``."""
+
+    docs: Annotated[list[str], Opt(nargs="+", metavar="PATH")] = Field(description="files or directories (searched recursively)")
+    index: Annotated[str, Opt(metavar="DIR")] = Field(
+        description="index directory (created if missing; not a file), or a postgresql:// URL (docs/rag.md)"
+    )
+    embedder: str | None = Field(None, description="sentence-transformers model (default: the index's, else all-MiniLM-L6-v2)")
+    chunk_tokens: int = Field(256, description="most embedder tokens per chunk")
+    overlap: int = Field(32, description="tokens shared by consecutive chunks of a section")
+    keep_code: bool = Field(False, description="index the contents of markdown code fences too")
+    device: str | None = Field(None, description="embedder device (default: sentence-transformers' choice)")
+    no_progress: bool = Field(False, description="no progress bar")
+
+
+def rag_index(opts: IndexOptions) -> int:
     _quiet()
     from pathlib import Path
 
@@ -34,36 +55,36 @@ def cmd_rag_index(args: argparse.Namespace) -> int:
     from alignkit.rag.pg import redact
     from alignkit.rag.store import CorpusIndex, discover
 
-    index_path = Path(args.index)
+    index_path = Path(opts.index)
     if index_path.exists() and not index_path.is_dir():
-        raise RagError(f"--index {args.index}: a file, not a directory (the index is a directory, created if missing)")
-    _, found = discover(args.docs)  # a missing path is reported before the embedder loads
+        raise RagError(f"--index {opts.index}: a file, not a directory (the index is a directory, created if missing)")
+    _, found = discover(opts.docs)  # a missing path is reported before the embedder loads
     if not found:
         raise RagError(
-            f"--docs {' '.join(map(str, args.docs))}: no documents found ({', '.join(SUFFIXES)} files; hidden ones skipped)"
+            f"--docs {' '.join(map(str, opts.docs))}: no documents found ({', '.join(SUFFIXES)} files; hidden ones skipped)"
         )
-    name = args.embedder
-    if CorpusIndex.exists(args.index):
-        recorded = CorpusIndex.info(args.index).embedder
+    name = opts.embedder
+    if CorpusIndex.exists(opts.index):
+        recorded = CorpusIndex.info(opts.index).embedder
         if name is not None and name != recorded:
             raise RagError(
-                f"{args.index}: built with embedder {recorded}, not {name}: drop --embedder or index into a new directory"
+                f"{opts.index}: built with embedder {recorded}, not {name}: drop --embedder or index into a new directory"
             )
         name = recorded
-    embedder = _embedder(name or DEFAULT_EMBEDDER, args.device)
-    with CorpusIndex.open(args.index, embedder, create=True) as index:
+    embedder = _embedder(name or DEFAULT_EMBEDDER, opts.device)
+    with CorpusIndex.open(opts.index, embedder, create=True) as index:
         r = index.update(
-            args.docs,
-            chunk_tokens=args.chunk_tokens,
-            overlap=args.overlap,
-            keep_code=args.keep_code,
-            progress=not args.no_progress,
+            opts.docs,
+            chunk_tokens=opts.chunk_tokens,
+            overlap=opts.overlap,
+            keep_code=opts.keep_code,
+            progress=not opts.no_progress,
         )
         n_files, n_chunks, version = len(index.files()), len(index), index.version
     if r.rechunked:
         print("chunking settings changed: every file was re-chunked")
     print(
-        f"indexed {', '.join(map(str, args.docs))} into {redact(args.index)} in {r.seconds:.1f} s: "
+        f"indexed {', '.join(map(str, opts.docs))} into {redact(opts.index)} in {r.seconds:.1f} s: "
         f"{len(r.added)} new, {len(r.changed)} changed, {r.unchanged} unchanged, {len(r.moved)} moved, {len(r.removed)} removed, "
         f"{len(r.skipped)} skipped files; chunks +{r.chunks_added} -{r.chunks_removed}"
     )
@@ -75,7 +96,30 @@ def cmd_rag_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rag_ask(args: argparse.Namespace) -> int:
+class AskOptions(Closed):
+    """``alignkit rag ask QUESTION --index DIR --model M``."""
+
+    question: Annotated[str, Opt(positional=True)] = Field(description="the question to answer")
+    index: Annotated[str, Opt(metavar="DIR")] = Field(description="index directory (or postgresql:// URL) built by 'rag index'")
+    model: str = Field(description="chat model directory or Hub id")
+    cache: Annotated[str | None, Opt(metavar="DIR")] = Field(
+        None, description="semantic cache directory or postgresql:// URL (looked up before retrieval)"
+    )
+    top_k: int = Field(5, description="passages retrieved")
+    mmr: bool = Field(False, description="re-rank --fetch-k candidates by maximal marginal relevance")
+    mmr_lambda: float = Field(0.5, description="MMR relevance weight (1: plain top-k)")
+    fetch_k: int = Field(20, description="MMR candidates")
+    max_context_tokens: int = Field(1024, description="passage budget, in embedder tokens")
+    max_new_tokens: int = Field(256, description="most tokens in the answer")
+    temperature: float = Field(0.0, description="sampling temperature, 0: greedy")
+    top_p: float = Field(1.0, description="nucleus sampling mass (1: off)")
+    seed: int = Field(0, description="sampling seed")
+    embedder: str | None = Field(None, description="must match the index's (default: the index's)")
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="generation backend")
+    device: str | None = Field(None, description="model device (default: cuda when available, else cpu)")
+
+
+def rag_ask(opts: AskOptions) -> int:
     _quiet()
     import contextlib
 
@@ -85,26 +129,26 @@ def cmd_rag_ask(args: argparse.Namespace) -> int:
     from alignkit.rag.retrieve import Retriever
     from alignkit.rag.store import CorpusIndex
 
-    if not args.question.strip():
+    if not opts.question.strip():
         raise RagError("question: empty")
     settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+        max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed
     )
-    info = CorpusIndex.info(args.index)
-    if args.embedder and args.embedder != info.embedder:
-        raise RagError(f"{args.index}: built with embedder {info.embedder}, not {args.embedder}")
+    info = CorpusIndex.info(opts.index)
+    if opts.embedder and opts.embedder != info.embedder:
+        raise RagError(f"{opts.index}: built with embedder {info.embedder}, not {opts.embedder}")
     embedder = _embedder(info.embedder)
     with contextlib.ExitStack() as stack:
-        index = stack.enter_context(CorpusIndex.open(args.index, embedder))
+        index = stack.enter_context(CorpusIndex.open(opts.index, embedder))
         cache = None
-        if args.cache:
+        if opts.cache:
             from alignkit.rag.cache import SemanticCache
 
-            cache = stack.enter_context(SemanticCache(args.cache, embedder=embedder))
-        retriever = Retriever(index, embedder, k=args.top_k, mmr=args.mmr, mmr_lambda=args.mmr_lambda, fetch_k=args.fetch_k)
-        backend = load_backend(args.model, backend=args.backend, device=args.device)
-        pipeline = RagPipeline(retriever, backend, cache=cache, settings=settings, max_context_tokens=args.max_context_tokens)
-        answer = pipeline.answer(args.question)
+            cache = stack.enter_context(SemanticCache(opts.cache, embedder=embedder))
+        retriever = Retriever(index, embedder, k=opts.top_k, mmr=opts.mmr, mmr_lambda=opts.mmr_lambda, fetch_k=opts.fetch_k)
+        backend = load_backend(opts.model, backend=opts.backend, device=opts.device)
+        pipeline = RagPipeline(retriever, backend, cache=cache, settings=settings, max_context_tokens=opts.max_context_tokens)
+        answer = pipeline.answer(opts.question)
     print(answer.text if answer.text else "(the model returned an empty answer)")
     print()
     print("Sources:")
@@ -116,44 +160,3 @@ def cmd_rag_ask(args: argparse.Namespace) -> int:
     if answer.cached:
         print("(answer from the semantic cache)")
     return 0
-
-
-def add_parsers(sub) -> None:
-    """Register ``rag index`` and ``rag ask`` on the ``alignkit`` subparsers ``sub``."""
-    rag = sub.add_parser("rag", help="retrieval-augmented generation: index documents, answer questions from them")
-    actions = rag.add_subparsers(dest="rag_cmd", required=True, metavar="ACTION")
-
-    ix = actions.add_parser("index", help="index .md/.txt/.html documents (new and changed files only)")
-    ix.add_argument("--docs", nargs="+", required=True, metavar="PATH", help="files or directories (searched recursively)")
-    ix.add_argument(
-        "--index",
-        required=True,
-        metavar="DIR",
-        help="index directory (created if missing; not a file), or a postgresql:// URL (docs/rag.md)",
-    )
-    ix.add_argument("--embedder", default=None, help="sentence-transformers model (default: the index's, else all-MiniLM-L6-v2)")
-    ix.add_argument("--chunk-tokens", type=int, default=256, help="most embedder tokens per chunk")
-    ix.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive chunks of a section")
-    ix.add_argument("--keep-code", action="store_true", help="index the contents of markdown code fences too")
-    ix.add_argument("--device", default=None, help="embedder device (default: sentence-transformers' choice)")
-    ix.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ix.set_defaults(func=cmd_rag_index)
-
-    ask = actions.add_parser("ask", help="answer a question from an index, citing numbered sources")
-    ask.add_argument("question", help="the question to answer")
-    ask.add_argument("--index", required=True, metavar="DIR", help="index directory (or postgresql:// URL) built by 'rag index'")
-    ask.add_argument("--model", required=True, help="chat model directory or Hub id")
-    ask.add_argument("--cache", metavar="DIR", help="semantic cache directory or postgresql:// URL (looked up before retrieval)")
-    ask.add_argument("--top-k", type=int, default=5, help="passages retrieved")
-    ask.add_argument("--mmr", action="store_true", help="re-rank --fetch-k candidates by maximal marginal relevance")
-    ask.add_argument("--mmr-lambda", type=float, default=0.5, help="MMR relevance weight (1: plain top-k)")
-    ask.add_argument("--fetch-k", type=int, default=20, help="MMR candidates")
-    ask.add_argument("--max-context-tokens", type=int, default=1024, help="passage budget, in embedder tokens")
-    ask.add_argument("--max-new-tokens", type=int, default=256, help="most tokens in the answer")
-    ask.add_argument("--temperature", type=float, default=0.0, help="sampling temperature, 0: greedy")
-    ask.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
-    ask.add_argument("--seed", type=int, default=0, help="sampling seed")
-    ask.add_argument("--embedder", default=None, help="must match the index's (default: the index's)")
-    ask.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="generation backend")
-    ask.add_argument("--device", default=None, help="model device (default: cuda when available, else cpu)")
-    ask.set_defaults(func=cmd_rag_ask)

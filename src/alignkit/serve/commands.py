@@ -1,4 +1,5 @@
-"""``alignkit serve``: load the model (and the RAG index / semantic cache when asked), build the app, run uvicorn."""
+"""``alignkit serve``: load the model (and the RAG index / semantic cache when asked), build the app, run uvicorn.
+The options schema (pydantic only at import) and the entry point; registered in :data:`alignkit.commands.COMMANDS`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import argparse
 import os
 import socket
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from alignkit.commands import Opt
+from alignkit.config.base import Closed
 
 API_KEY_ENV = "ALIGNKIT_API_KEY"
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20  # = alignkit.serve.app.DEFAULT_MAX_REQUEST_BYTES (not imported: keeps --help light)
@@ -63,46 +70,39 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def add_parsers(sub) -> None:
-    """Register ``serve`` on the ``alignkit`` subparsers (argparse only: nothing heavy at import)."""
-    s = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions)")
-    s.add_argument("--model", required=True, help="model directory, LoRA adapter directory or Hub id")
-    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    s.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000)")
-    from alignkit.models.backends import BACKENDS
+class ServeOptions(Closed):
+    """``alignkit serve --model M``. ``--port`` and ``--max-request-bytes`` are checked by argparse types (a bad one
+    is argparse's usage error, at once)."""
 
-    s.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="transformers",
-        help="transformers (CPU or one GPU, requests one at a time) or vllm (CUDA, batched; pip install 'alignkit[vllm]')",
+    model: str = Field(description="model directory, LoRA adapter directory or Hub id")
+    host: str = Field("127.0.0.1", description="interface to listen on (default: loopback only)")
+    port: Annotated[int, Opt(type=_port)] = Field(8000, description="port to listen on (default: 8000)")
+    backend: Literal["transformers", "vllm"] = Field(  # = alignkit.models.backends.BACKENDS (a test checks)
+        "transformers",
+        description="transformers (CPU or one GPU, requests one at a time) or vllm (CUDA, batched; pip install 'alignkit[vllm]')",
     )
-    s.add_argument("--device", help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available)")
-    s.add_argument("--model-name", help="the name clients send as 'model' (default: the model directory's name or the Hub id)")
-    s.add_argument(
-        "--rag-index",
-        metavar="DIR|URL",
-        help="answer through the RAG pipeline over this index (a directory or postgresql:// URL)",
+    device: str | None = Field(None, description="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available)")
+    model_name: str | None = Field(
+        None, description="the name clients send as 'model' (default: the model directory's name or the Hub id)"
     )
-    s.add_argument(
-        "--cache",
-        metavar="DIR|URL",
-        help="semantic cache (RAG answers, or greedy chat answers): a directory, or a postgresql://user@host:port/db URL "
-        "that several server workers share",
+    rag_index: Annotated[str | None, Opt(metavar="DIR|URL")] = Field(
+        None, description="answer through the RAG pipeline over this index (a directory or postgresql:// URL)"
     )
-    s.add_argument(
-        "--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no auth; empty: an error)"
+    cache: Annotated[str | None, Opt(metavar="DIR|URL")] = Field(
+        None,
+        description="semantic cache (RAG answers, or greedy chat answers): a directory, or a postgresql://user@host:port/db "
+        "URL that several server workers share",
     )
-    s.add_argument(
-        "--max-request-bytes",
-        type=_positive,
-        default=DEFAULT_MAX_REQUEST_BYTES,
-        help=f"larger request bodies are refused with 413 before they are read (default: {DEFAULT_MAX_REQUEST_BYTES}, 1 MiB)",
+    api_key: str | None = Field(
+        None, description=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no auth; empty: an error)"
     )
-    s.set_defaults(func=cmd_serve)
+    max_request_bytes: Annotated[int, Opt(type=_positive)] = Field(
+        DEFAULT_MAX_REQUEST_BYTES,
+        description=f"larger request bodies are refused with 413 before they are read (default: {DEFAULT_MAX_REQUEST_BYTES}, 1 MiB)",
+    )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def serve(opts: ServeOptions) -> int:
     from alignkit.models.hf_logging import quiet_libraries
 
     quiet_libraries()
@@ -114,14 +114,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from alignkit.models.backends import check_device, load_backend
     from alignkit.serve.app import create_app
 
-    api_key = _api_key(args.api_key, os.environ.get(API_KEY_ENV))
-    if args.backend == "transformers":
-        check_device(args.device)  # cheap checks first: nothing is loaded for a typo
-    name = args.model_name or default_model_name(args.model)
-    rag, cache, closers = _rag_components(args.rag_index, args.cache)  # before the model: bad paths fail fast
-    sock = bind_socket(args.host, args.port)  # a port in use is reported now, not after the model loads
+    api_key = _api_key(opts.api_key, os.environ.get(API_KEY_ENV))
+    if opts.backend == "transformers":
+        check_device(opts.device)  # cheap checks first: nothing is loaded for a typo
+    name = opts.model_name or default_model_name(opts.model)
+    rag, cache, closers = _rag_components(opts.rag_index, opts.cache)  # before the model: bad paths fail fast
+    sock = bind_socket(opts.host, opts.port)  # a port in use is reported now, not after the model loads
     try:
-        backend = load_backend(args.model, backend=args.backend, device=args.device)
+        backend = load_backend(opts.model, backend=opts.backend, device=opts.device)
         if rag is not None:
             rag = rag(backend)
         app = create_app(
@@ -131,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             api_key=api_key,
             model_name=name,
             on_shutdown=closers,
-            max_request_bytes=args.max_request_bytes,
+            max_request_bytes=opts.max_request_bytes,
         )
     except BaseException:
         sock.close()
@@ -139,13 +139,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     from alignkit.rag.pg import redact
 
-    mode = [args.backend, f"RAG over {redact(args.rag_index)}" if args.rag_index else "chat"]
-    mode += [f"cache {redact(args.cache)}"] if args.cache else []
+    mode = [opts.backend, f"RAG over {redact(opts.rag_index)}" if opts.rag_index else "chat"]
+    mode += [f"cache {redact(opts.cache)}"] if opts.cache else []
     mode += ["API key required"] if api_key else []
-    print(f"serving {name} ({', '.join(mode)}) on http://{args.host}:{port}/v1")
-    if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host} with no API key; set --api-key or ${API_KEY_ENV}")
-    config = uvicorn.Config(app, host=args.host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    print(f"serving {name} ({', '.join(mode)}) on http://{opts.host}:{port}/v1")
+    if not api_key and opts.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {opts.host} with no API key; set --api-key or ${API_KEY_ENV}")
+    config = uvicorn.Config(app, host=opts.host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
