@@ -61,8 +61,9 @@ all start-up are left out:
     out fetching and collating the batch (TRL's best case); step end -> step end (e2e) is reported beside it. TRL's
     precompute runs in ``DPOTrainer.__init__``, also outside the timed steps (trainer construction time reported).
 
-Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/dpo_vs_trl.py [--modes dpo orpo --steps N --warmup W
+Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.dpo_vs_trl [--modes dpo orpo --steps N --warmup W
       --batch-size B --max-length L --size tiny|small|medium --threads T --repeats R --trl-tokens alignkit|stock --out PATH]
+      [--smoke: 3 tiny steps, one repeat, a temporary folder: a check that it runs]
 """
 
 from __future__ import annotations
@@ -77,10 +78,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rm_vs_trl import BenchData, RunResult, expected_step_tokens, ids_digest, median_run  # noqa: E402
-from rm_vs_trl import prepare_data as prepare_pairs  # noqa: E402
-from sft_vs_trl import HH_RLHF, REPO, child_env, run_child, timed_window, versions  # noqa: E402
+from benchmarks import harness
+from benchmarks.harness import HH_RLHF, REPO, child_env, module_cmd, run_child, timed_window, versions
+from benchmarks.pairs import BenchData, RunResult, expected_step_tokens, ids_digest
+from benchmarks.pairs import prepare_data as prepare_pairs
 
 GOAL_PAIRS_RATIO = 1.5  # alignkit / TRL, pairs/s (at least)
 GOAL_MEMORY_RATIO = 0.8  # alignkit / TRL, peak RSS (at most)
@@ -102,7 +103,7 @@ HEADLINE = {"dpo": "alignkit-dpo-precompute", "orpo": "alignkit-orpo"}
 
 @dataclass
 class PrefRunResult(RunResult):
-    """``rm_vs_trl.RunResult`` plus what a preference run logs."""
+    """``pairs.RunResult`` plus what a preference run logs."""
 
     step_metrics: list[dict] = field(default_factory=list)  # (steps,) every number logged at each step
     setup_seconds: float | None = None  # alignkit: its reference pass (log); TRL: trainer construction (+ its pass)
@@ -111,7 +112,7 @@ class PrefRunResult(RunResult):
 
 @dataclass
 class PrefBenchData(BenchData):
-    """``rm_vs_trl.BenchData`` plus alignkit's policy-optimisation masks of the same pairs."""
+    """``pairs.BenchData`` plus alignkit's policy-optimisation masks of the same pairs."""
 
     masks_sha256: str  # of alignkit's learned-token masks [chosen, rejected] in plan order
     learned: list[tuple[int, int]]  # (pairs,) learned tokens (chosen, rejected), file order
@@ -121,7 +122,7 @@ class PrefBenchData(BenchData):
 
 
 def prepare_child(a: argparse.Namespace) -> None:
-    """``--prepare``: build the model, pick the pairs (``rm_vs_trl.prepare_data``), add alignkit's DPO tokenisation.
+    """``--prepare``: build the model, pick the pairs (``pairs.prepare_data``), add alignkit's DPO tokenisation.
 
     In a child so that the launcher stays small (a child's ``ru_maxrss`` starts at its parent's RSS when spawned).
     """
@@ -494,7 +495,7 @@ def run_trl(a, work: Path, data: PrefBenchData, name: str, variant: str) -> Pref
         "orpo_lambda": a.orpo_lambda,
     }
     (out / "spec.json").write_text(json.dumps(spec))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trl", str(out / "spec.json")]
+    cmd = module_cmd(__spec__.name, "--run-trl", str(out / "spec.json"))
     rss, wall = run_child(cmd, env=child_env(a.threads), log=work / f"{name}.log")
     res = json.loads((out / "result.json").read_text())
     begin, end, tokens, logs = ({int(k): v for k, v in res[key].items()} for key in ("begin", "end", "tokens", "logs"))
@@ -559,13 +560,6 @@ PROBES = {  # what each run imports before it loads anything: the memory floor o
     "trl-dpo": ["datasets", "transformers", "trl", "trl.trainer.dpo_trainer", "transformers.models.llama.modeling_llama"],
     "trl-orpo": ["datasets", "transformers", "trl", "trl.experimental.orpo", "transformers.models.llama.modeling_llama"],
 }
-
-
-def probe_child(name: str) -> None:
-    import importlib
-
-    for module in PROBES[name]:
-        importlib.import_module(module)
 
 
 def probe_of(run: str) -> str:
@@ -687,8 +681,7 @@ def mode_report(mode: str, a, res: dict[str, PrefRunResult], floors: dict[str, f
     width = max(len(k) for k in ratios) + 2
     for k, x in ratios.items():
         print(f"ratio {k:<{width}}{x:.2f}x")
-    for goal, ok in goals.items():
-        print(f"goal: {goal:<86} {'MET' if ok else 'NOT MET'}")
+    harness.print_goals(goals, 86)
     for pair, c in checks.items():
         print(
             f"check {pair}: {'AGREE' if c['agree'] else 'DIFFER'} (max |loss diff| over steps "
@@ -768,7 +761,7 @@ def report(a, res: dict[str, dict[str, PrefRunResult]], floors, data: PrefBenchD
             "after training alignkit saves final/ (in its peak RSS, not timed); TRL saves nothing (save_strategy=no)",
         ],
         "launcher_peak_rss_mib": launcher_mib,
-        "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
+        "host": harness.host(),
         "versions": v,
     }
     print(
@@ -860,7 +853,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-trl", metavar="SPEC", help=argparse.SUPPRESS)
     p.add_argument("--probe-imports", choices=sorted(PROBES), help=argparse.SUPPRESS)
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    harness.add_smoke_argument(p)
     a = p.parse_args(argv)
+    harness.apply_smoke(a, p, {"steps": 3, "warmup": 1, "batch_size": 2, "max_length": 128, "repeats": 1}, name="dpo_vs_trl")
     if not 1 <= a.warmup < a.steps:  # step 1 holds one-off work (first allocations; TRL ORPO's NLL measurement)
         p.error(f"--warmup must be in [1, --steps); got {a.warmup} with --steps {a.steps}")
     return a
@@ -898,26 +893,24 @@ def add_mfu(a, res: dict[str, dict[str, PrefRunResult]], data: PrefBenchData, pe
 
 def measured_peak(a) -> dict:
     """The fp32 matmul peak at the runs' thread count (``--peak-tflops``, or measured by matmul_peak.py now)."""
-    if a.peak_tflops:
-        return {"peak_tflops": {"fp32": a.peak_tflops}, "threads": a.threads, "source": "--peak-tflops"}
-    from matmul_peak import measure
-
-    res = measure(threads=a.threads, dtypes=["fp32"], sizes=[1024, 2048], repeats=5, min_seconds=0.5)
-    res["source"] = "benchmarks/matmul_peak.py, measured after the runs in this process"
-    return res
+    return harness.measured_peak(peak_tflops=a.peak_tflops, precision="fp32", threads=a.threads, smoke=a.smoke)
 
 
 def main(argv=None) -> int:
+    RUN = {"alignkit": run_alignkit, "trl": run_trl}
     a = parse_args(argv)
     if a.run_trl or a.probe_imports or a.prepare:  # one of the child processes
-        trl_child(a.run_trl) if a.run_trl else probe_child(a.probe_imports) if a.probe_imports else prepare_child(a)
+        if a.run_trl:
+            trl_child(a.run_trl)
+        elif a.probe_imports:
+            harness.probe_imports(PROBES[a.probe_imports])
+        else:
+            prepare_child(a)
         return 0
-    import resource
-
     work = Path(a.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--work-dir", str(work)]
+    cmd = module_cmd(__spec__.name, "--prepare", "--work-dir", str(work))
     cmd += [
         f"--{k}={getattr(a, k.replace('-', '_'))}"
         for k in ("steps", "warmup", "batch-size", "max-length", "seed", "threads", "size")
@@ -933,30 +926,26 @@ def main(argv=None) -> int:
     plan = [(m, name, fw, variant) for m in a.modes for name, fw, variant in RUNS[m]]
     floors = {}
     for probe in sorted({probe_of(name) for _, name, _, _ in plan}):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-imports", probe]
+        cmd = module_cmd(__spec__.name, "--probe-imports", probe)
         floors[probe] = run_child(cmd, env=child_env(a.threads), log=work / f"probe-{probe}.log")[0]
-    runs: dict[str, dict[str, list[PrefRunResult]]] = {}
-    for rep in range(a.repeats):
-        for mode, name, fw, variant in plan:
-            t = time.perf_counter()
-            r = (run_alignkit if fw == "alignkit" else run_trl)(a, work, data, name, variant)
-            runs.setdefault(mode, {}).setdefault(name, []).append(r)
-            print(
-                f"[{rep + 1}/{a.repeats}] {name}: {r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} "
-                f"MiB, first loss {r.losses[0]:.6f} ({time.perf_counter() - t:.0f}s)",
-                flush=True,
-            )
+    runs: dict[tuple[str, str], list[PrefRunResult]] = harness.run_repeats(
+        [
+            ((mode, name), name, lambda name=name, fw=fw, variant=variant: RUN[fw](a, work, data, name, variant))
+            for mode, name, fw, variant in plan
+        ],
+        a.repeats,
+        lambda r: f"{r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} MiB, first loss {r.losses[0]:.6f}",
+    )
 
-    launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # the floor under every child's peak
-    res = {m: {n: median_run(rs) for n, rs in by_name.items()} for m, by_name in runs.items()}
+    launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak
+    res: dict[str, dict[str, PrefRunResult]] = {}
+    for (mode, name), rs in runs.items():
+        res.setdefault(mode, {})[name] = harness.median_run(rs, "pairs_per_second", ".2f")
     peak = measured_peak(a)
     mfu = add_mfu(a, res, data, peak["peak_tflops"]["fp32"])
     doc = report(a, res, floors, data, launcher_mib)
     doc["matmul_peak"], doc["mfu"] = peak, mfu
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    harness.write_report(doc, a.out)
     return 0
 
 

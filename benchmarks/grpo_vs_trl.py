@@ -51,7 +51,8 @@ prompt counted G times) + the completion tokens (EOS included when generated); t
     completion tokens ``response_length x rows``.
 Model loading and start-up are outside both.
 
-Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/grpo_vs_trl.py --steps 10 --threads 2
+Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.grpo_vs_trl --steps 10 --threads 2
+      [--smoke: 2 tiny steps, a temporary folder: a check that it runs]
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_vs_trl import REPO, child_env, run_child, timed_window, versions  # noqa: E402  (stdlib-only module)
+from benchmarks import harness
+from benchmarks.harness import REPO, child_env, module_cmd, ratio, run_child, timed_window, versions
 
 GOAL_SPEED_RATIO = 1.5  # alignkit tokens/s / TRL tokens/s (at least)
 GOAL_MEMORY_RATIO = 0.8  # alignkit peak RSS / TRL peak RSS (at most)
@@ -589,7 +590,7 @@ def loss_check_child(spec_path: str) -> None:
 
 
 def child_cmd(kind: str, spec_path: Path) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(spec_path)]
+    return module_cmd(__spec__.name, "--child", kind, str(spec_path))
 
 
 def run_framework(a, work: Path, data: dict, name: str) -> dict:
@@ -654,10 +655,6 @@ def run_loss_check(a, work: Path, data: dict) -> dict:
     return json.loads(Path(spec["result"]).read_text())
 
 
-def ratio(x, y):
-    return x / y if x is not None and y else None
-
-
 def report(a, data: dict, res: dict, check: dict | None, launcher_mib: float) -> dict:
     trl, ak = res.get("trl"), res.get("alignkit")
     ratios = {}
@@ -692,7 +689,7 @@ def report(a, data: dict, res: dict, check: dict | None, launcher_mib: float) ->
         "device": a.device,
         "precision": precision + " (alignkit mixed_precision, TRL bf16); the loss check runs in float32 on CPU",
         "launcher_peak_rss_mib": launcher_mib,
-        "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
+        "host": harness.host(),
         "versions": v,
     }
     doc = {
@@ -736,8 +733,7 @@ def report(a, data: dict, res: dict, check: dict | None, launcher_mib: float) ->
                 f"{c['loss_abs_diff']:.1e}; grad norm TRL {c['trl_grad_norm']:.6f} alignkit {c['alignkit_grad_norm']:.6f}, "
                 f"max |grad diff| {c['grad_max_abs_diff']:.1e}; clipped tokens {c['clipped_share']:.0%}"
             )
-    for goal, ok in goals.items():
-        print(f"goal: {goal:<50} {'MET' if ok else 'NOT MET'}")
+    harness.print_goals(goals, 50)
     print(
         "\ntokens/s = (prompt tokens x G + completion tokens) of the timed steps / their wall time. TRL: on_step_begin "
         "-> on_step_end (generation, rewards, advantages, forward/backward, clipping, optimizer step); alignkit: "
@@ -791,9 +787,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "grpo_vs_trl.json"), help="JSON report")
     p.add_argument("--child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    harness.add_smoke_argument(p)
     a = p.parse_args(argv)
     if a.child:
         return a
+    harness.apply_smoke(
+        a,
+        p,
+        {"steps": 2, "warmup": 1, "group_size": 2, "prompts_per_step": 2, "max_new_tokens": 4, "max_prompt_tokens": 64},
+        name="grpo_vs_trl",
+    )
     if not 1 <= a.warmup < a.steps:
         p.error(f"--warmup must be in [1, --steps); got {a.warmup} with --steps {a.steps}")
     if a.group_size < 2:
@@ -811,8 +814,6 @@ def main(argv=None) -> int:
         kind, spec = a.child
         {"trl": trl_child, "alignkit": alignkit_child, "loss-check": loss_check_child}[kind](spec)
         return 0
-    import resource
-
     if a.device == "cuda":  # asked in a child: the launcher stays free of torch (its RSS is every child's floor)
         probe = [sys.executable, "-c", "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"]
         if subprocess.run(probe, env=child_env(a.threads, "cuda"), capture_output=True).returncode != 0:
@@ -821,10 +822,10 @@ def main(argv=None) -> int:
     work = Path(a.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--work-dir", str(work)]
+    cmd = module_cmd(__spec__.name, "--prepare", "--work-dir", str(work))
     cmd += [
         f"--{k}={getattr(a, k.replace('-', '_'))}"
-        for k in ("steps", "prompts-per-step", "max-prompt-tokens", "threads", "seed", "size")
+        for k in ("steps", "warmup", "prompts-per-step", "max-prompt-tokens", "threads", "seed", "size")
     ]
     if a.model:
         cmd.append(f"--model={a.model}")
@@ -846,14 +847,11 @@ def main(argv=None) -> int:
             flush=True,
         )
     check = None if a.no_loss_check else run_loss_check(a, work, data)
-    launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    launcher_mib = harness.launcher_peak_rss_mib()
     doc = report(a, data, res, check, launcher_mib)
     for name, r in res.items():
         print(json.dumps({"run": name, "tokens_per_second": r.get("tokens_per_second"), "peak_rss_mib": r["peak_rss_mib"]}))
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    harness.write_report(doc, a.out)
     return 0
 
 

@@ -10,15 +10,15 @@ benchmarks included, use one thread per process; measure at the thread count the
 the peak scales with it). On CUDA (``--device cuda``) the thread count does not matter and TF32 stays as
 torch leaves it (off for fp32 matmuls unless you turn it on), so the fp32 figure is true fp32.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/matmul_peak.py [--threads 1] [--dtypes fp32 bf16]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.matmul_peak [--threads 1] [--dtypes fp32 bf16]
       [--sizes 1024 2048] [--repeats 5] [--device cpu|cuda] [--out runs/bench/matmul_peak.json]
+      [--smoke: n=256, one short repeat, a temporary folder: a check that it runs]
 Then set ``train.peak_tflops`` to the printed fp32 (or bf16, for bf16 training) peak.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -108,7 +108,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-seconds", type=float, default=0.5, help="length of each timing")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "matmul_peak.json"), help="JSON report")
-    return p.parse_args(argv)
+    # imported here: measure() stays loadable from this file alone (benchmarks.harness imports it)
+    from benchmarks import harness
+
+    harness.add_smoke_argument(p)
+    a = p.parse_args(argv)
+    harness.apply_smoke(a, p, {"sizes": [256], "repeats": 1, "min_seconds": 0.05}, name="matmul_peak")
+    return a
 
 
 def main(argv=None) -> int:
@@ -121,10 +127,9 @@ def main(argv=None) -> int:
         for n, r in rows.items():
             print(f"  {dtype:>4} n={n:>5}: best {r['best_tflops']:.4f} TFLOP/s, median {r['median_tflops']:.4f}")
         print(f"  {dtype:>4} peak: {res['peak_tflops'][dtype]:.4f} TFLOP/s  -> train.peak_tflops={res['peak_tflops'][dtype]:.4g}")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {out}")
+    from benchmarks import harness
+
+    harness.write_report(res, a.out)
     return 0
 
 

@@ -7,8 +7,8 @@ rotary caches included), the gradients of the trainable parameters, and the opti
 case with the plan's figures and the ratio plan / measured. (A CPU has no allocator statistics worth the name:
 summing live tensor storages is the exact count of what the step keeps.)
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/plan_vs_measured.py [--sizes tiny small medium]
-        [--optimizers adamw adamw_8bit] [--json out.json]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m benchmarks.plan_vs_measured [--sizes tiny small medium]
+        [--optimizers adamw adamw_8bit] [--json out.json] [--smoke: tiny, full and LoRA, AdamW; JSON in a temporary folder]
 """
 
 from __future__ import annotations
@@ -83,13 +83,20 @@ def make_model(size: str, root: str) -> str:
     return str(init_model("llama", size, [str(HH)], str(Path(root) / size), seed=0))
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    from benchmarks import harness
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["tiny", "small", "medium"])
     ap.add_argument("--finetunes", nargs="+", default=["full", "lora", "qlora"])
     ap.add_argument("--optimizers", nargs="+", default=["adamw", "adamw_8bit"])
     ap.add_argument("--json", help="also write the rows here")
-    args = ap.parse_args()
+    harness.add_smoke_argument(ap)
+    args = ap.parse_args(argv)
+    settings = {"sizes": ["tiny"], "finetunes": ["full", "lora"], "optimizers": ["adamw"]}
+    tmp = harness.apply_smoke(args, ap, settings, name="plan_vs_measured")
+    if tmp is not None and args.json is None:
+        args.json = str(tmp / "plan_vs_measured.json")
     import torch
 
     from alignkit.models.hf_logging import quiet_libraries
@@ -119,5 +126,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO / "src"))
     sys.exit(main())

@@ -72,8 +72,9 @@ What differs (so the timings are understood; printed with the results):
     alignkit, 440 MiB for TRL here) plus a few tens of MiB; the report prints the import floors and the ratio of
     the peaks above them beside the goal's ratio of raw peaks.
 
-Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/ppo_vs_trl.py [--steps N --warmup W --threads T --repeats R
+Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.ppo_vs_trl [--steps N --warmup W --threads T --repeats R
       --runs ... --size tiny|small|medium --trl-python PATH --out PATH]
+      [--smoke: 2 tiny PPO steps, one repeat, a temporary folder: a check that it runs]
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_vs_trl import HH_RLHF, REPO, child_env, run_child, timed_window, versions  # noqa: E402  (stdlib-only module)
+from benchmarks import harness
+from benchmarks.harness import HH_RLHF, REPO, child_env, module_cmd, run_child, timed_window, versions
 
 GOAL_SPEED_RATIO = 2.0  # TRL full / alignkit separate, seconds per PPO step (at least)
 GOAL_MEMORY_RATIO = 0.6  # alignkit shared-base / leaner TRL run, peak RSS (at most)
@@ -604,7 +605,7 @@ def run_trl(a, work: Path, data: PPOBenchData, name: str) -> PPORunResult:
     }
     (out / "spec.json").write_text(json.dumps(spec))
     env = bench_env(a, trl=True)
-    cmd = [str(a.trl_python), str(Path(__file__).resolve()), "--run-trl", str(out / "spec.json")]
+    cmd = module_cmd(__spec__.name, "--run-trl", str(out / "spec.json"), python=a.trl_python)
     rss, wall = run_child(cmd, env=env, log=work / f"{name}.log")
     res = json.loads((out / "result.json").read_text())
     end, gen, ftf, logs, rlen = (
@@ -678,13 +679,6 @@ PROBES = {  # what each run imports before it loads anything: the memory floor o
 }
 
 
-def probe_child(name: str) -> None:
-    import importlib
-
-    for module in PROBES[name]:
-        importlib.import_module(module)
-
-
 def bench_env(a, trl: bool = False) -> dict[str, str]:
     """A child's environment: pinned threads, offline; ``--device cpu`` hides any GPU; the TRL child does not see
     alignkit's sources (its venv has no alignkit; other PYTHONPATH entries, e.g. carried wheels, stay)."""
@@ -700,7 +694,7 @@ def bench_env(a, trl: bool = False) -> dict[str, str]:
 def import_floor(a, work: Path, framework: str) -> float:
     python = sys.executable if framework == "alignkit" else str(a.trl_python)
     env = bench_env(a, trl=framework == "trl")
-    cmd = [python, str(Path(__file__).resolve()), "--probe-imports", framework]
+    cmd = module_cmd(__spec__.name, "--probe-imports", framework, python=python)
     return run_child(cmd, env=env, log=work / f"probe-{framework}.log")[0]
 
 
@@ -749,15 +743,6 @@ def flops_per_step(a, data: PPOBenchData) -> dict[str, float]:
             + a.ppo_epochs * 3 * (ak_tok * 2 * 2 * body + resp * 2 * H * V + 2 * ak_attn)
         )
     return {k: v / len(timed) / 1e9 for k, v in total.items()}
-
-
-def median_run(runs: list[PPORunResult]) -> PPORunResult:
-    """The repeat with the (upper) median seconds per step, with the highest peak RSS of the repeats."""
-    pick = sorted(runs, key=lambda r: r.seconds_per_step)[len(runs) // 2]
-    if len(runs) > 1:
-        pick.notes.append(f"median of {len(runs)} repeats: " + ", ".join(f"{r.seconds_per_step:.2f}s" for r in runs))
-        pick.peak_rss_mib = max(r.peak_rss_mib for r in runs)
-    return pick
 
 
 def mean(xs) -> float:
@@ -872,7 +857,7 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
             "after training alignkit saves final/ (in its peak RSS, not timed); TRL saves nothing",
         ],
         "launcher_peak_rss_mib": launcher_mib,
-        "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
+        "host": harness.host(),
         "versions_alignkit_venv": v,
         "versions_trl_venv": trl_v,
         "trl_python": str(a.trl_python),
@@ -915,8 +900,7 @@ def report(a, res: dict[str, PPORunResult], floors: dict[str, float], data: PPOB
     width = max((len(k) for k in ratios), default=0) + 2
     for k, x in ratios.items():
         print(f"ratio {k:<{width}}{x:.2f}x")
-    for goal, ok in goals.items():
-        print(f"goal: {goal:<80} {'MET' if ok else 'NOT MET'}")
+    harness.print_goals(goals, 80)
     for k, x in checks.items():
         print(f"check: {k}: {x}")
     for n, r in res.items():
@@ -1007,7 +991,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-trl", metavar="SPEC", help=argparse.SUPPRESS)
     p.add_argument("--probe-imports", choices=sorted(PROBES), help=argparse.SUPPRESS)
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    harness.add_smoke_argument(p)
     a = p.parse_args(argv)
+    harness.apply_smoke(
+        a,
+        p,
+        {"steps": 2, "warmup": 1, "rollout": 2, "mini_batch": 2, "ppo_epochs": 1, "response_length": 4, "repeats": 1},
+        name="ppo_vs_trl",
+    )
     if not 1 <= a.warmup < a.steps:  # step 1 holds one-off work (first allocations)
         p.error(f"--warmup must be in [1, --steps); got {a.warmup} with --steps {a.steps}")
     if a.rollout % a.mini_batch:
@@ -1018,10 +1009,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     a = parse_args(argv)
     if a.run_trl or a.probe_imports or a.prepare:  # one of the child processes
-        trl_child(a.run_trl) if a.run_trl else probe_child(a.probe_imports) if a.probe_imports else prepare_child(a)
+        if a.run_trl:
+            trl_child(a.run_trl)
+        elif a.probe_imports:
+            harness.probe_imports(PROBES[a.probe_imports])
+        else:
+            prepare_child(a)
         return 0
-    import resource
-
     a.trl_python = Path(shutil.which(str(a.trl_python)) or a.trl_python)  # a bare name ("python3") from PATH
     if any(n.startswith("trl") for n in a.runs) and not Path(a.trl_python).exists():
         print(f"{a.trl_python} not found: {CREATE_VENV}", file=sys.stderr)
@@ -1029,7 +1023,7 @@ def main(argv=None) -> int:
     work = Path(a.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--work-dir", str(work)]
+    cmd = module_cmd(__spec__.name, "--prepare", "--work-dir", str(work))
     cmd += [
         f"--{k}={getattr(a, k.replace('-', '_'))}"
         for k in ("size", "steps", "warmup", "rollout", "mini-batch", "max-prompt-tokens", "max-prompt-length", "seed", "threads")
@@ -1045,24 +1039,17 @@ def main(argv=None) -> int:
     )
 
     floors = {fw: import_floor(a, work, fw) for fw in sorted({n.split("-")[0] for n in a.runs})}
-    runs: dict[str, list[PPORunResult]] = {}
-    for rep in range(a.repeats):
-        for name in a.runs:
-            t = time.perf_counter()
-            r = (run_alignkit if name.startswith("alignkit") else run_trl)(a, work, data, name)
-            runs.setdefault(name, []).append(r)
-            print(
-                f"[{rep + 1}/{a.repeats}] {name}: {r.seconds_per_step:.2f} s/step, peak RSS {r.peak_rss_mib:,.0f} MiB "
-                f"({time.perf_counter() - t:.0f}s)",
-                flush=True,
-            )
+    plan = [
+        (name, name, lambda name=name: (run_alignkit if name.startswith("alignkit") else run_trl)(a, work, data, name))
+        for name in a.runs
+    ]
+    runs: dict[str, list[PPORunResult]] = harness.run_repeats(
+        plan, a.repeats, lambda r: f"{r.seconds_per_step:.2f} s/step, peak RSS {r.peak_rss_mib:,.0f} MiB"
+    )
 
-    launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # the floor under every child's peak
-    doc = report(a, {name: median_run(rs) for name, rs in runs.items()}, floors, data, launcher_mib)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak
+    results = {name: harness.median_run(rs, "seconds_per_step", ".2f", upper=True, unit="s") for name, rs in runs.items()}
+    harness.write_report(report(a, results, floors, data, launcher_mib), a.out)
     return 0
 
 

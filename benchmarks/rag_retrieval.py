@@ -18,8 +18,9 @@ recall@k is the share of questions with a relevant chunk in the top k; MRR is th
 first relevant chunk in the top 10 (0 when none). Query latency is the median wall time of one
 ``Retriever.retrieve`` (embedding the question included).
 
-Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/rag_retrieval.py [--docs DIR --questions FILE
+Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.rag_retrieval [--docs DIR --questions FILE
       --work-dir DIR --chunk-tokens 256 --overlap 32 --fetch-k 20 --mmr-lambda 0.5 --device cpu --out PATH]
+      [--smoke: one small chapter (data/d2l/chapter_installation) in a temporary folder: a check that it runs]
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from benchmarks import harness
+from benchmarks.harness import REPO
 
 GOAL_SECTION_R5 = 0.80
 GOAL_FILE_R5 = 0.90
@@ -61,7 +62,7 @@ def score(ranked: list[list], questions: list[dict], level: str) -> dict:
     }
 
 
-def main() -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--docs", default=str(REPO / "data" / "d2l"))
     p.add_argument("--questions", default=str(REPO / "data" / "rag_eval" / "d2l_questions.jsonl"))
@@ -73,7 +74,9 @@ def main() -> int:
     p.add_argument("--mmr-lambda", type=float, default=0.5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "rag_retrieval.json"))
-    args = p.parse_args()
+    harness.add_smoke_argument(p)
+    args = p.parse_args(argv)
+    harness.apply_smoke(args, p, {"docs": str(REPO / "data" / "d2l" / "chapter_installation")}, name="rag_retrieval")
 
     from alignkit.models.hf_logging import quiet_libraries
 
@@ -129,8 +132,7 @@ def main() -> int:
         "query_ms_median": latencies,
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    harness.write_report(report, args.out)
 
     print(
         f"corpus: {report['docs']}: {n_files} files indexed ({len(build.skipped)} skipped: "
@@ -156,7 +158,6 @@ def main() -> int:
     print(f"claim: file recall@5 >= {GOAL_FILE_R5:.2f}: {fil:.3f} -> {'MET' if fil >= GOAL_FILE_R5 else 'NOT MET'}")
     ok = again.chunks_added == 0 and again.seconds < 0.1 * build.seconds
     print(f"claim: re-indexing the unchanged corpus embeds nothing and takes < 10% of the build: {'MET' if ok else 'NOT MET'}")
-    print(f"wrote {args.out}")
     return 0
 
 

@@ -22,128 +22,30 @@ and all start-up (imports, model load, tokenisation) are left out.
     which leaves out fetching and collating the batch (TRL's best case); the end-to-end time (step end to
     step end, collation and logging included) is reported beside it.
 
-Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/rm_vs_trl.py [--steps N --warmup W --batch-size B
-      --max-length L --threads T --repeats R --out PATH]
+Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.rm_vs_trl [--steps N --warmup W --batch-size B
+      --max-length L --threads T --repeats R --out PATH] [--smoke: 3 tiny steps, one repeat, a temporary folder]
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_vs_trl import HH_RLHF, REPO, child_env, run_child, timed_window, versions  # noqa: E402
+from benchmarks import harness
+from benchmarks.harness import HH_RLHF, REPO, child_env, module_cmd, run_child, timed_window, versions
+from benchmarks.pairs import BenchData, RunResult, expected_step_tokens, ids_digest, prepare_data
 
 GOAL_PAIRS_RATIO = 1.3  # alignkit / TRL, pairs/s (at least)
 GOAL_MEMORY_RATIO = 1.0  # alignkit / TRL, peak RSS (at most)
 
 
-@dataclass
-class RunResult:
-    name: str  # "alignkit" | "trl"
-    pairs_per_second: float  # timed pairs / timed seconds (the headline)
-    tokens_per_second: float  # non-pad tokens (both sides) of the timed steps / timed seconds
-    timed_steps: int
-    timed_seconds: float
-    peak_rss_mib: float  # the subprocess's own peak RSS (os.wait4 ru_maxrss)
-    losses: list[float]  # (steps,) per-step mean pair loss
-    step_tokens: list[int]  # (steps,) non-pad tokens per step (chosen + rejected)
-    step_pairs_per_second: list[float]  # (timed_steps,) each timed step alone: the spread shows noise
-    process_seconds: float  # the whole subprocess, start-up included
-    end_to_end_pairs_per_second: float | None = None  # TRL: step end -> step end
-    notes: list[str] = field(default_factory=list)
-
-
 # ------------------------------------------------------------------------------------------ data
-
-
-@dataclass
-class BenchData:
-    model_dir: str  # the init_model directory both runs load
-    hh_path: str  # the chosen rows, raw hh-rlhf lines, in file order (alignkit reads this)
-    trl_rows: list[dict]  # the same pairs as TRL conversational preference rows, in alignkit's batch order
-    order: list[int]  # (steps * batch,) alignkit's plan: step k trains on order[k*B:(k+1)*B]
-    lengths: list[tuple[int, int]]  # (pairs,) token lengths (chosen, rejected), file order
-    ids_sha256: str  # of alignkit's token ids in plan order, compared with TRL's
-    rows_scanned: int  # source rows read to find them
-    passed_over: int  # usable source pairs passed over because a side is longer than max_length
-
-
-def ids_digest(pairs: list[list[list[int]]]) -> str:
-    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
-
-
-def prepare_data(model_dir: Path, work: Path, a: argparse.Namespace) -> BenchData:
-    """The first ``steps x batch`` hh-rlhf pairs that alignkit keeps and whose both sides fit in max_length."""
-    from alignkit.data.formats import load_examples
-    from alignkit.data.pairs import tokenize_pairs
-    from alignkit.data.tokenize import ensure_chat_template
-    from alignkit.models.loading import load_tokenizer
-    from alignkit.training.batching import step_micro_batches
-
-    n = a.steps * a.batch_size
-    tokenizer = load_tokenizer(str(model_dir))
-    ensure_chat_template(tokenizer)
-    examples = load_examples(str(HH_RLHF), fmt="hh_rlhf", on_error="skip").examples
-    tok = tokenize_pairs(examples, tokenizer, template="chat", max_length=10**9, on_error="skip")
-    by_ref = {ex.ref: ex for ex in examples}
-    kept, passed_over = [], 0
-    for p in tok.pairs:
-        if max(len(p.chosen_ids), len(p.rejected_ids)) > a.max_length:
-            passed_over += 1
-        elif len(kept) < n:
-            kept.append(p)
-        if len(kept) == n:
-            break
-    if len(kept) < n:
-        raise SystemExit(f"only {len(kept)} pairs of {HH_RLHF} fit in max_length={a.max_length}; need {n}")
-    with gzip.open(HH_RLHF, "rt") as f:
-        lines = f.read().splitlines()
-    hh_path = work / "pairs.jsonl"
-    hh_path.write_text("".join(lines[p.ref.line - 1] + "\n" for p in kept))
-    # the written file must give back exactly these pairs
-    again = load_examples(str(hh_path), fmt="hh_rlhf", on_error="raise").examples
-    if [(e.prompt, e.chosen, e.rejected) for e in again] != [
-        (by_ref[p.ref].prompt, by_ref[p.ref].chosen, by_ref[p.ref].rejected) for p in kept
-    ]:
-        raise SystemExit(f"{hh_path}: the rows read back differ from the pairs chosen")
-    plan = dict(num_examples=n, batch_size=a.batch_size, grad_accum=1, world_size=1, rank=0, seed=a.seed)
-    order = [i for k in range(a.steps) for i in step_micro_batches(k, **plan)[0]]
-
-    trl_rows = []  # conversational preference rows with an explicit prompt, in plan order
-    for i in order:
-        ex = again[i]
-        trl_rows.append(
-            {
-                "prompt": [{"role": m.role, "content": m.content} for m in ex.prompt],
-                "chosen": [{"role": "assistant", "content": ex.chosen}],
-                "rejected": [{"role": "assistant", "content": ex.rejected}],
-            }
-        )
-    return BenchData(
-        str(model_dir),
-        str(hh_path),
-        trl_rows,
-        order,
-        [(len(p.chosen_ids), len(p.rejected_ids)) for p in kept],
-        ids_digest([[kept[i].chosen_ids, kept[i].rejected_ids] for i in order]),
-        kept[-1].ref.line,
-        passed_over,
-    )
-
-
-def expected_step_tokens(data: BenchData, a) -> list[int]:
-    """(steps,) non-pad tokens each step must see (both sides of its pairs), from the lengths and the plan."""
-    B = a.batch_size
-    return [sum(sum(data.lengths[i]) for i in data.order[k * B : (k + 1) * B]) for k in range(a.steps)]
 
 
 def prepare_child(a: argparse.Namespace) -> None:
@@ -339,7 +241,7 @@ def run_trl(a, work: Path, data: BenchData) -> RunResult:
         "threads": a.threads,
     }
     (out / "spec.json").write_text(json.dumps(spec))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trl", str(out / "spec.json")]
+    cmd = module_cmd(__spec__.name, "--run-trl", str(out / "spec.json"))
     rss, wall = run_child(cmd, env=child_env(a.threads), log=work / "trl.log")
     res = json.loads((out / "result.json").read_text())
     begin, end, tokens, loss = ({int(k): v for k, v in res[key].items()} for key in ("begin", "end", "tokens", "loss"))
@@ -387,23 +289,7 @@ PROBES = {  # what each run imports before it loads anything: the memory floor o
 }
 
 
-def probe_child(name: str) -> None:
-    import importlib
-
-    for module in PROBES[name]:
-        importlib.import_module(module)
-
-
 # ------------------------------------------------------------------------------------------ report
-
-
-def median_run(runs: list[RunResult]) -> RunResult:
-    """The repeat with the (lower) median pairs/s, with the highest peak RSS of the repeats."""
-    pick = sorted(runs, key=lambda r: r.pairs_per_second)[(len(runs) - 1) // 2]
-    if len(runs) > 1:
-        pick.notes.append(f"median of {len(runs)} repeats: " + ", ".join(f"{r.pairs_per_second:.2f}" for r in runs))
-        pick.peak_rss_mib = max(r.peak_rss_mib for r in runs)
-    return pick
 
 
 def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchData, launcher_mib: float) -> dict:
@@ -415,8 +301,12 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
         "alignkit_over_trl_peak_rss": ak.peak_rss_mib / trl.peak_rss_mib,
     }
     goals = {
-        f"alignkit >= {GOAL_PAIRS_RATIO}x TRL pairs/s": ratios["alignkit_over_trl_pairs_per_second"] >= GOAL_PAIRS_RATIO,
-        f"alignkit peak RSS <= {GOAL_MEMORY_RATIO}x TRL": ratios["alignkit_over_trl_peak_rss"] <= GOAL_MEMORY_RATIO,
+        f"alignkit >= {GOAL_PAIRS_RATIO}x TRL pairs/s": harness.meets(
+            ratios["alignkit_over_trl_pairs_per_second"], GOAL_PAIRS_RATIO, at_least=True
+        ),
+        f"alignkit peak RSS <= {GOAL_MEMORY_RATIO}x TRL": harness.meets(
+            ratios["alignkit_over_trl_peak_rss"], GOAL_MEMORY_RATIO, at_least=False
+        ),
     }
     expected = expected_step_tokens(data, a)
     checks = {
@@ -456,7 +346,7 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
             "TRL saves nothing (save_strategy=no)",
         ],
         "launcher_peak_rss_mib": launcher_mib,  # a child's ru_maxrss starts at its parent's RSS when spawned
-        "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
+        "host": harness.host(),
         "versions": v,
     }
     doc = {
@@ -489,8 +379,7 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
     print()
     for k, x in ratios.items():
         print(f"{k:<50}{x:.2f}x")
-    for goal, ok in goals.items():
-        print(f"goal: {goal:<40} {'MET' if ok else 'NOT MET'}")
+    harness.print_goals(goals, 40)
     for k, x in checks.items():
         print(f"check: {k}: {x}")
     for n, r in res.items():
@@ -504,23 +393,31 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
         f"the launcher holds {launcher_mib:.0f} MiB (no child can read lower)."
     )
     print(f"data: {setup['data']}.\ndifferences: {'; '.join(setup['differences'])}.")
+    rows = [
+        [
+            "alignkit `rm`" if n == "alignkit" else "TRL `RewardTrainer`",
+            f"{r.pairs_per_second:.2f}",
+            f"{r.tokens_per_second:,.0f}",
+            f"{r.peak_rss_mib:,.0f}",
+            f"{r.losses[0]:.3f} -> {r.losses[-1]:.3f}",
+        ]
+        for n, r in res.items()
+    ]
+    rows.append(
+        [
+            "alignkit / TRL",
+            f"**{ratios['alignkit_over_trl_pairs_per_second']:.2f}x**",
+            "",
+            f"**{ratios['alignkit_over_trl_peak_rss']:.2f}x**",
+            "",
+        ]
+    )
     md = [
         f"RM on llama/tiny, {a.batch_size} pairs/step, max_length {a.max_length}, {a.steps - a.warmup} timed steps, "
         f"float32 CPU, {a.threads} threads, TRL {v['trl']}, median of {a.repeats}:",
         "",
-        "| | pairs/s | tokens/s | peak RSS (MiB) | first -> last loss |",
-        "|---|---:|---:|---:|---|",
+        *harness.markdown_table(["", "pairs/s", "tokens/s", "peak RSS (MiB)", "first -> last loss"], rows, "lrrrl"),
     ]
-    for n, r in res.items():
-        label = "alignkit `rm`" if n == "alignkit" else "TRL `RewardTrainer`"
-        md.append(
-            f"| {label} | {r.pairs_per_second:.2f} | {r.tokens_per_second:,.0f} | {r.peak_rss_mib:,.0f} | "
-            f"{r.losses[0]:.3f} -> {r.losses[-1]:.3f} |"
-        )
-    md.append(
-        f"| alignkit / TRL | **{ratios['alignkit_over_trl_pairs_per_second']:.2f}x** | | "
-        f"**{ratios['alignkit_over_trl_peak_rss']:.2f}x** | |"
-    )
     doc["markdown"] = "\n".join(md)
     print("\nmarkdown for docs/benchmarks.md:\n\n" + doc["markdown"])
     return doc
@@ -558,7 +455,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-trl", metavar="SPEC", help=argparse.SUPPRESS)
     p.add_argument("--probe-imports", choices=sorted(PROBES), help=argparse.SUPPRESS)
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    harness.add_smoke_argument(p)
     a = p.parse_args(argv)
+    harness.apply_smoke(a, p, {"steps": 3, "warmup": 1, "batch_size": 2, "max_length": 128, "repeats": 1}, name="rm_vs_trl")
     if not 0 <= a.warmup < a.steps:
         p.error(f"--warmup must be in [0, --steps); got {a.warmup} with --steps {a.steps}")
     return a
@@ -567,14 +466,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     a = parse_args(argv)
     if a.run_trl or a.probe_imports or a.prepare:  # one of the child processes
-        trl_child(a.run_trl) if a.run_trl else probe_child(a.probe_imports) if a.probe_imports else prepare_child(a)
+        if a.run_trl:
+            trl_child(a.run_trl)
+        elif a.probe_imports:
+            harness.probe_imports(PROBES[a.probe_imports])
+        else:
+            prepare_child(a)
         return 0
-    import resource
-
     work = Path(a.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--work-dir", str(work)]
+    cmd = module_cmd(__spec__.name, "--prepare", "--work-dir", str(work))
     cmd += [f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("steps", "warmup", "batch-size", "max-length", "seed")]
     run_child(cmd, env=child_env(a.threads), log=work / "prepare.log")
     data = BenchData(**json.loads((work / "data.json").read_text()))
@@ -586,26 +488,16 @@ def main(argv=None) -> int:
 
     floors = {}
     for name in PROBES:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-imports", name]
+        cmd = module_cmd(__spec__.name, "--probe-imports", name)
         floors[name] = run_child(cmd, env=child_env(a.threads), log=work / f"probe-{name}.log")[0]
-    runs: dict[str, list[RunResult]] = {}
-    for rep in range(a.repeats):
-        for name, fn in (("alignkit", run_alignkit), ("trl", run_trl)):
-            t = time.perf_counter()
-            r = fn(a, work, data)
-            runs.setdefault(name, []).append(r)
-            print(
-                f"[{rep + 1}/{a.repeats}] {name}: {r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} "
-                f"MiB ({time.perf_counter() - t:.0f}s)",
-                flush=True,
-            )
+    plan = [("alignkit", "alignkit", lambda: run_alignkit(a, work, data)), ("trl", "trl", lambda: run_trl(a, work, data))]
+    runs: dict[str, list[RunResult]] = harness.run_repeats(
+        plan, a.repeats, lambda r: f"{r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} MiB"
+    )
 
-    launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # the floor under every child's peak
-    doc = report(a, {name: median_run(rs) for name, rs in runs.items()}, floors, data, launcher_mib)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak
+    results = {name: harness.median_run(rs, "pairs_per_second", ".2f") for name, rs in runs.items()}
+    harness.write_report(report(a, results, floors, data, launcher_mib), a.out)
     return 0
 
 

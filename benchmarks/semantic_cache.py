@@ -29,8 +29,10 @@ precomputed (exact-repeat probe, HNSW search, rows, vetoes, verifier), the HNSW 
 alone and ``get`` with live embedding; plus ``put``. Threads are pinned: OMP_NUM_THREADS=2,
 torch.set_num_threads(2); the cache runs each single-query faiss search on one OpenMP thread.
 
-Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/semantic_cache.py
-      OMP_NUM_THREADS=2 .venv/bin/python benchmarks/semantic_cache.py --quick   # sizes 1k, 5k: a quick check
+Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.semantic_cache
+      OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.semantic_cache --quick   # sizes 1k, 5k: a quick check
+      OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.semantic_cache --smoke   # latency at 1k only, 20 queries, no
+                                                                                # quality sweep: a check that it runs
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ import numpy as np  # noqa: E402
 from alignkit.rag.cache import DEFAULT_ERROR_BOUND  # noqa: E402
 from alignkit.rag.match import normalise  # noqa: E402
 from alignkit.rag.verified_check import DEFAULT_PREFILTER as PREFILTER  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 EVAL_DIR = REPO / "data" / "cache_eval"
 PAWS_DIR = REPO / "data" / "paws"
 MAX_BAD = 0.02  # the goal: false hits <= 2% (and wrong answers <= 1%) at the default error bound
@@ -519,7 +522,7 @@ def latency_lines(latency: dict) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     p.add_argument("--quick", action="store_true", help="sizes 1k and 5k, 150 queries")
@@ -531,7 +534,12 @@ def main() -> None:
     p.add_argument("--plot", default=str(REPO / "docs" / "img" / "semantic_cache_curves.png"))
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "semantic_cache.json"))
     p.add_argument("--work-dir", default=None, help="where the caches are built (default: a temporary directory)")
-    args = p.parse_args()
+    harness.add_smoke_argument(p)
+    args = p.parse_args(argv)
+    smoke = {"sizes": [1_000], "queries": 20, "skip_quality": True}
+    tmp = harness.apply_smoke(args, p, smoke, name="semantic_cache")
+    if tmp is not None and args.plot == p.get_default("plot"):
+        args.plot = str(tmp / "semantic_cache_curves.png")
     if args.quick:
         args.sizes, args.queries = [1_000, 5_000], 150
 

@@ -25,8 +25,9 @@ weights in both: alignkit ``train.mixed_precision=bf16``, TRL ``bf16=True``), ea
 (TRL's callback; alignkit's step ends in ``.item()`` reads), and the peak memory is the run's
 ``torch.cuda.max_memory_allocated`` instead of its RSS; MFU is against the GPU's matmul peak in that precision.
 
-Run:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sft_vs_trl.py [--steps N --batch-size B
+Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.sft_vs_trl [--steps N --batch-size B
       --max-length L --size tiny|small|medium --threads T --repeats R --device cpu|cuda --precision fp32|bf16 --out PATH]
+      [--smoke: 3 tiny steps, one repeat, output in a temporary folder: a check that it runs]
 """
 
 from __future__ import annotations
@@ -36,14 +37,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-HH_RLHF = REPO / "data" / "hh-rlhf-harmless" / "harmless-base.jsonl.gz"
+from benchmarks import harness
+from benchmarks.harness import HH_RLHF, REPO, child_env, module_cmd, ratio, run_child, timed_window, versions
 
 GOAL_TOKENS_RATIO = 1.3  # alignkit unpacked / TRL padded, tokens/s
 GOAL_MEMORY_RATIO = 1.0  # alignkit unpacked / TRL padded, peak RSS (at most)
@@ -71,51 +71,6 @@ class RunResult:
     mfu: float | None = None  # tflops / the measured matmul peak at the same thread count
     peak_cuda_memory_mib: float | None = None  # --device cuda: the run's torch.cuda.max_memory_allocated
     notes: list[str] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def child_env(threads: int, device: str = "cpu") -> dict[str, str]:
-    """A child's environment: pinned threads, offline; ``device`` cpu hides any GPU."""
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-        TOKENIZERS_PARALLELISM="false",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
-        PYTHONUNBUFFERED="1",
-    )
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
-
-
-def run_child(cmd: list[str], *, env: dict[str, str], log: Path) -> tuple[float, float]:
-    """Run ``cmd`` with output to ``log``; ``(peak RSS MiB, wall seconds)`` of that process alone.
-
-    ``os.wait4`` returns the rusage of exactly this child (and any children it waited for), unlike
-    ``RUSAGE_CHILDREN``, which is the maximum over every child reaped so far.
-    """
-    t0 = time.perf_counter()
-    with log.open("w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
-    return usage.ru_maxrss / 1024.0, wall  # ru_maxrss is in KiB on Linux
-
-
-def timed_window(steps: int, warmup: int) -> range:
-    """1-based optimizer steps that are timed: warmup+1 .. steps."""
-    return range(warmup + 1, steps + 1)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -392,7 +347,7 @@ def run_trl(a, name: str, work: Path, model_dir: Path, data: BenchData, *, mode:
     }
     spec_path = out / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trl", str(spec_path)]
+    cmd = module_cmd(__spec__.name, "--run-trl", str(spec_path))
     rss, wall = run_child(cmd, env=child_env(a.threads, a.device), log=work / f"{name}.log")
     res = json.loads((out / "result.json").read_text())
     if a.device == "cuda" and not res["device"].startswith("cuda"):
@@ -451,35 +406,12 @@ PROBES = {
 }
 
 
-def probe_child(name: str) -> None:
-    import importlib
-
-    for module in PROBES[name]:
-        importlib.import_module(module)
-
-
 def import_floor_mib(a, work: Path, name: str) -> float:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-imports", name]
+    cmd = module_cmd(__spec__.name, "--probe-imports", name)
     return run_child(cmd, env=child_env(a.threads, a.device), log=work / f"probe-{name}.log")[0]
 
 
 # ------------------------------------------------------------------------------------------ report
-
-
-def median_run(runs: list[RunResult]) -> RunResult:
-    """The repeat with the (lower) median tokens/s, with the highest peak RSS of the repeats."""
-    ordered = sorted(runs, key=lambda r: r.tokens_per_second)
-    pick = ordered[(len(ordered) - 1) // 2]
-    if len(runs) > 1:
-        pick.notes.append(f"median of {len(runs)} repeats: " + ", ".join(f"{r.tokens_per_second:,.0f}" for r in runs))
-        pick.peak_rss_mib = max(r.peak_rss_mib for r in runs)
-        if all(r.peak_cuda_memory_mib is not None for r in runs):
-            pick.peak_cuda_memory_mib = max(r.peak_cuda_memory_mib for r in runs)
-    return pick
-
-
-def ratio(x: float | None, y: float | None) -> float | None:
-    return None if not x or not y else x / y
 
 
 def timed_flops(model_dir: Path, data: BenchData, a) -> float:
@@ -523,12 +455,13 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
         ),
     }
     goals = {
-        f"alignkit >= {GOAL_TOKENS_RATIO}x TRL tokens/s": ratios["alignkit_over_trl_tokens_per_second"] >= GOAL_TOKENS_RATIO,
-        f"alignkit peak {mem} <= {GOAL_MEMORY_RATIO}x TRL": (ratios[mem_key] or float("inf")) <= GOAL_MEMORY_RATIO,
-        f"alignkit packed >= {GOAL_PACKED_RATIO}x alignkit unpacked tokens/s": ratios[
-            "alignkit_packed_over_unpacked_tokens_per_second"
-        ]
-        >= GOAL_PACKED_RATIO,
+        f"alignkit >= {GOAL_TOKENS_RATIO}x TRL tokens/s": harness.meets(
+            ratios["alignkit_over_trl_tokens_per_second"], GOAL_TOKENS_RATIO, at_least=True
+        ),
+        f"alignkit peak {mem} <= {GOAL_MEMORY_RATIO}x TRL": harness.meets(ratios[mem_key], GOAL_MEMORY_RATIO, at_least=False),
+        f"alignkit packed >= {GOAL_PACKED_RATIO}x alignkit unpacked tokens/s": harness.meets(
+            ratios["alignkit_packed_over_unpacked_tokens_per_second"], GOAL_PACKED_RATIO, at_least=True
+        ),
     }
     setup = {
         "model": f"llama/{a.size} (alignkit.models.init_model, seed 0), {precision}, sdpa attention, full fine-tuning",
@@ -561,7 +494,7 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
             "TRL's fused LM head also computes entropy and token accuracy every step (not optional in TRL)",
             "TRL learns the '\\n' after <|im_end|> (one more loss token per example); alignkit does not",
         ],
-        "host": f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f} at the end",
+        "host": harness.host(),
         "versions": versions(),
     }
     doc = {
@@ -615,8 +548,7 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
     for key, value in ratios.items():
         print(f"{key:<58}{'-' if value is None else f'{value:.2f}x'}")
     print()
-    for goal, ok in goals.items():
-        print(f"goal: {goal:<55} {'MET' if ok else 'NOT MET'}")
+    harness.print_goals(goals, 55)
     print()
     print(
         "same batches (per-step non-pad tokens equal the plan):",
@@ -641,12 +573,6 @@ def report(a, results: dict[str, RunResult], floors: dict[str, float], data: Ben
     print(f"same data: {setup['same_batches']}.")
     print(f"left at each framework's default: {'; '.join(setup['left_at_defaults'])}.")
     return doc
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("alignkit", "torch", "transformers", "trl", "accelerate", "datasets")}
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -693,7 +619,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "sft_vs_trl.json"), help="JSON report")
     p.add_argument("--run-trl", metavar="SPEC", help=argparse.SUPPRESS)
     p.add_argument("--probe-imports", choices=sorted(PROBES), help=argparse.SUPPRESS)
+    harness.add_smoke_argument(p)
     a = p.parse_args(argv)
+    harness.apply_smoke(
+        a, p, {"steps": 3, "warmup": 1, "batch_size": 2, "max_length": 64, "repeats": 1, "lr": 1e-3}, name="sft_vs_trl"
+    )
     if not 0 <= a.warmup < a.steps:
         p.error(f"--warmup must be in [0, --steps); got {a.warmup} with --steps {a.steps}")
     a.precision = a.precision or ("bf16" if a.device == "cuda" else "fp32")
@@ -703,15 +633,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def measured_peak(a) -> dict:
     """The matmul peak in ``--precision`` on ``--device`` (at the runs' thread count on CPU): ``--peak-tflops``, or
     measured by matmul_peak.py now."""
-    if a.peak_tflops:
-        return {"peak_tflops": {a.precision: a.peak_tflops}, "threads": a.threads, "source": "--peak-tflops"}
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from matmul_peak import measure
-
-    sizes = [4096, 8192] if a.device == "cuda" else [1024, 2048]
-    res = measure(threads=a.threads, dtypes=[a.precision], sizes=sizes, repeats=5, min_seconds=0.5, device=a.device)
-    res["source"] = "benchmarks/matmul_peak.py, measured after the runs in this process"
-    return res
+    return harness.measured_peak(
+        peak_tflops=a.peak_tflops, precision=a.precision, threads=a.threads, device=a.device, smoke=a.smoke
+    )
 
 
 def main(argv=None) -> int:
@@ -720,7 +644,7 @@ def main(argv=None) -> int:
         trl_child(a.run_trl)
         return 0
     if a.probe_imports:
-        probe_child(a.probe_imports)
+        harness.probe_imports(PROBES[a.probe_imports])
         return 0
 
     os.environ.update({k: v for k, v in child_env(a.threads).items() if k != "PYTHONPATH"})
@@ -749,34 +673,33 @@ def main(argv=None) -> int:
     )
 
     floors = {name: import_floor_mib(a, work, name) for name in PROBES}
-    runs: dict[str, list[RunResult]] = {}
     plan = [
-        ("alignkit", lambda: run_alignkit(a, "alignkit", cfg_path, work, packing=False)),
-        ("alignkit-packed", lambda: run_alignkit(a, "alignkit-packed", cfg_path, work, packing=True)),
-        ("trl", lambda: run_trl(a, "trl", work, model_dir, data, mode="padded")),
+        ("alignkit", "alignkit", lambda: run_alignkit(a, "alignkit", cfg_path, work, packing=False)),
+        ("alignkit-packed", "alignkit-packed", lambda: run_alignkit(a, "alignkit-packed", cfg_path, work, packing=True)),
+        ("trl", "trl", lambda: run_trl(a, "trl", work, model_dir, data, mode="padded")),
     ]
     if not a.no_trl_padding_free:
-        plan.append(("trl-padding-free", lambda: run_trl(a, "trl-padding-free", work, model_dir, data, mode="padding_free")))
-    for rep in range(a.repeats):
-        for name, fn in plan:
-            t = time.perf_counter()
-            r = fn()
-            runs.setdefault(name, []).append(r)
-            print(
-                f"[{rep + 1}/{a.repeats}] {name}: {r.tokens_per_second:,.0f} tokens/s, peak RSS {r.peak_rss_mib:,.0f} MiB"
-                + (f", peak CUDA {r.peak_cuda_memory_mib:,.0f} MiB " if r.peak_cuda_memory_mib is not None else " ")
-                + f"({time.perf_counter() - t:.0f}s)",
-                flush=True,
+        plan.append(
+            (
+                "trl-padding-free",
+                "trl-padding-free",
+                lambda: run_trl(a, "trl-padding-free", work, model_dir, data, mode="padding_free"),
             )
+        )
+    runs: dict[str, list[RunResult]] = harness.run_repeats(
+        plan,
+        a.repeats,
+        lambda r: (
+            f"{r.tokens_per_second:,.0f} tokens/s, peak RSS {r.peak_rss_mib:,.0f} MiB"
+            + (f", peak CUDA {r.peak_cuda_memory_mib:,.0f} MiB" if r.peak_cuda_memory_mib is not None else "")
+        ),
+    )
 
-    results = {name: median_run(rs) for name, rs in runs.items()}
+    results = {name: harness.median_run(rs, "tokens_per_second", ",.0f") for name, rs in runs.items()}
     peak = measured_peak(a)
     add_mfu(results, timed_flops(model_dir, data, a), peak["peak_tflops"][a.precision])
     doc = report(a, results, floors, data, peak)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    harness.write_report(doc, a.out)
     return 0
 
 

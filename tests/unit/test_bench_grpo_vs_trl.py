@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import grpo_vs_trl as bench  # noqa: E402
+from benchmarks import grpo_vs_trl as bench
 
 
 def test_trl_reward_scores_what_alignkit_scores():

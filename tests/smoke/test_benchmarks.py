@@ -1,0 +1,170 @@
+"""Every benchmark runs end to end in its ``--smoke`` mode and writes a JSON report with the keys and finite figures
+that docs/benchmarks.md is built from, so that no benchmark can silently rot.
+
+Each runs as the documented command (``python -m benchmarks.NAME --smoke``) in a subprocess, offline, one thread,
+its work folder and report under ``tmp_path``. Smoke figures mean nothing (2-3 steps of a tiny model); only the
+shape of the report and the finiteness of the numbers are checked.
+
+The TRL side runs too, wherever the benchmark compares with TRL: SFT (padded and padding-free ``SFTTrainer``),
+``RewardTrainer``, ``DPOTrainer`` and the experimental ``ORPOTrainer``, ``GRPOTrainer``. Exception: PPO's TRL runs
+need the separate TRL 1.12 venv (``.venv-trl112``, see benchmarks/ppo_vs_trl.py); without it only alignkit's two
+PPO runs are checked.
+
+Time on this 2-core machine (one thread each): matmul_peak ~3 s, plan_vs_measured ~16 s, rag_retrieval ~21 s,
+semantic_cache ~25 s (latency at 1k entries; the quality sweep, which embeds every cache_eval and PAWS question, is
+skipped); the trainer comparisons start several framework processes each (imports of torch + transformers + TRL
+are ~10 s per process): sft_vs_trl ~65 s, rm_vs_trl ~60 s, grpo_vs_trl, dpo_vs_trl and ppo_vs_trl longer. The
+trainer comparisons are marked slow (``--runslow``), the others run by default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+TRL_PPO_PYTHON = REPO / ".venv-trl112" / "bin" / "python"
+
+
+def run_benchmark(name: str, tmp_path, *args: str, out_flag: str = "--out", work: bool = True) -> object:
+    """``python -m benchmarks.<name> --smoke`` with its report (and work folder) under ``tmp_path``; the report."""
+    out = tmp_path / f"{name}.json"
+    cmd = [sys.executable, "-m", f"benchmarks.{name}", "--smoke", out_flag, str(out), *args]
+    if work:
+        cmd += ["--work-dir", str(tmp_path / "work")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(out.read_text())
+
+
+def finite(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def assert_run(r: dict, rate: str) -> None:
+    """A training run's result: its headline rate, time and peak RSS are finite and positive, every loss finite."""
+    for key in (rate, "timed_seconds", "peak_rss_mib", "process_seconds"):
+        assert finite(r[key]) and r[key] > 0, (r.get("name", ""), key, r[key])
+    assert r["losses"] and all(finite(x) for x in r["losses"]), r["losses"]
+
+
+# ------------------------------------------------------------------------------------------ light (by default)
+
+
+def test_matmul_peak(tmp_path):
+    doc = run_benchmark("matmul_peak", tmp_path, "--threads", "1", work=False)
+    assert set(doc) >= {"device", "device_name", "threads", "torch", "peak_tflops", "by_size"}
+    assert doc["threads"] == 1 and list(doc["by_size"]["fp32"]) == ["256"]
+    assert finite(doc["peak_tflops"]["fp32"]) and doc["peak_tflops"]["fp32"] > 0
+
+
+def test_plan_vs_measured(tmp_path):
+    rows = run_benchmark("plan_vs_measured", tmp_path, out_flag="--json", work=False)
+    assert [(r["size"], r["finetune"], r["optimizer"]) for r in rows] == [("tiny", "full", "adamw"), ("tiny", "lora", "adamw")]
+    for r in rows:
+        for part in ("weights", "gradients", "optimizer"):
+            assert finite(r[f"{part}_measured"]) and r[f"{part}_measured"] > 0 and finite(r[f"{part}_plan"])
+
+
+def test_rag_retrieval(tmp_path):
+    doc = run_benchmark("rag_retrieval", tmp_path)
+    assert doc["docs"] == "data/d2l/chapter_installation" and doc["files"] >= 1 and doc["chunks"] >= 1
+    assert doc["reindex_chunks_added"] == 0  # the unchanged corpus is not embedded again
+    for key in ("index_build_s", "chunks_per_s", "reindex_unchanged_s", "embedder_load_s"):
+        assert finite(doc[key]), key
+    for name in ("top-k", "mmr"):
+        assert finite(doc["query_ms_median"][name])
+        for level in ("section", "file"):
+            r = doc["results"][name][level]
+            assert all(0 <= r[k] <= 1 for k in ("recall@1", "recall@5", "mrr@10"))
+            assert len(r["first_rank"]) == doc["questions"]
+
+
+def test_semantic_cache(tmp_path):
+    doc = run_benchmark("semantic_cache", tmp_path, "--threads", "1")
+    assert "quality" not in doc and set(doc["latency"]) == {"1000"}
+    lat = doc["latency"]["1000"]
+    for key in ("get_with_embed", "get_no_embed"):
+        assert finite(lat[key]["p99_ms"]) and lat[key]["p99_ms"] > 0, key
+
+
+# ------------------------------------------------------------------------------------------ trainer comparisons (slow)
+
+
+@pytest.mark.slow
+def test_sft_vs_trl(tmp_path):
+    doc = run_benchmark("sft_vs_trl", tmp_path, "--threads", "1")
+    assert set(doc) >= {"benchmark", "setup", "results", "import_floor_rss_mib", "ratios", "goals", "matmul_peak"}
+    assert set(doc["results"]) == {"alignkit", "alignkit-packed", "trl", "trl-padding-free"}
+    for r in doc["results"].values():
+        assert_run(r, "tokens_per_second")
+        assert finite(r["mfu"]) and r["mfu"] > 0
+    assert all(doc["same_batches_as_planned"].values())  # both frameworks saw the planned batches
+    for key in (
+        "alignkit_over_trl_tokens_per_second",
+        "alignkit_over_trl_end_to_end_tokens_per_second",
+        "alignkit_over_trl_peak_rss",
+        "alignkit_packed_over_unpacked_tokens_per_second",
+        "alignkit_packed_over_trl_padding_free_tokens_per_second",
+    ):
+        assert finite(doc["ratios"][key]), key
+    assert doc["ratios"]["alignkit_over_trl_peak_cuda_memory"] is None  # CPU
+    assert len(doc["goals"]) == 3 and all(isinstance(v, bool) for v in doc["goals"].values())
+    assert all(finite(v) for v in doc["import_floor_rss_mib"].values())
+
+
+@pytest.mark.slow
+def test_rm_vs_trl(tmp_path):
+    doc = run_benchmark("rm_vs_trl", tmp_path, "--threads", "1")
+    assert set(doc) >= {"setup", "results", "import_floor_rss_mib", "ratios", "goals", "checks", "markdown"}
+    assert set(doc["results"]) == {"alignkit", "trl"}
+    for r in doc["results"].values():
+        assert_run(r, "pairs_per_second")
+    assert all(finite(x) for x in doc["ratios"].values()) and len(doc["ratios"]) == 3
+    assert doc["checks"]["same_token_ids"] is True
+    assert "| alignkit / TRL |" in doc["markdown"]
+
+
+@pytest.mark.slow
+def test_dpo_vs_trl(tmp_path):
+    doc = run_benchmark("dpo_vs_trl", tmp_path, "--threads", "1")
+    assert set(doc) >= {"setup", "import_floor_rss_mib", "modes", "goals", "markdown", "matmul_peak", "mfu"}
+    assert set(doc["modes"]) == {"dpo", "orpo"}
+    for mode in doc["modes"].values():
+        for r in mode["results"].values():
+            assert_run(r, "pairs_per_second")
+        assert mode["ratios"] and all(finite(x) for x in mode["ratios"].values())
+        assert all(isinstance(v, bool) for v in mode["goals"].values())
+    assert all(finite(m["tflops"]) for m in doc["mfu"].values())
+
+
+@pytest.mark.slow
+def test_grpo_vs_trl(tmp_path):
+    doc = run_benchmark("grpo_vs_trl", tmp_path, "--threads", "1")
+    assert set(doc) >= {"setup", "results", "loss_check", "ratios", "goals"}
+    assert set(doc["results"]) == {"trl", "alignkit"}
+    for r in doc["results"].values():
+        assert finite(r["tokens_per_second"]) and r["tokens_per_second"] > 0
+        assert finite(r["peak_rss_mib"]) and r["prompt_tokens_as_planned"] is True
+    assert finite(doc["ratios"]["tokens/s alignkit / TRL"]) and finite(doc["ratios"]["peak RSS alignkit / TRL"])
+    assert finite(doc["loss_check"]["loss_abs_diff"])
+
+
+@pytest.mark.slow
+def test_ppo_vs_trl(tmp_path):
+    runs = ["alignkit-separate", "alignkit-shared-base"]
+    if TRL_PPO_PYTHON.exists():
+        runs += ["trl-full", "trl-lora"]
+    doc = run_benchmark("ppo_vs_trl", tmp_path, "--threads", "1", "--runs", *runs)
+    assert set(doc["results"]) == set(runs)
+    for r in doc["results"].values():
+        assert finite(r["seconds_per_step"]) and r["seconds_per_step"] > 0 and finite(r["peak_rss_mib"])
+        assert len(r["step_seconds"]) == 2
