@@ -35,12 +35,12 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, keep the exit code 
 step tests 280 "$PY" -m pytest -q --rungpu -m gpu tests -p no:cacheprovider -rs --junitxml="$OUT/tests.xml"
 
 # 2. benchmarks (short settings: a check that they run and what they measure on this card)
-step matmul_peak 25 "$PY" benchmarks/matmul_peak.py --device cuda --dtypes fp32 bf16 --sizes 4096 8192 --repeats 3 \
+step matmul_peak 25 "$PY" -m benchmarks.matmul_peak --device cuda --dtypes fp32 bf16 --sizes 4096 8192 --repeats 3 \
   --out "$OUT/matmul_peak.json"
-step sft_bench 60 "$PY" benchmarks/sft_vs_trl.py --device cuda --size small --steps 10 --warmup 2 --repeats 1 \
+step sft_bench 60 "$PY" -m benchmarks.sft_vs_trl --device cuda --size small --steps 10 --warmup 2 --repeats 1 \
   --out "$OUT/sft_bench.json"
-step grpo_bench 50 "$PY" benchmarks/grpo_vs_trl.py --device cuda --size small --steps 6 --warmup 2 --out "$OUT/grpo_bench.json"
-step ppo_bench 50 "$PY" benchmarks/ppo_vs_trl.py --device cuda --size small --runs alignkit-separate alignkit-shared-base \
+step grpo_bench 50 "$PY" -m benchmarks.grpo_vs_trl --device cuda --size small --steps 6 --warmup 2 --out "$OUT/grpo_bench.json"
+step ppo_bench 50 "$PY" -m benchmarks.ppo_vs_trl --device cuda --size small --runs alignkit-separate alignkit-shared-base \
   --steps 6 --out "$OUT/ppo_bench.json"
 
 # 3. one JSON
