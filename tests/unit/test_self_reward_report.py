@@ -1,4 +1,5 @@
-"""The iteration table and HTML report of a self-rewarding run, from hand-made summaries (no model)."""
+"""The iteration table and HTML report of a self-rewarding run, from hand-made summaries (no model), parsed
+into records as the run's ``summary.json`` files are."""
 
 import base64
 import copy
@@ -8,6 +9,7 @@ import sys
 
 from rich.console import Console
 
+from alignkit.orchestrate.records import ExamplePair, IterationSummary
 from alignkit.orchestrate.report import (
     ITERATION_HEADERS,
     MISSING,
@@ -46,7 +48,7 @@ ITER1 = {
         "mean_chosen_words": 41.0,
         "mean_rejected_words": 35.2,
     },
-    "train": {"steps": 12, "train_loss": 0.61, "seconds": 30.1},
+    "train": {"steps": 12, "train_loss": 0.61, "seconds": 30.1, "model": "runs/x/iter-1/train/final"},
     "eval": {
         "prompts": 32,
         "mean_judge_score": 3.1,
@@ -85,7 +87,12 @@ ITER2 = {
     "mean_judge_score": 3.456,
 }
 
-SUMMARIES = [ITER2, ITER0, ITER1]  # out of order on purpose
+
+def _parse(*summaries: dict) -> list[IterationSummary]:
+    return [IterationSummary.from_dict(s) for s in summaries]
+
+
+SUMMARIES = _parse(ITER2, ITER0, ITER1)  # out of order on purpose
 
 
 def _row(rows, iteration):
@@ -133,7 +140,7 @@ def test_table_rows():
 
 
 def test_table_survives_empty_and_odd_summaries():
-    headers, rows = iteration_table_rows([{"iteration": 3}, {"iteration": 1, "eval": None, "pairs": "x"}])
+    headers, rows = iteration_table_rows(_parse({"iteration": 3, "model": "m"}, {"iteration": 1, "model": "m", "eval": None}))
     assert [r[0] for r in rows] == ["1", "3"]
     assert all(c == MISSING for r in rows for c in r[1:])
     assert iteration_table_rows([]) == (list(ITERATION_HEADERS), [])
@@ -166,7 +173,7 @@ def test_report_has_table_values_and_one_image_per_plot():
 
 
 def test_plots_with_all_missing_data_are_left_out():
-    only0 = [ITER0]  # judge score and response length, nothing else
+    only0 = _parse(ITER0)  # judge score and response length, nothing else
     assert score_plot(only0) is not None and length_plot(only0) is not None
     assert win_rate_plot(only0) is None and pairs_plot(only0) is None
     html = render_report_html(only0)
@@ -174,7 +181,7 @@ def test_plots_with_all_missing_data_are_left_out():
     assert "No win rates against the previous iteration recorded." in html
     assert "No pair counts or unparseable judgment rates recorded." in html
 
-    bare = [{"iteration": 0}, {"iteration": 1, "eval": {}}]
+    bare = _parse({"iteration": 0, "model": "m"}, {"iteration": 1, "model": "m", "eval": {}})
     html = render_report_html(bare)
     assert _imgs(html) == 0
     assert html.count('<p class="note">No ') == 4
@@ -183,20 +190,20 @@ def test_plots_with_all_missing_data_are_left_out():
 def test_iteration0_win_rate_is_ignored():
     it0 = copy.deepcopy(ITER0)
     it0["eval"]["win_rate_vs_previous"] = 0.9
-    assert win_rate_plot([it0]) is None
-    assert _row(iteration_table_rows([it0])[1], 0)["win rate vs prev [CI]"] == MISSING
+    assert win_rate_plot(_parse(it0)) is None
+    assert _row(iteration_table_rows(_parse(it0))[1], 0)["win rate vs prev [CI]"] == MISSING
 
 
 def test_examples_are_escaped():
     examples = [
-        {
-            "iteration": 1,
-            "prompt": "<script>alert(1)</script>",
-            "chosen": "a & b",
-            "rejected": "<b>no</b>",
-            "score_chosen": 4.5,
-            "score_rejected": None,
-        }
+        ExamplePair(
+            iteration=1,
+            prompt="<script>alert(1)</script>",
+            chosen="a & b",
+            rejected="<b>no</b>",
+            score_chosen=4.5,
+            score_rejected=None,
+        )
     ]
     html = render_report_html(SUMMARIES, examples=examples)
     assert "<script>" not in html
@@ -213,7 +220,7 @@ def test_write_report_html_is_atomic(tmp_path):
     path = write_report_html(out, SUMMARIES, title="t", examples=[])
     assert path == out and out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
-    write_report_html(out, [ITER0])  # overwrite in place
+    write_report_html(out, _parse(ITER0))  # overwrite in place
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
     assert _imgs(out.read_text(encoding="utf-8")) == 2
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from alignkit import stages
 from alignkit.config.pipeline import STAGE_ORDER, PipelineConfig, references, resolve_refs
+from alignkit.orchestrate.records import PipelineReport, StageOutcome
 
 __all__ = ["resolve_refs", "run", "stage_configs"]
 
@@ -32,7 +33,8 @@ def stage_configs(cfg: PipelineConfig) -> tuple[dict, dict | None]:
     return configs, compare
 
 
-def run(cfg: PipelineConfig) -> dict:
+def run(cfg: PipelineConfig) -> PipelineReport:
+    """Run the stages of ``cfg`` in order (the module doc); writes and returns ``pipeline.json``'s report."""
     from alignkit.config.base import write_config
 
     out = Path(cfg.output_dir)
@@ -49,12 +51,12 @@ def run(cfg: PipelineConfig) -> dict:
         init_model(i.arch, i.size, i.tokenizer_from, cfg.base, vocab_size=i.vocab_size, seed=i.seed, split_digits=i.split_digits)
 
     # --- run ----------------------------------------------------------------------------------------
-    done: dict[str, dict] = {}
+    done: dict[str, StageOutcome] = {}
     for stage in present:
         summary = out / stage / "summary.json"
         if summary.exists():
             print(f"\n=== {stage}: finished earlier ({summary}), skipped", flush=True)
-            done[stage] = {"skipped": True, "seconds": None}
+            done[stage] = StageOutcome(skipped=True, seconds=None)
             continue
         print(f"\n=== {stage} -> {out / stage}", flush=True)
         t0 = time.time()
@@ -62,10 +64,10 @@ def run(cfg: PipelineConfig) -> dict:
             _run_compare(compare, out / "compare")
         else:
             stages.entry(stage)(stage_cfgs[stage])
-        done[stage] = {"skipped": False, "seconds": round(time.time() - t0, 1)}
+        done[stage] = StageOutcome(skipped=False, seconds=round(time.time() - t0, 1))
         print(f"({stage}: {time.time() - t0:.0f} s)", flush=True)
-    report = {"output_dir": str(out), "stages": done}
-    (out / "pipeline.json").write_text(json.dumps(report, indent=2))
+    report = PipelineReport(output_dir=str(out), stages=done)
+    (out / "pipeline.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
 
 

@@ -1,9 +1,10 @@
 """The table and the self-contained HTML report of a self-rewarding run (``alignkit self-reward``).
 
 Each iteration ``t = 1..T`` writes ``iter-t/summary.json``; ``iter-0/summary.json`` holds the evaluation
-of the starting model (only ``iteration``, ``model``, ``eval``, ``mean_judge_score``, ``seconds``). Any
-figure may be missing or None when it was not measured: it shows as "—" in the table, and a plot whose
-data are all missing is left out with a note.
+of the starting model (only ``iteration``, ``model``, ``eval``, ``mean_judge_score``, ``seconds``). The
+functions here take those summaries as :class:`~alignkit.orchestrate.records.IterationSummary` records (parsed
+once, by ``IterationSummary.from_json``). Any figure may be None when it was not measured (or is not finite):
+it shows as "—" in the table, and a plot whose data are all missing is left out with a note.
 
 The report (built from ``eval.html`` like ``eval.report``: inline CSS, matplotlib Agg PNGs as base64 data URIs,
 all text HTML-escaped) holds the iteration table, four plots — judge score (and RM score) per iteration, win
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from alignkit.eval.html import e, figure, number, page, png, table
 from alignkit.io_atomic import atomic_file
+from alignkit.orchestrate.records import EvalFigures, ExamplePair, IterationSummary, JudgingStats, PairStats
 
 MISSING = "—"
 
@@ -39,9 +41,6 @@ ITERATION_HEADERS = (
     "train loss",
 )
 
-# Skip reasons of ``pairs``, in display order; other ``skipped_*`` keys follow, sorted.
-_SKIP_REASONS = ("skipped_few_scores", "skipped_small_gap", "skipped_length_ratio")
-
 _EXTRA_CSS = """
 table.examples td { max-width: 32em; }
 .score { font-size: 0.85em; color: #555; margin-bottom: 0.3em; }
@@ -51,53 +50,43 @@ table.examples td { max-width: 32em; }
 # ------------------------------------------------------------------------------------------ values
 
 
-def _get(summary: dict, *keys: str) -> object:
-    """``summary[k0][k1]...``, or None where a level is missing or not a dict."""
-    node: object = summary
-    for key in keys:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
+def _eval(s: IterationSummary) -> EvalFigures:
+    """The summary's evaluation (all None where it has none)."""
+    return s.eval or EvalFigures()
 
 
-def _num(summary: dict, *keys: str) -> float | None:
-    """The finite number at ``keys`` (see ``_get``), else None."""
-    return number(_get(summary, *keys))
+def _pairs(s: IterationSummary) -> PairStats:
+    return s.pairs or PairStats()
 
 
-def _ci(summary: dict, *keys: str) -> tuple[float, float] | None:
-    """A ``[low, high]`` interval at ``keys``, else None."""
-    v = _get(summary, *keys)
-    if not isinstance(v, (list, tuple)) or len(v) != 2:
+def _judging(s: IterationSummary) -> JudgingStats:
+    return s.judging or JudgingStats()
+
+
+def _ci(ci: list[float] | None) -> tuple[float, float] | None:
+    """A finite ``(low, high)``, else None."""
+    if ci is None:
         return None
-    low, high = number(v[0]), number(v[1])
+    low, high = number(ci[0]), number(ci[1])
     return None if low is None or high is None else (low, high)
 
 
-def _iteration(summary: dict) -> int | None:
-    it = number(summary.get("iteration")) if isinstance(summary, dict) else None
-    return None if it is None else int(it)
+def _sorted(summaries: Sequence[IterationSummary]) -> list[IterationSummary]:
+    """Summaries by iteration (ties in the given order)."""
+    return sorted(summaries, key=lambda s: s.iteration)
 
 
-def _sorted(summaries: Sequence[dict]) -> list[dict]:
-    """Summaries by iteration (those without one last, in the given order)."""
-    valid = [s for s in summaries if isinstance(s, dict)]
-    order = sorted(range(len(valid)), key=lambda i: (_iteration(valid[i]) is None, _iteration(valid[i]) or 0, i))
-    return [valid[i] for i in order]
+def _judge_score(s: IterationSummary) -> float | None:
+    v = number(_eval(s).mean_judge_score)
+    return v if v is not None else number(s.mean_judge_score)
 
 
-def _judge_score(s: dict) -> float | None:
-    v = _num(s, "eval", "mean_judge_score")
-    return v if v is not None else _num(s, "mean_judge_score")
+def _unparseable_rate(s: IterationSummary) -> float | None:
+    return number(_judging(s).rate())
 
 
-def _unparseable_rate(s: dict) -> float | None:
-    rate = _num(s, "judging", "unparseable_rate")
-    if rate is not None:
-        return rate
-    count, total = _num(s, "judging", "unparseable"), _num(s, "judging", "judgments")
-    return count / total if count is not None and total else None
+def _train_loss(s: IterationSummary) -> float | None:
+    return number(s.train.train_loss) if s.train is not None else None
 
 
 # ------------------------------------------------------------------------------------------ table
@@ -126,8 +115,8 @@ def _fmt_with_ci(value: float | None, ci: tuple[float, float] | None) -> str:
     return f"{fmt_number(value)} [{fmt_number(ci[0])}, {fmt_number(ci[1])}]"
 
 
-def _fmt_unparseable(s: dict) -> str:
-    count, rate = _num(s, "judging", "unparseable"), _unparseable_rate(s)
+def _fmt_unparseable(s: IterationSummary) -> str:
+    count, rate = number(_judging(s).unparseable), _unparseable_rate(s)
     if count is None and rate is None:
         return MISSING
     if rate is None:
@@ -136,7 +125,7 @@ def _fmt_unparseable(s: dict) -> str:
     return pct if count is None else f"{_fmt_count(count)} ({pct})"
 
 
-def iteration_table_rows(summaries: list[dict]) -> tuple[list[str], list[list[str]]]:
+def iteration_table_rows(summaries: Sequence[IterationSummary]) -> tuple[list[str], list[list[str]]]:
     """Header and one row of display strings per iteration, sorted by iteration ("—" where missing).
 
     Columns: iteration, pairs, unparseable judgments (count and %), mean judge score [CI], mean RM
@@ -145,25 +134,25 @@ def iteration_table_rows(summaries: list[dict]) -> tuple[list[str], list[list[st
     """
     rows = []
     for s in _sorted(summaries):
-        it = _iteration(s)
-        win = None if it == 0 else _num(s, "eval", "win_rate_vs_previous")
+        ev = _eval(s)
+        win = None if s.iteration == 0 else number(ev.win_rate_vs_previous)
         rows.append(
             [
-                MISSING if it is None else str(it),
-                _fmt_count(_num(s, "pairs", "pairs")),
+                str(s.iteration),
+                _fmt_count(number(_pairs(s).pairs)),
                 _fmt_unparseable(s),
-                _fmt_with_ci(_judge_score(s), _ci(s, "eval", "judge_score_ci")),
-                _fmt_with_ci(_num(s, "eval", "mean_reward"), _ci(s, "eval", "reward_ci")),
-                _fmt_with_ci(win, _ci(s, "eval", "win_rate_ci")),
-                fmt_number(_num(s, "eval", "judge_agreement")),
-                fmt_number(_num(s, "eval", "mean_response_words")),
-                fmt_number(_num(s, "train", "train_loss")),
+                _fmt_with_ci(_judge_score(s), _ci(ev.judge_score_ci)),
+                _fmt_with_ci(number(ev.mean_reward), _ci(ev.reward_ci)),
+                _fmt_with_ci(win, _ci(ev.win_rate_ci)),
+                fmt_number(number(ev.judge_agreement)),
+                fmt_number(number(ev.mean_response_words)),
+                fmt_number(_train_loss(s)),
             ]
         )
     return list(ITERATION_HEADERS), rows
 
 
-def print_iteration_table(summaries: list[dict], console=None) -> None:
+def print_iteration_table(summaries: Sequence[IterationSummary], console=None) -> None:
     """The iteration table (``iteration_table_rows``) printed with rich."""
     from rich import box
     from rich.console import Console
@@ -192,23 +181,31 @@ def print_iteration_table(summaries: list[dict], console=None) -> None:
 Series = tuple[list[int], list[float]]  # (iterations, values), only the iterations that have a value
 
 
-def _series(summaries: Sequence[dict], value: Callable[[dict], float | None], *, skip_zero: bool = False) -> Series:
+Value = Callable[[IterationSummary], float | None]
+
+
+def _series(summaries: Sequence[IterationSummary], value: Value, *, skip_zero: bool = False) -> Series:
     xs, ys = [], []
     for s in summaries:
-        it, v = _iteration(s), value(s)
-        if it is None or v is None or (skip_zero and it == 0):
+        v = number(value(s))
+        if v is None or (skip_zero and s.iteration == 0):
             continue
-        xs.append(it)
+        xs.append(s.iteration)
         ys.append(v)
     return xs, ys
 
 
-def _yerr(summaries: Sequence[dict], xs: list[int], ys: list[float], *ci_keys: str) -> list[list[float]]:
-    """Asymmetric error bars ``[below, above]`` from each iteration's CI (0 where there is none)."""
-    by_it = {_iteration(s): s for s in summaries}
+def _yerr(
+    summaries: Sequence[IterationSummary],
+    xs: list[int],
+    ys: list[float],
+    ci_of: Callable[[EvalFigures], list[float] | None],
+) -> list[list[float]]:
+    """Asymmetric error bars ``[below, above]`` from each iteration's CI (``ci_of(its eval)``; 0 where there is none)."""
+    by_it = {s.iteration: s for s in summaries}
     below, above = [], []
     for x, y in zip(xs, ys):
-        ci = _ci(by_it[x], *ci_keys)
+        ci = _ci(ci_of(_eval(by_it[x])))
         below.append(max(0.0, y - ci[0]) if ci else 0.0)
         above.append(max(0.0, ci[1] - y) if ci else 0.0)
     return [below, above]
@@ -221,35 +218,36 @@ def _iteration_axis(ax, xs: Sequence[int]) -> None:
     ax.set_axisbelow(True)
 
 
-def score_plot(summaries: list[dict]) -> str | None:
+def score_plot(summaries: Sequence[IterationSummary]) -> str | None:
     """Mean judge score per iteration with CI error bars; mean RM score in a second panel when present."""
     summaries = _sorted(summaries)
     judge = _series(summaries, _judge_score)
-    reward = _series(summaries, lambda s: _num(s, "eval", "mean_reward"))
+    reward = _series(summaries, lambda s: _eval(s).mean_reward)
     panels = [(name, series) for name, series in (("judge", judge), ("reward", reward)) if series[0]]
     if not panels:
         return None
     fig = figure(4.8 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (xs, ys)) in zip(axes, panels):
-        keys = ("eval", "judge_score_ci") if name == "judge" else ("eval", "reward_ci")
+        ci_of = (lambda ev: ev.judge_score_ci) if name == "judge" else (lambda ev: ev.reward_ci)
         color = "#4c72b0" if name == "judge" else "#55a868"
-        ax.errorbar(xs, ys, yerr=_yerr(summaries, xs, ys, *keys), fmt="o-", capsize=5, color=color)
+        ax.errorbar(xs, ys, yerr=_yerr(summaries, xs, ys, ci_of), fmt="o-", capsize=5, color=color)
         ax.set_ylabel("mean judge score (95% CI)" if name == "judge" else "mean RM score (95% CI)")
         ax.set_title("Judge score per iteration" if name == "judge" else "Reward-model score per iteration")
         _iteration_axis(ax, xs)
     return png(fig, "mean judge score and reward-model score per iteration")
 
 
-def win_rate_plot(summaries: list[dict]) -> str | None:
+def win_rate_plot(summaries: Sequence[IterationSummary]) -> str | None:
     """Win rate against the previous iteration, with CI error bars, around a dashed 0.5 line."""
     summaries = _sorted(summaries)
-    xs, ys = _series(summaries, lambda s: _num(s, "eval", "win_rate_vs_previous"), skip_zero=True)
+    xs, ys = _series(summaries, lambda s: _eval(s).win_rate_vs_previous, skip_zero=True)
     if not xs:
         return None
     fig = figure(max(4.8, 0.6 * len(xs) + 3), 3.6)
     ax = fig.add_subplot()
-    ax.errorbar(xs, ys, yerr=_yerr(summaries, xs, ys, "eval", "win_rate_ci"), fmt="o-", capsize=5, color="#dd8452")
+    yerr = _yerr(summaries, xs, ys, lambda ev: ev.win_rate_ci)
+    ax.errorbar(xs, ys, yerr=yerr, fmt="o-", capsize=5, color="#dd8452")
     ax.axhline(0.5, color="#888", linestyle="--", linewidth=0.8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate vs previous (95% CI)")
@@ -258,17 +256,15 @@ def win_rate_plot(summaries: list[dict]) -> str | None:
     return png(fig, "win rate against the previous iteration")
 
 
-def length_plot(summaries: list[dict]) -> str | None:
+def length_plot(summaries: Sequence[IterationSummary]) -> str | None:
     """Mean response words per iteration next to the mean chosen / rejected words of the training pairs."""
     summaries = _sorted(summaries)
-    lines = [
-        (label, _series(summaries, lambda s, keys=keys: _num(s, *keys)), fmt, color)
-        for label, keys, fmt, color in (
-            ("evaluation responses", ("eval", "mean_response_words"), "o-", "#4c72b0"),
-            ("chosen (training pairs)", ("pairs", "mean_chosen_words"), "s--", "#55a868"),
-            ("rejected (training pairs)", ("pairs", "mean_rejected_words"), "v--", "#c44e52"),
-        )
-    ]
+    values: tuple[tuple[str, Value, str, str], ...] = (
+        ("evaluation responses", lambda s: _eval(s).mean_response_words, "o-", "#4c72b0"),
+        ("chosen (training pairs)", lambda s: _pairs(s).mean_chosen_words, "s--", "#55a868"),
+        ("rejected (training pairs)", lambda s: _pairs(s).mean_rejected_words, "v--", "#c44e52"),
+    )
+    lines = [(label, _series(summaries, value), fmt, color) for label, value, fmt, color in values]
     lines = [line for line in lines if line[1][0]]
     if not lines:
         return None
@@ -283,21 +279,21 @@ def length_plot(summaries: list[dict]) -> str | None:
     return png(fig, "mean response length and chosen/rejected lengths per iteration")
 
 
-def _skip_keys(summaries: Sequence[dict]) -> list[str]:
-    found = {k for s in summaries if isinstance(s.get("pairs"), dict) for k in s["pairs"] if k.startswith("skipped_")}
-    return [k for k in _SKIP_REASONS if k in found] + sorted(found - set(_SKIP_REASONS))
+def _skip_keys(summaries: Sequence[IterationSummary]) -> list[str]:
+    """The skip reasons (``PairStats.SKIP_REASONS``, in that order) some summary has a count for."""
+    return [k for k in PairStats.SKIP_REASONS if any(getattr(_pairs(s), k) is not None for s in summaries)]
 
 
-def pairs_plot(summaries: list[dict]) -> str | None:
+def pairs_plot(summaries: Sequence[IterationSummary]) -> str | None:
     """Pairs kept and skipped (stacked by reason) per iteration, and the unparseable judgment rate."""
     summaries = _sorted(summaries)
     reasons = _skip_keys(summaries)
     stacks: dict[int, list[float]] = {}  # iteration -> [kept, *skipped by reason]
     for s in summaries:
-        it = _iteration(s)
-        values = [_num(s, "pairs", "pairs"), *(_num(s, "pairs", k) for k in reasons)]
-        if it is not None and any(v is not None for v in values):
-            stacks[it] = [v or 0.0 for v in values]
+        pairs = _pairs(s)
+        values = [number(pairs.pairs), *(number(getattr(pairs, k)) for k in reasons)]
+        if any(v is not None for v in values):
+            stacks[s.iteration] = [v or 0.0 for v in values]
     rate = _series(summaries, _unparseable_rate)
     n_panels = bool(stacks) + bool(rate[0])
     if not n_panels:
@@ -330,7 +326,7 @@ def pairs_plot(summaries: list[dict]) -> str | None:
 
 
 # (title, drawing function, note when there is nothing to draw)
-PLOTS: tuple[tuple[str, Callable[[list[dict]], str | None], str], ...] = (
+PLOTS: tuple[tuple[str, Callable[[Sequence[IterationSummary]], str | None], str], ...] = (
     ("Judge score and reward-model score", score_plot, "No judge or reward-model scores recorded."),
     ("Win rate against the previous iteration", win_rate_plot, "No win rates against the previous iteration recorded."),
     ("Length-bias check", length_plot, "No response or training-pair lengths recorded."),
@@ -341,38 +337,32 @@ PLOTS: tuple[tuple[str, Callable[[list[dict]], str | None], str], ...] = (
 # ------------------------------------------------------------------------------------------ html
 
 
-def _table_html(summaries: list[dict]) -> str:
+def _table_html(summaries: Sequence[IterationSummary]) -> str:
     return table(*iteration_table_rows(summaries))
 
 
-def _text(x: object) -> str:
+def _text(x: str | list[dict[str, str]]) -> str:
     """An example's prompt or answer as display text (a message list as ``role: content`` lines)."""
-    if x is None:
-        return ""
     if isinstance(x, str):
         return x
-    if isinstance(x, list) and all(isinstance(m, dict) and "content" in m for m in x):
+    if all("content" in m for m in x):
         return "\n".join(f"{m.get('role', '?')}: {m['content']}" for m in x)
     return json.dumps(x, ensure_ascii=False, default=str)
 
 
-def _answer_cell(text: object, score: object) -> str:
+def _answer_cell(text: str, score: float | None) -> str:
     v = number(score)
     head = "" if v is None else f'<div class="score">score {e(fmt_number(v))}</div>'
     return f"<td>{head}<pre>{e(_text(text))}</pre></td>"
 
 
-def _examples_html(examples: Sequence[dict]) -> str:
-    rows = []
-    for ex in examples:
-        if not isinstance(ex, dict):
-            continue
-        it = ex.get("iteration")
-        rows.append(
-            f"<tr><td>{e(MISSING if it is None else it)}</td><td><pre>{e(_text(ex.get('prompt')))}</pre></td>"
-            f"{_answer_cell(ex.get('chosen'), ex.get('score_chosen'))}"
-            f"{_answer_cell(ex.get('rejected'), ex.get('score_rejected'))}</tr>"
-        )
+def _examples_html(examples: Sequence[ExamplePair]) -> str:
+    rows = [
+        f"<tr><td>{e(ex.iteration)}</td><td><pre>{e(_text(ex.prompt))}</pre></td>"
+        f"{_answer_cell(ex.chosen, ex.score_chosen)}"
+        f"{_answer_cell(ex.rejected, ex.score_rejected)}</tr>"
+        for ex in examples
+    ]
     head = "<tr><th>iteration</th><th>prompt</th><th>chosen</th><th>rejected</th></tr>"
     return f'<table class="examples">{head}{"".join(rows)}</table>'
 
@@ -390,16 +380,16 @@ _HOW_TO_READ = (
 
 
 def render_report_html(
-    summaries: list[dict],
+    summaries: Sequence[IterationSummary],
     *,
     title: str = "Self-rewarding run",
     config_yaml: str | None = None,
-    examples: list[dict] | None = None,
+    examples: Sequence[ExamplePair] | None = None,
 ) -> str:
     """The report as one self-contained HTML string (see the module doc)."""
     ordered = _sorted(summaries)
-    iterations = [it for it in map(_iteration, ordered) if it is not None]
-    modes = sorted({m for m in (s.get("mode") for s in ordered) if isinstance(m, str)})
+    iterations = [s.iteration for s in ordered]
+    modes = sorted({s.mode for s in ordered if s.mode is not None})
     intro = f"{len(ordered)} summaries"
     if iterations:
         intro += f", iterations {min(iterations)}–{max(iterations)}"
@@ -426,7 +416,7 @@ length of the evaluation answers.</p>
     return page(title, body, extra_css=_EXTRA_CSS)
 
 
-def write_report_html(path: str | Path, summaries: list[dict], **kwargs) -> Path:
+def write_report_html(path: str | Path, summaries: Sequence[IterationSummary], **kwargs) -> Path:
     """Write the report to ``path`` atomically (a temp file beside it, then ``os.replace``); returns it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ iteration t-1:
    the previous iteration, and for a self-judge its agreement with human preference labels -> ``eval.json``.
 
 ``iter-t/summary.json`` closes an iteration. Every step writes its file atomically and records its figures
-in ``iter-t/state.json``; a re-run skips the finished steps and iterations, and the training step resumes
+(the typed records of :mod:`alignkit.orchestrate.records`: ``PromptStats``, ``CandidateStats``, ``JudgingStats``,
+``PairStats``, ``TrainOutcome``, ``EvalFigures``; the summary is an ``IterationSummary``) in ``iter-t/state.json``; a re-run skips the finished steps and iterations, and the training step resumes
 from its own checkpoints, so an interrupted run continues where it stopped. At the end the table across
 iterations is printed and written, with plots, to ``report.html``.
 """
@@ -36,6 +37,18 @@ from pathlib import Path
 
 from alignkit.config.self_reward import SelfRewardConfig
 from alignkit.io_atomic import atomic_file
+from alignkit.orchestrate.records import (
+    CandidateStats,
+    EvalFigures,
+    ExamplePair,
+    IterationSummary,
+    JudgingStats,
+    PairStats,
+    PromptStats,
+    Record,
+    RunSummary,
+    TrainOutcome,
+)
 from alignkit.scoring import Scorer
 
 
@@ -43,13 +56,16 @@ from alignkit.scoring import Scorer
 class SelfRewardResult:
     output_dir: Path
     final_model: str  # the model after the last iteration
-    summaries: list[dict]  # iter-0 .. iter-T summary.json contents
+    summaries: list[IterationSummary]  # iter-0 .. iter-T (their summary.json)
 
 
 # ------------------------------------------------------------------------------------------- files
 
 
 def write_json(path: Path, obj) -> None:
+    """``obj`` (a record: its :meth:`Record.to_dict`) as indented JSON, written atomically."""
+    if isinstance(obj, Record):
+        obj = obj.to_dict()
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
 
@@ -64,7 +80,17 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class StepState:
-    """``iter-t/state.json``: the figures of each finished step (a step is finished once its key is here)."""
+    """``iter-t/state.json``: the record of each finished step, as its dict (a step is finished once its key is
+    here). ``STEPS`` maps each step to its record type."""
+
+    STEPS: dict[str, type[Record]] = {
+        "prompts": PromptStats,
+        "candidates": CandidateStats,
+        "judging": JudgingStats,
+        "pairs": PairStats,
+        "train": TrainOutcome,
+        "eval": EvalFigures,
+    }
 
     def __init__(self, path: Path):
         self.path = path
@@ -73,9 +99,13 @@ class StepState:
     def done(self, step: str) -> bool:
         return step in self.data
 
-    def record(self, step: str, figures: dict) -> None:
-        self.data[step] = figures
+    def record(self, step: str, figures: Record) -> None:
+        self.data[step] = figures.to_dict()
         write_json(self.path, self.data)
+
+    def get(self, step: str):
+        """The finished ``step``'s record (a one-line ``RecordError`` if the file's entry does not fit it)."""
+        return self.STEPS[step].from_dict(self.data[step], source=f"{self.path}: {step}")
 
 
 # ----------------------------------------------------------------------------------------- prompts
@@ -142,7 +172,7 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def build_pairs(groups: Sequence[dict], *, min_gap: float, max_length_ratio: float | None) -> tuple[list[dict], dict]:
+def build_pairs(groups: Sequence[dict], *, min_gap: float, max_length_ratio: float | None) -> tuple[list[dict], PairStats]:
     """Best vs worst candidate of each prompt.
 
     ``groups``: ``{"prompt_id", "prompt", "candidates": [str], "scores": [float | None]}``. A prompt with fewer
@@ -151,20 +181,20 @@ def build_pairs(groups: Sequence[dict], *, min_gap: float, max_length_ratio: flo
     answer has more than that many times the worst one's words (``skipped_length_ratio``). The first
     candidate wins a tie for best, the last a tie for worst."""
     pairs: list[dict] = []
-    stats = {"prompts": len(groups), "skipped_few_scores": 0, "skipped_small_gap": 0, "skipped_length_ratio": 0}
+    few, small, long = 0, 0, 0
     for g in groups:
         scored = [(s, c) for s, c in zip(g["scores"], g["candidates"]) if s is not None]
         if len(scored) < 2:
-            stats["skipped_few_scores"] += 1
+            few += 1
             continue
         best = max(scored, key=lambda x: x[0])
         worst = min(reversed(scored), key=lambda x: x[0])
         gap = best[0] - worst[0]
         if gap <= 0 or gap < min_gap:
-            stats["skipped_small_gap"] += 1
+            small += 1
             continue
         if max_length_ratio is not None and words(best[1]) > max_length_ratio * max(1, words(worst[1])):
-            stats["skipped_length_ratio"] += 1
+            long += 1
             continue
         pairs.append(
             {
@@ -176,14 +206,20 @@ def build_pairs(groups: Sequence[dict], *, min_gap: float, max_length_ratio: flo
                 "prompt_id": g["prompt_id"],
             }
         )
-    stats["pairs"] = len(pairs)
-    stats["mean_gap"] = _mean([p["score_chosen"] - p["score_rejected"] for p in pairs])
-    stats["mean_chosen_words"] = _mean([words(p["chosen"]) for p in pairs])
-    stats["mean_rejected_words"] = _mean([words(p["rejected"]) for p in pairs])
+    stats = PairStats(
+        prompts=len(groups),
+        skipped_few_scores=few,
+        skipped_small_gap=small,
+        skipped_length_ratio=long,
+        pairs=len(pairs),
+        mean_gap=_mean([p["score_chosen"] - p["score_rejected"] for p in pairs]),
+        mean_chosen_words=_mean([words(p["chosen"]) for p in pairs]),
+        mean_rejected_words=_mean([words(p["rejected"]) for p in pairs]),
+    )
     return pairs, stats
 
 
-def best_of_n(groups: Sequence[dict]) -> tuple[list[dict], dict]:
+def best_of_n(groups: Sequence[dict]) -> tuple[list[dict], PairStats]:
     """The best-scored candidate of each prompt with at least one score, as prompt/completion rows."""
     rows = []
     skipped = 0
@@ -194,14 +230,14 @@ def best_of_n(groups: Sequence[dict]) -> tuple[list[dict], dict]:
             continue
         s, c = max(scored, key=lambda x: x[0])
         rows.append({"prompt": g["prompt"], "completion": c, "score": s, "prompt_id": g["prompt_id"]})
-    stats = {
-        "prompts": len(groups),
-        "pairs": len(rows),
-        "skipped_few_scores": skipped,
-        "skipped_small_gap": 0,
-        "skipped_length_ratio": 0,
-        "mean_chosen_words": _mean([words(r["completion"]) for r in rows]),
-    }
+    stats = PairStats(
+        prompts=len(groups),
+        pairs=len(rows),
+        skipped_few_scores=skipped,
+        skipped_small_gap=0,
+        skipped_length_ratio=0,
+        mean_chosen_words=_mean([words(r["completion"]) for r in rows]),
+    )
     return rows, stats
 
 
@@ -302,7 +338,7 @@ def evaluate(
     seed: int,
     log,
     scorer: Callable[[], Scorer] | None = None,
-) -> dict:
+) -> EvalFigures:
     """Answers of ``model_path`` to the held-out prompts (``out/eval_answers.jsonl``), scored by the eval judge
     (and by ``scorer()``, the outside check: a reward model), compared with the previous iteration's answers;
     judge agreement for a self-judge. ``scorer`` is called for each evaluation, so a scorer it loads is freed
@@ -336,37 +372,38 @@ def evaluate(
     write_jsonl(out / "eval_answers.jsonl", rows)
 
     scores = [r["score"] for r in rows if r["score"] is not None]
-    res: dict = {
-        "prompts": len(rows),
-        "judge": judge.name,
-        "unparseable": len(rows) - len(scores),
-        "mean_judge_score": mean(scores) if scores else None,
-        "judge_score_ci": list(bootstrap_ci(mean, scores, n_boot=e.n_boot, seed=seed)) if scores else None,
-        "mean_response_words": _mean([words(a) for a in answers]),
-    }
+    # figures that were not measured (no scorer, no previous answers, not a self-judge) stay unset: left out of the file
+    res = EvalFigures(
+        prompts=len(rows),
+        judge=judge.name,
+        unparseable=len(rows) - len(scores),
+        mean_judge_score=mean(scores) if scores else None,
+        judge_score_ci=list(bootstrap_ci(mean, scores, n_boot=e.n_boot, seed=seed)) if scores else None,
+        mean_response_words=_mean([words(a) for a in answers]),
+    )
     if scorer is not None:
-        res["mean_reward"] = mean(rewards)
-        res["reward_ci"] = list(bootstrap_ci(mean, rewards, n_boot=e.n_boot, seed=seed))
+        res.mean_reward = mean(rewards)
+        res.reward_ci = list(bootstrap_ci(mean, rewards, n_boot=e.n_boot, seed=seed))
     if prev_answers is not None and prev_answers.exists():
         prev = read_jsonl(prev_answers)
         both = [(r["score"], p["score"]) for r, p in zip(rows, prev) if r["score"] is not None and p["score"] is not None]
         if both:
             a, b = [x for x, _ in both], [y for _, y in both]
-            res["win_rate_vs_previous"] = win_rate(a, b)
-            res["win_rate_ci"] = list(bootstrap_ci(win_rate, a, b, n_boot=e.n_boot, seed=seed))
-            res["win_rate_prompts"] = len(both)
+            res.win_rate_vs_previous = win_rate(a, b)
+            res.win_rate_ci = list(bootstrap_ci(win_rate, a, b, n_boot=e.n_boot, seed=seed))
+            res.win_rate_prompts = len(both)
         if scorer is not None and all(p.get("reward") is not None for p in prev):
             a, b = [r["reward"] for r in rows], [p["reward"] for p in prev]
-            res["reward_win_rate_vs_previous"] = win_rate(a, b)
+            res.reward_win_rate_vs_previous = win_rate(a, b)
     if cfg.judge.type == "self" and human_pairs:
         # How well this model judges: it is the judge of the next iteration.
         own = make_judge(cfg, models, model_path, seed=seed + 29)
         agree = agreement(
             own, [p["prompt"] for p in human_pairs], [p["chosen"] for p in human_pairs], [p["rejected"] for p in human_pairs]
         )
-        res["judge_agreement"] = agree["agreement"]
-        res["agreement_pairs"] = agree["scored_pairs"]
-        res["agreement_unscored_pairs"] = agree["unscored_pairs"]
+        res.judge_agreement = agree["agreement"]
+        res.agreement_pairs = agree["scored_pairs"]
+        res.agreement_unscored_pairs = agree["unscored_pairs"]
     models.get(model_path)  # leave the evaluated model loaded: the next step samples from it
     return res
 
@@ -465,11 +502,11 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
     eval_scorer = _eval_scorer(cfg, models, scorer)
 
     # --- iteration 0: the starting model ---------------------------------------------------------------
-    summaries: list[dict] = []
+    summaries: list[IterationSummary] = []
     d0 = out / "iter-0"
     d0.mkdir(exist_ok=True)
     if (d0 / "summary.json").exists():
-        summaries.append(json.loads((d0 / "summary.json").read_text()))
+        summaries.append(IterationSummary.from_json(d0 / "summary.json"))
     else:
         log("\n=== iteration 0: evaluating the starting model")
         t0 = time.time()
@@ -486,24 +523,24 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
             log=log,
             scorer=eval_scorer,
         )
-        s0 = {
-            "iteration": 0,
-            "model": m.name_or_path,
-            "eval": ev,
-            "mean_judge_score": ev["mean_judge_score"],
-            "seconds": round(time.time() - t0, 1),
-        }
+        s0 = IterationSummary(
+            iteration=0,
+            model=m.name_or_path,
+            eval=ev,
+            mean_judge_score=ev.mean_judge_score,
+            seconds=round(time.time() - t0, 1),
+        )
         write_json(d0 / "summary.json", s0)
         summaries.append(s0)
         log(_eval_line(s0))
 
-    current = summaries[0]["model"]
+    current = summaries[0].model
     for t in range(1, cfg.iterations + 1):
         d = out / f"iter-{t}"
         if (d / "summary.json").exists():
-            s = json.loads((d / "summary.json").read_text())
+            s = IterationSummary.from_json(d / "summary.json")
             summaries.append(s)
-            current = s["model"]
+            current = s.model
             log(f"\n=== iteration {t}: finished earlier ({d / 'summary.json'}), skipped")
             continue
         d.mkdir(exist_ok=True)
@@ -545,14 +582,14 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
             write_jsonl(d / "prompts.jsonl", rows)
             state.record(
                 "prompts",
-                {
-                    "total": len(rows),
-                    "from_dataset": sum(r["source"] == "dataset" for r in rows),
-                    "self_instruct_new": sum(r["source"] == "self_instruct" for r in rows),
-                    "self_instruct_requested": new_stats["requested"],
-                    "self_instruct_too_short": new_stats["too_short"],
-                    "duplicates_removed": dup,
-                },
+                PromptStats(
+                    total=len(rows),
+                    from_dataset=sum(r["source"] == "dataset" for r in rows),
+                    self_instruct_new=sum(r["source"] == "self_instruct" for r in rows),
+                    self_instruct_requested=new_stats["requested"],
+                    self_instruct_too_short=new_stats["too_short"],
+                    duplicates_removed=dup,
+                ),
             )
             log(f"prompts: {state.data['prompts']}")
         prompt_rows = read_jsonl(d / "prompts.jsonl")
@@ -581,13 +618,13 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
             write_jsonl(d / "candidates.jsonl", groups)
             state.record(
                 "candidates",
-                {
-                    "prompts": len(groups),
-                    "samples": len(flat),
-                    "unique": sum(len(x["candidates"]) for x in groups),
-                    "duplicates_removed": dup,
-                    "empty_removed": empty,
-                },
+                CandidateStats(
+                    prompts=len(groups),
+                    samples=len(flat),
+                    unique=sum(len(x["candidates"]) for x in groups),
+                    duplicates_removed=dup,
+                    empty_removed=empty,
+                ),
             )
             log(f"candidates: {state.data['candidates']}")
         groups = read_jsonl(d / "candidates.jsonl")
@@ -619,15 +656,15 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
             bad_samples = sum(s is None for r in rows for s in r["samples"])
             state.record(
                 "judging",
-                {
-                    "type": cfg.judge.type,
-                    "judge": judge.name,
-                    "judgments": len(rows),
-                    "unparseable": unparseable,
-                    "unparseable_rate": unparseable / len(rows) if rows else None,
-                    "judge_samples": samples,
-                    "unparseable_samples": bad_samples,
-                },
+                JudgingStats(
+                    type=cfg.judge.type,
+                    judge=judge.name,
+                    judgments=len(rows),
+                    unparseable=unparseable,
+                    unparseable_rate=unparseable / len(rows) if rows else None,
+                    judge_samples=samples,
+                    unparseable_samples=bad_samples,
+                ),
             )
             log(f"judging: {state.data['judging']}")
             if unparseable:
@@ -648,31 +685,31 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
                 rows, stats = best_of_n(scored)
             write_jsonl(d / "pairs.jsonl", rows)
             state.record("pairs", stats)
-            log(f"pairs: {stats}")
+            log(f"pairs: {state.data['pairs']}")
 
         # 5. training
         if not state.done("train"):
-            n_pairs = state.data["pairs"]["pairs"]
+            n_pairs = state.get("pairs").pairs
             if n_pairs == 0:
                 log(
                     f"iteration {t}: no training {'pairs' if cfg.mode == 'dpo' else 'answers'} "
                     f"({state.data['pairs']}); the model is carried over unchanged"
                 )
-                state.record("train", {"skipped": "no pairs", "model": current})
+                state.record("train", TrainOutcome(skipped="no pairs", model=current))
             else:
                 models.free()  # training loads its own copies
                 tr = time.time()
                 result = _train(cfg, current, d, seed)
                 state.record(
                     "train",
-                    {
-                        "steps": result.steps,
-                        "train_loss": result.train_loss,
-                        "seconds": round(time.time() - tr, 1),
-                        "model": str(result.final_dir),
-                    },
+                    TrainOutcome(
+                        steps=result.steps,
+                        train_loss=result.train_loss,
+                        seconds=round(time.time() - tr, 1),
+                        model=str(result.final_dir),
+                    ),
                 )
-        new_model = state.data["train"]["model"]
+        new_model = state.get("train").model
 
         # 6. evaluation
         if not state.done("eval"):
@@ -690,19 +727,20 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
                 scorer=eval_scorer,
             )
             state.record("eval", ev)
-        s = {
-            "iteration": t,
-            "mode": cfg.mode,
-            "model": new_model,
-            "prompts": state.data["prompts"],
-            "candidates": state.data["candidates"],
-            "judging": state.data["judging"],
-            "pairs": state.data["pairs"],
-            "train": state.data["train"],
-            "eval": state.data["eval"],
-            "mean_judge_score": state.data["eval"]["mean_judge_score"],
-            "seconds": round(time.time() - t0, 1),
-        }
+        ev = state.get("eval")
+        s = IterationSummary(
+            iteration=t,
+            mode=cfg.mode,
+            model=new_model,
+            prompts=state.get("prompts"),
+            candidates=state.get("candidates"),
+            judging=state.get("judging"),
+            pairs=state.get("pairs"),
+            train=state.get("train"),
+            eval=ev,
+            mean_judge_score=ev.mean_judge_score,
+            seconds=round(time.time() - t0, 1),
+        )
         write_json(d / "summary.json", s)
         summaries.append(s)
         current = new_model
@@ -713,7 +751,7 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
     examples = _examples(out, cfg.iterations)
     write_report_html(out / "report.html", summaries, config_yaml=(out / "config.yaml").read_text(), examples=examples)
     write_json(
-        out / "summary.json", {"iterations": summaries, "final_model": current, "seconds": round(time.time() - t_start, 1)}
+        out / "summary.json", RunSummary(iterations=summaries, final_model=current, seconds=round(time.time() - t_start, 1))
     )
     log(f"\nwrote {out / 'report.html'} and {out / 'summary.json'}; final model: {current}")
     return SelfRewardResult(output_dir=out, final_model=current, summaries=summaries)
@@ -762,15 +800,15 @@ def _train(cfg: SelfRewardConfig, current: str, d: Path, seed: int):
     return run_sft(sft_cfg)
 
 
-def _eval_line(s: dict) -> str:
-    e = s["eval"]
-    parts = [f"iteration {s['iteration']}: mean judge score {_f(e.get('mean_judge_score'))} on {e['prompts']} held-out prompts"]
-    if e.get("mean_reward") is not None:
-        parts.append(f"mean reward {_f(e['mean_reward'])}")
-    if e.get("win_rate_vs_previous") is not None:
-        parts.append(f"win rate vs previous {_f(e['win_rate_vs_previous'])}")
-    if e.get("judge_agreement") is not None:
-        parts.append(f"judge agreement {_f(e['judge_agreement'])} ({e['agreement_pairs']} pairs)")
+def _eval_line(s: IterationSummary) -> str:
+    e = s.eval or EvalFigures()
+    parts = [f"iteration {s.iteration}: mean judge score {_f(e.mean_judge_score)} on {e.prompts} held-out prompts"]
+    if e.mean_reward is not None:
+        parts.append(f"mean reward {_f(e.mean_reward)}")
+    if e.win_rate_vs_previous is not None:
+        parts.append(f"win rate vs previous {_f(e.win_rate_vs_previous)}")
+    if e.judge_agreement is not None:
+        parts.append(f"judge agreement {_f(e.judge_agreement)} ({e.agreement_pairs} pairs)")
     return ", ".join(parts)
 
 
@@ -778,7 +816,8 @@ def _f(x) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
-def _examples(out: Path, iterations: int, per_iteration: int = 3) -> list[dict]:
+def _examples(out: Path, iterations: int, per_iteration: int = 3) -> list[ExamplePair]:
+    """The first ``per_iteration`` training pairs of each iteration (none in best-of-n mode), for the report."""
     rows = []
     for t in range(1, iterations + 1):
         path = out / f"iter-{t}" / "pairs.jsonl"
@@ -786,14 +825,14 @@ def _examples(out: Path, iterations: int, per_iteration: int = 3) -> list[dict]:
             for r in read_jsonl(path)[:per_iteration]:
                 if "chosen" in r:
                     rows.append(
-                        {
-                            "iteration": t,
-                            "prompt": r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
-                            "chosen": r["chosen"],
-                            "rejected": r["rejected"],
-                            "score_chosen": r["score_chosen"],
-                            "score_rejected": r["score_rejected"],
-                        }
+                        ExamplePair(
+                            iteration=t,
+                            prompt=r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
+                            chosen=r["chosen"],
+                            rejected=r["rejected"],
+                            score_chosen=r["score_chosen"],
+                            score_rejected=r["score_rejected"],
+                        )
                     )
     return rows
 
