@@ -4,10 +4,10 @@ optimizer step holds on this CPU (tiny / small / medium, full / LoRA / QLoRA, Ad
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from benchmarks import plan_vs_measured as bench
 
 from alignkit.cli import main
 from alignkit.plan import (
@@ -26,8 +26,6 @@ from alignkit.plan import (
 from alignkit.plan_models import KNOWN_CONFIGS
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
-import plan_vs_measured as bench  # noqa: E402
 
 
 def test_parameter_counts_match_the_published_models():
