@@ -238,8 +238,10 @@ def format_option_error(err, schema, command: str) -> str:
             parts.append(str(raised))
             continue
         name = e["loc"][0] if e["loc"] else None
-        where = f"{command} {flag(schema, name)}" if name in schema.model_fields else command
-        parts.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
+        if name in schema.model_fields:
+            parts.append(f"{command} {flag(schema, name)}: {e['msg']} (got {e.get('input')!r})")
+        else:  # a whole-schema validator's plain ValueError: its input is every option
+            parts.append(f"{command}: {e['msg']}")
     return "; ".join(parts)
 
 

@@ -172,3 +172,14 @@ def test_score_cross_field_checks_come_before_any_loading(capsys, tmp_path):
     assert capsys.readouterr().err == "alignkit: error: score: --prompt and --response go together\n"
     assert main(["score", "--model", missing, "--data", "d.jsonl", "--prompt", "hi", "--response", "r"]) == 2
     assert "give either --data FILE or both --prompt and --response" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+def test_a_lazy_parser_prints_the_same_help(command):
+    helps = []
+    for lazy in (False, True):
+        parser = build_parser(lazy=lazy)
+        for word in command.name.split():
+            parser = _subparsers(parser)[word]
+        helps.append(parser.format_help())
+    assert helps[0] == helps[1] and "--help" in helps[1]
