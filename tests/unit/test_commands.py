@@ -183,3 +183,14 @@ def test_a_lazy_parser_prints_the_same_help(command):
             parser = _subparsers(parser)[word]
         helps.append(parser.format_help())
     assert helps[0] == helps[1] and "--help" in helps[1]
+
+
+def test_the_schemas_are_light():
+    """Parsing a command imports its schema's module: pydantic, never transformers and the like."""
+    modules = sorted({c.options.split(":")[0] for c in COMMANDS})
+    code = (
+        f"import sys, importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+        "print([m for m in ('transformers', 'peft', 'accelerate', 'datasets', 'torch') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
