@@ -8,10 +8,11 @@ and against a killed writer, not against a power cut). Standard library only: ev
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,3 +79,17 @@ def atomic_dir(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating its parent directory; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    """``rows`` as JSON lines (UTF-8 kept as is), written atomically; returns the path."""
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from alignkit.io_atomic import atomic_dir, atomic_file
+from alignkit.io_atomic import atomic_dir, atomic_file, write_jsonl, write_text
 
 
 def test_atomic_file_replaces_and_leaves_nothing_beside(tmp_path):
@@ -43,3 +43,10 @@ def test_atomic_dir_overwrite_rules_and_error_type(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(FileExistsError, match="not a directory"), atomic_dir(tmp_path / "f", overwrite=True):
         pass
+
+
+def test_write_text_and_jsonl_create_parent_and_replace_whole(tmp_path):
+    path = write_jsonl(tmp_path / "new" / "rows.jsonl", [{"a": 1}, {"t": "ஆ"}])
+    assert path.read_text(encoding="utf-8") == '{"a": 1}\n{"t": "ஆ"}\n'  # UTF-8 kept, one row a line
+    write_text(path, "x")
+    assert path.read_text() == "x" and sorted(p.name for p in path.parent.iterdir()) == ["rows.jsonl"]

@@ -27,7 +27,6 @@ diversity figures of ``alignkit compare``.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from alignkit.algorithms.common import lora_options, model_options, optimizer_an
 from alignkit.algorithms.rollouts import collate_rollout, eval_figures, eval_line, load_prompts
 from alignkit.config.grpo import GRPOConfig
 from alignkit.data.mixture import repeat_by_source
+from alignkit.io_atomic import write_jsonl
 from alignkit.losses.grpo import clipped_policy_loss
 from alignkit.rl.advantages import critic_free_advantages, group_std, overlong_penalty
 from alignkit.rl.aggregate import fixed_length_mean, sequence_mean, token_mean
@@ -158,9 +158,7 @@ def run(cfg: GRPOConfig, scorer: Scorer | None = None) -> GRPOResult:
         log(f"{len(rows)} training prompts after each source's repeat ({len(prompt_ids)} distinct)")
         messages, prompt_ids, references = ([x[i] for i in rows] for x in (messages, prompt_ids, references))
     if held_ids and main:
-        with open(out / "heldout_prompts.jsonl", "w") as f:
-            for msg, ref in zip(held_messages, held_refs):
-                f.write(json.dumps({"prompt": msg, "completion": ref}, ensure_ascii=False) + "\n")
+        write_jsonl(out / "heldout_prompts.jsonl", ({"prompt": m, "completion": r} for m, r in zip(held_messages, held_refs)))
         log(f"{len(held_ids)} held-out prompts -> {out / 'heldout_prompts.jsonl'}")
 
     # --- models and rewards ---------------------------------------------------------------------------

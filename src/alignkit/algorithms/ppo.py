@@ -23,7 +23,6 @@ then every ``train.eval_every`` steps and at the end: mean reward, length, and t
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from contextlib import nullcontext
@@ -37,6 +36,7 @@ from alignkit.algorithms.common import lora_options, model_options, optimizer_an
 from alignkit.algorithms.rollouts import collate_rollout, eval_figures, eval_line, load_prompts  # noqa: F401 (load_prompts: also PPO's API)
 from alignkit.config.ppo import PPOConfig
 from alignkit.data.mixture import repeat_by_source
+from alignkit.io_atomic import write_jsonl
 from alignkit.losses.ppo import policy_loss, value_loss
 from alignkit.rl.advantages import gae, token_rewards
 from alignkit.rl.aggregate import token_mean
@@ -121,9 +121,7 @@ def run(cfg: PPOConfig, scorer: Scorer | None = None) -> PPOResult:
         log(f"{len(train_rows)} training prompts after each source's repeat ({len(prompt_ids)} distinct)")
         messages, prompt_ids = [messages[i] for i in train_rows], [prompt_ids[i] for i in train_rows]
     if held_ids and main:
-        with open(out / "heldout_prompts.jsonl", "w") as f:
-            for msg in held_messages:
-                f.write(json.dumps({"prompt": msg}, ensure_ascii=False) + "\n")
+        write_jsonl(out / "heldout_prompts.jsonl", ({"prompt": msg} for msg in held_messages))
         log(f"{len(held_ids)} held-out prompts -> {out / 'heldout_prompts.jsonl'}")
 
     # --- models -------------------------------------------------------------------------------------

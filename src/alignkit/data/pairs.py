@@ -335,12 +335,11 @@ def collate_pairs(
 def write_preference_jsonl(examples: Sequence[Example], path) -> None:
     """Write pairs as ``{prompt: [messages], chosen, rejected, source[, margin, subset]}`` JSON lines
     (the ``preference`` format, readable by every alignkit command)."""
-    import json
-    from pathlib import Path
+    from alignkit.io_atomic import write_jsonl
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for ex in examples:
-            row = {"prompt": as_messages(ex.prompt), "chosen": ex.chosen, "rejected": ex.rejected, "source": str(ex.ref)}
-            row.update({k: ex.meta[k] for k in ("margin", "subset") if k in ex.meta})
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    rows = []
+    for ex in examples:
+        row = {"prompt": as_messages(ex.prompt), "chosen": ex.chosen, "rejected": ex.rejected, "source": str(ex.ref)}
+        row.update({k: ex.meta[k] for k in ("margin", "subset") if k in ex.meta})
+        rows.append(row)
+    write_jsonl(path, rows)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alignkit.eval import diversity, stats
+from alignkit.io_atomic import write_jsonl, write_text
 from alignkit.scoring import Scorer, checked_scores, scorer_name
 
 Prompt = str | list[dict]  # one user turn, or {"role", "content"} messages ending with a user/system turn
@@ -422,11 +423,8 @@ def write_results(result: CompareResult, out_dir: str | Path, *, runs: dict[str,
     """
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    with (out / COMPARE_FILE).open("w", encoding="utf-8") as f:
-        for row in result.rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    text = json.dumps(summary_json(result, runs), indent=2, ensure_ascii=False) + "\n"
-    (out / SUMMARY_FILE).write_text(text, encoding="utf-8")
+    write_jsonl(out / COMPARE_FILE, result.rows)
+    write_text(out / SUMMARY_FILE, json.dumps(summary_json(result, runs), indent=2, ensure_ascii=False) + "\n")
     result.out_dir = out
     return out
 

@@ -230,9 +230,9 @@ def render_report_html(result: CompareResult, runs: dict[str, Path]) -> str:
 
 def write_report_html(path: str | Path, result: CompareResult, runs: dict[str, Path] | None = None) -> Path:
     """Write the self-contained report to ``path``; returns it."""
-    path = Path(path)
-    path.write_text(render_report_html(result, runs or {}), encoding="utf-8")
-    return path
+    from alignkit.io_atomic import write_text
+
+    return write_text(path, render_report_html(result, runs or {}))
 
 
 def write_outputs(result: CompareResult, out_dir: str | Path, *, runs: dict[str, Path] | None = None) -> Path:

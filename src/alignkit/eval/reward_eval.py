@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from alignkit.eval.reward_metrics import pairwise_metrics
 
 
@@ -47,13 +44,15 @@ def evaluate_reward_model(
     result["skipped"] = len(loaded.skipped)
     result["truncated"] = sum(a or b for a, b in zip(c_cut, r_cut))
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w") as f:
-            for ex, c, r in zip(pairs, chosen, rejected):
-                row = {"ref": str(ex.ref), "chosen_score": c, "rejected_score": r, "margin": c - r}
-                if "subset" in ex.meta:
-                    row["subset"] = ex.meta["subset"]
-                f.write(json.dumps(row) + "\n")
+        from alignkit.io_atomic import write_jsonl
+
+        rows = []
+        for ex, c, r in zip(pairs, chosen, rejected):
+            row = {"ref": str(ex.ref), "chosen_score": c, "rejected_score": r, "margin": c - r}
+            if "subset" in ex.meta:
+                row["subset"] = ex.meta["subset"]
+            rows.append(row)
+        write_jsonl(out, rows)
     return result
 
 

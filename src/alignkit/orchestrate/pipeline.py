@@ -14,6 +14,7 @@ from pathlib import Path
 
 from alignkit import stages
 from alignkit.config.pipeline import STAGE_ORDER, PipelineConfig, references, resolve_refs
+from alignkit.io_atomic import write_text
 from alignkit.orchestrate.records import PipelineReport, StageOutcome
 
 __all__ = ["resolve_refs", "run", "stage_configs"]
@@ -67,7 +68,7 @@ def run(cfg: PipelineConfig) -> PipelineReport:
         done[stage] = StageOutcome(skipped=False, seconds=round(time.time() - t0, 1))
         print(f"({stage}: {time.time() - t0:.0f} s)", flush=True)
     report = PipelineReport(output_dir=str(out), stages=done)
-    (out / "pipeline.json").write_text(json.dumps(report.to_dict(), indent=2))
+    write_text(out / "pipeline.json", json.dumps(report.to_dict(), indent=2))
     return report
 
 

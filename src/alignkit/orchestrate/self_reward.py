@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.config.self_reward import SelfRewardConfig
-from alignkit.io_atomic import atomic_file
+from alignkit.io_atomic import atomic_file, write_jsonl
 from alignkit.orchestrate.records import (
     CandidateStats,
     EvalFigures,
@@ -68,11 +68,6 @@ def write_json(path: Path, obj) -> None:
         obj = obj.to_dict()
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
-
-
-def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:
