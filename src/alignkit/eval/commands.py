@@ -80,8 +80,9 @@ def score(opts: ScoreOptions) -> int:
         rows = score_rows(opts.model, opts.data, batch_size=opts.batch_size)
         lines = [json.dumps(r) for r in rows]
         if opts.out:
-            Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(opts.out).write_text("".join(line + "\n" for line in lines))
+            from alignkit.io_atomic import write_text
+
+            write_text(opts.out, "".join(line + "\n" for line in lines))
             print(f"scored {len(rows)} rows -> {opts.out}")
         else:
             print("\n".join(lines))
