@@ -24,6 +24,7 @@ EXTRAS = {
     "sentence_transformers": "rag",
     "onnxruntime": "rag",
     "onnx": "rag",
+    "pdfminer": "rag",
     "fastapi": "serve",
     "uvicorn": "serve",
     "bitsandbytes": "qlora",

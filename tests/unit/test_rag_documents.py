@@ -242,10 +242,10 @@ def test_undecodable_and_unsupported_files_are_one_line_errors(tmp_path):
     bad.write_bytes(b"ok \xff\xfe broken")
     with pytest.raises(RagError, match=r"bad\.md: not UTF-8"):
         read_document(bad)
-    pdf = tmp_path / "x.pdf"
-    pdf.write_bytes(b"%PDF")
-    with pytest.raises(RagError, match=r"x\.pdf: unsupported file type"):
-        read_document(pdf)
+    doc = tmp_path / "x.docx"
+    doc.write_bytes(b"PK")
+    with pytest.raises(RagError, match=r"x\.docx: unsupported file type"):
+        read_document(doc)
 
 
 # --- real tokenizer, real corpus -----------------------------------------------------------------

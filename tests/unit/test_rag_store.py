@@ -155,12 +155,14 @@ def test_empty_and_undecodable_files_are_reported_not_raised(tmp_path):
     (docs / "empty.md").write_text("")
     (docs / "only-code.md").write_text("```python\nx = 1\n```\n")
     (docs / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    (docs / "ignored.pdf").write_bytes(b"%PDF")  # not a supported suffix: not picked up from a directory
+    (docs / "ignored.docx").write_bytes(b"PK")  # not a supported suffix: not picked up from a directory
+    (docs / "cut.pdf").write_bytes(b"%PDF-1.4\n1 0 obj")  # a PDF that cannot be parsed
     with CorpusIndex.open(tmp_path / "idx", BagOfWords(), create=True) as index:
         r = index.update([docs], chunk_tokens=16, overlap=4)
     skipped = dict(r.skipped)
-    assert set(skipped) == {"empty.md", "only-code.md", "latin1.txt"}
+    assert set(skipped) == {"empty.md", "only-code.md", "latin1.txt", "cut.pdf"}
     assert "no text" in skipped["empty.md"] and "UTF-8" in skipped["latin1.txt"]
+    assert skipped["cut.pdf"].startswith("damaged PDF") and "\n" not in skipped["cut.pdf"]
     assert len(r.added) == 4
 
 

@@ -10,6 +10,9 @@ Three readers turn a file into a list of :class:`Block` (a heading with its leve
 - HTML (``.html``/``.htm``): the stdlib :class:`html.parser.HTMLParser`; ``script``/``style``/``head`` (and the
   like) are dropped, ``h1``-``h6`` become headings, block tags break paragraphs, entities are decoded.
 - plain text (``.txt``): paragraphs split at blank lines, no headings.
+- PDF (``.pdf``): :mod:`alignkit.rag.pdf` (pdfminer.six): ligatures, line-end hyphenation, running headers,
+  footers and page numbers, columns; headings from the outline; each block remembers its pages, so each
+  chunk records the pages it spans (:attr:`Chunk.pages`) and is cited as ``book.pdf pages 12-13`` (:func:`cite`).
 
 :func:`assemble` lays the blocks out as one *cleaned text* (blocks separated by a blank line, headings as
 their own line) and records each section: the heading path (``"Linear Regression > Basics > Model"``) and
@@ -24,6 +27,7 @@ whitespace before anything else, the sum is exactly the token count of the chunk
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 from collections.abc import Callable, Sequence
@@ -35,16 +39,28 @@ from typing import NamedTuple
 from alignkit.rag.errors import RagError
 
 CLEANER_VERSION = "1"  # bump when cleaning or chunking changes: indexes built before re-chunk every file
-SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html"}
+SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html", ".pdf": "pdf"}
 
 TokenCounter = Callable[[Sequence[str]], list[int]]  # words -> token count of each word (no special tokens)
 
 
 class Block(NamedTuple):
-    """One unit a reader produces: a heading (``level`` 1-6) or a paragraph of text (``level`` 0)."""
+    """One unit a reader produces: a heading (``level`` 1-6) or a paragraph of text (``level`` 0). ``pages``: for
+    a PDF, (offset in ``text``, page number from 1) where each of its pages begins, the first at offset 0;
+    empty for the other formats."""
 
     text: str
     level: int = 0
+    pages: tuple[tuple[int, int], ...] = ()
+
+
+def cite(source: str, pages: tuple[int, int] | None = None, heading: str = "") -> str:
+    """How a chunk is cited: ``book.pdf page 12`` / ``book.pdf pages 12-13`` (no page for other formats),
+    then `` — `` and the heading path when there is one."""
+    where = source
+    if pages:
+        where += f" page {pages[0]}" if pages[0] == pages[1] else f" pages {pages[0]}-{pages[1]}"
+    return f"{where} — {heading}" if heading else where
 
 
 def embed_text(heading: str, text: str) -> str:
@@ -69,6 +85,17 @@ class CleanDocument:
     source: str  # path relative to the indexed root, "/"-separated
     text: str  # the cleaned text (what chunk offsets index into)
     sections: list[Section]
+    pages: tuple[tuple[int, int], ...] = ()  # PDF: (offset in text, page number) where each page begins, sorted
+    no_text_pages: tuple[int, ...] = ()  # PDF: pages with no text layer (scans), from 1
+
+    def page_span(self, start: int, end: int) -> tuple[int, int] | None:
+        """(first, last) page of ``text[start:end]``; None when the document has no pages (not a PDF)."""
+        if not self.pages:
+            return None
+        offsets = [o for o, _ in self.pages]
+        first = self.pages[max(0, bisect.bisect_right(offsets, start) - 1)][1]
+        last = self.pages[max(0, bisect.bisect_right(offsets, max(start, end - 1)) - 1)][1]
+        return first, last
 
 
 @dataclass(frozen=True)
@@ -82,9 +109,13 @@ class Chunk:
     text: str
     n_tokens: int  # tokens of ``text`` (the sum of its words' counts)
     ordinal: int  # position of the chunk in its document, from 0
+    pages: tuple[int, int] | None = None  # PDF: (first, last) page the chunk's text is on, from 1; else None
 
     def embed_text(self) -> str:
         return embed_text(self.heading, self.text)
+
+    def citation(self) -> str:
+        return cite(self.source, self.pages, self.heading)
 
 
 # --- markdown ------------------------------------------------------------------------------------
@@ -351,6 +382,7 @@ def assemble(source: str, blocks: list[Block]) -> CleanDocument:
     A heading at level L closes every open heading at level >= L; its path is the open headings' titles."""
     parts: list[str] = []
     sections: list[Section] = []
+    pages: list[tuple[int, int]] = []  # (offset, page) where a page begins, when the blocks have pages
     stack: list[tuple[int, str]] = []  # open headings (level, title)
     pos = 0
     heading = ""  # path of the section being filled
@@ -377,25 +409,35 @@ def assemble(source: str, blocks: list[Block]) -> CleanDocument:
             if body_start is None:
                 body_start = pos
             body_end = pos + len(block.text)
+        for offset, page in block.pages:
+            if not pages or pages[-1][1] != page:
+                pages.append((pos + offset, page))
         parts.append(block.text)
         pos += len(block.text)
     close()
-    return CleanDocument(source, "".join(parts), sections)
+    return CleanDocument(source, "".join(parts), sections, tuple(pages))
 
 
 def read_document(path: str | Path, source: str | None = None, *, keep_code: bool = False) -> CleanDocument:
     """Read and clean one file (its kind from the suffix). Raises :class:`RagError` naming the file when it is not
-    UTF-8 text or its suffix is not one of :data:`SUFFIXES`."""
+    UTF-8 text (a PDF: encrypted or damaged) or its suffix is not one of :data:`SUFFIXES`."""
     path = Path(path)
     return decode_document(path.read_bytes(), path, source, keep_code=keep_code)
 
 
 def decode_document(data: bytes, path: str | Path, source: str | None = None, *, keep_code: bool = False) -> CleanDocument:
-    """Clean the bytes ``data`` of the file ``path`` (its kind from the suffix); see :func:`read_document`."""
+    """Clean the bytes ``data`` of the file ``path`` (its kind from the suffix); see :func:`read_document`. A PDF
+    that is encrypted or damaged is a RagError naming the file."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise RagError(f"{path}: unsupported file type {path.suffix!r} (expected one of {', '.join(sorted(SUFFIXES))})")
+    if kind == "pdf":
+        from alignkit.rag.pdf import pdf_blocks
+
+        found = pdf_blocks(data, str(path))
+        doc = assemble(source or path.name, found.blocks)
+        return CleanDocument(doc.source, doc.text, doc.sections, doc.pages, tuple(found.no_text_pages))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -515,5 +557,5 @@ def chunk_document(doc: CleanDocument, count: TokenCounter, *, chunk_tokens: int
     chunks: list[Chunk] = []
     for section in doc.sections:
         for s, e, n in split_span(doc.text, section.body_start, section.body_end, count, chunk_tokens, overlap):
-            chunks.append(Chunk(doc.source, section.heading, s, e, doc.text[s:e], n, len(chunks)))
+            chunks.append(Chunk(doc.source, section.heading, s, e, doc.text[s:e], n, len(chunks), doc.page_span(s, e)))
     return chunks

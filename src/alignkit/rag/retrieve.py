@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from alignkit.rag.documents import cite
 from alignkit.rag.embed import EmbedderLike
 from alignkit.rag.errors import RagError
 
@@ -27,13 +28,32 @@ class Hit:
     heading: str  # heading path "A > B"
     score: float  # cosine similarity to the question
     rank: int  # 1-based position in the result
+    pages: tuple[int, int] | None = None  # PDF: (first, last) page of the chunk, from 1; None for other formats
+
+    @property
+    def citation(self) -> str:
+        """``book.pdf page 12 — 1 Chapter > 1.2 Section``; ``notes.md — Heading`` for a file without pages."""
+        return cite(self.source, self.pages, self.heading)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields (``pages`` as a list or None) and the ``citation``: what the server returns as a source."""
+        d = asdict(self)
+        d["pages"] = list(self.pages) if self.pages else None
+        d["citation"] = self.citation
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Hit:
-        return cls(int(d["chunk_id"]), str(d["text"]), str(d["source"]), str(d["heading"]), float(d["score"]), int(d["rank"]))
+        pages = d.get("pages")
+        return cls(
+            int(d["chunk_id"]),
+            str(d["text"]),
+            str(d["source"]),
+            str(d["heading"]),
+            float(d["score"]),
+            int(d["rank"]),
+            (int(pages[0]), int(pages[1])) if pages else None,
+        )
 
 
 def mmr_select(query: np.ndarray, candidates: np.ndarray, k: int, lam: float = 0.5) -> list[int]:
@@ -94,5 +114,5 @@ class Retriever:
         for i in ids[: self.k]:
             if i in rows:  # a vector whose row went away under us (a concurrent re-index) is dropped
                 r = rows[i]
-                hits.append(Hit(r.id, r.text, r.source, r.heading, scores[i], len(hits) + 1))
+                hits.append(Hit(r.id, r.text, r.source, r.heading, scores[i], len(hits) + 1, getattr(r, "pages", None)))
         return hits

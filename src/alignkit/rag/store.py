@@ -3,7 +3,8 @@
 Directory layout::
 
     INDEX/chunks.sqlite   meta (embedder, dim, chunking), files (path, sha256), chunks (id, path, heading,
-                          start, end, text, hash, embedding: float32 bytes) -- WAL journal
+                          start, end, text, hash, embedding: float32 bytes, page_start, page_end: a PDF
+                          chunk's pages, NULL otherwise) -- WAL journal
     INDEX/vectors/        the VectorIndex (faiss HNSW), keyed by chunk id
 
 Crash safety. Each file is one SQLite transaction (its old chunks deleted, its new chunks and its file row
@@ -152,8 +153,12 @@ class CorpusIndex(CorpusBase):
         db = cls._connect(path / DB_FILE)
         try:
             db.executescript(_SCHEMA)
-            if "embedding" not in {r[1] for r in db.execute("PRAGMA table_info(chunks)")}:  # an index from before
+            columns = {r[1] for r in db.execute("PRAGMA table_info(chunks)")}
+            if "embedding" not in columns:  # an index from before
                 db.execute("ALTER TABLE chunks ADD COLUMN embedding BLOB")  # NULL: embedded again if its vector is lost
+            if "page_start" not in columns:  # an index from before PDFs: it held no PDF, so NULL is right
+                db.execute("ALTER TABLE chunks ADD COLUMN page_start INTEGER")
+                db.execute("ALTER TABLE chunks ADD COLUMN page_end INTEGER")
             meta = cls._meta(db)
             if not meta:
                 with transaction(db):
@@ -289,8 +294,9 @@ class CorpusIndex(CorpusBase):
             new = []
             for i, c in enumerate(chunks):
                 cur = self._db.execute(
-                    "INSERT INTO chunks (path, ordinal, heading, start, end, text, hash, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rel, c.ordinal, c.heading, c.start, c.end, c.text, _sha(c.text, 16), _blob(vectors[i])),
+                    "INSERT INTO chunks (path, ordinal, heading, start, end, text, hash, embedding, page_start, page_end) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rel, c.ordinal, c.heading, c.start, c.end, c.text, _sha(c.text, 16), _blob(vectors[i]), *_pages(c.pages)),
                 )
                 new.append(cur.lastrowid)
             if sha is not None:
@@ -309,9 +315,12 @@ class CorpusIndex(CorpusBase):
         with self._lock:
             found: dict[int, ChunkRow] = {}
             for part in chunked(ids):  # SQLite's bound-parameter limit
-                q = f"SELECT id, path, heading, start, end, text, hash FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+                q = (
+                    "SELECT id, path, heading, start, end, text, hash, page_start, page_end FROM chunks "
+                    f"WHERE id IN ({','.join('?' * len(part))})"
+                )
                 for r in self._db.execute(q, part):
-                    found[r[0]] = ChunkRow(*r)
+                    found[r[0]] = ChunkRow(*r[:7], (r[7], r[8]) if r[7] is not None else None)
         return [found[i] for i in ids if i in found]
 
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
@@ -328,6 +337,11 @@ class CorpusIndex(CorpusBase):
         """(n,) int64 ids that have a vector."""
         with self._lock:
             return self._vectors.ids()
+
+
+def _pages(pages: tuple[int, int] | None) -> tuple[int | None, int | None]:
+    """A chunk's page span as the (page_start, page_end) columns."""
+    return (int(pages[0]), int(pages[1])) if pages else (None, None)
 
 
 def _blob(vector: np.ndarray) -> bytes:

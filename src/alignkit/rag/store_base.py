@@ -21,6 +21,7 @@ from alignkit.rag.documents import (
     SUFFIXES,
     Chunk,
     chunk_document,
+    cite,
     decode_document,
     embed_text,
     word_counter,
@@ -42,9 +43,14 @@ class ChunkRow:
     end: int
     text: str
     hash: str  # sha256 of the text, first 16 hex digits
+    pages: tuple[int, int] | None = None  # PDF: (first, last) page from 1; None for the other formats
 
     def embed_text(self) -> str:
         return embed_text(self.heading, self.text)
+
+    def citation(self) -> str:
+        """``book.pdf pages 12-13 — 1 Chapter > 1.2 Section`` (:func:`~alignkit.rag.documents.cite`)."""
+        return cite(self.source, self.pages, self.heading)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,8 @@ class IndexReport:
     unchanged: int = 0  # files skipped because their sha256 matched
     removed: list[str] = field(default_factory=list)  # files no longer among the docs: chunks removed
     moved: list[tuple[str, str]] = field(default_factory=list)  # (old, new) path: same bytes, chunks kept
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): empty, not UTF-8, unsupported
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): empty, not UTF-8, damaged PDF...
+    no_text_pages: list[tuple[str, list[int]]] = field(default_factory=list)  # (PDF, its pages with no text layer)
     chunks_added: int = 0
     chunks_removed: int = 0
     rechunked: bool = False  # the chunking settings or the cleaner changed: every file was re-chunked
@@ -141,9 +148,16 @@ class CorpusBase:
         overlap: int = 32,
         keep_code: bool = False,
         progress: bool = False,
+        on_error: str = "skip",
     ) -> IndexReport:
         """Bring the index in line with ``docs`` (files and directories): index new and changed files, remove
-        the chunks of files no longer among them, skip unchanged ones. See the module doc for crash safety."""
+        the chunks of files no longer among them, skip unchanged ones. See the module doc for crash safety.
+
+        ``on_error``: what a file that cannot be read does (not UTF-8 text, an encrypted or damaged PDF):
+        ``"skip"`` lists it in :attr:`IndexReport.skipped` and goes on; ``"error"`` stops with a one-line
+        RagError naming it (the files indexed before it stay indexed)."""
+        if on_error not in ("skip", "error"):
+            raise RagError(f"on_error must be 'skip' or 'error', got {on_error!r}")
         started = time.perf_counter()
         max_tokens = getattr(self.embedder, "max_tokens", None)
         if max_tokens is not None and chunk_tokens > max_tokens:
@@ -176,7 +190,9 @@ class CorpusBase:
                 for abs_path, rel in found:
                     if bar:
                         bar.file(rel)
-                    self._update_file(abs_path, rel, known, gone_by_sha, report, count, chunk_tokens, overlap, keep_code, bar)
+                    self._update_file(
+                        abs_path, rel, known, gone_by_sha, report, count, chunk_tokens, overlap, keep_code, bar, on_error
+                    )
                 for rel in sorted(r for rels in gone_by_sha.values() for r in rels):
                     report.chunks_removed += self._replace(rel, None, [], None)
                     report.removed.append(rel)
@@ -200,6 +216,7 @@ class CorpusBase:
         overlap: int,
         keep_code: bool,
         bar,
+        on_error: str = "skip",
     ) -> None:
         try:
             data = abs_path.read_bytes()
@@ -217,7 +234,11 @@ class CorpusBase:
         try:
             doc = decode_document(data, abs_path, rel, keep_code=keep_code)  # the bytes hashed, not a second read
         except RagError as err:
+            if on_error == "error":
+                raise RagError(f"{abs_path}: {str(err).split(': ', 1)[-1]} (--on-error skip: skip such files)") from None
             return self._skip(rel, str(err).split(": ", 1)[-1], known, report)
+        if doc.no_text_pages:
+            report.no_text_pages.append((rel, list(doc.no_text_pages)))
         chunks = chunk_document(doc, count, chunk_tokens=chunk_tokens, overlap=overlap)
         if not chunks:
             return self._skip(rel, "no text to index after cleaning (empty, or only headings and code)", known, report)

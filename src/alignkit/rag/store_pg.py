@@ -120,6 +120,10 @@ class PgCorpusIndex(CorpusBase):
                             ("keep_code", "0"),
                         ],
                     )
+                # a PDF chunk's pages (NULL for other formats; a table from before PDFs gets the columns here)
+                conn.execute(
+                    f"ALTER TABLE {t['C']} ADD COLUMN IF NOT EXISTS page_start INTEGER, ADD COLUMN IF NOT EXISTS page_end INTEGER"
+                )
                 meta = dict(conn.execute(f"SELECT key, value FROM {t['M']}").fetchall())
             _check_format(where, meta)
             if meta["embedder"] != embedder.name or int(meta["dim"]) != int(embedder.dim):
@@ -189,11 +193,12 @@ class PgCorpusIndex(CorpusBase):
             if chunks:
                 self._conn.cursor().executemany(
                     self._sql(
-                        "INSERT INTO {C} (path, ordinal, heading, start_pos, end_pos, text, hash, embedding) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                        "INSERT INTO {C} (path, ordinal, heading, start_pos, end_pos, text, hash, embedding, page_start, page_end) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     ),
                     [
                         (rel, c.ordinal, c.heading, c.start, c.end, c.text, _sha(c.text, 16), np.asarray(v, np.float32))
+                        + ((int(c.pages[0]), int(c.pages[1])) if c.pages else (None, None))
                         for c, v in zip(chunks, vectors)
                     ],
                 )
@@ -207,8 +212,13 @@ class PgCorpusIndex(CorpusBase):
         if not ids:
             return []
         with self._lock:
-            q = self._sql("SELECT id, path, heading, start_pos, end_pos, text, hash FROM {C} WHERE id = ANY(%s)")
-            found = {int(r[0]): ChunkRow(int(r[0]), *r[1:]) for r in self._conn.execute(q, (ids,))}
+            q = self._sql(
+                "SELECT id, path, heading, start_pos, end_pos, text, hash, page_start, page_end FROM {C} WHERE id = ANY(%s)"
+            )
+            found = {
+                int(r[0]): ChunkRow(int(r[0]), *r[1:7], (int(r[7]), int(r[8])) if r[7] is not None else None)
+                for r in self._conn.execute(q, (ids,))
+            }
         return [found[i] for i in ids if i in found]
 
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
