@@ -405,7 +405,7 @@ def test_rag_mode_returns_sources_and_cache_state(backend):
     from alignkit.rag.pipeline import RagPipeline, build_messages
     from alignkit.rag.retrieve import Hit
 
-    hits = [Hit(1, "Cats eat fish.", "pets.md", "Cats", 0.9, 1), Hit(7, "Dogs eat meat.", "pets.md", "Dogs", 0.5, 2)]
+    hits = [Hit(1, "Cats eat fish.", "pets.md", "Cats", 0.9, 1), Hit(7, "Dogs eat meat.", "book.pdf", "1 Dogs", 0.5, 2, (3, 4))]
     retriever = FakeRetriever(hits, SimpleNamespace(version="v1"), SimpleNamespace(name="fake-embedder", count_tokens=len))
     cache = DictCache()
     pipeline = RagPipeline(retriever, backend, cache=cache, settings=GenerationSettings(max_new_tokens=MAX))
@@ -417,6 +417,10 @@ def test_rag_mode_returns_sources_and_cache_state(backend):
     expected = greedy(backend, build_messages("what do cats eat?", hits)).text.strip()
     assert body["choices"][0]["message"]["content"] == expected
     assert [s["chunk_id"] for s in body["sources"]] == [1, 7] and body["sources"][0]["source"] == "pets.md"
+    assert [(s["pages"], s["citation"]) for s in body["sources"]] == [
+        (None, "pets.md — Cats"),
+        ([3, 4], "book.pdf pages 3-4 — 1 Dogs"),
+    ]  # a PDF chunk is cited with its pages
     assert body["choices"][0]["finish_reason"] == "length"  # the loud model never ends its turn in MAX tokens
     again = c.post("/v1/chat/completions", json={"messages": user("what do cats eat?")})
     assert again.headers[CACHE_HEADER] == "hit" and again.json()["choices"][0]["message"]["content"] == expected

@@ -271,3 +271,11 @@ def test_an_index_from_before_pdfs_opens_and_takes_pdfs(tmp_path):
         r = index.update([docs], chunk_tokens=64, overlap=8)
         assert r.added == ["headers.pdf"] and r.unchanged == 1 and not r.rechunked  # the markdown is not re-embedded
         assert {row.pages for row in index.rows(index.vector_ids().tolist())} == {None, (1, 2), (2, 3)}
+
+
+def test_the_prompt_heads_a_pdf_passage_with_its_pages():
+    from alignkit.rag.pipeline import build_messages
+
+    hits = [Hit(1, "Dropout zeroes units.", "book.pdf", "1 MLP > 1.5 Dropout", 0.9, 1, (19, 20)), Hit(2, "x", "a.md", "", 0.5, 2)]
+    user = build_messages("q", hits)[1]["content"]
+    assert "[1] book.pdf pages 19-20 (1 MLP > 1.5 Dropout)\nDropout zeroes units." in user and "[2] a.md\nx" in user

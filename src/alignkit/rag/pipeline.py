@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from alignkit.rag.documents import cite
 from alignkit.rag.errors import RagError
 from alignkit.rag.retrieve import Hit
 
@@ -58,10 +59,12 @@ class RagAnswer:
 
 
 def build_messages(question: str, hits: list[Hit]) -> list[dict]:
-    """The chat conversation: a system message with the rules, a user message with numbered passages."""
+    """The chat conversation: a system message with the rules, a user message with numbered passages, each headed
+    by its file (and pages, for a PDF: ``[2] book.pdf pages 12-13 (1 Chapter > 1.2 Section)``)."""
     if hits:
         passages = "\n\n".join(
-            f"[{i}] {h.source}" + (f" ({h.heading})" if h.heading else "") + f"\n{h.text}" for i, h in enumerate(hits, 1)
+            f"[{i}] {cite(h.source, getattr(h, 'pages', None))}" + (f" ({h.heading})" if h.heading else "") + f"\n{h.text}"
+            for i, h in enumerate(hits, 1)
         )
     else:
         passages = "(no passages were found)"

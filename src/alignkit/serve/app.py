@@ -7,7 +7,10 @@ as they like. Three modes:
 
 - plain: each request's messages go to ``backend.chat`` / ``backend.stream``;
 - ``rag``: the last user message is the question for ``rag.answer``; the answer's sources are returned in a
-  top-level ``sources`` field and ``X-Alignkit-Cache: hit|miss`` says whether the pipeline's cache answered;
+  top-level ``sources`` field (each a :class:`~alignkit.rag.retrieve.Hit` as its ``to_dict``: chunk id, text,
+  source file, heading path, score, rank, ``pages`` ``[first, last]`` for a PDF chunk, and the ``citation``
+  ``"book.pdf pages 12-13 — 1 Chapter > 1.2 Section"``) and ``X-Alignkit-Cache: hit|miss`` says whether the
+  pipeline's cache answered;
 - ``cache`` without ``rag``: greedy (temperature 0) requests are looked up in / stored to the semantic cache, keyed
   on the last user message with a context string naming the model, the generation settings and a hash of the earlier
   messages (``X-Alignkit-Cache`` says hit or miss). Sampled requests bypass the cache: a stored sample would be
@@ -323,7 +326,10 @@ class _BodyLimitMiddleware:
 
 
 def _jsonable(x: Any) -> Any:
-    """RAG sources (dataclasses, pydantic models, dicts, numpy scalars) as JSON values."""
+    """RAG sources (dataclasses, pydantic models, dicts, numpy scalars) as JSON values; a dataclass with a
+    ``to_dict`` method (a RAG ``Hit``: it adds the citation) as what that returns."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type) and callable(getattr(x, "to_dict", None)):
+        return _jsonable(x.to_dict())
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, BaseModel):
