@@ -279,3 +279,18 @@ def test_the_prompt_heads_a_pdf_passage_with_its_pages():
     hits = [Hit(1, "Dropout zeroes units.", "book.pdf", "1 MLP > 1.5 Dropout", 0.9, 1, (19, 20)), Hit(2, "x", "a.md", "", 0.5, 2)]
     user = build_messages("q", hits)[1]["content"]
     assert "[1] book.pdf pages 19-20 (1 MLP > 1.5 Dropout)\nDropout zeroes units." in user and "[2] a.md\nx" in user
+
+
+def test_the_pdf_benchmark_questions_point_at_the_page_holding_their_evidence():
+    """data/rag_eval/d2l_pdf_questions.jsonl: each question's evidence phrase is on its answer page and no other
+    (pdfminer's raw text of each page, whitespace collapsed): the page labels the benchmark scores against."""
+    import json
+    import re
+
+    from pdfminer.high_level import extract_text
+
+    pages = [re.sub(r"\s+", " ", p) for p in extract_text(str(BOOK)).split("\f")]
+    questions = [json.loads(line) for line in (BOOK.parents[1] / "rag_eval" / "d2l_pdf_questions.jsonl").open()]
+    assert len(questions) == 22
+    for q in questions:
+        assert [i + 1 for i, p in enumerate(pages) if q["evidence"] in p] == [q["page"]], q
