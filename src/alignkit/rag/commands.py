@@ -41,6 +41,9 @@ class IndexOptions(Closed):
     chunk_tokens: int = Field(256, description="most embedder tokens per chunk")
     overlap: int = Field(32, description="tokens shared by consecutive chunks of a section")
     keep_code: bool = Field(False, description="index the contents of markdown code fences too")
+    on_error: Literal["skip", "error"] = Field(
+        "skip", description="a file that cannot be read (not UTF-8, an encrypted or damaged PDF): skip and list it, or stop"
+    )
     device: str | None = Field(None, description="embedder device (default: sentence-transformers' choice)")
     no_progress: bool = Field(False, description="no progress bar")
 
@@ -79,6 +82,7 @@ def rag_index(opts: IndexOptions) -> int:
             overlap=opts.overlap,
             keep_code=opts.keep_code,
             progress=not opts.no_progress,
+            on_error=opts.on_error,
         )
         n_files, n_chunks, version = len(index.files()), len(index), index.version
     if r.rechunked:
@@ -92,6 +96,8 @@ def rag_index(opts: IndexOptions) -> int:
         print(f"  skipped {rel}: {why}")
     for rel in r.removed:
         print(f"  removed {rel} (no longer among --docs)")
+    for rel, pages in r.no_text_pages:
+        print(f"  no text layer: {rel} page{'s' if len(pages) > 1 else ''} {', '.join(map(str, pages))} (scans? not indexed)")
     print(f"index: {n_files} files, {n_chunks} chunks, embedder {embedder.name} (dim {embedder.dim}), version {version}")
     return 0
 
@@ -155,8 +161,7 @@ def rag_ask(opts: AskOptions) -> int:
     if not answer.sources:
         print("  (none: the index returned no passages)")
     for i, hit in enumerate(answer.sources, 1):
-        heading = f" — {hit.heading}" if hit.heading else ""
-        print(f"  [{i}] {hit.source}{heading} (score {hit.score:.3f})")
+        print(f"  [{i}] {hit.citation} (score {hit.score:.3f})")  # a PDF chunk: "book.pdf page 12 — heading"
     if answer.cached:
         print("(answer from the semantic cache)")
     return 0
