@@ -17,6 +17,7 @@ from alignkit.rag.pdf import Line, Page, clean_line, join_lines, margin_lines
 from alignkit.rag.retrieve import Hit, Retriever
 from alignkit.rag.store import CorpusIndex
 from alignkit.rag.vectors import VectorIndex
+from tests.unit.test_rag_postgres import pg_server, pg_url  # noqa: F401 - fixtures
 from tests.unit.test_rag_store import BagOfWords
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pdf"
@@ -294,3 +295,21 @@ def test_the_pdf_benchmark_questions_point_at_the_page_holding_their_evidence():
     assert len(questions) == 22
     for q in questions:
         assert [i + 1 for i, p in enumerate(pages) if q["evidence"] in p] == [q["page"]], q
+
+
+def test_postgres_store_keeps_pdf_pages(tmp_path, pg_url):  # noqa: F811
+    """The server store writes and reads the page columns like SQLite, and a table from before PDFs gains them."""
+    docs = pdf_docs(tmp_path, "headers.pdf")
+    (docs / "notes.md").write_text("# Notes\n\nMomentum and weight decay.\n")
+    emb = BagOfWords()
+    with CorpusIndex.open(pg_url, emb, create=True) as pg, CorpusIndex.open(tmp_path / "idx", emb, create=True) as lite:
+        pg.update([docs], chunk_tokens=64, overlap=8)
+        lite.update([docs], chunk_tokens=64, overlap=8)
+        pages = {(r.source, r.pages) for r in pg.rows(pg.search(emb.encode(["weight decay momentum"]), 10).ids[0].tolist())}
+        assert pages == {(r.source, r.pages) for r in lite.rows(lite.vector_ids().tolist())}
+        assert pages == {("headers.pdf", (1, 2)), ("headers.pdf", (2, 3)), ("notes.md", None)}
+        pg._conn.execute(pg._sql("ALTER TABLE {C} DROP COLUMN page_start, DROP COLUMN page_end"))
+        pg._conn.commit()
+    with CorpusIndex.open(pg_url, emb) as pg:  # reopened: the columns come back (NULL), nothing is re-chunked
+        ids = [i for i in pg.search(emb.encode(["weight decay momentum"]), 10).ids[0].tolist() if i >= 0]
+        assert {r.pages for r in pg.rows(ids)} == {None} and len(ids) == 3
