@@ -94,9 +94,9 @@ def test_sections_are_checked_before_anything_runs(tiny_model_dir, tmp_path, cap
 
 
 def test_the_quickstart_pipeline_validates_section_by_section():
-    from alignkit.orchestrate.pipeline import resolve_refs, stage_configs
     from alignkit.config.base import load_config
     from alignkit.config.pipeline import PipelineConfig
+    from alignkit.orchestrate.pipeline import resolve_refs, stage_configs
 
     cfg = load_config(PipelineConfig, REPO / "configs/pipeline/quickstart.yaml")
     stages, compare = stage_configs(cfg)

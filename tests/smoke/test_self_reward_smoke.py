@@ -212,9 +212,9 @@ def test_a_reward_model_judges_and_scores_the_heldout_answers(tiny_model_dir, tm
 
 def test_an_injected_scorer_scores_the_heldout_answers(tiny_model_dir, tmp_path):
     """``run(cfg, scorer=...)``: any ``Scorer`` (here a plain function) is the outside check at every evaluation."""
-    from alignkit.orchestrate.self_reward import run
     from alignkit.config.base import load_config
     from alignkit.config.self_reward import SelfRewardConfig
+    from alignkit.orchestrate.self_reward import run
 
     calls = []
 

@@ -36,8 +36,8 @@ def test_skipped_rows_are_reported_to_log_and_options_reach_load_examples(tmp_pa
 
 def test_the_three_callers_keep_their_messages(tmp_path):
     from alignkit.algorithms.rollouts import load_prompts
-    from alignkit.orchestrate.self_reward import load_prompt_set
     from alignkit.eval.compare import load_prompts as compare_prompts
+    from alignkit.orchestrate.self_reward import load_prompt_set
 
     src = _write(tmp_path / "t.jsonl", ['{"text": "hello"}'])
     with pytest.raises(DataError) as e:

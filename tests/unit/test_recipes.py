@@ -37,9 +37,9 @@ def test_recipe_parses_names_its_sources_and_fits(recipe, stage, names, gpu, cap
     path = REPO / recipe
     assert main(["config", "show", str(path), "--stage", stage]) == 0 or stage == "pipeline"
     if stage == "pipeline":
-        from alignkit.orchestrate.pipeline import stage_configs
         from alignkit.config.base import load_config
         from alignkit.config.pipeline import PipelineConfig
+        from alignkit.orchestrate.pipeline import stage_configs
 
         configs, compare = stage_configs(load_config(PipelineConfig, path))
         assert set(configs) == {"sft", "rm", "ppo"} and compare is not None
