@@ -134,23 +134,25 @@ class CompareOptions(Closed):
 
 def compare(opts: CompareOptions) -> int:
     _quiet()
-    from alignkit.eval.compare import compare_models, find_runs, load_prompts, parse_model_specs, print_side_by_side
-    from alignkit.eval.report import write_outputs
+    from alignkit.eval.compare import parse_model_specs
+    from alignkit.eval.report import run_compare
 
     if opts.out:
         check_out_dir(opts.out)  # before any model is loaded, not after all generation
     models = parse_model_specs(opts.model)
-    prompts = load_prompts(opts.prompts, max_prompts=opts.max_prompts)
     scorer = None
     if opts.reward_model:
         from alignkit.models.reward import RewardModel
 
         scorer = RewardModel.load(opts.reward_model)
-    result = compare_models(
+    run_compare(
         models,
-        prompts,
+        opts.prompts,
+        max_prompts=opts.max_prompts,
         scorer=scorer,
         scorer_label=opts.reward_model,
+        out=opts.out,
+        extra_runs=opts.runs,
         max_new_tokens=opts.max_new_tokens,
         temperature=opts.temperature,
         top_p=opts.top_p,
@@ -159,8 +161,4 @@ def compare(opts: CompareOptions) -> int:
         min_distinct_share=opts.min_distinct_share,
         backend=opts.backend,
     )
-    print_side_by_side(result)
-    if opts.out:
-        out = write_outputs(result, opts.out, runs=find_runs(models, extra=opts.runs or []))
-        print(f"wrote {out}/compare.jsonl, summary.json, report.html")
     return 0

@@ -244,3 +244,29 @@ def write_outputs(result: CompareResult, out_dir: str | Path, *, runs: dict[str,
     out = write_results(result, out_dir, runs=runs)
     write_report_html(out / REPORT_FILE, result, runs or {})
     return out
+
+
+def run_compare(
+    models: dict[str, str],
+    prompts_path: str,
+    *,
+    max_prompts: int | None,
+    scorer=None,
+    scorer_label: str | None = None,
+    out: str | Path | None = None,
+    extra_runs: list[str] | None = None,
+    **generation,
+) -> CompareResult:
+    """What ``alignkit compare`` and a pipeline's ``compare`` section do: load the prompts of ``prompts_path`` (the
+    first ``max_prompts``), generate every model's answers (``generation``: ``compare_models``' keywords), score
+    them with ``scorer``, print the side-by-side table and, with ``out``, write compare.jsonl, summary.json and
+    report.html (with the training curves of the models' runs and ``extra_runs``)."""
+    from alignkit.eval.compare import compare_models, find_runs, load_prompts, print_side_by_side
+
+    prompts = load_prompts(prompts_path, max_prompts=max_prompts)
+    result = compare_models(models, prompts, scorer=scorer, scorer_label=scorer_label, **generation)
+    print_side_by_side(result)
+    if out is not None:
+        written = write_outputs(result, out, runs=find_runs(models, extra=extra_runs or []))
+        print(f"wrote {written}/compare.jsonl, summary.json, report.html", flush=True)
+    return result

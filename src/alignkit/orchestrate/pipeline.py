@@ -73,10 +73,8 @@ def run(cfg: PipelineConfig) -> PipelineReport:
 
 
 def _run_compare(c: dict, out: Path) -> None:
-    from alignkit.eval.compare import compare_models, find_runs, load_prompts, print_side_by_side
-    from alignkit.eval.report import write_outputs
+    from alignkit.eval.report import run_compare
 
-    prompts = load_prompts(c["prompts"], max_prompts=c["max_prompts"])
     scorer, label = None, c["reward_model"]
     if c["reward_model"] and c["reward_function"]:
         from alignkit.config.base import ConfigError
@@ -91,19 +89,13 @@ def _run_compare(c: dict, out: Path) -> None:
 
         scorer = RewardSource(function=c["reward_function"], kwargs=c["reward_kwargs"])
         label = scorer.name
-    result = compare_models(
+    generation = ("max_new_tokens", "temperature", "top_p", "seed", "batch_size", "min_distinct_share", "backend")
+    run_compare(
         c["models"],
-        prompts,
+        c["prompts"],
+        max_prompts=c["max_prompts"],
         scorer=scorer,
         scorer_label=label,
-        max_new_tokens=c["max_new_tokens"],
-        temperature=c["temperature"],
-        top_p=c["top_p"],
-        seed=c["seed"],
-        batch_size=c["batch_size"],
-        min_distinct_share=c["min_distinct_share"],
-        backend=c["backend"],
+        out=out,
+        **{k: c[k] for k in generation},
     )
-    print_side_by_side(result)
-    write_outputs(result, out, runs=find_runs(c["models"]))
-    print(f"wrote {out}/compare.jsonl, summary.json, report.html", flush=True)
