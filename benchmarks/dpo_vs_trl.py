@@ -63,7 +63,8 @@ all start-up are left out:
 
 Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.dpo_vs_trl [--modes dpo orpo --steps N --warmup W
       --batch-size B --max-length L --size tiny|small|medium --threads T --repeats R --trl-tokens alignkit|stock --out PATH]
-      [--smoke: 3 tiny steps, one repeat, a temporary folder: a check that it runs]
+      [--smoke: 2 tiny steps, one repeat, no import probes, no -copy runs (the -precompute ones with the
+      reference pass off), the runs two at a time, a temporary folder: a check that it runs]
 """
 
 from __future__ import annotations
@@ -674,7 +675,7 @@ def mode_report(mode: str, a, res: dict[str, PrefRunResult], floors: dict[str, f
         loss2 = f"{r.losses[1]:.4f}" if len(r.losses) > 1 else "-"
         print(
             f"{n:<25}{r.pairs_per_second:>9.2f}{spread:>14}{e2e:>12}{r.tokens_per_second:>10,.0f}"
-            f"{r.peak_rss_mib:>13,.0f}{floors[probe_of(n)]:>11,.0f}{setup:>9}{r.process_seconds:>10.1f}"
+            f"{r.peak_rss_mib:>13,.0f}{'-' if floors[probe_of(n)] is None else f'{floors[probe_of(n)]:,.0f}':>11}{setup:>9}{r.process_seconds:>10.1f}"
             f"{r.losses[0]:>9.4f}{loss2:>9}{r.losses[-1]:>10.4f}"
         )
     print()
@@ -855,7 +856,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     harness.add_smoke_argument(p)
     a = p.parse_args(argv)
-    harness.apply_smoke(a, p, {"steps": 3, "warmup": 1, "batch_size": 2, "max_length": 128, "repeats": 1}, name="dpo_vs_trl")
+    harness.apply_smoke(a, p, {"steps": 2, "warmup": 1, "batch_size": 2, "max_length": 128, "repeats": 1}, name="dpo_vs_trl")
     if not 1 <= a.warmup < a.steps:  # step 1 holds one-off work (first allocations; TRL ORPO's NLL measurement)
         p.error(f"--warmup must be in [1, --steps); got {a.warmup} with --steps {a.steps}")
     return a
@@ -924,8 +925,15 @@ def main(argv=None) -> int:
     )
 
     plan = [(m, name, fw, variant) for m in a.modes for name, fw, variant in RUNS[m]]
-    floors = {}
+    if a.smoke:
+        # no -copy runs: each is its -precompute sibling with the reference pass off (alignkit ref.precompute=false,
+        # TRL precompute_ref_log_probs=False), the same benchmark code
+        plan = [run for run in plan if run[3] != "copy"]
+    floors = {}  # --smoke: no import probes (they only add a memory figure), None each
     for probe in sorted({probe_of(name) for _, name, _, _ in plan}):
+        if a.smoke:
+            floors[probe] = None
+            continue
         cmd = module_cmd(__spec__.name, "--probe-imports", probe)
         floors[probe] = run_child(cmd, env=child_env(a.threads), log=work / f"probe-{probe}.log")[0]
     runs: dict[tuple[str, str], list[PrefRunResult]] = harness.run_repeats(
@@ -935,6 +943,7 @@ def main(argv=None) -> int:
         ],
         a.repeats,
         lambda r: f"{r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} MiB, first loss {r.losses[0]:.6f}",
+        workers=harness.SMOKE_WORKERS if a.smoke else 1,
     )
 
     launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak

@@ -52,7 +52,8 @@ prompt counted G times) + the completion tokens (EOS included when generated); t
 Model loading and start-up are outside both.
 
 Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.grpo_vs_trl --steps 10 --threads 2
-      [--smoke: 2 tiny steps, a temporary folder: a check that it runs]
+      [--smoke: 2 tiny steps, the two runs and the loss check two at a time, a temporary folder: a check
+      that it runs]
 """
 
 from __future__ import annotations
@@ -836,17 +837,21 @@ def main(argv=None) -> int:
         flush=True,
     )
 
-    res = {}
-    for name in a.runs:
-        t = time.perf_counter()
-        r = run_framework(a, work, data, name)
-        res[name] = r
+    def describe(name: str, r: dict, seconds: float) -> None:
+        if name == "loss-check":
+            return
         tps = r.get("tokens_per_second")
         print(
-            f"{name}: {f'{tps:,.0f} tokens/s' if tps else 'tokens/s -'}, peak RSS {r['peak_rss_mib']:,.0f} MiB ({time.perf_counter() - t:.0f}s)",
+            f"{name}: {f'{tps:,.0f} tokens/s' if tps else 'tokens/s -'}, peak RSS {r['peak_rss_mib']:,.0f} MiB ({seconds:.0f}s)",
             flush=True,
         )
-    check = None if a.no_loss_check else run_loss_check(a, work, data)
+
+    # one after another; --smoke: up to harness.SMOKE_WORKERS at once (the loss check's figures are not timings)
+    jobs = {name: (name, lambda name=name: run_framework(a, work, data, name)) for name in a.runs}
+    if not a.no_loss_check:
+        jobs["loss-check"] = ("loss-check", lambda: run_loss_check(a, work, data))
+    res = harness.run_jobs(jobs, harness.SMOKE_WORKERS if a.smoke else 1, describe)
+    check = res.pop("loss-check", None)
     launcher_mib = harness.launcher_peak_rss_mib()
     doc = report(a, data, res, check, launcher_mib)
     for name, r in res.items():

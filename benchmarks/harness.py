@@ -97,17 +97,47 @@ def timed_window(steps: int, warmup: int) -> range:
     return range(warmup + 1, steps + 1)
 
 
-def run_repeats(plan: Sequence[tuple], repeats: int, describe: Callable[[object], str]) -> dict:
+SMOKE_WORKERS = 2  # --smoke: runs (child processes) at a time; a smoke run's figures mean nothing anyway
+
+
+def run_repeats(plan: Sequence[tuple], repeats: int, describe: Callable[[object], str], *, workers: int = 1) -> dict:
     """Run every ``(key, label, run)`` of ``plan`` ``repeats`` times, interleaved (repeat 1 of each, then 2, ...),
-    printing ``[rep/repeats] label: describe(result) (seconds)`` after each; ``{key: [result per repeat]}``."""
+    printing ``[rep/repeats] label: describe(result) (seconds)`` after each; ``{key: [result per repeat]}``.
+
+    ``workers`` > 1 (smoke mode only: concurrent runs disturb each other's timings) runs up to that many of a
+    repeat's runs at once, each ``run`` in a thread that waits on its own child process; the result keeps the
+    plan's order."""
     runs: dict = {}
     for rep in range(repeats):
-        for key, label, run in plan:
-            t = time.perf_counter()
-            r = run()
+        jobs = {key: (label, run) for key, label, run in plan}
+        done = run_jobs(
+            jobs,
+            workers,
+            lambda label, r, s, rep=rep: print(f"[{rep + 1}/{repeats}] {label}: {describe(r)} ({s:.0f}s)", flush=True),
+        )
+        for key, r in done.items():
             runs.setdefault(key, []).append(r)
-            print(f"[{rep + 1}/{repeats}] {label}: {describe(r)} ({time.perf_counter() - t:.0f}s)", flush=True)
     return runs
+
+
+def run_jobs(jobs: dict, workers: int, report: Callable[[str, object, float], None]) -> dict:
+    """``{key: run()}`` for ``jobs`` ``{key: (label, run)}``, in their order; ``report(label, result, seconds)``
+    after each. One at a time with ``workers`` 1; otherwise up to ``workers`` at once in threads (for runs that
+    each wait on a child process), the first error raised once all have ended."""
+
+    def one(label: str, run: Callable[[], object]):
+        t = time.perf_counter()
+        r = run()
+        report(label, r, time.perf_counter() - t)
+        return r
+
+    if workers <= 1:
+        return {key: one(label, run) for key, (label, run) in jobs.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {key: pool.submit(one, label, run) for key, (label, run) in jobs.items()}
+    return {key: f.result() for key, f in futures.items()}
 
 
 def median_run(runs: list, key: str, fmt: str, *, upper: bool = False, unit: str = ""):

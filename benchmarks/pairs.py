@@ -41,6 +41,9 @@ class BenchData:
     passed_over: int  # usable source pairs passed over because a side is longer than max_length
 
 
+CHUNK = 128  # pairs tokenised at a time by prepare_data
+
+
 def ids_digest(pairs: list[list[list[int]]]) -> str:
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
@@ -57,14 +60,18 @@ def prepare_data(model_dir: Path, work: Path, a: argparse.Namespace) -> BenchDat
     tokenizer = load_tokenizer(str(model_dir))
     ensure_chat_template(tokenizer)
     examples = load_examples(str(HH_RLHF), fmt="hh_rlhf", on_error="skip").examples
-    tok = tokenize_pairs(examples, tokenizer, template="chat", max_length=10**9, on_error="skip")
     by_ref = {ex.ref: ex for ex in examples}
     kept, passed_over = [], 0
-    for p in tok.pairs:
-        if max(len(p.chosen_ids), len(p.rejected_ids)) > a.max_length:
-            passed_over += 1
-        elif len(kept) < n:
-            kept.append(p)
+    # tokenised a chunk at a time (each pair on its own), only until n fit: not the whole file
+    for start in range(0, len(examples), CHUNK):
+        tok = tokenize_pairs(examples[start : start + CHUNK], tokenizer, template="chat", max_length=10**9, on_error="skip")
+        for p in tok.pairs:
+            if max(len(p.chosen_ids), len(p.rejected_ids)) > a.max_length:
+                passed_over += 1
+            elif len(kept) < n:
+                kept.append(p)
+            if len(kept) == n:
+                break
         if len(kept) == n:
             break
     if len(kept) < n:

@@ -74,7 +74,8 @@ What differs (so the timings are understood; printed with the results):
 
 Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.ppo_vs_trl [--steps N --warmup W --threads T --repeats R
       --runs ... --size tiny|small|medium --trl-python PATH --out PATH]
-      [--smoke: 2 tiny PPO steps, one repeat, a temporary folder: a check that it runs]
+      [--smoke: 2 tiny PPO steps, one repeat, no import probes, the runs two at a time, a temporary folder: a
+      check that it runs]
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ def prepare_child(a: argparse.Namespace) -> None:
         try:
             from alignkit.algorithms.ppo import load_prompts
 
-            got_messages, got_ids, _, _ = load_prompts(
+            got_messages, got_ids = load_prompts(
                 str(prompts_path),
                 tokenizer,
                 fmt="auto",
@@ -231,7 +232,7 @@ def prepare_child(a: argparse.Namespace) -> None:
                 on_error="raise",
                 max_rows=None,
                 log=lambda *_: None,
-            )
+            )[:2]  # (messages, ids, ...): the rest is not compared
         except Exception as err:  # the stage is new: say why (the alignkit run will show its own error)
             check = (check + "; " if check else "") + f"{label}: alignkit's load_prompts failed ({type(err).__name__}: {err})"
             continue
@@ -1038,13 +1039,17 @@ def main(argv=None) -> int:
         flush=True,
     )
 
-    floors = {fw: import_floor(a, work, fw) for fw in sorted({n.split("-")[0] for n in a.runs})}
+    # --smoke: no import probes (they only add a memory figure), None each
+    floors = {fw: None if a.smoke else import_floor(a, work, fw) for fw in sorted({n.split("-")[0] for n in a.runs})}
     plan = [
         (name, name, lambda name=name: (run_alignkit if name.startswith("alignkit") else run_trl)(a, work, data, name))
         for name in a.runs
     ]
     runs: dict[str, list[PPORunResult]] = harness.run_repeats(
-        plan, a.repeats, lambda r: f"{r.seconds_per_step:.2f} s/step, peak RSS {r.peak_rss_mib:,.0f} MiB"
+        plan,
+        a.repeats,
+        lambda r: f"{r.seconds_per_step:.2f} s/step, peak RSS {r.peak_rss_mib:,.0f} MiB",
+        workers=harness.SMOKE_WORKERS if a.smoke else 1,
     )
 
     launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak

@@ -23,7 +23,8 @@ and all start-up (imports, model load, tokenisation) are left out.
     step end, collation and logging included) is reported beside it.
 
 Run:  OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.rm_vs_trl [--steps N --warmup W --batch-size B
-      --max-length L --threads T --repeats R --out PATH] [--smoke: 3 tiny steps, one repeat, a temporary folder]
+      --max-length L --threads T --repeats R --out PATH] [--smoke: 2 tiny steps, one repeat, no import
+      probes, both runs at once, a temporary folder]
 """
 
 from __future__ import annotations
@@ -374,7 +375,8 @@ def report(a, res: dict[str, RunResult], floors: dict[str, float], data: BenchDa
         spread = f"{min(r.step_pairs_per_second):.1f}-{max(r.step_pairs_per_second):.1f}"
         print(
             f"{n:<11}{r.pairs_per_second:>9.2f}{spread:>15}{e2e:>13}{r.tokens_per_second:>10,.0f}"
-            f"{r.peak_rss_mib:>14,.0f}{floors[n]:>12,.0f}{r.losses[0]:>12.4f}{r.losses[-1]:>11.4f}"
+            f"{r.peak_rss_mib:>14,.0f}{'-' if floors[n] is None else f'{floors[n]:,.0f}':>12}{r.losses[0]:>12.4f}"
+            f"{r.losses[-1]:>11.4f}"
         )
     print()
     for k, x in ratios.items():
@@ -457,7 +459,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     harness.add_smoke_argument(p)
     a = p.parse_args(argv)
-    harness.apply_smoke(a, p, {"steps": 3, "warmup": 1, "batch_size": 2, "max_length": 128, "repeats": 1}, name="rm_vs_trl")
+    harness.apply_smoke(a, p, {"steps": 2, "warmup": 1, "batch_size": 2, "max_length": 128, "repeats": 1}, name="rm_vs_trl")
     if not 0 <= a.warmup < a.steps:
         p.error(f"--warmup must be in [0, --steps); got {a.warmup} with --steps {a.steps}")
     return a
@@ -486,13 +488,19 @@ def main(argv=None) -> int:
         flush=True,
     )
 
-    floors = {}
+    floors = {}  # --smoke: no import probes (they only add a memory figure), None each
     for name in PROBES:
+        if a.smoke:
+            floors[name] = None
+            continue
         cmd = module_cmd(__spec__.name, "--probe-imports", name)
         floors[name] = run_child(cmd, env=child_env(a.threads), log=work / f"probe-{name}.log")[0]
     plan = [("alignkit", "alignkit", lambda: run_alignkit(a, work, data)), ("trl", "trl", lambda: run_trl(a, work, data))]
     runs: dict[str, list[RunResult]] = harness.run_repeats(
-        plan, a.repeats, lambda r: f"{r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} MiB"
+        plan,
+        a.repeats,
+        lambda r: f"{r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} MiB",
+        workers=harness.SMOKE_WORKERS if a.smoke else 1,
     )
 
     launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak
