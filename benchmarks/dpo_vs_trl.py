@@ -900,13 +900,7 @@ def measured_peak(a) -> dict:
 def main(argv=None) -> int:
     RUN = {"alignkit": run_alignkit, "trl": run_trl}
     a = parse_args(argv)
-    if a.run_trl or a.probe_imports or a.prepare:  # one of the child processes
-        if a.run_trl:
-            trl_child(a.run_trl)
-        elif a.probe_imports:
-            harness.probe_imports(PROBES[a.probe_imports])
-        else:
-            prepare_child(a)
+    if harness.child_role(a, trl_child=trl_child, probes=PROBES, prepare=prepare_child):  # one of the child processes
         return 0
     work = Path(a.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)

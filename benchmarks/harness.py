@@ -81,6 +81,21 @@ def launcher_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def child_role(a, *, trl_child=None, probes: dict | None = None, prepare=None) -> bool:
+    """Do a child process's work when ``a`` (the parsed arguments) says this process is one: ``--run-trl SPEC``
+    (``trl_child(SPEC)``), ``--probe-imports NAME`` (import ``probes[NAME]``) or ``--prepare`` (``prepare(a)``).
+    Returns whether it was a child (then the benchmark's ``main`` returns 0)."""
+    if trl_child is not None and getattr(a, "run_trl", None):
+        trl_child(a.run_trl)
+    elif probes is not None and getattr(a, "probe_imports", None):
+        probe_imports(probes[a.probe_imports])
+    elif prepare is not None and getattr(a, "prepare", False):
+        prepare(a)
+    else:
+        return False
+    return True
+
+
 def probe_imports(modules: Iterable[str]) -> None:
     """A probe child's whole work: import ``modules`` (what a framework's run imports before it loads anything)."""
     import importlib

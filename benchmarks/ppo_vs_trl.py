@@ -1009,13 +1009,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    if a.run_trl or a.probe_imports or a.prepare:  # one of the child processes
-        if a.run_trl:
-            trl_child(a.run_trl)
-        elif a.probe_imports:
-            harness.probe_imports(PROBES[a.probe_imports])
-        else:
-            prepare_child(a)
+    if harness.child_role(a, trl_child=trl_child, probes=PROBES, prepare=prepare_child):  # one of the child processes
         return 0
     a.trl_python = Path(shutil.which(str(a.trl_python)) or a.trl_python)  # a bare name ("python3") from PATH
     if any(n.startswith("trl") for n in a.runs) and not Path(a.trl_python).exists():

@@ -641,11 +641,7 @@ def measured_peak(a) -> dict:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    if a.run_trl:
-        trl_child(a.run_trl)
-        return 0
-    if a.probe_imports:
-        harness.probe_imports(PROBES[a.probe_imports])
+    if harness.child_role(a, trl_child=trl_child, probes=PROBES):  # one of the child processes
         return 0
 
     os.environ.update({k: v for k, v in child_env(a.threads).items() if k != "PYTHONPATH"})
