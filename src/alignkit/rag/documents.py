@@ -34,24 +34,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import NamedTuple
 
+from alignkit.rag.blocks import Block
 from alignkit.rag.errors import RagError
 
 CLEANER_VERSION = "1"  # bump when cleaning or chunking changes: indexes built before re-chunk every file
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html", ".pdf": "pdf"}
 
 TokenCounter = Callable[[Sequence[str]], list[int]]  # words -> token count of each word (no special tokens)
-
-
-class Block(NamedTuple):
-    """One unit a reader produces: a heading (``level`` 1-6) or a paragraph of text (``level`` 0). ``pages``: for
-    a PDF, (offset in ``text``, page number from 1) where each of its pages begins, the first at offset 0;
-    empty for the other formats."""
-
-    text: str
-    level: int = 0
-    pages: tuple[tuple[int, int], ...] = ()
 
 
 def cite(source: str, pages: tuple[int, int] | None = None, heading: str = "") -> str:

@@ -287,7 +287,7 @@ def _match_heading(lines: list[Line], used: set[int], title: str, top: float | N
 def pdf_blocks(data: bytes, name: str) -> PdfText:
     """The PDF ``data`` (file ``name``, for errors) as blocks: headings from the outline, paragraphs cleaned
     (module doc), each block's ``pages`` holding (offset in its text, page number) where a page begins."""
-    from alignkit.rag.documents import Block
+    from alignkit.rag.blocks import Block
 
     pages = read_pages(data, name)
     drop = margin_lines(pages)
