@@ -154,6 +154,8 @@ def test_prompt_longer_than_the_context_is_a_model_error(backend):
     with pytest.raises(ModelError, match="context"):
         next(backend.stream(long, GREEDY8))
     assert backend.chat(CONVS[:1], GREEDY8)[0].text  # still usable
+    n = backend.prompt_tokens(long)  # counted without the length check (a RAG pipeline fits its passages by it)
+    assert n > backend.max_positions and backend.prompt_tokens(CONVS[0]) == len(backend.encode(CONVS[0], GREEDY8))
 
 
 def test_lora_adapter_dir_loads_merged(loud_dir, backend, tmp_path):

@@ -472,3 +472,31 @@ def test_context_budget_keeps_leading_passages():
     answer = RagPipeline(retriever, backend, settings=Settings(), max_context_tokens=4).answer("q")
     assert [h.chunk_id for h in answer.sources] == [7]  # the second passage would pass 4 tokens
     assert "[2] pasta.md" not in backend.conversations[0][1]["content"]
+
+
+class SmallContextBackend(FakeBackend):
+    """A backend with a context of ``limit`` tokens whose prompt tokens are its words (the system message's too)."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.max_positions = limit
+
+    def prompt_tokens(self, conversation):
+        return sum(len(m["content"].split()) for m in conversation)
+
+
+def test_passages_past_the_model_context_are_left_out_and_counted():
+    settings = Settings(max_new_tokens=10)
+    both = build_messages("q", FakeRetriever().retrieve("q"))
+    one = build_messages("q", FakeRetriever().retrieve("q")[:1])
+    words = [sum(len(m["content"].split()) for m in c) for c in (one, both)]  # hand count: the two prompts' words
+    fits_both = SmallContextBackend(words[1] + 10)  # exactly room for both passages and max_new_tokens
+    answer = RagPipeline(FakeRetriever(), fits_both, settings=settings).answer("q")
+    assert [h.chunk_id for h in answer.sources] == [7, 9] and answer.left_out == 0
+    fits_one = SmallContextBackend(words[1] + 9)  # one token short: the second passage is left out
+    answer = RagPipeline(FakeRetriever(), fits_one, settings=settings).answer("q")
+    assert [h.chunk_id for h in answer.sources] == [7] and answer.left_out == 1
+    assert "[2] pasta.md" not in fits_one.conversations[0][1]["content"]
+    too_small = SmallContextBackend(words[0] - 1)  # not even one passage fits: the first is still given (the
+    answer = RagPipeline(FakeRetriever(), too_small, settings=settings).answer("q")  # backend's error says so)
+    assert [h.chunk_id for h in answer.sources] == [7] and answer.left_out == 1

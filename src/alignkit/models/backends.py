@@ -146,6 +146,13 @@ class TransformersBackend:
         model = load_causal_lm(source, dtype=dtype, finetune="none").to(device)
         return cls(model, load_tokenizer(tokenizer_source(source)), model_id=model_id or str(path), batch_size=batch_size)
 
+    def prompt_tokens(self, conversation: list[dict]) -> int:
+        """How many tokens the chat-templated prompt of ``conversation`` takes (no length check: a RAG pipeline
+        asks this to leave out passages the model's context cannot hold)."""
+        from alignkit.data.chat import encode_chat
+
+        return len(encode_chat(self.tokenizer, conversation, add_generation_prompt=True))
+
     def encode(self, conversation: list[dict], settings: GenerationSettings) -> list[int]:
         """The chat-templated prompt's token ids; a template that rejects the messages or a prompt too long for the
         model's context is a one-line :class:`ModelError`. A prompt of more than ``MAX_CHARS_PER_TOKEN`` characters per

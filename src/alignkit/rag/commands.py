@@ -162,6 +162,8 @@ def rag_ask(opts: AskOptions) -> int:
         print("  (none: the index returned no passages)")
     for i, hit in enumerate(answer.sources, 1):
         print(f"  [{i}] {hit.citation} (score {hit.score:.3f})")  # a PDF chunk: "book.pdf page 12 — heading"
+    if answer.left_out:
+        print(f"  ({answer.left_out} more retrieved passage(s) left out: the prompt would not fit the model's context)")
     if answer.cached:
         print("(answer from the semantic cache)")
     return 0

@@ -56,6 +56,7 @@ class RagAnswer:
     context_key: str = ""  # the cache context it was looked up / stored under
     completion: object | None = None  # the backend's Completion (token counts, finish_reason); None when cached
     finish_reason: str = "stop"  # "stop": the model ended its answer; "length": max_new_tokens cut it (cached too)
+    left_out: int = 0  # retrieved passages left out because the prompt would not fit the model's context
 
 
 def build_messages(question: str, hits: list[Hit]) -> list[dict]:
@@ -83,7 +84,10 @@ class RagPipeline:
     :class:`~alignkit.models.backends.ChatBackend`; ``cache``: a semantic cache or None; ``settings``: the
     :class:`~alignkit.models.backends.GenerationSettings` (None: the defaults, greedy); ``max_context_tokens``:
     the passages' budget in the embedder's tokens (a proxy for the model's: passages past it are left out,
-    the first is always kept).
+    the first is always kept). Then, when the backend tells its context (``max_positions``) and can count a
+    prompt's tokens (``prompt_tokens``), the last passages are left out until the prompt and ``max_new_tokens``
+    fit the model's context (the first is kept: if it alone does not fit, the backend's one-line error says so);
+    :attr:`RagAnswer.left_out` counts them.
     """
 
     def __init__(
@@ -123,6 +127,17 @@ class RagPipeline:
             used += n
         return kept
 
+    def _fit_model(self, question: str, hits: list[Hit]) -> list[Hit]:
+        """The leading hits whose prompt, with ``max_new_tokens``, fits the model's context (at least one)."""
+        limit = getattr(self.backend, "max_positions", None)
+        count = getattr(self.backend, "prompt_tokens", None)
+        if limit is None or count is None:
+            return hits
+        room = limit - self.settings.max_new_tokens
+        while len(hits) > 1 and count(build_messages(question, hits)) > room:
+            hits = hits[:-1]
+        return hits
+
     def answer(self, question: str) -> RagAnswer:
         question = question.strip()
         if not question:
@@ -133,7 +148,8 @@ class RagPipeline:
             if hit is not None:
                 text, sources, finish = hit
                 return RagAnswer(text, sources, cached=True, context_key=key, finish_reason=finish)
-        hits = self._fit(self.retriever.retrieve(question))
+        fitted = self._fit(self.retriever.retrieve(question))
+        hits = self._fit_model(question, fitted)
         (completion,) = self.backend.chat([build_messages(question, hits)], self.settings)
         text = completion.text.strip()
         finish = getattr(completion, "finish_reason", "stop")
@@ -142,7 +158,15 @@ class RagPipeline:
         if self.cache is not None:
             value = {"answer": text, "sources": [h.to_dict() for h in hits], "finish_reason": finish}
             self.cache.put(question, json.dumps(value), context=key)
-        return RagAnswer(text, hits, cached=False, context_key=key, completion=completion, finish_reason=finish)
+        return RagAnswer(
+            text,
+            hits,
+            cached=False,
+            context_key=key,
+            completion=completion,
+            finish_reason=finish,
+            left_out=len(fitted) - len(hits),
+        )
 
 
 def _decode(value: str | None) -> tuple[str, list[Hit], str] | None:
