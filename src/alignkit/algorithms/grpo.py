@@ -52,11 +52,7 @@ from alignkit.training.errors import stop_if_update_not_finite
 from alignkit.training.flops import rl_step_flops, shape_or_none
 from alignkit.training.metrics import StepSums, Throughput
 from alignkit.training.progress import training_progress
-from alignkit.training.setup import (
-    holdout_split,
-    replicas_in_sync,
-    start_run,
-)
+from alignkit.training.setup import holdout_split, replicas_in_sync, start_run
 
 
 @dataclass

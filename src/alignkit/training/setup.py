@@ -181,9 +181,12 @@ class StageRun:
 
     accelerator: Any
     out: Path  # the run's output directory
-    ckpt_root: Path  # out / "checkpoints"
     resume: str  # "auto" | "force" | "never"
     metrics: MetricsLogger | None = None  # set by open_metrics
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
 
     @property
     def main(self) -> bool:
@@ -261,14 +264,14 @@ def start_run(
         mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False
     )
     check_distribution(accelerator)
-    out = Path(output_dir)
-    ckpt_root = out / "checkpoints"
+    run = StageRun(accelerator, Path(output_dir), resume)
+    out = run.out
     if accelerator.is_main_process:
-        remove_partial(ckpt_root)
+        remove_partial(run.ckpt_root)
     accelerator.wait_for_everyone()
     record = None
     if resume != "never":
-        point = usable_checkpoint(ckpt_root)
+        point = usable_checkpoint(run.ckpt_root)
         if point.path is not None:
             for problem in point.skipped:
                 accelerator.print(f"checkpoint {problem}: skipped, falling back to {point.path.name}")
@@ -289,7 +292,7 @@ def start_run(
     set_seed(seed)
     if init_spec is not None and not Path(model_path).exists():
         ensure_init_model(model_path, init_spec, accelerator)
-    return StageRun(accelerator, out, ckpt_root, resume)
+    return run
 
 
 def resume_record(out: Path) -> list[dict]:
