@@ -225,6 +225,18 @@ def print_goals(goals: dict[str, bool], width: int) -> None:
         print(f"goal: {goal:<{width}} {'MET' if ok else 'NOT MET'}")
 
 
+def rank_metrics(first_ranks: Sequence[int | None]) -> dict:
+    """Retrieval figures from each question's first relevant rank (None: not in the top 10): recall@1, recall@5,
+    MRR@10 (a miss counts 0) and the ranks themselves."""
+    n = len(first_ranks)
+    return {
+        "recall@1": sum(1 for r in first_ranks if r is not None and r <= 1) / n,
+        "recall@5": sum(1 for r in first_ranks if r is not None and r <= 5) / n,
+        "mrr@10": sum(1.0 / r for r in first_ranks if r is not None) / n,
+        "first_rank": list(first_ranks),
+    }
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> list[str]:
     """A markdown table's lines: ``align`` has one letter per column, ``l`` (``---``) or ``r`` (``---:``)."""
     if len(align) != len(header):

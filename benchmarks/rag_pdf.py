@@ -42,16 +42,11 @@ TOP = 10
 
 def score(ranked: list[list], questions: list[dict]) -> dict:
     """recall@1, recall@5, MRR@10 by page, and each question's first relevant rank (None when not in the top 10)."""
-    firsts = []
-    for hits, q in zip(ranked, questions):
-        firsts.append(next((h.rank for h in hits if h.pages and h.pages[0] <= q["page"] <= h.pages[1]), None))
-    n = len(questions)
-    return {
-        "recall@1": sum(1 for r in firsts if r is not None and r <= 1) / n,
-        "recall@5": sum(1 for r in firsts if r is not None and r <= 5) / n,
-        "mrr@10": sum(1.0 / r for r in firsts if r is not None) / n,
-        "first_rank": firsts,
-    }
+
+    def covers(hit, q: dict) -> bool:
+        return bool(hit.pages) and hit.pages[0] <= q["page"] <= hit.pages[1]
+
+    return harness.rank_metrics([next((h.rank for h in hits if covers(h, q)), None) for hits, q in zip(ranked, questions)])
 
 
 def best_of(fn, repeats: int) -> float:

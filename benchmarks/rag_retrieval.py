@@ -50,16 +50,9 @@ def relevant(hit, q: dict, level: str) -> bool:
 
 def score(ranked: list[list], questions: list[dict], level: str) -> dict:
     """recall@1, recall@5, MRR@10 and each question's first relevant rank (None when not in the top 10)."""
-    firsts = []
-    for hits, q in zip(ranked, questions):
-        firsts.append(next((h.rank for h in hits if relevant(h, q, level)), None))
-    n = len(questions)
-    return {
-        "recall@1": sum(1 for r in firsts if r is not None and r <= 1) / n,
-        "recall@5": sum(1 for r in firsts if r is not None and r <= 5) / n,
-        "mrr@10": sum(1.0 / r for r in firsts if r is not None) / n,
-        "first_rank": firsts,
-    }
+    return harness.rank_metrics(
+        [next((h.rank for h in hits if relevant(h, q, level)), None) for hits, q in zip(ranked, questions)]
+    )
 
 
 def main(argv=None) -> int:
