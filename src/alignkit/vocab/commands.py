@@ -37,7 +37,6 @@ class ReportOptions(Closed):
 
 def report(opts: ReportOptions) -> int:
     import json
-    from pathlib import Path
 
     from alignkit.vocab.coverage import format_table, measure, render_html, text_lines
 
@@ -47,11 +46,9 @@ def report(opts: ReportOptions) -> int:
         tok = _load(name)
         rows += [measure(tok, lines, tokenizer_name=name, text_name=path) for path, lines in texts.items()]
     if opts.html:
-        from alignkit.io_atomic import atomic_file
+        from alignkit.io_atomic import write_text
 
-        Path(opts.html).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(opts.html) as tmp:
-            tmp.write_text(render_html(rows), encoding="utf-8")
+        write_text(opts.html, render_html(rows))
     if opts.as_json:
         print(json.dumps({"rows": [r.as_dict() for r in rows]}, indent=2, ensure_ascii=False))
     else:
