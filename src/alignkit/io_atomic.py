@@ -81,11 +81,12 @@ def atomic_dir(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, creating its parent directory; returns the path."""
+def write_text(path: str | os.PathLike, text: str, *, mode: int | None = None) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating its parent directory; returns the path. ``mode``,
+    if given, is the file's permissions (see :func:`atomic_file`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
+    with atomic_file(path, mode=mode) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
 

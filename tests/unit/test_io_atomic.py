@@ -50,3 +50,16 @@ def test_write_text_and_jsonl_create_parent_and_replace_whole(tmp_path):
     assert path.read_text(encoding="utf-8") == '{"a": 1}\n{"t": "ஆ"}\n'  # UTF-8 kept, one row a line
     write_text(path, "x")
     assert path.read_text() == "x" and sorted(p.name for p in path.parent.iterdir()) == ["rows.jsonl"]
+
+
+def test_write_text_mode_sets_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o077)  # files would be created 0o600 without a mode
+    try:
+        plain = write_text(tmp_path / "plain.txt", "a")
+        shared = write_text(tmp_path / "shared.txt", "b", mode=0o644)
+    finally:
+        os.umask(old)
+    assert plain.stat().st_mode & 0o777 == 0o600
+    assert shared.stat().st_mode & 0o777 == 0o644 and shared.read_text() == "b"

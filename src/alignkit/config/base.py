@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from alignkit.errors import UserError
-from alignkit.io_atomic import atomic_file
+from alignkit.io_atomic import write_text
 
 
 class ConfigError(UserError, ValueError):
@@ -209,7 +209,5 @@ def dump_config(cfg: BaseModel) -> str:
 
 
 def write_config(cfg: BaseModel, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        tmp.write_text(dump_config(cfg))
+    """``cfg`` as YAML (:func:`dump_config`) in ``path``, written atomically (its parent created)."""
+    write_text(path, dump_config(cfg))

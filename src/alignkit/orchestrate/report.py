@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alignkit.eval.html import e, figure, number, page, png, table
-from alignkit.io_atomic import atomic_file
+from alignkit.io_atomic import write_text
 from alignkit.orchestrate.records import EvalFigures, ExamplePair, IterationSummary, JudgingStats, PairStats
 
 MISSING = "—"
@@ -418,9 +418,4 @@ length of the evaluation answers.</p>
 
 def write_report_html(path: str | Path, summaries: Sequence[IterationSummary], **kwargs) -> Path:
     """Write the report to ``path`` atomically (a temp file beside it, then ``os.replace``); returns it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report_html(summaries, **kwargs)
-    with atomic_file(path, mode=0o644) as tmp:  # a report is meant to be read
-        tmp.write_text(text, encoding="utf-8")
-    return path
+    return write_text(path, render_report_html(summaries, **kwargs), mode=0o644)  # a report is meant to be read

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.config.self_reward import SelfRewardConfig
-from alignkit.io_atomic import atomic_file, write_jsonl
+from alignkit.io_atomic import write_jsonl, write_text
 from alignkit.orchestrate.records import (
     CandidateStats,
     EvalFigures,
@@ -66,8 +66,7 @@ def write_json(path: Path, obj) -> None:
     """``obj`` (a record: its :meth:`Record.to_dict`) as indented JSON, written atomically."""
     if isinstance(obj, Record):
         obj = obj.to_dict()
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def read_jsonl(path: Path) -> list[dict]:
