@@ -937,7 +937,7 @@ def main(argv=None) -> int:
         ],
         a.repeats,
         lambda r: f"{r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} MiB, first loss {r.losses[0]:.6f}",
-        workers=harness.SMOKE_WORKERS if a.smoke else 1,
+        smoke=a.smoke,
     )
 
     launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak

@@ -850,7 +850,7 @@ def main(argv=None) -> int:
     jobs = {name: (name, lambda name=name: run_framework(a, work, data, name)) for name in a.runs}
     if not a.no_loss_check:
         jobs["loss-check"] = ("loss-check", lambda: run_loss_check(a, work, data))
-    res = harness.run_jobs(jobs, harness.SMOKE_WORKERS if a.smoke else 1, describe)
+    res = harness.run_jobs(jobs, a.smoke, describe)
     check = res.pop("loss-check", None)
     launcher_mib = harness.launcher_peak_rss_mib()
     doc = report(a, data, res, check, launcher_mib)

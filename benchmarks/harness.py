@@ -115,19 +115,19 @@ def timed_window(steps: int, warmup: int) -> range:
 SMOKE_WORKERS = 2  # --smoke: runs (child processes) at a time; a smoke run's figures mean nothing anyway
 
 
-def run_repeats(plan: Sequence[tuple], repeats: int, describe: Callable[[object], str], *, workers: int = 1) -> dict:
+def run_repeats(plan: Sequence[tuple], repeats: int, describe: Callable[[object], str], *, smoke: bool = False) -> dict:
     """Run every ``(key, label, run)`` of ``plan`` ``repeats`` times, interleaved (repeat 1 of each, then 2, ...),
     printing ``[rep/repeats] label: describe(result) (seconds)`` after each; ``{key: [result per repeat]}``.
 
-    ``workers`` > 1 (smoke mode only: concurrent runs disturb each other's timings) runs up to that many of a
-    repeat's runs at once, each ``run`` in a thread that waits on its own child process; the result keeps the
+    ``smoke``: up to :data:`SMOKE_WORKERS` of a repeat's runs at once (smoke mode only: concurrent runs disturb
+    each other's timings), each ``run`` in a thread that waits on its own child process; the result keeps the
     plan's order."""
     runs: dict = {}
     for rep in range(repeats):
         jobs = {key: (label, run) for key, label, run in plan}
         done = run_jobs(
             jobs,
-            workers,
+            smoke,
             lambda label, r, s, rep=rep: print(f"[{rep + 1}/{repeats}] {label}: {describe(r)} ({s:.0f}s)", flush=True),
         )
         for key, r in done.items():
@@ -135,10 +135,11 @@ def run_repeats(plan: Sequence[tuple], repeats: int, describe: Callable[[object]
     return runs
 
 
-def run_jobs(jobs: dict, workers: int, report: Callable[[str, object, float], None]) -> dict:
+def run_jobs(jobs: dict, smoke: bool, report: Callable[[str, object, float], None]) -> dict:
     """``{key: run()}`` for ``jobs`` ``{key: (label, run)}``, in their order; ``report(label, result, seconds)``
-    after each. One at a time with ``workers`` 1; otherwise up to ``workers`` at once in threads (for runs that
+    after each. One at a time; with ``smoke``, up to :data:`SMOKE_WORKERS` at once in threads (for runs that
     each wait on a child process), the first error raised once all have ended."""
+    workers = SMOKE_WORKERS if smoke else 1
 
     def one(label: str, run: Callable[[], object]):
         t = time.perf_counter()

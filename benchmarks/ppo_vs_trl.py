@@ -683,9 +683,7 @@ PROBES = {  # what each run imports before it loads anything: the memory floor o
 def bench_env(a, trl: bool = False) -> dict[str, str]:
     """A child's environment: pinned threads, offline; ``--device cpu`` hides any GPU; the TRL child does not see
     alignkit's sources (its venv has no alignkit; other PYTHONPATH entries, e.g. carried wheels, stay)."""
-    env = child_env(a.threads)
-    if a.device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
+    env = child_env(a.threads, a.device)
     if trl:
         src = str(REPO / "src")
         env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != src)
@@ -1043,7 +1041,7 @@ def main(argv=None) -> int:
         plan,
         a.repeats,
         lambda r: f"{r.seconds_per_step:.2f} s/step, peak RSS {r.peak_rss_mib:,.0f} MiB",
-        workers=harness.SMOKE_WORKERS if a.smoke else 1,
+        smoke=a.smoke,
     )
 
     launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak

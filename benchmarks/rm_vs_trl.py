@@ -494,7 +494,7 @@ def main(argv=None) -> int:
         plan,
         a.repeats,
         lambda r: f"{r.pairs_per_second:.2f} pairs/s, peak RSS {r.peak_rss_mib:,.0f} MiB",
-        workers=harness.SMOKE_WORKERS if a.smoke else 1,
+        smoke=a.smoke,
     )
 
     launcher_mib = harness.launcher_peak_rss_mib()  # the floor under every child's peak

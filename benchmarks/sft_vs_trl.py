@@ -694,7 +694,7 @@ def main(argv=None) -> int:
             f"{r.tokens_per_second:,.0f} tokens/s, peak RSS {r.peak_rss_mib:,.0f} MiB"
             + (f", peak CUDA {r.peak_cuda_memory_mib:,.0f} MiB" if r.peak_cuda_memory_mib is not None else "")
         ),
-        workers=harness.SMOKE_WORKERS if a.smoke else 1,
+        smoke=a.smoke,
     )
 
     results = {name: harness.median_run(rs, "tokens_per_second", ",.0f") for name, rs in runs.items()}

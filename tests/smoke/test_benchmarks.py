@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
+
+from benchmarks.harness import child_env, module_cmd
 
 from tests.conftest import REPO
 
@@ -43,12 +43,10 @@ TRL_PPO_PYTHON = REPO / ".venv-trl112" / "bin" / "python"
 def run_benchmark(name: str, tmp_path, *args: str, out_flag: str = "--out", work: bool = True) -> object:
     """``python -m benchmarks.<name> --smoke`` with its report (and work folder) under ``tmp_path``; the report."""
     out = tmp_path / f"{name}.json"
-    cmd = [sys.executable, "-m", f"benchmarks.{name}", "--smoke", out_flag, str(out), *args]
+    cmd = module_cmd(f"benchmarks.{name}", "--smoke", out_flag, str(out), *args)
     if work:
         cmd += ["--work-dir", str(tmp_path / "work")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(1), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(out.read_text())
 
@@ -64,7 +62,7 @@ def assert_run(r: dict, rate: str) -> None:
     assert r["losses"] and all(finite(x) for x in r["losses"]), r["losses"]
 
 
-# ------------------------------------------------------------------------------------------ light (by default)
+# ------------------------------------------------------------------------------------------ light
 
 
 def test_matmul_peak(tmp_path):
@@ -115,7 +113,7 @@ def test_semantic_cache(tmp_path):
         assert finite(lat[key]["p99_ms"]) and lat[key]["p99_ms"] > 0, key
 
 
-# ------------------------------------------------------------------------------------------ trainer comparisons
+# ------------------------------------------------------------------------------------------ trainer comparisons (~135 s)
 
 
 def test_sft_vs_trl(tmp_path):

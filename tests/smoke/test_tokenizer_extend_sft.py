@@ -32,7 +32,7 @@ def test_extended_tiny_model_loads_generates_and_trains(tiny_model_dir, tmp_path
     assert prompt["input_ids"].max() >= old_rows  # the prompt uses new tokens
     gen = model.generate(**prompt, max_new_tokens=6, do_sample=False)
     assert gen.shape[1] > prompt["input_ids"].shape[1]
-    tok.decode(gen[0])
+    assert tok.decode(prompt["input_ids"][0], skip_special_tokens=True) == lines[0][:40]  # new tokens decode back
 
     rows = tmp_path / "sft.jsonl"
     with rows.open("w", encoding="utf-8") as f:

@@ -87,7 +87,11 @@ def test_report_json_via_cli(tmp_path, capsys):
     assert len(rows) == 1
     row = rows[0]
     assert row["tokenizer"] == str(tok_dir) and row["text"] == str(text)
-    assert row["words"] == 6 and row["tokens"] == row["fertility"] * 6
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    want = sum(len(tok(line, add_special_tokens=False)["input_ids"]) for line in ("the cat", "sat on the mat"))
+    assert row["words"] == 6 and row["tokens"] == want and row["fertility"] == want / 6  # each line on its own
     assert {"tokens", "fertility", "chars_per_token", "bytes_per_token", "split_4plus", "unk_rate"} <= row.keys()
     assert "<svg" in html.read_text()
 
