@@ -152,6 +152,27 @@ def test_encrypted_and_damaged_pdfs_are_one_line_errors(name, message):
     assert "\n" not in str(err.value)
 
 
+def test_without_pdfminer_a_pdf_is_a_one_line_error_naming_the_extra(tmp_path, monkeypatch):
+    """pdfminer not installed (its package and any submodule a test imported before hidden): reading or indexing a
+    PDF is the one-line MissingExtra naming ``alignkit[rag]``, not a ModuleNotFoundError from a submodule import."""
+    import sys
+
+    from alignkit.errors import MissingExtra
+
+    for name in [m for m in sys.modules if m == "pdfminer" or m.startswith("pdfminer.")] + ["pdfminer"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    with pytest.raises(MissingExtra) as err:
+        read_document(FIXTURES / "headers.pdf")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("reading PDF files needs pdfminer") and msg.endswith("pip install 'alignkit[rag]'")
+    docs = pdf_docs(tmp_path, "headers.pdf")
+    with (
+        CorpusIndex.open(tmp_path / "idx", BagOfWords(), create=True) as index,
+        pytest.raises(MissingExtra, match=r"alignkit\[rag\]'$"),
+    ):
+        index.update([docs], chunk_tokens=64, overlap=8)
+
+
 # --- the real PDF (a typeset d2l chapter) --------------------------------------------------------
 @pytest.fixture(scope="module")
 def book():

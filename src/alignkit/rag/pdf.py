@@ -166,13 +166,13 @@ def join_lines(lines: list[str], hyphenated: set[str], joined: set[str]) -> tupl
 
 
 def _open(data: bytes, name: str):
-    """(document, pages) of pdfminer; a RagError naming ``name`` when the PDF is encrypted or cannot be parsed."""
-    from alignkit.errors import first_line, require
-
-    require("pdfminer", "reading PDF files")
+    """(document, pages) of pdfminer; a RagError naming ``name`` when the PDF is encrypted or cannot be parsed.
+    The caller has checked that pdfminer is installed (:func:`read_pages`)."""
     from pdfminer.pdfdocument import PDFDocument, PDFPasswordIncorrect
     from pdfminer.pdfpage import PDFPage
     from pdfminer.pdfparser import PDFParser
+
+    from alignkit.errors import first_line
 
     try:
         doc = PDFDocument(PDFParser(io.BytesIO(data)))  # the empty user password: owner-only protection opens
@@ -225,7 +225,11 @@ def _outline(doc, pages) -> dict[int, list[tuple[int, str, float | None]]]:
 
 
 def read_pages(data: bytes, name: str) -> list[Page]:
-    """The pages of the PDF ``data`` with their lines in reading order and the outline entries pointing at them."""
+    """The pages of the PDF ``data`` with their lines in reading order and the outline entries pointing at them;
+    a one-line :class:`~alignkit.errors.MissingExtra` (``alignkit[rag]``) when pdfminer is not installed."""
+    from alignkit.errors import require
+
+    require("pdfminer", "reading PDF files")  # before any pdfminer import: a one-line error, not a traceback
     from pdfminer.converter import PDFPageAggregator
     from pdfminer.layout import LAParams, LTFigure, LTImage, LTTextBox, LTTextLine
     from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
