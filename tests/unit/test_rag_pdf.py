@@ -230,6 +230,20 @@ def test_index_stores_pages_cites_them_and_counts_scans(tmp_path):
         assert again.unchanged == 3 and again.chunks_added == 0 and emb.calls == calls and again.no_text_pages == []
 
 
+def test_a_pdf_of_scans_only_is_skipped_as_having_no_text_layer(tmp_path):
+    doc = read_document(FIXTURES / "scan_only.pdf")
+    assert doc.no_text_pages == (1, 2) and doc.text == "" and doc.pages == ()
+    docs = pdf_docs(tmp_path, "scan_only.pdf", "scanned.pdf")
+    (docs / "empty.md").write_text("# Only a heading\n")
+    with CorpusIndex.open(tmp_path / "idx", BagOfWords(), create=True) as index:
+        r = index.update([docs], chunk_tokens=64, overlap=8)
+        assert r.added == ["scanned.pdf"] and r.no_text_pages == [("scan_only.pdf", [1, 2]), ("scanned.pdf", [2])]
+        assert dict(r.skipped) == {
+            "scan_only.pdf": "no text layer on any page (scanned?)",
+            "empty.md": "no text to index after cleaning (empty, or only headings and code)",
+        }
+
+
 def test_bad_pdfs_are_counted_skips_or_one_line_errors(tmp_path):
     docs = pdf_docs(tmp_path, "headers.pdf", "encrypted.pdf", "damaged.pdf")
     with CorpusIndex.open(tmp_path / "idx", BagOfWords(), create=True) as index:

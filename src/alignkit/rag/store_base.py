@@ -241,6 +241,8 @@ class CorpusBase:
             report.no_text_pages.append((rel, list(doc.no_text_pages)))
         chunks = chunk_document(doc, count, chunk_tokens=chunk_tokens, overlap=overlap)
         if not chunks:
+            if doc.no_text_pages and not doc.pages:  # a PDF with no text on any page, scans among them
+                return self._skip(rel, "no text layer on any page (scanned?)", known, report)
             return self._skip(rel, "no text to index after cleaning (empty, or only headings and code)", known, report)
         vectors = self.embedder.encode([c.embed_text() for c in chunks])  # (n_chunks, dim)
         report.chunks_removed += self._replace(rel, sha, chunks, vectors)
