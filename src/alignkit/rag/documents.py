@@ -32,6 +32,7 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -78,11 +79,16 @@ class CleanDocument:
     pages: tuple[tuple[int, int], ...] = ()  # PDF: (offset in text, page number) where each page begins, sorted
     no_text_pages: tuple[int, ...] = ()  # PDF: pages with no text layer (scans), from 1
 
+    @cached_property
+    def _page_offsets(self) -> tuple[int, ...]:
+        """Where each page begins in ``text`` (the offsets of :attr:`pages`), built once per document."""
+        return tuple(o for o, _ in self.pages)
+
     def page_span(self, start: int, end: int) -> tuple[int, int] | None:
         """(first, last) page of ``text[start:end]``; None when the document has no pages (not a PDF)."""
         if not self.pages:
             return None
-        offsets = [o for o, _ in self.pages]
+        offsets = self._page_offsets
         first = self.pages[max(0, bisect.bisect_right(offsets, start) - 1)][1]
         last = self.pages[max(0, bisect.bisect_right(offsets, max(start, end - 1)) - 1)][1]
         return first, last
