@@ -116,3 +116,41 @@ def test_shipped_accelerate_configs_parse():
     assert str(kinds["fsdp2"].distributed_type.value) == "FSDP" and kinds["fsdp2"].fsdp_config["fsdp_version"] == 2
     assert kinds["zero3-offload"].deepspeed_config["offload_param_device"] == "cpu"
     assert kinds["zero2"].deepspeed_config["zero_stage"] == 2
+
+
+def test_format_errors_names_joins_and_passes_user_messages_through():
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    from alignkit.config.base import format_errors
+
+    class Inner(BaseModel):
+        n: int
+
+    class Toy(BaseModel):
+        inner: Inner
+        rate: float
+        tag: str = "x"
+
+        @field_validator("tag")
+        @classmethod
+        def _tag(cls, v):
+            raise ConfigError("toy.yaml: tag is frozen")
+
+    with pytest.raises(ValidationError) as info:
+        Toy.model_validate({"inner": {"n": "many"}, "rate": "fast", "tag": "y"})
+    err = info.value
+    n_msg = "Input should be a valid integer, unable to parse string as an integer"
+    rate_msg = "Input should be a valid number, unable to parse string as a number"
+    assert format_errors(err, "toy.yaml") == "\n".join(
+        [f"toy.yaml: inner.n: {n_msg} (got 'many')", f"toy.yaml: rate: {rate_msg} (got 'fast')", "toy.yaml: tag is frozen"]
+    )
+    assert format_errors(err, name=lambda loc: f"--{loc[-1]}", sep="; ") == (
+        f"--n: {n_msg} (got 'many'); --rate: {rate_msg} (got 'fast'); toy.yaml: tag is frozen"
+    )
+    assert format_errors(err, "s", one_line=True) == f"s: inner.n: {n_msg} (got 'many') (and 2 more)"
+    with pytest.raises(ValidationError) as info:  # no key: the name is left out; a mapping input is not shown
+        Inner.model_validate({})
+    assert format_errors(info.value, "s", name=lambda loc: "") == "s: Field required"
+    with pytest.raises(ValidationError) as info:
+        Toy.model_validate({"inner": {"n": 1}, "rate": "r" * 100})
+    assert format_errors(info.value).endswith(f"(got '{'r' * 76}...)")  # the input cut at 80 characters

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,37 +139,82 @@ def _union_tags(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return tags
 
 
-def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
-    """One line per problem: ``source: key 'train.max_stpes' is not allowed (did you mean 'max_steps'?)``."""
-    lines = []
-    for e in err.errors():
+def dotted_key(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as a dotted key: ``("train", "max_steps")`` -> ``"train.max_steps"``."""
+    return ".".join(str(p) for p in loc)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (``...`` at the cut)."""
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def format_errors(
+    err: ValidationError,
+    source: str | None = None,
+    *,
+    name: Callable[[tuple[Any, ...]], str] = dotted_key,
+    explain: Callable[[dict[str, Any]], str | None] | None = None,
+    sep: str = "\n",
+    one_line: bool = False,
+) -> str:
+    """The errors of ``err``, each as ``source: <name(loc)>: <pydantic's message> (got <input>)``.
+
+    ``name`` words an error's location (``loc``, a tuple of keys and indices; the dotted key by default); an
+    empty name, or no ``source``, leaves that part out. The input is shown (cut to 80 characters) unless it is
+    a mapping (a section, or the whole data of a model-level check). An error raised by a validator as a
+    :class:`UserError` is its own message, as it is (already worded for the user). ``explain(error)``, if given,
+    may word an error itself (the text after ``source: ``; None for the form above). The lines are joined by
+    ``sep``; ``one_line``: only the first, followed by `` (and N more)`` when there are others.
+    """
+
+    def line(e: dict[str, Any]) -> str:
         raised = e.get("ctx", {}).get("error")
-        if isinstance(raised, ConfigError):  # a validator's own located message (e.g. a pipeline section's)
-            lines.append(str(raised))
-            continue
+        if isinstance(raised, UserError):
+            return str(raised)
+        text = explain(e) if explain is not None else None
+        if text is None:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {_shown(got)})"
+            text = ": ".join(p for p in (name(tuple(e["loc"])), f"{e['msg']}{got_s}") if p)
+        return f"{source}: {text}" if source else text
+
+    errors = err.errors()
+    if one_line:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return line(errors[0]) + more
+    return sep.join(line(e) for e in errors)
+
+
+def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
+    """One line per problem: ``source: unknown key 'train.max_stpes' (did you mean 'max_steps'?)``,
+    ``source: key 'train.lr': Input should be ... (got 'x')``; a validator's own UserError message as it is."""
+
+    def key(loc: tuple[Any, ...]) -> str:
+        return dotted_key(_resolve(schema, loc)[0]) or "<root>"
+
+    def explain(e: dict[str, Any]) -> str | None:
         loc, valid = _resolve(schema, tuple(e["loc"]))
-        key = ".".join(str(p) for p in loc) or "<root>"
+        k = dotted_key(loc) or "<root>"
         if e["type"] == "extra_forbidden":
             near = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
             hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(valid)})"
-            lines.append(f"{source}: unknown key {key!r}{hint}")
-        elif e["type"] == "missing":
-            lines.append(f"{source}: missing required key {key!r}")
-        elif e["type"] in ("union_tag_not_found", "union_tag_invalid"):  # a tagged union (loss: {type: ...})
+            return f"unknown key {k!r}{hint}"
+        if e["type"] == "missing":
+            return f"missing required key {k!r}"
+        if e["type"] in ("union_tag_not_found", "union_tag_invalid"):  # a tagged union (loss: {type: ...})
             disc = str(e.get("ctx", {}).get("discriminator", "type")).strip("'")
             tags = ", ".join(_union_tags(schema, tuple(e["loc"]))) or e.get("ctx", {}).get("expected_tags", "")
             given = e.get("input")
             if not isinstance(given, dict):
-                lines.append(f"{source}: key {key!r} must be a section with a {disc!r} key (one of: {tags}), got {given!r}")
-            elif disc not in given:
-                lines.append(f"{source}: missing required key '{key}.{disc}' (one of: {tags}) to say which {loc[-1]} this is")
-            else:
-                lines.append(f"{source}: key '{key}.{disc}': unknown value {given[disc]!r} (one of: {tags})")
-        else:
-            got = e.get("input")
-            got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
-            lines.append(f"{source}: key {key!r}: {e['msg']}{got_s}")
-    return "\n".join(lines)
+                return f"key {k!r} must be a section with a {disc!r} key (one of: {tags}), got {given!r}"
+            if disc not in given:
+                return f"missing required key '{k}.{disc}' (one of: {tags}) to say which {loc[-1]} this is"
+            return f"key '{k}.{disc}': unknown value {given[disc]!r} (one of: {tags})"
+        return None
+
+    return format_errors(err, source, name=lambda loc: f"key {key(loc)!r}", explain=explain)
 
 
 def validate(schema: type[C], data: dict[str, Any], source: str = "config") -> C:

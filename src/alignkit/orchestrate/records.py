@@ -22,6 +22,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alignkit.config.base import dotted_key, format_errors
 from alignkit.errors import UserError
 
 __all__ = [
@@ -65,12 +66,11 @@ class Record(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            errors = err.errors()
-            first = errors[0]
-            where = ".".join(str(x) for x in first["loc"]) or cls.__name__
-            got = "" if first["type"] == "missing" else f" (got {first['input']!r:.60})"
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise RecordError(f"{source}: {where}: {first['msg']}{got}{more}") from None
+
+            def name(loc: tuple) -> str:
+                return dotted_key(loc) or cls.__name__
+
+            raise RecordError(format_errors(err, source, name=name, one_line=True)) from None
 
     @classmethod
     def from_json(cls, path: str | Path):
