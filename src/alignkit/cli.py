@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alignkit.commands import COMMANDS, CommandParser, DefaultsHelp, register
+from alignkit.commands import COMMANDS, CommandParser, register
 from alignkit.stages import ESTIMATOR_ALIASES, LOSS_ALIASES, STAGES  # noqa: F401 (STAGES: also read by the tests)
 from alignkit.stages import load as _load
 
@@ -75,7 +75,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     """The ``alignkit`` parser: the training stages (:data:`alignkit.stages.STAGES`), ``config show``, ``plan``, and
     the commands of :data:`alignkit.commands.COMMANDS`. ``lazy``: a command's options are made from its schema only
     when it is parsed or its help printed (``main``: ``alignkit --help`` imports no schema)."""
-    p = argparse.ArgumentParser(prog="alignkit", description="The human-feedback pipeline for language models.")
+    p = CommandParser(prog="alignkit", description="The human-feedback pipeline for language models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
 
     for stage in STAGES:
@@ -103,18 +103,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plan)
 
     register(sub, COMMANDS, lazy=lazy)  # every other command: a schema of options and an entry point
-    _show_defaults(p, skip=tuple(c.name.split()[-1] for c in COMMANDS if not c.show_defaults))
     return p
-
-
-def _show_defaults(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """Give ``parser`` and every sub-command parser below it (but those named in ``skip``) :class:`DefaultsHelp`."""
-    parser.formatter_class = DefaultsHelp
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, child in action.choices.items():
-                if name not in skip:
-                    _show_defaults(child, skip)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -41,7 +41,9 @@ class Opt:
 class Command:
     """One command: ``name`` ("generate", or "rag index" for an action of the group ``rag``), its one-line
     ``help``, ``options`` and ``entry`` as ``"module:attr"`` (a ``Closed`` schema; a function of the validated
-    options returning the exit code), the ``--help`` ``description`` and whether option helps get "(default: X)"."""
+    options returning the exit code), the ``--help`` ``description``, whether option helps get "(default: X)" and
+    whether the command loads models (``quiet``: transformers' info logs and hub progress bars are silenced first;
+    alignkit prints its own progress)."""
 
     name: str
     help: str
@@ -49,6 +51,7 @@ class Command:
     entry: str
     description: str | None = None
     show_defaults: bool = True
+    quiet: bool = False
 
 
 # group -> its help; its actions are the commands named "group action" below
@@ -70,18 +73,21 @@ COMMANDS: tuple[Command, ...] = (
         "create a randomly initialised model + trained tokenizer, offline",
         "alignkit.models.commands:InitModelOptions",
         "alignkit.models.commands:init_model",
+        quiet=True,
     ),
     Command(
         "merge",
         "merge a LoRA adapter into its base model",
         "alignkit.models.commands:MergeOptions",
         "alignkit.models.commands:merge",
+        quiet=True,
     ),
     Command(
         "generate",
         "generate replies with a model or adapter directory (samples at temperature 0.7; serve is greedy)",
         "alignkit.models.commands:GenerateOptions",
         "alignkit.models.commands:generate",
+        quiet=True,
         description="Generate replies with a model or adapter directory. Samples at temperature 0.7 by default, "
         "while 'alignkit serve' answers greedily (temperature 0) unless a request sets one: pass --temperature 0 "
         "for serve's answers. A prompt that with --max-new-tokens exceeds the model's context is refused.",
@@ -91,30 +97,35 @@ COMMANDS: tuple[Command, ...] = (
         "pairwise accuracy, margin and calibration (ECE) of a reward model; JSON to stdout",
         "alignkit.eval.commands:RmEvalOptions",
         "alignkit.eval.commands:rm_eval",
+        quiet=True,
     ),
     Command(
         "score",
         "reward-model scores of prompt/response rows, or of one --prompt/--response",
         "alignkit.eval.commands:ScoreOptions",
         "alignkit.eval.commands:score",
+        quiet=True,
     ),
     Command(
         "compare",
         "answers of several models side by side, scored by a reward model; report.html",
         "alignkit.eval.commands:CompareOptions",
         "alignkit.eval.commands:compare",
+        quiet=True,
     ),
     Command(
         "rag index",
         "index .md/.txt/.html documents (new and changed files only)",
         "alignkit.rag.commands:IndexOptions",
         "alignkit.rag.commands:rag_index",
+        quiet=True,
     ),
     Command(
         "rag ask",
         "answer a question from an index, citing numbered sources",
         "alignkit.rag.commands:AskOptions",
         "alignkit.rag.commands:rag_ask",
+        quiet=True,
     ),
     Command(
         "cache",
@@ -127,6 +138,7 @@ COMMANDS: tuple[Command, ...] = (
         "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions)",
         "alignkit.serve.commands:ServeOptions",
         "alignkit.serve.commands:serve",
+        quiet=True,
         show_defaults=False,  # serve's helps say their defaults in their own words
     ),
     Command(
@@ -144,6 +156,7 @@ COMMANDS: tuple[Command, ...] = (
         "add N tokens learned on a language's text (byte-level BPE); with --model, resize and init embeddings",
         "alignkit.vocab.commands:ExtendOptions",
         "alignkit.vocab.commands:extend",
+        quiet=True,
         description="Train N new BPE merges on the text and append them with the lowest priority, so ASCII text "
         "(English, code) tokenizes exactly as before (checked, and on every --keep-text). With --model, the model's "
         "embeddings (and untied LM head) grow and each new row is the mean of the rows of the pieces the old "
@@ -266,6 +279,9 @@ class CommandParser(argparse.ArgumentParser):
 
     pending: str | None = None
 
+    def __init__(self, *args, formatter_class: type[argparse.HelpFormatter] | None = None, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class or DefaultsHelp, **kwargs)  # "(default: X)" unless told
+
     def materialise(self) -> CommandParser:
         if self.pending is not None:
             ref, self.pending = self.pending, None
@@ -290,6 +306,10 @@ class Run:
 
     def __call__(self, args: argparse.Namespace) -> int:
         opts = parse_options(load(self.command.options), args, self.command.name)
+        if self.command.quiet:
+            from alignkit.models.hf_logging import quiet_libraries
+
+            quiet_libraries()
         return load(self.command.entry)(opts)
 
 
@@ -305,7 +325,7 @@ def register(sub, commands: tuple[Command, ...] = COMMANDS, lazy: bool = False) 
             if g not in groups:
                 groups[g] = sub.add_parser(g, help=GROUPS[g]).add_subparsers(dest=f"{g}_cmd", required=True, metavar="ACTION")
             where = groups[g]
-        formatter = DefaultsHelp if cmd.show_defaults else argparse.HelpFormatter
+        formatter = None if cmd.show_defaults else argparse.HelpFormatter
         p = where.add_parser(action, help=cmd.help, description=cmd.description, formatter_class=formatter)
         p.pending = cmd.options
         p.set_defaults(func=Run(cmd))

@@ -12,12 +12,6 @@ from alignkit.commands import Opt
 from alignkit.config.base import Closed, ConfigError
 
 
-def _quiet() -> None:
-    from alignkit.models.hf_logging import quiet_libraries
-
-    quiet_libraries()
-
-
 class RmEvalOptions(Closed):
     """``alignkit rm-eval``: a reward model's pairwise accuracy, margin and calibration on preference pairs."""
 
@@ -32,7 +26,6 @@ class RmEvalOptions(Closed):
 
 
 def rm_eval(opts: RmEvalOptions) -> int:
-    _quiet()
     import json
 
     from alignkit.eval.reward_eval import evaluate_reward_model
@@ -71,7 +64,6 @@ class ScoreOptions(Closed):
 
 
 def score(opts: ScoreOptions) -> int:
-    _quiet()
     import json
 
     if opts.data:
@@ -133,7 +125,6 @@ class CompareOptions(Closed):
 
 
 def compare(opts: CompareOptions) -> int:
-    _quiet()
     from alignkit.eval.compare import parse_model_specs
     from alignkit.eval.report import run_compare
 

@@ -11,12 +11,6 @@ from alignkit.commands import Opt
 from alignkit.config.base import Closed
 
 
-def _quiet() -> None:
-    from alignkit.models.hf_logging import quiet_libraries
-
-    quiet_libraries()
-
-
 class InitModelOptions(Closed):
     """``alignkit init-model``: a randomly initialised model and a tokenizer trained on local files."""
 
@@ -33,7 +27,6 @@ class InitModelOptions(Closed):
 
 
 def init_model(opts: InitModelOptions) -> int:
-    _quiet()
     from alignkit.models.init_model import init_model as build
 
     out = build(
@@ -60,7 +53,6 @@ class MergeOptions(Closed):
 
 
 def merge(opts: MergeOptions) -> int:
-    _quiet()
     from alignkit.models.merge import merge_adapter
 
     out = merge_adapter(opts.adapter, opts.out, dtype=opts.dtype, overwrite=opts.overwrite)
@@ -80,7 +72,6 @@ class GenerateOptions(Closed):
 
 
 def generate(opts: GenerateOptions) -> int:
-    _quiet()
     from alignkit.models.generation import generate as sample
     from alignkit.models.loading import load_for_inference
 

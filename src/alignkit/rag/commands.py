@@ -11,12 +11,6 @@ from alignkit.commands import Opt
 from alignkit.config.base import Closed
 
 
-def _quiet() -> None:
-    from alignkit.models.hf_logging import quiet_libraries
-
-    quiet_libraries()
-
-
 def _embedder(name: str, device: str | None = None):
     """The sentence-transformers embedder ``name``; one that cannot be loaded (offline, misspelt) is a RagError."""
     from alignkit.rag.embed import Embedder
@@ -49,7 +43,6 @@ class IndexOptions(Closed):
 
 
 def rag_index(opts: IndexOptions) -> int:
-    _quiet()
     from pathlib import Path
 
     from alignkit.rag.documents import SUFFIXES
@@ -126,7 +119,6 @@ class AskOptions(Closed):
 
 
 def rag_ask(opts: AskOptions) -> int:
-    _quiet()
     import contextlib
 
     from alignkit.models.backends import GenerationSettings, load_backend

@@ -103,9 +103,6 @@ class ServeOptions(Closed):
 
 
 def serve(opts: ServeOptions) -> int:
-    from alignkit.models.hf_logging import quiet_libraries
-
-    quiet_libraries()
     from alignkit.errors import require
 
     require("fastapi", "alignkit serve")

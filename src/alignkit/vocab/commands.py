@@ -83,11 +83,9 @@ def extend(opts: ExtendOptions) -> int:
     from pathlib import Path
 
     from alignkit.models._fs import atomic_dir
-    from alignkit.models.hf_logging import quiet_libraries
     from alignkit.vocab.coverage import VocabError, format_table, measure, text_lines
     from alignkit.vocab.extend import ASCII_CHECK, check_unchanged, extend_bpe, resize_and_init
 
-    quiet_libraries()
     if opts.add < 1:
         raise VocabError(f"--add must be at least 1, got {opts.add}")
     texts = {path: text_lines(path) for path in opts.text}
