@@ -80,7 +80,7 @@ def test_an_interrupted_stage_resumes(tiny_model_dir, tmp_path, monkeypatch):
     [
         (
             {"dpo": {"model": {"name_or_path": "${sft}"}, "data": DATA, "train": {"max_stpes": 2}}},
-            "pipeline section 'dpo': unknown key 'train.max_stpes'",
+            "pipeline.yaml: unknown key 'dpo.train.max_stpes'",
         ),
         ({"dpo": {"model": {"name_or_path": "${nope}"}, "data": DATA}}, "unknown reference ${nope}"),
     ],

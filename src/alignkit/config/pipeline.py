@@ -13,7 +13,8 @@ compare: {models: {base: ${base}, sft: ${sft}, ppo: ${ppo}}, prompts: ${ppo.dir}
 A stage's output is ``output_dir/<stage>``; ``${stage}`` is its ``final`` model directory and
 ``${stage.dir}`` the run directory. Stages run in the order sft, rm, ppo, grpo, dpo, compare (those present).
 Each stage section is validated by that stage's own schema when the pipeline config is (the fields are typed
-as the stage configs; references are resolved and ``output_dir`` set first).
+as the stage configs; references are resolved and ``output_dir`` set first), and an error names the key in the
+pipeline file (``pipeline.yaml: unknown key 'sft.train.max_stpes'``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from alignkit.config.base import Closed, ConfigError, validate
+from alignkit.config.base import Closed, ConfigError
 from alignkit.config.common import InitModelConfig
 from alignkit.config.dpo import DPOConfig
 from alignkit.config.grpo import GRPOConfig
@@ -108,19 +109,19 @@ class PipelineConfig(Closed):
     @model_validator(mode="before")
     @classmethod
     def _stage_sections(cls, data: Any) -> Any:
-        """Each stage section (a mapping): references resolved, ``output_dir`` set to ``output_dir/<stage>``, then
-        validated by its stage's schema with errors named ``pipeline section '<stage>'``."""
+        """Each stage section (a mapping) with its references resolved and ``output_dir`` set to
+        ``output_dir/<stage>``, still a mapping: pydantic validates it as the field's stage config, so an error
+        is named by its key in the pipeline file (``sft.train.max_stpes``)."""
         if not isinstance(data, dict) or not isinstance(data.get("output_dir"), str):
             return data  # the field validation reports it
         out = Path(data["output_dir"])
         refs = references(data["output_dir"], data.get("base") if isinstance(data.get("base"), str) else None)
         data = dict(data)
-        for stage, schema in SECTION_SCHEMAS.items():
+        for stage in SECTION_SCHEMAS:
             section = data.get(stage)
             if not isinstance(section, dict):
                 continue
             if "output_dir" in section and section["output_dir"] != str(out / stage):
                 raise ConfigError(f"pipeline: {stage}.output_dir is set by the pipeline ({out / stage}); remove it")
-            resolved = resolve_refs({**section, "output_dir": str(out / stage)}, refs, stage)
-            data[stage] = validate(schema, resolved, f"pipeline section '{stage}'")
+            data[stage] = resolve_refs({**section, "output_dir": str(out / stage)}, refs, stage)
         return data
