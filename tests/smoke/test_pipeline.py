@@ -95,8 +95,8 @@ def test_sections_are_checked_before_anything_runs(tiny_model_dir, tmp_path, cap
 
 def test_the_quickstart_pipeline_validates_section_by_section():
     from alignkit.config.base import load_config
-    from alignkit.config.pipeline import PipelineConfig
-    from alignkit.orchestrate.pipeline import resolve_refs, stage_configs
+    from alignkit.config.pipeline import PipelineConfig, resolve_refs
+    from alignkit.orchestrate.pipeline import stage_configs
 
     cfg = load_config(PipelineConfig, REPO / "configs/pipeline/quickstart.yaml")
     stages, compare = stage_configs(cfg)
@@ -105,7 +105,7 @@ def test_the_quickstart_pipeline_validates_section_by_section():
         stages["ppo"].model.name_or_path == "runs/quickstart/sft/final"
         and stages["ppo"].reward.model == "runs/quickstart/rm/final"
     )
-    assert compare["models"] == {
+    assert compare.models == {
         "base": "runs/quickstart/base-model",
         "sft": "runs/quickstart/sft/final",
         "ppo": "runs/quickstart/ppo/final",

@@ -154,3 +154,26 @@ def test_format_errors_names_joins_and_passes_user_messages_through():
     with pytest.raises(ValidationError) as info:
         Toy.model_validate({"inner": {"n": 1}, "rate": "r" * 100})
     assert format_errors(info.value).endswith(f"(got '{'r' * 76}...)")  # the input cut at 80 characters
+
+
+def test_pipeline_compare_references_are_resolved_and_checked_when_loaded(tmp_path, capsys):
+    from alignkit.cli import main
+    from alignkit.config.pipeline import PipelineConfig
+
+    quick = REPO / "configs/pipeline/quickstart.yaml"
+    assert main(["config", "show", str(quick), "--stage", "pipeline"]) == 0
+    shown = capsys.readouterr().out
+    assert "prompts: runs/quickstart/ppo/heldout_prompts.jsonl" in shown and "${" not in shown
+    cfg = load_config(PipelineConfig, quick)
+    assert cfg.compare.reward_model == "runs/quickstart/rm/final" and cfg.present() == ["sft", "rm", "ppo", "compare"]
+    with pytest.raises(ConfigError, match=r"compare.prompts: unknown reference \$\{typo\}"):
+        load_config(PipelineConfig, quick, ["compare.prompts=${typo}"])
+    with pytest.raises(ConfigError) as err:
+        load_config(PipelineConfig, quick, ["compare.reward_function=f.py:fn"])
+    assert str(err.value) == (
+        f"{quick} (with overrides): key 'compare': Value error, set one of reward_model and reward_function, not both"
+    )
+    path = _write(tmp_path, "output_dir: o\nbase: m\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(PipelineConfig, path)
+    assert str(err.value) == f"{path}: Value error, no stage sections (sft, rm, ppo, grpo, dpo, compare)"

@@ -214,7 +214,7 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], sourc
             return f"key '{k}.{disc}': unknown value {given[disc]!r} (one of: {tags})"
         return None
 
-    return format_errors(err, source, name=lambda loc: f"key {key(loc)!r}", explain=explain)
+    return format_errors(err, source, name=lambda loc: f"key {key(loc)!r}" if loc else "", explain=explain)
 
 
 def validate(schema: type[C], data: dict[str, Any], source: str = "config") -> C:

@@ -11,7 +11,8 @@ compare: {models: {base: ${base}, sft: ${sft}, ppo: ${ppo}}, prompts: ${ppo.dir}
 ```
 
 A stage's output is ``output_dir/<stage>``; ``${stage}`` is its ``final`` model directory and
-``${stage.dir}`` the run directory. Stages run in the order sft, rm, ppo, grpo, dpo, compare (those present).
+``${stage.dir}`` the run directory (references are resolved when the config is loaded, in the compare section
+too). Stages run in the order sft, rm, ppo, grpo, dpo, compare (those present; at least one).
 Each stage section is validated by that stage's own schema when the pipeline config is (the fields are typed
 as the stage configs; references are resolved and ``output_dir`` set first), and an error names the key in the
 pipeline file (``pipeline.yaml: unknown key 'sft.train.max_stpes'``).
@@ -92,6 +93,12 @@ class CompareStageConfig(Closed):
         description="Warn of collapse below this share of distinct answers (lower it where right answers repeat).",
     )
 
+    @model_validator(mode="after")
+    def _one_scorer(self):
+        if self.reward_model is not None and self.reward_function is not None:
+            raise ValueError("set one of reward_model and reward_function, not both")
+        return self
+
 
 class PipelineConfig(Closed):
     """Stages run one after another; a finished stage (its summary.json exists) is skipped on a re-run."""
@@ -111,7 +118,8 @@ class PipelineConfig(Closed):
     def _stage_sections(cls, data: Any) -> Any:
         """Each stage section (a mapping) with its references resolved and ``output_dir`` set to
         ``output_dir/<stage>``, still a mapping: pydantic validates it as the field's stage config, so an error
-        is named by its key in the pipeline file (``sft.train.max_stpes``)."""
+        is named by its key in the pipeline file (``sft.train.max_stpes``). The compare section's references
+        are resolved too."""
         if not isinstance(data, dict) or not isinstance(data.get("output_dir"), str):
             return data  # the field validation reports it
         out = Path(data["output_dir"])
@@ -124,4 +132,16 @@ class PipelineConfig(Closed):
             if "output_dir" in section and section["output_dir"] != str(out / stage):
                 raise ConfigError(f"pipeline: {stage}.output_dir is set by the pipeline ({out / stage}); remove it")
             data[stage] = resolve_refs({**section, "output_dir": str(out / stage)}, refs, stage)
+        if isinstance(data.get("compare"), dict):  # not a stage run: no output_dir of its own to set
+            data["compare"] = resolve_refs(data["compare"], refs, "compare")
         return data
+
+    @model_validator(mode="after")
+    def _some_stage(self):
+        if not self.present():
+            raise ValueError(f"no stage sections ({', '.join(STAGE_ORDER)})")
+        return self
+
+    def present(self) -> list[str]:
+        """The stages with a section, in run order (``STAGE_ORDER``)."""
+        return [s for s in STAGE_ORDER if getattr(self, s) is not None]

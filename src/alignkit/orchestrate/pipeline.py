@@ -13,25 +13,17 @@ import time
 from pathlib import Path
 
 from alignkit import stages
-from alignkit.config.pipeline import STAGE_ORDER, PipelineConfig, references, resolve_refs
+from alignkit.config.pipeline import CompareStageConfig, PipelineConfig
 from alignkit.io_atomic import write_text
 from alignkit.orchestrate.records import PipelineReport, StageOutcome
 
-__all__ = ["resolve_refs", "run", "stage_configs"]
+__all__ = ["run", "stage_configs"]
 
 
-def stage_configs(cfg: PipelineConfig) -> tuple[dict, dict | None]:
-    """The stage configs present (validated, references resolved, by the schema itself) and the compare section
-    with its references resolved: ``({stage: config}, the compare section as a dict or None)``."""
-    from alignkit.config.base import ConfigError
-
-    present = [s for s in STAGE_ORDER if getattr(cfg, s) is not None]
-    if not present:
-        raise ConfigError("pipeline: no stage sections (sft, rm, ppo, grpo, dpo, compare)")
-    configs = {stage: getattr(cfg, stage) for stage in present if stage != "compare"}
-    refs = references(cfg.output_dir, cfg.base)
-    compare = resolve_refs(cfg.compare.model_dump(), refs, "compare") if cfg.compare is not None else None
-    return configs, compare
+def stage_configs(cfg: PipelineConfig) -> tuple[dict, CompareStageConfig | None]:
+    """``({stage: its config}, the compare section or None)`` for the stages present, in run order: every section
+    was validated, and its references resolved, when ``cfg`` was."""
+    return {stage: getattr(cfg, stage) for stage in cfg.present() if stage != "compare"}, cfg.compare
 
 
 def run(cfg: PipelineConfig) -> PipelineReport:
@@ -39,8 +31,6 @@ def run(cfg: PipelineConfig) -> PipelineReport:
     from alignkit.config.base import write_config
 
     out = Path(cfg.output_dir)
-    stage_cfgs, compare = stage_configs(cfg)  # every section checked before anything runs
-    present = [s for s in STAGE_ORDER if getattr(cfg, s) is not None]
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out / "pipeline.yaml")
 
@@ -53,7 +43,7 @@ def run(cfg: PipelineConfig) -> PipelineReport:
 
     # --- run ----------------------------------------------------------------------------------------
     done: dict[str, StageOutcome] = {}
-    for stage in present:
+    for stage in cfg.present():
         summary = out / stage / "summary.json"
         if summary.exists():
             print(f"\n=== {stage}: finished earlier ({summary}), skipped", flush=True)
@@ -62,9 +52,9 @@ def run(cfg: PipelineConfig) -> PipelineReport:
         print(f"\n=== {stage} -> {out / stage}", flush=True)
         t0 = time.time()
         if stage == "compare":
-            _run_compare(compare, out / "compare")
+            _run_compare(cfg.compare, out / "compare")
         else:
-            stages.entry(stage)(stage_cfgs[stage])
+            stages.entry(stage)(getattr(cfg, stage))
         done[stage] = StageOutcome(skipped=False, seconds=round(time.time() - t0, 1))
         print(f"({stage}: {time.time() - t0:.0f} s)", flush=True)
     report = PipelineReport(output_dir=str(out), stages=done)
@@ -72,30 +62,26 @@ def run(cfg: PipelineConfig) -> PipelineReport:
     return report
 
 
-def _run_compare(c: dict, out: Path) -> None:
+def _run_compare(c: CompareStageConfig, out: Path) -> None:
     from alignkit.eval.report import run_compare
 
-    scorer, label = None, c["reward_model"]
-    if c["reward_model"] and c["reward_function"]:
-        from alignkit.config.base import ConfigError
-
-        raise ConfigError("pipeline: compare: set one of reward_model and reward_function")
-    if c["reward_model"]:
+    scorer, label = None, c.reward_model
+    if c.reward_model:
         from alignkit.models.reward import RewardModel
 
-        scorer = RewardModel.load(c["reward_model"])
-    elif c["reward_function"]:
+        scorer = RewardModel.load(c.reward_model)
+    elif c.reward_function:
         from alignkit.rl.rewards import RewardSource
 
-        scorer = RewardSource(function=c["reward_function"], kwargs=c["reward_kwargs"])
+        scorer = RewardSource(function=c.reward_function, kwargs=c.reward_kwargs)
         label = scorer.name
     generation = ("max_new_tokens", "temperature", "top_p", "seed", "batch_size", "min_distinct_share", "backend")
     run_compare(
-        c["models"],
-        c["prompts"],
-        max_prompts=c["max_prompts"],
+        c.models,
+        c.prompts,
+        max_prompts=c.max_prompts,
         scorer=scorer,
         scorer_label=label,
         out=out,
-        **{k: c[k] for k in generation},
+        **{k: getattr(c, k) for k in generation},
     )
