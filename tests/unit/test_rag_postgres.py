@@ -331,7 +331,9 @@ def test_an_injected_verifier_judges_the_eligible_candidates_in_one_call(locatio
 def test_a_missing_driver_is_a_one_line_error_naming_the_package(monkeypatch):
     import sys
 
+    from alignkit.errors import MissingExtra
+
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
-    with pytest.raises(RagError, match=r"needs psycopg 3: pip install 'psycopg\[binary\]'") as err:
+    with pytest.raises(MissingExtra, match=r"needs psycopg, .*: pip install 'alignkit\[postgres\]'$") as err:
         SemanticCache("postgresql://nobody@127.0.0.1:1/x", embedder=HashEmbedder())
     assert "\n" not in str(err.value)

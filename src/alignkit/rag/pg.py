@@ -51,18 +51,11 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 def drivers():
-    """``(psycopg, pgvector.psycopg)``, or a one-line RagError naming the missing package."""
-    try:
-        import psycopg
-    except ImportError as err:
-        raise RagError("a postgresql:// store needs psycopg 3: pip install 'psycopg[binary]' (or 'alignkit[postgres]')") from err
-    try:
-        import pgvector.psycopg
-    except ImportError as err:
-        raise RagError(
-            "a postgresql:// store needs the pgvector package: pip install pgvector (or 'alignkit[postgres]')"
-        ) from err
-    return psycopg, pgvector.psycopg
+    """``(psycopg, pgvector.psycopg)``, or a one-line :class:`~alignkit.errors.MissingExtra` naming the missing
+    package and the extra that installs both (``alignkit[postgres]``)."""
+    from alignkit.errors import require
+
+    return require("psycopg", "a postgresql:// store"), require("pgvector.psycopg", "a postgresql:// store")
 
 
 def connect(url: str):
