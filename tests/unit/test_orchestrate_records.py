@@ -213,9 +213,30 @@ def test_step_state_writes_the_dicts_and_reads_records(tmp_path):
     again = StepState(tmp_path / "state.json")  # a resumed run
     assert again.done("pairs") and not again.done("eval")
     assert again.get("pairs") == PairStats(prompts=2, pairs=1, mean_gap=0.5) and again.get("train").model == "m"
-    again.data["pairs"]["pairs"] = "one"
-    with pytest.raises(RecordError, match=r"state.json: pairs: pairs: "):
-        again.get("pairs")
+    (tmp_path / "state.json").write_text(json.dumps({**on_disk, "pairs": {**on_disk["pairs"], "pairs": "one"}}))
+    with pytest.raises(RecordError, match=r"state.json: pairs: pairs: "):  # found when the state is opened
+        StepState(tmp_path / "state.json")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ('{"prompts": {"total": 3}, "eval": {"prompts": "two"}}', "state.json: eval: prompts: "),  # a late step
+        ('{"prompts": {"total": 3},', "state.json: not JSON: "),
+        ('[{"total": 3}]', "state.json: must map each finished step to its figures, got list"),
+        ('{"prompt": {"total": 3}}', "state.json: unknown step 'prompt' (steps: prompts, "),
+    ],
+)
+def test_a_corrupt_step_state_is_one_line_naming_the_file_when_opened(tmp_path, text, needle):
+    from alignkit.orchestrate.self_reward import StepState
+
+    path = tmp_path / "iter-1" / "state.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(RecordError) as err:
+        StepState(path)
+    msg = str(err.value)
+    assert len(msg.splitlines()) == 1 and msg.startswith(str(path)) and needle in msg, msg
 
 
 def test_build_pairs_counts_by_reason():

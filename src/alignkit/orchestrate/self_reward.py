@@ -46,6 +46,7 @@ from alignkit.orchestrate.records import (
     PairStats,
     PromptStats,
     Record,
+    RecordError,
     RunSummary,
     TrainOutcome,
 )
@@ -74,8 +75,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class StepState:
-    """``iter-t/state.json``: the record of each finished step, as its dict (a step is finished once its key is
-    here). ``STEPS`` maps each step to its record type."""
+    """``iter-t/state.json``: the record of each finished step (a step is finished once it is here). ``STEPS`` maps
+    each step to its record type. The file is read once, when the state is opened: every entry is checked then
+    (a corrupt resumed state fails before any step runs), and written whole on each :meth:`record`."""
 
     STEPS: dict[str, type[Record]] = {
         "prompts": PromptStats,
@@ -88,18 +90,33 @@ class StepState:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data: dict = json.loads(path.read_text()) if path.exists() else {}
+        self.records: dict[str, Record] = {}
+        if not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise RecordError(f"{path}: not JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"{path}: must map each finished step to its figures, got {type(data).__name__}")
+        for step, entry in data.items():
+            if step not in self.STEPS:
+                raise RecordError(f"{path}: unknown step {step!r} (steps: {', '.join(self.STEPS)})")
+            self.records[step] = self.STEPS[step].from_dict(entry, source=f"{path}: {step}")
 
     def done(self, step: str) -> bool:
-        return step in self.data
+        return step in self.records
 
     def record(self, step: str, figures: Record) -> None:
-        self.data[step] = figures.to_dict()
-        write_json(self.path, self.data)
+        """Keep ``figures`` (a ``STEPS[step]``) as the finished ``step``'s record and write the file."""
+        if not isinstance(figures, self.STEPS[step]):
+            raise TypeError(f"step {step!r} records a {self.STEPS[step].__name__}, not {type(figures).__name__}")
+        self.records[step] = figures
+        write_json(self.path, {s: r.to_dict() for s, r in self.records.items()})
 
     def get(self, step: str):
-        """The finished ``step``'s record (a one-line ``RecordError`` if the file's entry does not fit it)."""
-        return self.STEPS[step].from_dict(self.data[step], source=f"{self.path}: {step}")
+        """The finished ``step``'s record."""
+        return self.records[step]
 
 
 # ----------------------------------------------------------------------------------------- prompts
@@ -585,7 +602,7 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
                     duplicates_removed=dup,
                 ),
             )
-            log(f"prompts: {state.data['prompts']}")
+            log(f"prompts: {state.get('prompts').to_dict()}")
         prompt_rows = read_jsonl(d / "prompts.jsonl")
 
         # 2. candidates
@@ -620,7 +637,7 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
                     empty_removed=empty,
                 ),
             )
-            log(f"candidates: {state.data['candidates']}")
+            log(f"candidates: {state.get('candidates').to_dict()}")
         groups = read_jsonl(d / "candidates.jsonl")
 
         # 3. judging
@@ -660,7 +677,7 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
                     unparseable_samples=bad_samples,
                 ),
             )
-            log(f"judging: {state.data['judging']}")
+            log(f"judging: {state.get('judging').to_dict()}")
             if unparseable:
                 log(
                     f"  {unparseable} of {len(rows)} candidates got no usable score ({bad_samples} of {samples} judge samples unparseable)"
@@ -679,7 +696,7 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
                 rows, stats = best_of_n(scored)
             write_jsonl(d / "pairs.jsonl", rows)
             state.record("pairs", stats)
-            log(f"pairs: {state.data['pairs']}")
+            log(f"pairs: {state.get('pairs').to_dict()}")
 
         # 5. training
         if not state.done("train"):
@@ -687,7 +704,7 @@ def run(cfg: SelfRewardConfig, scorer: Scorer | None = None) -> SelfRewardResult
             if n_pairs == 0:
                 log(
                     f"iteration {t}: no training {'pairs' if cfg.mode == 'dpo' else 'answers'} "
-                    f"({state.data['pairs']}); the model is carried over unchanged"
+                    f"({state.get('pairs').to_dict()}); the model is carried over unchanged"
                 )
                 state.record("train", TrainOutcome(skipped="no pairs", model=current))
             else:
