@@ -94,7 +94,8 @@ def test_citation_text():
     assert cite("book.pdf", (12, 12)) == "book.pdf page 12"
     assert cite("book.pdf", (12, 13), "1 Chapter > 1.2 Section") == "book.pdf pages 12-13 — 1 Chapter > 1.2 Section"
     assert cite("notes.md", None, "Intro") == "notes.md — Intro"
-    assert Chunk("a.pdf", "", 0, 1, "x", 1, 0, (3, 4)).citation() == "a.pdf pages 3-4"
+    chunk = Chunk("a.pdf", "", 0, 1, "x", 1, 0, (3, 4))
+    assert cite(chunk.source, chunk.pages, chunk.heading) == "a.pdf pages 3-4"
     hit = Hit(7, "x", "a.pdf", "H", 0.5, 1, (2, 2))
     d = hit.to_dict()
     assert d["pages"] == [2, 2] and d["citation"] == "a.pdf page 2 — H"

@@ -110,9 +110,6 @@ class Chunk:
     def embed_text(self) -> str:
         return embed_text(self.heading, self.text)
 
-    def citation(self) -> str:
-        return cite(self.source, self.pages, self.heading)
-
 
 # --- markdown ------------------------------------------------------------------------------------
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")

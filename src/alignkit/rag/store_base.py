@@ -21,7 +21,6 @@ from alignkit.rag.documents import (
     SUFFIXES,
     Chunk,
     chunk_document,
-    cite,
     decode_document,
     embed_text,
     word_counter,
@@ -47,10 +46,6 @@ class ChunkRow:
 
     def embed_text(self) -> str:
         return embed_text(self.heading, self.text)
-
-    def citation(self) -> str:
-        """``book.pdf pages 12-13 — 1 Chapter > 1.2 Section`` (:func:`~alignkit.rag.documents.cite`)."""
-        return cite(self.source, self.pages, self.heading)
 
 
 @dataclass(frozen=True)
