@@ -1,5 +1,6 @@
 """The CLI commands end to end on tiny artefacts: init-model, generate, merge, config show, data inspect."""
 
+import json
 import subprocess
 import sys
 
@@ -59,3 +60,26 @@ def test_config_show_and_data_inspect(capsys, tiny_model_dir):
     assert main(["data", "inspect", str(HH_RLHF), "--tokenizer", str(tiny_model_dir)]) == 0
     text = capsys.readouterr().out
     assert "hh_rlhf" in text and "1908" in text.replace(",", "") and "[no loss]" in text
+
+
+def test_compare_scored_by_a_reward_function_with_kwargs(tmp_path, tiny_model_dir, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("What is 13 + 54?\nWhat is 26 + 16?\n")
+    base = ["compare", "--model", f"a={tiny_model_dir}", "--prompts", str(prompts), "--max-new-tokens", "4"]
+    fn = ["--reward-function", "alignkit.rl.rule_rewards:keyword"]
+    out = tmp_path / "cmp"
+    assert main([*base, *fn, "--reward-kwargs", "{word: zzz, cap: 2}", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "keyword" in json.dumps(summary) and "zzz" in json.dumps(summary)  # the scorer's name, with its kwargs
+    rows = [json.loads(line) for line in (out / "compare.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    capsys.readouterr()
+    # one scorer; kwargs only with a function; a bad mapping: one line each, before any model loads
+    for args, needle in [
+        ([*base, *fn, "--reward-model", str(tiny_model_dir)], "one of --reward-model and --reward-function"),
+        ([*base, "--reward-kwargs", "{a: 1}"], "--reward-kwargs goes with --reward-function"),
+        ([*base, *fn, "--reward-kwargs", "[1, 2]"], "a mapping"),
+        ([*base, "--top-p", "0"], "compare --top-p"),
+    ]:
+        assert main(args) == 2
+        assert needle in capsys.readouterr().err

@@ -107,21 +107,54 @@ class CompareOptions(Closed):
     )
     prompts: str = Field(description="prompts: .txt (one per line) or any data format (the prompt part)")
     reward_model: str | None = Field(None, description="reward model directory scoring every answer")
+    reward_function: str | None = Field(
+        None,
+        description="or a reward function scoring every answer ('file.py:fn' or 'module:fn', e.g. a verifier: its "
+        "mean is the exact match)",
+    )
+    reward_kwargs: Annotated[str | None, Opt(metavar="YAML")] = Field(
+        None, description="keyword arguments of --reward-function as a YAML/JSON mapping, e.g. '{tolerance: 0.01}'"
+    )
     out: str | None = Field(None, description="write compare.jsonl, summary.json and report.html here")
-    max_prompts: int | None = Field(None, description="use the first N prompts (default: all)")
+    max_prompts: int | None = Field(None, ge=1, description="use the first N prompts (default: all)")
     min_distinct_share: float = Field(
         0.5,
+        ge=0,
+        le=1,
         description="warn of collapse below this share of distinct answers (lower it where right answers repeat, e.g. sums)",
     )
-    max_new_tokens: int = Field(64, description="most tokens per answer")
-    temperature: float = Field(0.7, description="sampling temperature, 0: greedy")
-    top_p: float = Field(1.0, description="nucleus sampling mass (1: off)")
+    max_new_tokens: int = Field(64, ge=1, description="most tokens per answer")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature, 0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass (1: off)")
     seed: int = Field(0, description="sampling and bootstrap seed (the same for every model)")
-    batch_size: int = Field(8, description="prompts generated per batch")
+    batch_size: int = Field(8, ge=1, description="prompts generated per batch")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="generate with transformers or vLLM (CUDA)")
     runs: Annotated[list[str] | None, Opt(nargs="+", metavar="DIR")] = Field(
         None, description="more run directories (with metrics.jsonl) to plot"
     )
+
+    @model_validator(mode="after")
+    def _one_scorer(self) -> CompareOptions:
+        if self.reward_model and self.reward_function:
+            raise ConfigError("compare: give one of --reward-model and --reward-function")
+        if self.reward_kwargs is not None and not self.reward_function:
+            raise ConfigError("compare: --reward-kwargs goes with --reward-function")
+        self.function_kwargs()  # a bad mapping is an error now, before any model loads
+        return self
+
+    def function_kwargs(self) -> dict:
+        """``--reward-kwargs`` parsed (YAML, so JSON too) into a mapping; a one-line ConfigError otherwise."""
+        if self.reward_kwargs is None:
+            return {}
+        import yaml
+
+        try:
+            value = yaml.safe_load(self.reward_kwargs)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"compare --reward-kwargs: not YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"compare --reward-kwargs: a mapping like '{{k: v}}', got {self.reward_kwargs!r}")
+        return value
 
 
 def compare(opts: CompareOptions) -> int:
@@ -131,17 +164,22 @@ def compare(opts: CompareOptions) -> int:
     if opts.out:
         check_out_dir(opts.out)  # before any model is loaded, not after all generation
     models = parse_model_specs(opts.model)
-    scorer = None
+    scorer, label = None, opts.reward_model
     if opts.reward_model:
         from alignkit.models.reward import RewardModel
 
         scorer = RewardModel.load(opts.reward_model)
+    elif opts.reward_function:
+        from alignkit.rl.rewards import RewardSource
+
+        scorer = RewardSource(function=opts.reward_function, kwargs=opts.function_kwargs())
+        label = scorer.name
     run_compare(
         models,
         opts.prompts,
         max_prompts=opts.max_prompts,
         scorer=scorer,
-        scorer_label=opts.reward_model,
+        scorer_label=label,
         out=opts.out,
         extra_runs=opts.runs,
         max_new_tokens=opts.max_new_tokens,

@@ -65,9 +65,9 @@ class GenerateOptions(Closed):
 
     model: str = Field(description="model or adapter directory, or Hub id")
     prompt: list[str] = Field(description="a user message (repeatable)")
-    max_new_tokens: int = Field(64, description="most tokens generated per reply")
-    temperature: float = Field(0.7, description="sampling temperature, 0: greedy (default: 0.7, sampled; serve is greedy)")
-    top_p: float = Field(1.0, description="nucleus sampling mass (1: off)")
+    max_new_tokens: int = Field(64, ge=1, description="most tokens generated per reply")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature, 0: greedy (default: 0.7, sampled; serve is greedy)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass (1: off)")
     seed: int = Field(0, description="sampling seed")
 
 
