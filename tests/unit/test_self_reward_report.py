@@ -4,9 +4,11 @@ into records as the run's ``summary.json`` files are."""
 import base64
 import copy
 import io
+import json
 import subprocess
 import sys
 
+import pytest
 from rich.console import Console
 
 from alignkit.orchestrate.records import ExamplePair, IterationSummary
@@ -249,3 +251,22 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_examples_read_pairs_files_with_text_and_message_list_prompts(tmp_path):
+    from alignkit.orchestrate.self_reward import _examples
+
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "ok?"}]
+    pair = {"chosen": "c", "rejected": "r", "score_chosen": 4.0, "score_rejected": 1.0}
+    (tmp_path / "iter-1").mkdir()
+    (tmp_path / "iter-1" / "pairs.jsonl").write_text(
+        json.dumps({"prompt_id": 0, "prompt": "p0", **pair}) + "\n" + json.dumps({"prompt_id": 1, "prompt": msgs, **pair}) + "\n"
+    )
+    (tmp_path / "iter-2").mkdir()  # best-of-n: no chosen/rejected, not an example
+    (tmp_path / "iter-2" / "pairs.jsonl").write_text(json.dumps({"prompt": "p", "response": "a"}) + "\n")
+    examples = _examples(tmp_path, 3)
+    assert [(ex.iteration, ex.prompt) for ex in examples] == [(1, "p0"), (1, json.dumps(msgs))]
+    html = render_report_html(SUMMARIES, examples=examples)
+    assert "[{&quot;role&quot;: &quot;user&quot;, &quot;content&quot;: &quot;hi&quot;}" in html
+    with pytest.raises(ValueError):
+        ExamplePair(iteration=1, prompt=msgs, chosen="c", rejected="r")

@@ -217,7 +217,7 @@ class ExamplePair(Record):
     """A training pair shown in the self-reward report: one of the first pairs of an iteration's ``pairs.jsonl``."""
 
     iteration: int = Field(ge=1, description="the iteration that trained on it")
-    prompt: str | list[dict[str, str]] = Field(description="the prompt text, or its message list")
+    prompt: str = Field(description="the prompt text (a message-list prompt as its JSON, as pairs.jsonl holds it)")
     chosen: str
     rejected: str
     score_chosen: float | None = Field(None, description="the judge's score of the chosen answer")

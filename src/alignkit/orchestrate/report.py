@@ -18,7 +18,6 @@ are rounded to an integer (``256``), counts are printed as integers.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -341,24 +340,15 @@ def _table_html(summaries: Sequence[IterationSummary]) -> str:
     return table(*iteration_table_rows(summaries))
 
 
-def _text(x: str | list[dict[str, str]]) -> str:
-    """An example's prompt or answer as display text (a message list as ``role: content`` lines)."""
-    if isinstance(x, str):
-        return x
-    if all("content" in m for m in x):
-        return "\n".join(f"{m.get('role', '?')}: {m['content']}" for m in x)
-    return json.dumps(x, ensure_ascii=False, default=str)
-
-
 def _answer_cell(text: str, score: float | None) -> str:
     v = number(score)
     head = "" if v is None else f'<div class="score">score {e(fmt_number(v))}</div>'
-    return f"<td>{head}<pre>{e(_text(text))}</pre></td>"
+    return f"<td>{head}<pre>{e(text)}</pre></td>"
 
 
 def _examples_html(examples: Sequence[ExamplePair]) -> str:
     rows = [
-        f"<tr><td>{e(ex.iteration)}</td><td><pre>{e(_text(ex.prompt))}</pre></td>"
+        f"<tr><td>{e(ex.iteration)}</td><td><pre>{e(ex.prompt)}</pre></td>"
         f"{_answer_cell(ex.chosen, ex.score_chosen)}"
         f"{_answer_cell(ex.rejected, ex.score_rejected)}</tr>"
         for ex in examples
