@@ -323,6 +323,7 @@ class Row:
     end: int
     text: str
     hash: str = ""
+    pages: tuple[int, int] | None = None  # as ChunkRow: None for a non-PDF file
 
 
 class HandIndex:

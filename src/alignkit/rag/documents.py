@@ -28,6 +28,7 @@ whitespace before anything else, the sum is exactly the token count of the chunk
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import html
 import re
 from collections.abc import Callable, Sequence
@@ -430,7 +431,7 @@ def decode_document(data: bytes, path: str | Path, source: str | None = None, *,
 
         found = pdf_blocks(data, str(path))
         doc = assemble(source or path.name, found.blocks)
-        return CleanDocument(doc.source, doc.text, doc.sections, doc.pages, tuple(found.no_text_pages))
+        return dataclasses.replace(doc, no_text_pages=tuple(found.no_text_pages))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

@@ -64,7 +64,7 @@ def build_messages(question: str, hits: list[Hit]) -> list[dict]:
     by its file (and pages, for a PDF: ``[2] book.pdf pages 12-13 (1 Chapter > 1.2 Section)``)."""
     if hits:
         passages = "\n\n".join(
-            f"[{i}] {cite(h.source, getattr(h, 'pages', None))}" + (f" ({h.heading})" if h.heading else "") + f"\n{h.text}"
+            f"[{i}] {cite(h.source, h.pages)}" + (f" ({h.heading})" if h.heading else "") + f"\n{h.text}"
             for i, h in enumerate(hits, 1)
         )
     else:

@@ -114,5 +114,5 @@ class Retriever:
         for i in ids[: self.k]:
             if i in rows:  # a vector whose row went away under us (a concurrent re-index) is dropped
                 r = rows[i]
-                hits.append(Hit(r.id, r.text, r.source, r.heading, scores[i], len(hits) + 1, getattr(r, "pages", None)))
+                hits.append(Hit(r.id, r.text, r.source, r.heading, scores[i], len(hits) + 1, r.pages))
         return hits
