@@ -16,9 +16,8 @@ from alignkit.rag.errors import RagError
 from alignkit.rag.pdf import Line, Page, clean_line, join_lines, margin_lines
 from alignkit.rag.retrieve import Hit, Retriever
 from alignkit.rag.store import CorpusIndex
-from alignkit.rag.vectors import VectorIndex
 from tests.unit.test_rag_postgres import pg_server, pg_url  # noqa: F401 - fixtures
-from tests.unit.test_rag_store import BagOfWords
+from tests.unit.test_rag_store import BagOfWords, kill_while_indexing
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pdf"
 BOOK = Path(__file__).resolve().parents[2] / "data" / "d2l_pdf" / "d2l_mlp_chapter.pdf"
@@ -264,22 +263,7 @@ def test_bad_pdfs_are_counted_skips_or_one_line_errors(tmp_path):
 def test_a_kill_while_indexing_pdfs_is_reconciled(tmp_path, monkeypatch):
     """Killed after the first PDF was committed and before the vectors were saved: the re-run embeds only the rest."""
     docs = pdf_docs(tmp_path, "headers.pdf", "two_columns.pdf")
-    emb = BagOfWords()
-    real, done = emb.encode, []
-
-    def killed_on_second(texts):
-        if done:
-            raise SystemExit("killed")
-        done.append(len(texts))
-        return real(texts)
-
-    emb.encode = killed_on_second
-    monkeypatch.setattr(VectorIndex, "save", lambda self, path: None)
-    index = CorpusIndex.open(tmp_path / "idx", emb, create=True)
-    with pytest.raises(SystemExit):
-        index.update([docs], chunk_tokens=64, overlap=8)
-    index._db.close()
-    monkeypatch.undo()
+    done = kill_while_indexing(tmp_path / "idx", docs, monkeypatch, files=1, chunk_tokens=64, overlap=8)
 
     emb2 = BagOfWords()
     with CorpusIndex.open(tmp_path / "idx", emb2) as index:

@@ -218,26 +218,36 @@ def test_a_crash_before_the_vectors_are_saved_is_reconciled_on_open(tmp_path, mo
     assert set(VectorIndex.load(tmp_path / "idx" / "vectors").ids().tolist()) == ids  # and the fix was saved
 
 
-def test_a_kill_midway_keeps_the_embeddings_committed_before_it(tmp_path, monkeypatch):
-    """Killed (no save, no cleanup) after 2 of 4 files were committed: the re-run embeds only the other 2."""
-    docs = write_docs(tmp_path / "docs")
+def kill_while_indexing(index_dir, docs, monkeypatch, *, files: int, **update) -> list[int]:
+    """Index ``docs`` into a new index at ``index_dir`` with a :class:`BagOfWords` embedder that is killed when
+    asked to embed the file after the first ``files`` (one encode call per file). The kill is a SystemExit that
+    stands for kill -9: the vectors are never saved (``VectorIndex.save`` is disabled) and the database is just
+    closed. Returns the number of chunks embedded for each file committed before the kill. ``update``: the
+    keyword arguments of :meth:`CorpusIndex.update`. Undoes ``monkeypatch`` when done."""
     emb = BagOfWords()
     real = emb.encode
     per_file: list[int] = []
 
-    def killed_on_third(texts):
-        if len(per_file) == 2:
-            raise SystemExit("killed")  # stands for kill -9: nothing after it runs (the save is disabled below)
+    def killed_after(texts):
+        if len(per_file) == files:
+            raise SystemExit("killed")  # nothing after it runs (the save is disabled below)
         per_file.append(len(texts))
         return real(texts)
 
-    emb.encode = killed_on_third
+    emb.encode = killed_after
     monkeypatch.setattr(VectorIndex, "save", lambda self, path: None)
-    index = CorpusIndex.open(tmp_path / "idx", emb, create=True)
+    index = CorpusIndex.open(index_dir, emb, create=True)
     with pytest.raises(SystemExit):
-        index.update([docs], chunk_tokens=16, overlap=4)
+        index.update([docs], **update)
     index._db.close()
     monkeypatch.undo()
+    return per_file
+
+
+def test_a_kill_midway_keeps_the_embeddings_committed_before_it(tmp_path, monkeypatch):
+    """Killed (no save, no cleanup) after 2 of 4 files were committed: the re-run embeds only the other 2."""
+    docs = write_docs(tmp_path / "docs")
+    per_file = kill_while_indexing(tmp_path / "idx", docs, monkeypatch, files=2, chunk_tokens=16, overlap=4)
     assert not (tmp_path / "idx" / "vectors").exists()  # no vector was ever saved
 
     emb2 = BagOfWords()
