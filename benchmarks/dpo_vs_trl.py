@@ -923,13 +923,8 @@ def main(argv=None) -> int:
         # no -copy runs: each is its -precompute sibling with the reference pass off (alignkit ref.precompute=false,
         # TRL precompute_ref_log_probs=False), the same benchmark code
         plan = [run for run in plan if run[3] != "copy"]
-    floors = {}  # --smoke: no import probes (they only add a memory figure), None each
-    for probe in sorted({probe_of(name) for _, name, _, _ in plan}):
-        if a.smoke:
-            floors[probe] = None
-            continue
-        cmd = module_cmd(__spec__.name, "--probe-imports", probe)
-        floors[probe] = run_child(cmd, env=child_env(a.threads), log=work / f"probe-{probe}.log")[0]
+    probes = sorted({probe_of(name) for _, name, _, _ in plan})
+    floors = harness.import_floors(__spec__.name, probes, work=work, smoke=a.smoke, env=lambda _: child_env(a.threads))
     runs: dict[tuple[str, str], list[PrefRunResult]] = harness.run_repeats(
         [
             ((mode, name), name, lambda name=name, fw=fw, variant=variant: RUN[fw](a, work, data, name, variant))

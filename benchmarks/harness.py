@@ -96,6 +96,28 @@ def child_role(a, *, trl_child=None, probes: dict | None = None, prepare=None) -
     return True
 
 
+def import_floors(
+    module: str,
+    names: Iterable[str],
+    *,
+    work: Path,
+    smoke: bool,
+    env: Callable[[str], dict[str, str]],
+    python: Callable[[str], str] = lambda name: sys.executable,
+) -> dict[str, float | None]:
+    """``{name: peak RSS (MiB) of a child that only imports what run ``name`` imports}`` (``python -m module
+    --probe-imports NAME`` with ``env(name)``, log ``work/probe-NAME.log``): the floor under each run's peak.
+    ``smoke``: no probe children (they only add a memory figure), None each."""
+    if smoke:
+        return {name: None for name in names}
+    return {
+        name: run_child(
+            module_cmd(module, "--probe-imports", name, python=python(name)), env=env(name), log=work / f"probe-{name}.log"
+        )[0]
+        for name in names
+    }
+
+
 def probe_imports(modules: Iterable[str]) -> None:
     """A probe child's whole work: import ``modules`` (what a framework's run imports before it loads anything)."""
     import importlib

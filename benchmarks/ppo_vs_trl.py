@@ -690,13 +690,6 @@ def bench_env(a, trl: bool = False) -> dict[str, str]:
     return env
 
 
-def import_floor(a, work: Path, framework: str) -> float:
-    python = sys.executable if framework == "alignkit" else str(a.trl_python)
-    env = bench_env(a, trl=framework == "trl")
-    cmd = module_cmd(__spec__.name, "--probe-imports", framework, python=python)
-    return run_child(cmd, env=env, log=work / f"probe-{framework}.log")[0]
-
-
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -1032,7 +1025,14 @@ def main(argv=None) -> int:
     )
 
     # --smoke: no import probes (they only add a memory figure), None each
-    floors = {fw: None if a.smoke else import_floor(a, work, fw) for fw in sorted({n.split("-")[0] for n in a.runs})}
+    floors = harness.import_floors(
+        __spec__.name,
+        sorted({n.split("-")[0] for n in a.runs}),
+        work=work,
+        smoke=a.smoke,
+        env=lambda fw: bench_env(a, trl=fw == "trl"),
+        python=lambda fw: sys.executable if fw == "alignkit" else str(a.trl_python),
+    )
     plan = [
         (name, name, lambda name=name: (run_alignkit if name.startswith("alignkit") else run_trl)(a, work, data, name))
         for name in a.runs

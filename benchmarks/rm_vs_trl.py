@@ -482,13 +482,7 @@ def main(argv=None) -> int:
         flush=True,
     )
 
-    floors = {}  # --smoke: no import probes (they only add a memory figure), None each
-    for name in PROBES:
-        if a.smoke:
-            floors[name] = None
-            continue
-        cmd = module_cmd(__spec__.name, "--probe-imports", name)
-        floors[name] = run_child(cmd, env=child_env(a.threads), log=work / f"probe-{name}.log")[0]
+    floors = harness.import_floors(__spec__.name, PROBES, work=work, smoke=a.smoke, env=lambda _: child_env(a.threads))
     plan = [("alignkit", "alignkit", lambda: run_alignkit(a, work, data)), ("trl", "trl", lambda: run_trl(a, work, data))]
     runs: dict[str, list[RunResult]] = harness.run_repeats(
         plan,

@@ -407,11 +407,6 @@ PROBES = {
 }
 
 
-def import_floor_mib(a, work: Path, name: str) -> float:
-    cmd = module_cmd(__spec__.name, "--probe-imports", name)
-    return run_child(cmd, env=child_env(a.threads, a.device), log=work / f"probe-{name}.log")[0]
-
-
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -671,7 +666,8 @@ def main(argv=None) -> int:
 
     # --smoke: no import probes (they only add a memory figure) and no alignkit-packed run (the alignkit run again
     # with data.packing=true: the same benchmark code); TRL runs both ways (padding-free has its own tokenisation)
-    floors = {name: None if a.smoke else import_floor_mib(a, work, name) for name in PROBES}
+    env = child_env(a.threads, a.device)
+    floors = harness.import_floors(__spec__.name, PROBES, work=work, smoke=a.smoke, env=lambda _: env)
     plan = [
         ("alignkit", "alignkit", lambda: run_alignkit(a, "alignkit", cfg_path, work, packing=False)),
         ("alignkit-packed", "alignkit-packed", lambda: run_alignkit(a, "alignkit-packed", cfg_path, work, packing=True)),
