@@ -241,21 +241,14 @@ def add_options(parser: argparse.ArgumentParser, schema) -> None:
 
 def format_option_error(err, schema, command: str) -> str:
     """A pydantic ``ValidationError`` of ``schema`` as one line naming the options: ``generate --top-p: Input should
-    be a valid number (got 'x')``; a validator's own ``UserError`` message is kept as it is."""
-    from alignkit.errors import UserError
+    be a valid number (got 'x')``; a validator's own ``UserError`` message is kept as it is
+    (:func:`alignkit.config.base.format_errors`)."""
+    from alignkit.config.base import format_errors
 
-    parts = []
-    for e in err.errors():
-        raised = e.get("ctx", {}).get("error")
-        if isinstance(raised, UserError):  # a cross-field validator's message, already worded for the user
-            parts.append(str(raised))
-            continue
-        name = e["loc"][0] if e["loc"] else None
-        if name in schema.model_fields:
-            parts.append(f"{command} {flag(schema, name)}: {e['msg']} (got {e.get('input')!r})")
-        else:  # a whole-schema validator's plain ValueError: its input is every option
-            parts.append(f"{command}: {e['msg']}")
-    return "; ".join(parts)
+    def name(loc: tuple) -> str:
+        return f"{command} {flag(schema, loc[0])}" if loc and loc[0] in schema.model_fields else command
+
+    return format_errors(err, name=name, sep="; ")
 
 
 def parse_options(schema, args: argparse.Namespace, command: str):
