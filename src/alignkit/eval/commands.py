@@ -159,21 +159,12 @@ class CompareOptions(Closed):
 
 def compare(opts: CompareOptions) -> int:
     from alignkit.eval.compare import parse_model_specs
-    from alignkit.eval.report import run_compare
+    from alignkit.eval.report import compare_scorer, run_compare
 
     if opts.out:
         check_out_dir(opts.out)  # before any model is loaded, not after all generation
     models = parse_model_specs(opts.model)
-    scorer, label = None, opts.reward_model
-    if opts.reward_model:
-        from alignkit.models.reward import RewardModel
-
-        scorer = RewardModel.load(opts.reward_model)
-    elif opts.reward_function:
-        from alignkit.rl.rewards import RewardSource
-
-        scorer = RewardSource(function=opts.reward_function, kwargs=opts.function_kwargs())
-        label = scorer.name
+    scorer, label = compare_scorer(opts.reward_model, opts.reward_function, opts.function_kwargs())
     run_compare(
         models,
         opts.prompts,

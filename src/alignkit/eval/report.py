@@ -246,6 +246,21 @@ def write_outputs(result: CompareResult, out_dir: str | Path, *, runs: dict[str,
     return out
 
 
+def compare_scorer(reward_model: str | None, reward_function: str | None, reward_kwargs: dict | None = None):
+    """The scorer of a comparison and its label: a reward model directory, or a reward function (``file.py:fn`` /
+    ``module:fn`` with ``reward_kwargs``), or neither (``(None, None)``: answers and lengths only)."""
+    if reward_model:
+        from alignkit.models.reward import RewardModel
+
+        return RewardModel.load(reward_model), reward_model
+    if reward_function:
+        from alignkit.rl.rewards import RewardSource
+
+        scorer = RewardSource(function=reward_function, kwargs=reward_kwargs or {})
+        return scorer, scorer.name
+    return None, None
+
+
 def run_compare(
     models: dict[str, str],
     prompts_path: str,

@@ -63,18 +63,9 @@ def run(cfg: PipelineConfig) -> PipelineReport:
 
 
 def _run_compare(c: CompareStageConfig, out: Path) -> None:
-    from alignkit.eval.report import run_compare
+    from alignkit.eval.report import compare_scorer, run_compare
 
-    scorer, label = None, c.reward_model
-    if c.reward_model:
-        from alignkit.models.reward import RewardModel
-
-        scorer = RewardModel.load(c.reward_model)
-    elif c.reward_function:
-        from alignkit.rl.rewards import RewardSource
-
-        scorer = RewardSource(function=c.reward_function, kwargs=c.reward_kwargs)
-        label = scorer.name
+    scorer, label = compare_scorer(c.reward_model, c.reward_function, c.reward_kwargs)
     generation = ("max_new_tokens", "temperature", "top_p", "seed", "batch_size", "min_distinct_share", "backend")
     run_compare(
         c.models,
